@@ -1,0 +1,50 @@
+# Bulwark — two commands on a fresh Debian machine: `make demo` and `make test`.
+# Each installs (make deps) and builds (make build) what it needs first.
+
+BUILD    ?= build
+JOBS     ?= 2
+DEMO_DIR ?= $(BUILD)/demo
+
+# Every Debian package the project needs to build, test, benchmark and run its demo.
+DEB_PACKAGES := cmake make g++ ccache pkg-config zlib1g-dev \
+  libtorch-dev python3-torch python3-numpy libopenblas0-pthread dataset-fashion-mnist \
+  libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
+
+# ccache across precompiled headers (see docs/BUILDING.md).
+export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime
+export CCACHE_MAXSIZE ?= 5G
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build test demo bench clean
+
+all: build
+
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "make deps: all $(words $(DEB_PACKAGES)) Debian packages present"; fi
+
+$(BUILD)/Makefile: CMakeLists.txt
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+
+build: deps $(BUILD)/Makefile
+	cmake --build $(BUILD) -j$(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+demo: build
+	./scripts/demo.sh $(BUILD)/bulwark $(DEMO_DIR)
+
+bench: build
+	./scripts/bench.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

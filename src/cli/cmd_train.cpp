@@ -1,0 +1,96 @@
+// bulwark train — train a zoo model on a dataset and save it with its spec.
+#include <torch/torch.h>
+
+#include "cli/common.h"
+#include "core/progress.h"
+#include "data/dataset.h"
+#include "model/zoo.h"
+#include "train/train.h"
+
+namespace bulwark::cli {
+namespace {
+
+struct TrainFlags {
+  std::string arch = "cnn";
+  std::string data = "fashion-mnist";
+  int64_t epochs = 3;
+  int64_t batch = 128;
+  double lr = 1e-3;
+  double val_fraction = 0.05;
+  int64_t limit = 0;       // 0 = whole training set
+  int64_t test_limit = 0;  // 0 = whole test set
+  std::string out;
+  bool quiet = false;
+};
+
+void run_train(const TrainFlags& f, const GlobalOptions& g) {
+  apply_threads(g);
+  const auto options = train::TrainOptions()
+                           .epochs(f.epochs)
+                           .batch_size(f.batch)
+                           .lr(f.lr)
+                           .validation_fraction(f.val_fraction)
+                           .seed(g.seed)
+                           .progress(!f.quiet);
+  data::Dataset train_set = data::load_dataset(f.data, data::Split::kTrain);
+  data::Dataset test_set = data::load_dataset(f.data, data::Split::kTest);
+  if (f.limit > 0) train_set = train_set.head(f.limit, "--limit");
+  if (f.test_limit > 0) test_set = test_set.head(f.test_limit, "--test-limit");
+  const auto split = data::split_train_validation(train_set, options.validation_fraction(), g.seed);
+
+  model::ModelSpec spec = model::default_spec();
+  spec.input_shape = {train_set.images.size(1), train_set.images.size(2), train_set.images.size(3)};
+  spec.class_names = train_set.class_names;
+  spec.dataset = train_set.name;
+  model::Model m = model::create_model(f.arch, spec, g.seed);
+
+  train::CrossEntropyObjective objective;
+  const train::TrainResult result = train::fit(m, split.train, split.validation, options, objective);
+  const train::EvalResult test = train::evaluate(m, test_set);
+
+  m.mutable_spec().training = {{"options", options.to_json()},
+                               {"objective", objective.to_json()},
+                               {"result", result.to_json()},
+                               {"test_accuracy", test.accuracy()},
+                               {"test_images", test.n},
+                               {"train_images", split.train.size()},
+                               {"validation_images", split.validation.size()}};
+  m.save(f.out);
+
+  nlohmann::json j = {{"model", f.out},           {"arch", f.arch},
+                      {"parameters", m.parameter_count()}, {"dataset", train_set.name},
+                      {"seed", g.seed},           {"test_accuracy", test.accuracy()},
+                      {"test_images", test.n},    {"train", result.to_json()}};
+  print_result(g, j,
+               {{"model", f.arch + " (" + with_commas(m.parameter_count()) + " parameters)"},
+                {"data", train_set.name + ": " + with_commas(split.train.size()) + " train / " +
+                             with_commas(split.validation.size()) + " validation / " + with_commas(test.n) +
+                             " test"},
+                {"epochs", std::to_string(result.epochs.size()) + " (best " + std::to_string(result.best_epoch) + ")"},
+                {"test accuracy", percent(test.accuracy())},
+                {"time", format_duration(result.seconds) + " (" + with_commas(static_cast<int64_t>(result.images_per_s)) +
+                             " img/s)"},
+                {"seed", std::to_string(g.seed)},
+                {"saved", f.out}});
+}
+
+}  // namespace
+
+void register_train(CLI::App& app, GlobalOptions& g) {
+  auto flags = std::make_shared<TrainFlags>();
+  auto* cmd = app.add_subcommand("train", "Train a model from the zoo and save it (TorchScript + spec)");
+  cmd->add_option("--model", flags->arch, "Architecture: mlp, cnn-small, cnn")->capture_default_str();
+  cmd->add_option("--data", flags->data, "fashion-mnist, or a directory in the MNIST IDX layout")->capture_default_str();
+  cmd->add_option("--epochs", flags->epochs, "Epochs")->capture_default_str();
+  cmd->add_option("--batch", flags->batch, "Batch size")->capture_default_str();
+  cmd->add_option("--lr", flags->lr, "Adam learning rate")->capture_default_str();
+  cmd->add_option("--val-fraction", flags->val_fraction, "Held-out validation fraction of the training set")
+      ->capture_default_str();
+  cmd->add_option("--limit", flags->limit, "Use only the first N training images")->check(CLI::PositiveNumber);
+  cmd->add_option("--test-limit", flags->test_limit, "Evaluate on the first N test images")->check(CLI::PositiveNumber);
+  cmd->add_option("--out", flags->out, "Where to write the model (.pt)")->required();
+  cmd->add_flag("--quiet", flags->quiet, "No progress bar");
+  cmd->callback([flags, &g] { run_train(*flags, g); });
+}
+
+}  // namespace bulwark::cli

@@ -1,0 +1,38 @@
+// cli/common.h — what every subcommand shares: global flags, output, and the exit-code contract
+// (0 ok, 1 failure, 2 bad usage).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+namespace bulwark::cli {
+
+struct GlobalOptions {
+  bool json = false;
+  uint64_t seed = 0;
+  int threads = 0;  // 0 = all cores
+};
+
+// Applies --threads to LibTorch's intra-op pool.
+void apply_threads(const GlobalOptions& g);
+
+// Prints `j` (with --json) or the human rows as an aligned two-column table.
+void print_result(const GlobalOptions& g, const nlohmann::json& j,
+                  const std::vector<std::pair<std::string, std::string>>& rows);
+
+std::string percent(double fraction);
+std::string with_commas(int64_t n);
+
+// Each subcommand registers itself; the callback runs after parsing succeeds.
+void register_train(CLI::App& app, GlobalOptions& g);
+void register_eval(CLI::App& app, GlobalOptions& g);
+void register_info(CLI::App& app, GlobalOptions& g);
+
+std::string version_text();
+
+}  // namespace bulwark::cli

@@ -1,0 +1,130 @@
+#include "model/model.h"
+
+#include <torch/torch.h>
+
+#include <sstream>
+
+#include "core/error.h"
+#include "core/files.h"
+
+namespace bulwark::model {
+namespace {
+
+std::string first_line(const std::string& s) {
+  const auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+std::string shape_string(at::IntArrayRef dims) {
+  std::string out = "[";
+  for (size_t i = 0; i < dims.size(); ++i) out += (i ? ", " : "") + std::to_string(dims[i]);
+  return out + "]";
+}
+
+// Defaults for an archive without a spec: run a probe input to learn the class count.
+ModelSpec assumed_spec(torch::jit::Module& module, const std::string& path) {
+  ModelSpec spec = default_spec();
+  torch::NoGradGuard no_grad;  // not InferenceMode: a TorchScript module run under it cannot train afterwards
+  torch::Tensor out;
+  try {
+    out = module.forward({torch::zeros({1, spec.input_shape[0], spec.input_shape[1], spec.input_shape[2]})})
+              .toTensor();
+  } catch (const std::exception& e) {
+    throw data_format(path + ": has no Bulwark spec (bulwark.json inside or " + path +
+                      ".json beside it) and does not accept a 1x28x28 input: " + first_line(e.what()));
+  }
+  if (out.dim() != 2 || out.size(0) != 1) {
+    throw data_format(path + ": forward() must return logits [N, classes], returned " + shape_string(out.sizes()));
+  }
+  spec = default_spec(out.size(1));
+  spec.assumed = true;
+  return spec;
+}
+
+}  // namespace
+
+Model::Model(torch::jit::Module module, ModelSpec spec) : module_(std::move(module)), spec_(std::move(spec)) {
+  has_features_ = module_.find_method("features").has_value();
+}
+
+Model Model::load(const std::string& path) {
+  if (!file_exists(path)) throw not_found(path + ": no such model file");
+  std::unordered_map<std::string, std::string> extra{{kSpecExtraFile, ""}};
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, torch::kCPU, extra);
+  } catch (const std::exception& e) {
+    throw data_format(path + ": not a loadable TorchScript archive (" + first_line(e.what()) + ")");
+  }
+  if (!module.find_method("forward")) throw data_format(path + ": TorchScript module has no forward()");
+  std::string spec_text = extra[kSpecExtraFile];
+  const std::string sidecar = path + ".json";
+  if (spec_text.empty() && file_exists(sidecar)) spec_text = read_file(sidecar);
+  ModelSpec spec;
+  if (spec_text.empty()) {
+    spec = assumed_spec(module, path);
+  } else {
+    const auto j = nlohmann::json::parse(spec_text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) throw data_format(path + ": spec (bulwark.json) is not valid JSON");
+    spec = ModelSpec::from_json(j, path);
+  }
+  module.eval();
+  return Model(std::move(module), std::move(spec));
+}
+
+void Model::save(const std::string& path) const {
+  std::ostringstream bytes;
+  torch::jit::ExtraFilesMap extra{{kSpecExtraFile, spec_.to_json().dump(2)}};
+  module_.save(bytes, extra);
+  atomic_write_file(path, bytes.str());
+}
+
+Model Model::clone() const { return Model(module_.deepcopy(), spec_); }
+
+void Model::check_input(const torch::Tensor& x) const {
+  const auto& s = spec_.input_shape;
+  if (x.dim() != 4 || x.size(1) != s[0] || x.size(2) != s[1] || x.size(3) != s[2]) {
+    throw invalid_argument("input shape " + shape_string(x.sizes()) + " does not match the model's [N, " +
+                           std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " + std::to_string(s[2]) + "]");
+  }
+}
+
+torch::Tensor Model::logits(const torch::Tensor& x) const {
+  return const_cast<torch::jit::Module&>(module_).forward({x}).toTensor();
+}
+
+bool Model::has_features() const { return has_features_; }
+
+torch::Tensor Model::features(const torch::Tensor& x) const {
+  if (!has_features_) throw invalid_argument("model '" + spec_.arch + "' does not expose features()");
+  return const_cast<torch::jit::Module&>(module_).run_method("features", x).toTensor();
+}
+
+torch::Tensor Model::predict_logits(const torch::Tensor& x, int64_t batch_size) const {
+  torch::NoGradGuard no_grad;  // not InferenceMode: a TorchScript module run under it cannot train afterwards
+  std::vector<torch::Tensor> parts;
+  for (int64_t start = 0; start < x.size(0); start += batch_size) {
+    parts.push_back(logits(x.narrow(0, start, std::min(batch_size, x.size(0) - start))));
+  }
+  return parts.empty() ? torch::empty({0, spec_.num_classes()}) : torch::cat(parts);
+}
+
+std::vector<torch::Tensor> Model::parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : module_.parameters()) out.push_back(p);
+  return out;
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& p : module_.parameters()) n += p.numel();
+  return n;
+}
+
+void Model::set_training(bool on) { on ? module_.train() : module_.eval(); }
+
+void Model::set_parameters_require_grad(bool on) {
+  for (auto p : module_.parameters()) p.requires_grad_(on);
+}
+
+}  // namespace bulwark::model

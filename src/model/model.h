@@ -1,0 +1,70 @@
+// model/model.h — the one Model type everything downstream uses: a TorchScript module plus its
+// spec. Zoo models are built as TorchScript too, so what Bulwark saves loads unchanged in
+// Python's torch.jit.load and what PyTorch exports loads here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+
+#include "model/spec.h"
+
+namespace bulwark::model {
+
+// A Model is a handle: copies share parameters (like torch::jit::Module). Use clone() for an
+// independent copy. Not thread-safe for training; concurrent logits() calls in eval mode are
+// safe (TorchScript's interpreter is re-entrant).
+class Model {
+ public:
+  // Loads a TorchScript archive; its spec comes from the archive, else a "<path>.json" sidecar,
+  // else defaults (spec().assumed = true). Bad files throw naming the path.
+  static Model load(const std::string& path);
+  // Wraps an already-built module (zoo, tests).
+  Model(torch::jit::Module module, ModelSpec spec);
+
+  // Writes the archive (with its spec) atomically.
+  void save(const std::string& path) const;
+  Model clone() const;
+
+  // Logits for a float batch [N, C, H, W]; autograd follows the caller's mode.
+  torch::Tensor logits(const torch::Tensor& x) const;
+  // Penultimate activations, when the module defines a `features` method.
+  bool has_features() const;
+  torch::Tensor features(const torch::Tensor& x) const;
+  // Inference-mode logits over a large tensor, in chunks of `batch_size`.
+  torch::Tensor predict_logits(const torch::Tensor& x, int64_t batch_size = 500) const;
+
+  // Throws invalid_argument if x is not [N, C, H, W] matching the spec's input shape.
+  void check_input(const torch::Tensor& x) const;
+
+  std::vector<torch::Tensor> parameters() const;
+  int64_t parameter_count() const;
+  void set_training(bool on);
+  // Attacks freeze parameters so only the input gets a gradient.
+  void set_parameters_require_grad(bool on);
+
+  const ModelSpec& spec() const { return spec_; }
+  ModelSpec& mutable_spec() { return spec_; }
+  torch::jit::Module& module() { return module_; }
+
+ private:
+  torch::jit::Module module_;
+  ModelSpec spec_;
+  bool has_features_ = false;
+};
+
+// RAII: parameters stop requiring grad for the scope (attacks, evaluation).
+class FrozenParameters {
+ public:
+  explicit FrozenParameters(Model& m) : model_(m) { model_.set_parameters_require_grad(false); }
+  ~FrozenParameters() { model_.set_parameters_require_grad(true); }
+  FrozenParameters(const FrozenParameters&) = delete;
+  FrozenParameters& operator=(const FrozenParameters&) = delete;
+
+ private:
+  Model& model_;
+};
+
+}  // namespace bulwark::model

@@ -1,0 +1,54 @@
+#include "train/options.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace bulwark::train {
+
+TrainOptions& TrainOptions::epochs(int64_t v) {
+  if (v < 1 || v > 100000) throw invalid_argument("--epochs must be in 1..100000, got " + std::to_string(v));
+  epochs_ = v;
+  return *this;
+}
+TrainOptions& TrainOptions::batch_size(int64_t v) {
+  if (v < 1 || v > 65536) throw invalid_argument("--batch must be in 1..65536, got " + std::to_string(v));
+  batch_size_ = v;
+  return *this;
+}
+TrainOptions& TrainOptions::lr(double v) {
+  if (!(v > 0 && v <= 10)) throw invalid_argument("--lr must be in (0, 10], got " + std::to_string(v));
+  lr_ = v;
+  return *this;
+}
+TrainOptions& TrainOptions::weight_decay(double v) {
+  if (!(v >= 0 && v < 1)) throw invalid_argument("--weight-decay must be in [0, 1), got " + std::to_string(v));
+  weight_decay_ = v;
+  return *this;
+}
+TrainOptions& TrainOptions::validation_fraction(double v) {
+  if (!(v >= 0 && v < 0.9)) throw invalid_argument("--val-fraction must be in [0, 0.9), got " + std::to_string(v));
+  validation_fraction_ = v;
+  return *this;
+}
+TrainOptions& TrainOptions::seed(uint64_t v) {
+  seed_ = v;
+  return *this;
+}
+TrainOptions& TrainOptions::budget_seconds(double v) {
+  if (!(v >= 0 && std::isfinite(v))) throw invalid_argument("--budget-minutes must be >= 0");
+  budget_seconds_ = v;
+  return *this;
+}
+TrainOptions& TrainOptions::progress(bool v) {
+  progress_ = v;
+  return *this;
+}
+
+nlohmann::json TrainOptions::to_json() const {
+  return {{"epochs", epochs_},   {"batch_size", batch_size_}, {"lr", lr_},     {"optimizer", "adam"},
+          {"weight_decay", weight_decay_}, {"validation_fraction", validation_fraction_}, {"seed", seed_},
+          {"budget_seconds", budget_seconds_}};
+}
+
+}  // namespace bulwark::train

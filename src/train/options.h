@@ -1,0 +1,46 @@
+// train/options.h — settings for the training loop, validated when built.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace bulwark::train {
+
+// TrainOptions().epochs(5).batch_size(128).lr(1e-3). Setters validate and throw
+// invalid_argument naming the CLI flag, so a bad value never reaches the loop.
+class TrainOptions {
+ public:
+  TrainOptions& epochs(int64_t v);
+  TrainOptions& batch_size(int64_t v);
+  TrainOptions& lr(double v);
+  TrainOptions& weight_decay(double v);
+  TrainOptions& validation_fraction(double v);
+  TrainOptions& seed(uint64_t v);
+  TrainOptions& budget_seconds(double v);  // 0 = no budget
+  TrainOptions& progress(bool v);
+
+  int64_t epochs() const { return epochs_; }
+  int64_t batch_size() const { return batch_size_; }
+  double lr() const { return lr_; }
+  double weight_decay() const { return weight_decay_; }
+  double validation_fraction() const { return validation_fraction_; }
+  uint64_t seed() const { return seed_; }
+  double budget_seconds() const { return budget_seconds_; }
+  bool progress() const { return progress_; }
+
+  nlohmann::json to_json() const;
+
+ private:
+  int64_t epochs_ = 3;
+  int64_t batch_size_ = 128;
+  double lr_ = 1e-3;  // Adam
+  double weight_decay_ = 0.0;
+  double validation_fraction_ = 0.05;
+  uint64_t seed_ = 0;
+  double budget_seconds_ = 0.0;
+  bool progress_ = true;
+};
+
+}  // namespace bulwark::train

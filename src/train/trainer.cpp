@@ -1,0 +1,136 @@
+#include "train/trainer.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <limits>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "train/evaluate.h"
+
+namespace bulwark::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::vector<torch::Tensor> snapshot(const model::Model& m) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : m.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+void restore(model::Model& m, const std::vector<torch::Tensor>& saved) {
+  torch::NoGradGuard guard;
+  auto params = m.parameters();
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
+}
+
+std::string step_status(double loss, double acc, double ips) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "loss %.4f acc %.1f%% %.0f img/s", loss, 100 * acc, ips);
+  return buf;
+}
+
+}  // namespace
+
+StepOutput CrossEntropyObjective::step(model::Model& m, const torch::Tensor& x, const torch::Tensor& y,
+                                       const StepContext&) {
+  auto logits = m.logits(x);
+  return {torch::nn::functional::cross_entropy(logits, y), logits};
+}
+
+nlohmann::json EpochStats::to_json() const {
+  return {{"epoch", epoch},
+          {"train_loss", train_loss},
+          {"train_accuracy", train_accuracy},
+          {"validation_accuracy", validation_accuracy},
+          {"selection_score", selection_score},
+          {"seconds", seconds},
+          {"images_per_s", images_per_s},
+          {"partial", partial},
+          {"extra", extra}};
+}
+
+nlohmann::json TrainResult::to_json() const {
+  nlohmann::json e = nlohmann::json::array();
+  for (const auto& s : epochs) e.push_back(s.to_json());
+  return {{"epochs", e}, {"best_epoch", best_epoch}, {"seconds", seconds}, {"images_per_s", images_per_s},
+          {"stopped_by_budget", stopped_by_budget}};
+}
+
+TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset& validation, const TrainOptions& o,
+                Objective& objective, const EpochHook& on_epoch_end) {
+  if (train.size() == 0) throw invalid_argument("training set is empty");
+  m.check_input(train.images.narrow(0, 0, 1));
+  torch::manual_seed(o.seed());
+  m.set_parameters_require_grad(true);
+  torch::optim::Adam optimizer(m.parameters(), torch::optim::AdamOptions(o.lr()).weight_decay(o.weight_decay()));
+
+  TrainResult result;
+  std::vector<torch::Tensor> best;
+  double best_score = -std::numeric_limits<double>::infinity();
+  int64_t images_seen = 0;
+  const auto run_start = Clock::now();
+
+  for (int64_t epoch = 0; epoch < o.epochs() && !result.stopped_by_budget; ++epoch) {
+    const auto epoch_start = Clock::now();
+    const auto batches = data::batch_indices(train.size(), o.batch_size(), /*shuffle=*/true, o.seed(), epoch);
+    ProgressBar bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs()), train.size(),
+                    o.progress());
+    m.set_training(true);
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+    EpochStats stats;
+    stats.epoch = epoch + 1;
+    for (size_t b = 0; b < batches.size(); ++b) {
+      if (o.budget_seconds() > 0 && seconds_since(run_start) > o.budget_seconds()) {
+        result.stopped_by_budget = true;
+        stats.partial = true;
+        break;
+      }
+      const auto x = train.inputs(batches[b]);
+      const auto y = train.targets(batches[b]);
+      const StepContext ctx{epoch, static_cast<int64_t>(b), static_cast<int64_t>(batches.size())};
+      StepOutput out = objective.step(m, x, y, ctx);
+      optimizer.zero_grad();
+      out.loss.backward();
+      optimizer.step();
+      const auto n = y.size(0);
+      loss_sum += out.loss.item<double>() * static_cast<double>(n);
+      correct += out.logits.detach().argmax(1).eq(y).sum().item<int64_t>();
+      seen += n;
+      bar.update(seen, step_status(loss_sum / seen, static_cast<double>(correct) / seen,
+                                   seen / seconds_since(epoch_start)));
+    }
+    images_seen += seen;
+    m.set_training(false);
+    if (seen == 0) break;  // the budget ran out before this epoch did any work
+    stats.train_loss = loss_sum / seen;
+    stats.train_accuracy = static_cast<double>(correct) / seen;
+    stats.images_per_s = seen / seconds_since(epoch_start);
+    if (validation.size() > 0) stats.validation_accuracy = evaluate(m, validation).accuracy();
+    stats.selection_score = stats.validation_accuracy;
+    if (on_epoch_end) on_epoch_end(m, stats);
+    stats.seconds = seconds_since(epoch_start);
+    char tail[64];
+    std::snprintf(tail, sizeof tail, "  val acc %.1f%%", 100 * stats.validation_accuracy);
+    bar.finish(step_status(stats.train_loss, stats.train_accuracy, stats.images_per_s) +
+               (validation.size() > 0 ? tail : ""));
+    if (validation.size() == 0 || stats.selection_score > best_score) {
+      best_score = stats.selection_score;
+      result.best_epoch = stats.epoch;
+      if (validation.size() > 0) best = snapshot(m);
+    }
+    result.epochs.push_back(stats);
+  }
+  if (!best.empty()) restore(m, best);
+  result.seconds = seconds_since(run_start);
+  result.images_per_s = result.seconds > 0 ? images_seen / result.seconds : 0;
+  return result;
+}
+
+}  // namespace bulwark::train

@@ -1,0 +1,89 @@
+// Black-box tests of the real `bulwark` binary: exit codes, messages, and a tiny end-to-end run.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace bulwark {
+namespace {
+
+using testing::run_command;
+
+testing::CommandResult bulwark(const std::string& args) { return run_command(std::string(BULWARK_BIN) + " " + args); }
+
+void expect_usage_error(const std::string& args, const std::string& flag) {
+  const auto r = bulwark(args);
+  EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+  EXPECT_NE(r.output.find(flag), std::string::npos) << "message does not name " << flag << ": " << r.output;
+}
+
+TEST(Cli, VersionReportsLibTorchAndBlas) {
+  const auto r = bulwark("--version");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("libtorch 1.13"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("blas "), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("none loaded"), std::string::npos) << r.output;
+}
+
+TEST(Cli, HelpOnEverySubcommand) {
+  for (const std::string cmd : {"", "train ", "eval ", "info "}) {
+    const auto r = bulwark(cmd + "--help");
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.output.find("Usage"), std::string::npos) << cmd;
+  }
+}
+
+TEST(Cli, BadUsageExitsTwoNamingTheFlag) {
+  expect_usage_error("", "command is required");
+  expect_usage_error("frobnicate", "frobnicate");
+  expect_usage_error("train --out /tmp/x.pt --epochs abc", "--epochs");
+  expect_usage_error("train --out /tmp/x.pt --epochs 0", "--epochs");
+  expect_usage_error("train --out /tmp/x.pt --lr -1", "--lr");
+  expect_usage_error("train --epochs 1", "--out");
+  expect_usage_error("train --out /tmp/x.pt --model resnet", "--model");
+  expect_usage_error("train --out /tmp/x.pt --bogus 3", "--bogus");
+  expect_usage_error("train --out /tmp/x.pt --limit 0", "--limit");
+  expect_usage_error("--threads 0 info x.pt", "--threads");
+  expect_usage_error("train --out /tmp/x.pt --limit 999999", "--limit");
+  expect_usage_error("eval", "--model");
+}
+
+TEST(Cli, FailuresExitOneNamingTheFile) {
+  const auto r = bulwark("info /no/such/model.pt");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("/no/such/model.pt"), std::string::npos) << r.output;
+  const auto d = bulwark("eval --model /no/such/model.pt");
+  EXPECT_EQ(d.exit_code, 1);
+}
+
+TEST(Cli, TrainInfoEvalEndToEnd) {
+  testing::TempDir dir;
+  const auto model = dir.file("m.pt");
+  const auto t = bulwark("--json --seed 4 train --model mlp --epochs 1 --limit 400 --test-limit 200 --quiet --out " + model);
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  const auto trained = nlohmann::json::parse(t.output);
+  EXPECT_EQ(trained["test_images"], 200);
+  EXPECT_EQ(trained["seed"], 4);
+
+  const auto i = bulwark("--json info " + model);
+  ASSERT_EQ(i.exit_code, 0) << i.output;
+  const auto info = nlohmann::json::parse(i.output);
+  EXPECT_EQ(info["arch"], "mlp");
+  EXPECT_EQ(info["dataset"], "fashion-mnist");
+  EXPECT_EQ(info["training"]["test_accuracy"], trained["test_accuracy"]);
+
+  const auto e = bulwark("--json eval --model " + model + " --limit 200");
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  const auto eval = nlohmann::json::parse(e.output);
+  EXPECT_EQ(eval["n"], 200);
+  EXPECT_DOUBLE_EQ(eval["accuracy"].get<double>(), trained["test_accuracy"].get<double>());
+  EXPECT_EQ(eval["confusion"].size(), 10u);
+
+  const auto human = bulwark("eval --model " + model + " --limit 200");
+  EXPECT_NE(human.output.find("confusion matrix"), std::string::npos) << human.output;
+  expect_usage_error("eval --model " + model + " --split dev", "--split");
+}
+
+}  // namespace
+}  // namespace bulwark

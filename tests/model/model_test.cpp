@@ -1,0 +1,180 @@
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "data/dataset.h"
+#include "model/model.h"
+#include "model/zoo.h"
+#include "test_util.h"
+#include "train/evaluate.h"
+
+namespace bulwark::model {
+namespace {
+
+using testing::TempDir;
+
+TEST(Zoo, EveryArchitectureGivesLogitsAndFeatures) {
+  const auto x = torch::rand({3, 1, 28, 28});
+  for (const auto& arch : zoo_architectures()) {
+    const Model m = create_model(arch, default_spec(), 1);
+    EXPECT_EQ(m.logits(x).sizes(), (std::vector<int64_t>{3, 10})) << arch;
+    ASSERT_TRUE(m.has_features()) << arch;
+    EXPECT_EQ(m.features(x).dim(), 2) << arch;
+    EXPECT_EQ(m.spec().arch, arch);
+  }
+}
+
+TEST(Zoo, SeedDeterminesWeights) {
+  const auto x = torch::rand({2, 1, 28, 28});
+  const Model a = create_model("cnn-small", default_spec(), 5);
+  const Model b = create_model("cnn-small", default_spec(), 5);
+  const Model c = create_model("cnn-small", default_spec(), 6);
+  EXPECT_TRUE(torch::equal(a.logits(x), b.logits(x)));
+  EXPECT_FALSE(torch::equal(a.logits(x), c.logits(x)));
+}
+
+TEST(Zoo, UnknownArchitectureListsTheZoo) {
+  try {
+    create_model("resnet", default_spec(), 0);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("cnn-small"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Model, SaveLoadRoundTripKeepsLogitsAndSpec) {
+  TempDir dir;
+  ModelSpec spec = default_spec();
+  spec.dataset = "fashion-mnist";
+  spec.class_names[3] = "Dress";
+  spec.training = {{"test_accuracy", 0.5}};
+  const Model m = create_model("cnn", spec, 3);
+  m.save(dir.file("m.pt"));
+  const Model back = Model::load(dir.file("m.pt"));
+  const auto x = torch::rand({5, 1, 28, 28});
+  EXPECT_TRUE(torch::equal(m.logits(x), back.logits(x)));
+  EXPECT_TRUE(torch::equal(m.features(x), back.features(x)));
+  EXPECT_EQ(back.spec().arch, "cnn");
+  EXPECT_EQ(back.spec().class_names[3], "Dress");
+  EXPECT_EQ(back.spec().seed, 3u);
+  EXPECT_EQ(back.spec().training["test_accuracy"], 0.5);
+  EXPECT_FALSE(back.spec().assumed);
+}
+
+TEST(Model, CheckInputRejectsWrongShape) {
+  const Model m = create_model("mlp", default_spec(), 0);
+  EXPECT_NO_THROW(m.check_input(torch::zeros({2, 1, 28, 28})));
+  EXPECT_THROW(m.check_input(torch::zeros({2, 3, 28, 28})), Error);
+  EXPECT_THROW(m.check_input(torch::zeros({28, 28})), Error);
+}
+
+TEST(Model, CloneIsIndependent) {
+  Model m = create_model("mlp", default_spec(), 0);
+  Model copy = m.clone();
+  {
+    torch::NoGradGuard g;
+    m.parameters()[0].add_(1.0);
+  }
+  const auto x = torch::rand({1, 1, 28, 28});
+  EXPECT_FALSE(torch::equal(m.logits(x), copy.logits(x)));
+}
+
+TEST(Model, GarbageFileIsADataFormatErrorNamingThePath) {
+  TempDir dir;
+  atomic_write_file(dir.file("bad.pt"), "this is not a zip archive");
+  try {
+    Model::load(dir.file("bad.pt"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kDataFormat);
+    EXPECT_NE(std::string(e.what()).find(dir.file("bad.pt")), std::string::npos) << e.what();
+  }
+}
+
+TEST(Model, TruncatedArchiveIsAnError) {
+  TempDir dir;
+  create_model("mlp", default_spec(), 0).save(dir.file("m.pt"));
+  const std::string bytes = read_file(dir.file("m.pt"));
+  atomic_write_file(dir.file("cut.pt"), bytes.substr(0, bytes.size() / 2));
+  EXPECT_THROW(Model::load(dir.file("cut.pt")), Error);
+}
+
+TEST(Model, MissingFileIsNotFound) {
+  try {
+    Model::load("/no/such/model.pt");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kNotFound);
+  }
+}
+
+TEST(Spec, MalformedSpecNamesTheField) {
+  auto j = default_spec().to_json();
+  j["value_range"] = {1.0, 0.0};
+  try {
+    ModelSpec::from_json(j, "m.pt");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("value_range"), std::string::npos) << e.what();
+  }
+  j = default_spec().to_json();
+  j["input_shape"] = {1, 28};
+  EXPECT_THROW(ModelSpec::from_json(j, "m.pt"), Error);
+  j = default_spec().to_json();
+  j["format"] = "other";
+  EXPECT_THROW(ModelSpec::from_json(j, "m.pt"), Error);
+  EXPECT_THROW(ModelSpec::from_json(nlohmann::json::array(), "m.pt"), Error);
+}
+
+// A model exported by Debian's python3-torch loads, gives PyTorch's logits, and evaluates.
+TEST(PyTorchInterop, TorchScriptFromPythonLoadsAndMatches) {
+  TempDir dir;
+  const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR +
+                                      "/make_torchscript.py " + dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const Model m = Model::load(dir.file("pytorch_model.pt"));
+  EXPECT_TRUE(m.spec().assumed);
+  EXPECT_EQ(m.spec().num_classes(), 10);
+  EXPECT_FALSE(m.has_features());
+  const auto x = testing::read_floats(dir.file("input.bin"), {4, 1, 28, 28});
+  const auto expected = testing::read_floats(dir.file("logits.bin"), {4, 10});
+  EXPECT_TRUE(torch::allclose(m.predict_logits(x), expected, 1e-5, 1e-5));
+
+  const auto test = data::load_dataset("fashion-mnist", data::Split::kTest).head(200);
+  const auto result = train::evaluate(m, test);
+  EXPECT_EQ(result.n, 200);
+
+  // A sidecar spec beside the archive is picked up.
+  ModelSpec spec = default_spec();
+  spec.dataset = "fashion-mnist";
+  spec.class_names[0] = "T-shirt/top";
+  atomic_write_file(dir.file("pytorch_model.pt.json"), spec.to_json().dump());
+  const Model with_spec = Model::load(dir.file("pytorch_model.pt"));
+  EXPECT_FALSE(with_spec.spec().assumed);
+  EXPECT_EQ(with_spec.spec().class_names[0], "T-shirt/top");
+}
+
+// What Bulwark saves loads in Python's torch.jit.load with the same logits.
+TEST(PyTorchInterop, BulwarkModelLoadsInPythonWithIdenticalLogits) {
+  TempDir dir;
+  for (const auto& arch : zoo_architectures()) {
+    const Model m = create_model(arch, default_spec(), 11);
+    m.save(dir.file(arch + ".pt"));
+    const auto x = torch::rand({6, 1, 28, 28});
+    testing::write_floats(dir.file("x.bin"), x);
+    const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR +
+                                        "/logits_in_python.py " + dir.file(arch + ".pt") + " " + dir.file("x.bin") +
+                                        " 1 28 28 " + dir.file("y.bin"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(arch), std::string::npos) << "spec not readable from Python: " << r.output;
+    const auto from_python = testing::read_floats(dir.file("y.bin"), {6, 10});
+    EXPECT_TRUE(torch::allclose(m.predict_logits(x), from_python, 1e-6, 1e-6))
+        << arch << " max diff " << (m.predict_logits(x) - from_python).abs().max().item<float>();
+  }
+}
+
+}  // namespace
+}  // namespace bulwark::model

@@ -1,0 +1,122 @@
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "data/dataset.h"
+#include "model/zoo.h"
+#include "train/train.h"
+
+namespace bulwark::train {
+namespace {
+
+const data::Dataset& fashion_train() {
+  static const data::Dataset d = data::load_dataset("fashion-mnist", data::Split::kTrain);
+  return d;
+}
+const data::Dataset& fashion_test() {
+  static const data::Dataset d = data::load_dataset("fashion-mnist", data::Split::kTest);
+  return d;
+}
+
+model::Model fresh(const std::string& arch, uint64_t seed) {
+  model::ModelSpec spec = model::default_spec();
+  spec.class_names = fashion_train().class_names;
+  return model::create_model(arch, spec, seed);
+}
+
+TEST(Train, ShortRunOn2kImagesReaches75PercentOn1kTest) {
+  torch::set_num_threads(2);
+  auto m = fresh("cnn-small", 0);
+  CrossEntropyObjective ce;
+  const auto result = fit(m, fashion_train().head(2000), {}, TrainOptions().epochs(6).batch_size(64).progress(false), ce);
+  ASSERT_EQ(result.epochs.size(), 6u);
+  EXPECT_LT(result.epochs.back().train_loss, result.epochs.front().train_loss);
+  const auto eval = evaluate(m, fashion_test().head(1000));
+  EXPECT_GE(eval.accuracy(), 0.75) << "test accuracy " << eval.accuracy();
+}
+
+TEST(Train, DeterministicGivenSeed) {
+  const auto subset = fashion_train().head(600);
+  auto run = [&](uint64_t seed) {
+    auto m = fresh("mlp", seed);
+    CrossEntropyObjective ce;
+    fit(m, subset, {}, TrainOptions().epochs(1).batch_size(50).seed(seed).progress(false), ce);
+    return m.predict_logits(fashion_test().inputs(torch::arange(20)));
+  };
+  EXPECT_TRUE(torch::equal(run(3), run(3)));
+  EXPECT_FALSE(torch::equal(run(3), run(4)));
+}
+
+TEST(Train, KeepsTheBestValidationEpoch) {
+  auto m = fresh("mlp", 1);
+  CrossEntropyObjective ce;
+  const auto split = data::split_train_validation(fashion_train().head(1000), 0.2, 1);
+  int calls = 0;
+  // The hook decides selection: prefer epoch 1 by scoring later epochs lower.
+  std::vector<torch::Tensor> epoch1;
+  const auto result = fit(m, split.train, split.validation, TrainOptions().epochs(3).progress(false), ce,
+                          [&](model::Model& mm, EpochStats& s) {
+                            ++calls;
+                            s.selection_score = -static_cast<double>(s.epoch);
+                            if (s.epoch == 1) {
+                              for (const auto& p : mm.parameters()) epoch1.push_back(p.detach().clone());
+                            }
+                          });
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(result.best_epoch, 1);
+  const auto params = m.parameters();
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(torch::equal(params[i], epoch1[i]));
+}
+
+TEST(Train, BudgetStopsEarly) {
+  auto m = fresh("mlp", 1);
+  CrossEntropyObjective ce;
+  const auto result =
+      fit(m, fashion_train().head(2000), {}, TrainOptions().epochs(1000).budget_seconds(0.5).progress(false), ce);
+  EXPECT_TRUE(result.stopped_by_budget);
+  EXPECT_LT(result.epochs.size(), 1000u);
+}
+
+TEST(Train, RejectsWrongInputShape) {
+  model::ModelSpec spec = model::default_spec();
+  spec.input_shape = {1, 16, 16};
+  auto m = model::create_model("mlp", spec, 0);
+  CrossEntropyObjective ce;
+  EXPECT_THROW(fit(m, fashion_train().head(10), {}, TrainOptions().progress(false), ce), Error);
+}
+
+TEST(Options, ValidationNamesTheFlag) {
+  auto expect_flag = [](auto&& set, const std::string& flag) {
+    try {
+      set();
+      FAIL() << flag;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(flag), std::string::npos) << e.what();
+    }
+  };
+  expect_flag([] { TrainOptions().epochs(0); }, "--epochs");
+  expect_flag([] { TrainOptions().batch_size(-1); }, "--batch");
+  expect_flag([] { TrainOptions().lr(0); }, "--lr");
+  expect_flag([] { TrainOptions().lr(std::nan("")); }, "--lr");
+  expect_flag([] { TrainOptions().validation_fraction(0.95); }, "--val-fraction");
+}
+
+TEST(Evaluate, ConfusionMatrixAgreesWithAccuracy) {
+  auto m = fresh("mlp", 2);
+  const auto test = fashion_test().head(300);
+  const auto r = evaluate(m, test, 64);
+  int64_t total = 0, diagonal = 0;
+  for (size_t t = 0; t < r.confusion.size(); ++t) {
+    for (size_t p = 0; p < r.confusion.size(); ++p) total += r.confusion[t][p];
+    diagonal += r.confusion[t][t];
+  }
+  EXPECT_EQ(total, 300);
+  EXPECT_EQ(diagonal, r.correct);
+  const double direct = accuracy_of(m.predict_logits(test.inputs()), test.targets());
+  EXPECT_DOUBLE_EQ(r.accuracy(), direct);
+}
+
+}  // namespace
+}  // namespace bulwark::train
