@@ -32,6 +32,7 @@ std::string with_commas(int64_t n);
 void register_train(CLI::App& app, GlobalOptions& g);
 void register_eval(CLI::App& app, GlobalOptions& g);
 void register_info(CLI::App& app, GlobalOptions& g);
+void register_attack(CLI::App& app, GlobalOptions& g);
 
 std::string version_text();
 

@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+
+#include <mutex>
 #include <sstream>
 
 #include "core/error.h"
@@ -41,15 +44,26 @@ ModelSpec assumed_spec(torch::jit::Module& module, const std::string& path) {
   return spec;
 }
 
+// TorchScript's optimizing executor profiles the first runs, then rewrites the graph into
+// differentiable subgraphs; on CPU that made training ~10% slower than plain LibTorch and the
+// first calls slower still (bench/train_throughput). The plain interpreter runs the same ops.
+// This is a process-wide LibTorch setting, set once before any module runs.
+void use_plain_interpreter() {
+  static std::once_flag once;
+  std::call_once(once, [] { torch::jit::setGraphExecutorOptimize(false); });
+}
+
 }  // namespace
 
 Model::Model(torch::jit::Module module, ModelSpec spec) : module_(std::move(module)), spec_(std::move(spec)) {
+  use_plain_interpreter();
   has_features_ = module_.find_method("features").has_value();
 }
 
 Model Model::load(const std::string& path) {
   if (!file_exists(path)) throw not_found(path + ": no such model file");
   std::unordered_map<std::string, std::string> extra{{kSpecExtraFile, ""}};
+  use_plain_interpreter();
   torch::jit::Module module;
   try {
     module = torch::jit::load(path, torch::kCPU, extra);

@@ -27,7 +27,7 @@ TEST(Cli, VersionReportsLibTorchAndBlas) {
 }
 
 TEST(Cli, HelpOnEverySubcommand) {
-  for (const std::string cmd : {"", "train ", "eval ", "info "}) {
+  for (const std::string cmd : {"", "train ", "eval ", "info ", "attack "}) {
     const auto r = bulwark(cmd + "--help");
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_NE(r.output.find("Usage"), std::string::npos) << cmd;
@@ -83,6 +83,54 @@ TEST(Cli, TrainInfoEvalEndToEnd) {
   const auto human = bulwark("eval --model " + model + " --limit 200");
   EXPECT_NE(human.output.find("confusion matrix"), std::string::npos) << human.output;
   expect_usage_error("eval --model " + model + " --split dev", "--split");
+}
+
+// One small model shared by the attack CLI tests.
+const std::string& small_model() {
+  static testing::TempDir dir;
+  static const std::string path = [] {
+    const auto p = dir.file("small.pt");
+    const auto r = bulwark("--seed 1 train --model cnn-small --epochs 2 --limit 2000 --test-limit 100 --quiet --out " + p);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return p;
+  }();
+  return path;
+}
+
+TEST(CliAttack, BadArgumentsExitTwoNamingTheFlag) {
+  const std::string m = " --model " + small_model();
+  expect_usage_error("attack" + m + " --eps -0.1", "--eps");
+  expect_usage_error("attack" + m + " --eps 0.1,x", "--eps");
+  expect_usage_error("attack" + m + " --attacks pgd,deepfool", "--attacks");
+  expect_usage_error("attack" + m + " --norm l1", "--norm");
+  expect_usage_error("attack" + m + " --n 20000", "--n");
+  expect_usage_error("attack" + m + " --n 0", "--n");
+  expect_usage_error("attack" + m + " --steps 0 --attacks pgd", "--steps");
+  expect_usage_error("attack" + m + " --queries 0 --attacks square", "--queries");
+  expect_usage_error("attack --attacks pgd", "--model");
+}
+
+TEST(CliAttack, JsonReportAndSavedAdversarials) {
+  testing::TempDir dir;
+  const auto adv = dir.file("adv.pt");
+  const auto r = bulwark("--json attack --model " + small_model() +
+                         " --attacks fgsm,pgd --eps 0.05,0.2 --n 80 --quiet --save-adv " + adv);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  ASSERT_EQ(j["results"].size(), 4u);
+  EXPECT_EQ(j["n"], 80);
+  for (int e = 0; e < 2; ++e) {
+    const auto& fgsm = j["results"][2 * e];
+    const auto& pgd = j["results"][2 * e + 1];
+    EXPECT_EQ(fgsm["attack"], "fgsm");
+    EXPECT_LE(pgd["robust_accuracy"].get<double>(), fgsm["robust_accuracy"].get<double>());
+    EXPECT_LE(pgd["max_norm"].get<double>(), pgd["eps"].get<double>() + 1e-6);
+  }
+  EXPECT_TRUE(j["warnings"].is_array());
+  const auto py = run_command(std::string(testing::kPython) + " -c \"import torch; d = torch.load('" + adv +
+                              "'); print(tuple(d['adv_eps_0.2'].shape), tuple(d['x'].shape))\"");
+  ASSERT_EQ(py.exit_code, 0) << py.output;
+  EXPECT_NE(py.output.find("(80, 1, 28, 28) (80, 1, 28, 28)"), std::string::npos) << py.output;
 }
 
 }  // namespace

@@ -1,0 +1,107 @@
+// attack/base.h — what every attack shares: the classifier as a function, the Attack interface,
+// options common to all attacks, and the input-gradient helper.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "attack/threat.h"
+
+namespace bulwark::model {
+class Model;
+}
+
+namespace bulwark::attack {
+
+// The classifier as attacks see it: a batch [N, C, H, W] -> scores [N, K]. White-box attacks
+// need it differentiable w.r.t. the input (model logits, or a BPDA wrapper); black-box attacks
+// only call it (a local model or a remote endpoint).
+using LogitsFn = std::function<torch::Tensor(const torch::Tensor&)>;
+
+// Logits of a Model; callers freeze its parameters (model::FrozenParameters) while attacking.
+LogitsFn logits_of(const model::Model& m);
+
+// Cost counters of the last perturb() call.
+struct AttackCost {
+  int64_t gradient_passes = 0;  // images x (forward + backward)
+  int64_t forward_passes = 0;   // images x forward only (queries, checks)
+};
+
+class Attack {
+ public:
+  virtual ~Attack() = default;
+  virtual std::string name() const = 0;
+  virtual const Threat& threat() const = 0;
+  virtual bool black_box() const { return false; }
+  // Adversarial points for (x, y): same shape as x, inside the threat's ball and range. Points
+  // the attack could not flip are returned at its best attempt (or x itself). Deterministic
+  // given the options' seed.
+  virtual torch::Tensor perturb(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y) = 0;
+  virtual nlohmann::json to_json() const = 0;
+  const AttackCost& cost() const { return cost_; }
+  // Black-box: per-sample queries used in the last perturb() (empty for white-box attacks).
+  const torch::Tensor& queries() const { return queries_; }
+
+ protected:
+  AttackCost cost_;
+  torch::Tensor queries_;
+};
+
+// Threat and seed, shared by every options struct: Options(eps).norm(Norm::kL2).range(0, 1).seed(3).
+// Values are validated when set; errors name the CLI flag.
+template <typename Derived>
+class ThreatOptions {
+ public:
+  explicit ThreatOptions(double eps) {
+    threat_.eps = eps;
+    threat_.validate();
+  }
+  Derived& norm(Norm n) {
+    threat_.norm = n;
+    return self();
+  }
+  Derived& range(double lo, double hi) {
+    threat_.lo = lo;
+    threat_.hi = hi;
+    threat_.validate();
+    return self();
+  }
+  Derived& seed(uint64_t s) {
+    seed_ = s;
+    return self();
+  }
+  const Threat& threat() const { return threat_; }
+  uint64_t seed() const { return seed_; }
+
+ protected:
+  nlohmann::json threat_json() const {
+    return {{"norm", to_string(threat_.norm)}, {"eps", threat_.eps}, {"range", {threat_.lo, threat_.hi}}, {"seed", seed_}};
+  }
+
+ private:
+  Derived& self() { return static_cast<Derived&>(*this); }
+  Threat threat_;
+  uint64_t seed_ = 0;
+};
+
+struct InputGradient {
+  torch::Tensor grad;    // d(sum of per-sample loss)/dx, [N, C, H, W]
+  torch::Tensor logits;  // detached
+  torch::Tensor loss;    // detached per-sample loss [N]
+};
+
+// One forward and backward pass through f at x for a per-sample loss of the logits.
+InputGradient input_gradient(const LogitsFn& f, const torch::Tensor& x,
+                             const std::function<torch::Tensor(const torch::Tensor&)>& loss);
+
+// A CPU generator seeded for one attack run.
+torch::Generator make_generator(uint64_t seed);
+
+// Throws invalid_argument naming `flag` unless lo <= v <= hi.
+void check_range(const char* flag, double v, double lo, double hi);
+
+}  // namespace bulwark::attack

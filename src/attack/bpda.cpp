@@ -1,0 +1,19 @@
+#include "attack/bpda.h"
+
+#include <torch/torch.h>
+
+namespace bulwark::attack {
+
+LogitsFn bpda(LogitsFn f, Preprocess g) {
+  return [f = std::move(f), g = std::move(g)](const torch::Tensor& x) {
+    torch::Tensor gx;
+    {
+      torch::NoGradGuard no_grad;
+      gx = g(x.detach());
+    }
+    // Value g(x), gradient of the identity.
+    return f(x + (gx - x).detach());
+  };
+}
+
+}  // namespace bulwark::attack

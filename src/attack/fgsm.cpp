@@ -1,0 +1,35 @@
+#include "attack/fgsm.h"
+
+#include <torch/torch.h>
+
+#include "attack/losses.h"
+
+namespace bulwark::attack {
+
+torch::Tensor steepest_direction(const torch::Tensor& grad, Norm norm) {
+  return norm == Norm::kLinf ? grad.sign() : l2_normalize(grad);
+}
+
+nlohmann::json FgsmOptions::to_json() const {
+  auto j = threat_json();
+  j["attack"] = "fgsm";
+  j["random_start"] = random_start_;
+  j["step_size"] = step_size_;
+  return j;
+}
+
+torch::Tensor Fgsm::perturb(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y) {
+  cost_ = {};
+  const Threat& t = threat();
+  torch::Tensor start = x;
+  if (options_.random_start()) {
+    auto gen = make_generator(options_.seed());
+    start = t.random_start(x, gen);
+  }
+  const auto g = input_gradient(f, start, [&](const torch::Tensor& z) { return ce_loss(z, y); });
+  cost_.gradient_passes += x.size(0);
+  torch::NoGradGuard no_grad;
+  return t.project(start + options_.step_size() * steepest_direction(g.grad, t.norm), x);
+}
+
+}  // namespace bulwark::attack

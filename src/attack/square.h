@@ -1,0 +1,50 @@
+// attack/square.h — Square Attack (Andriushchenko et al. 2020), score-based black-box, L∞ and
+// L2, following the AutoAttack reference (autoattack/square.py): margin loss, the paper's p
+// schedule rescaled to the query budget, vertical-stripe (L∞) or pseudo-Gaussian-block (L2)
+// initialisation. It only calls the score function: a local model, or a remote endpoint.
+#pragma once
+
+#include "attack/base.h"
+
+namespace bulwark::attack {
+
+class SquareOptions : public ThreatOptions<SquareOptions> {
+ public:
+  explicit SquareOptions(double eps) : ThreatOptions(eps) {}
+  SquareOptions& queries(int64_t v);  // per point and restart, default 5000
+  SquareOptions& p_init(double v);    // default 0.8
+  SquareOptions& restarts(int64_t v);
+
+  int64_t queries() const { return queries_; }
+  double p_init() const { return p_init_; }
+  int64_t restarts() const { return restarts_; }
+  nlohmann::json to_json() const;
+
+ private:
+  int64_t queries_ = 5000;
+  double p_init_ = 0.8;
+  int64_t restarts_ = 1;
+};
+
+class Square : public Attack {
+ public:
+  explicit Square(SquareOptions o) : options_(std::move(o)) {}
+  std::string name() const override { return "square"; }
+  const Threat& threat() const override { return options_.threat(); }
+  bool black_box() const override { return true; }
+  torch::Tensor perturb(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y) override;
+  nlohmann::json to_json() const override { return options_.to_json(); }
+
+ private:
+  // Returns x_best for each point and adds the queries spent to `used`.
+  torch::Tensor run_linf(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, torch::Generator& gen,
+                         torch::Tensor& used);
+  torch::Tensor run_l2(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, torch::Generator& gen,
+                       torch::Tensor& used);
+  SquareOptions options_;
+};
+
+// The fraction p of pixels a square covers at iteration `it` of a `budget`-query run.
+double square_p_selection(double p_init, int64_t it, int64_t budget);
+
+}  // namespace bulwark::attack

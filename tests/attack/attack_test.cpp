@@ -1,0 +1,304 @@
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "attack/attack.h"
+#include "core/error.h"
+#include "data/dataset.h"
+#include "model/model.h"
+#include "model/zoo.h"
+#include "train/train.h"
+#include "test_util.h"
+
+namespace bulwark::attack {
+namespace {
+
+// A small model trained once per test binary on 2k Fashion-MNIST images (undefended).
+struct Trained {
+  model::Model m;
+  torch::Tensor x, y;  // 200 test points the model classifies correctly
+};
+
+const Trained& trained() {
+  static const Trained t = [] {
+    auto train = data::load_dataset("fashion-mnist", data::Split::kTrain).head(3000);
+    auto test = data::load_dataset("fashion-mnist", data::Split::kTest).head(600);
+    model::ModelSpec spec = model::default_spec();
+    auto m = model::create_model("cnn-small", spec, 1);
+    train::CrossEntropyObjective ce;
+    train::fit(m, train, {}, train::TrainOptions().epochs(3).batch_size(64).progress(false), ce);
+    m.set_parameters_require_grad(false);
+    const auto x = test.inputs(), y = test.targets();
+    const auto ok = m.predict_logits(x).argmax(1).eq(y).nonzero().squeeze(1).narrow(0, 0, 200);
+    return Trained{m, x.index_select(0, ok), y.index_select(0, ok)};
+  }();
+  return t;
+}
+
+// An untrained model on 1x8x8 inputs: cheap enough for many randomized property checks.
+model::Model tiny_model(uint64_t seed) {
+  model::ModelSpec spec = model::default_spec();
+  spec.input_shape = {1, 8, 8};
+  auto m = model::create_model("mlp", spec, seed);
+  m.set_parameters_require_grad(false);
+  return m;
+}
+
+std::unique_ptr<Attack> small_attack(const std::string& name, double eps, Norm norm, uint64_t seed) {
+  AttackSettings s;
+  s.norm = norm;
+  s.seed = seed;
+  s.pgd_steps = 5;
+  s.apgd_steps = 10;
+  s.square_queries = 40;
+  s.target_classes = 3;
+  return make_attack(name, eps, s);
+}
+
+TEST(Threat, EveryAttackStaysInTheBallAndRange) {
+  const auto m = tiny_model(3);
+  const auto f = logits_of(m);
+  auto gen = make_generator(123);
+  for (const auto norm : {Norm::kLinf, Norm::kL2}) {
+    for (int trial = 0; trial < 4; ++trial) {
+      const double eps = (norm == Norm::kLinf ? 0.5 : 3.0) * torch::rand({1}, gen).item<double>() + 0.01;
+      // Inputs pushed against the range's edges, where clamping matters.
+      auto x = torch::rand({24, 1, 8, 8}, gen);
+      x = torch::where(x.lt(0.2), torch::zeros_like(x), torch::where(x.gt(0.8), torch::ones_like(x), x));
+      const auto y = torch::randint(0, 10, {24}, gen);
+      for (const auto& name : known_attacks()) {
+        auto attack = small_attack(name, eps, norm, static_cast<uint64_t>(trial));
+        const auto adv = attack->perturb(f, x, y);
+        ASSERT_EQ(adv.sizes(), x.sizes()) << name;
+        const auto d = (adv - x).flatten(1);
+        const double size = norm == Norm::kLinf ? d.abs().amax(1).max().item<double>() : d.norm(2, 1).max().item<double>();
+        EXPECT_LE(size, eps * (1 + 1e-5) + 1e-6) << name << " " << to_string(norm) << " eps " << eps;
+        EXPECT_GE(adv.min().item<double>(), 0.0) << name;
+        EXPECT_LE(adv.max().item<double>(), 1.0) << name;
+      }
+    }
+  }
+}
+
+TEST(Threat, ProjectionMovesOutsidePointsOntoTheBall) {
+  const Threat linf{Norm::kLinf, 0.1, 0, 1};
+  const auto x = torch::full({1, 1, 2, 2}, 0.5);
+  const auto far = torch::full({1, 1, 2, 2}, 0.9);
+  EXPECT_TRUE(torch::allclose(linf.project(far, x), torch::full({1, 1, 2, 2}, 0.6)));
+  const Threat l2{Norm::kL2, 0.2, 0, 1};
+  const auto p = l2.project(far, x);
+  EXPECT_NEAR(l2.norm_of(p - x).item<double>(), 0.2, 1e-6);
+  EXPECT_THROW(Threat({Norm::kLinf, -0.1, 0, 1}).validate(), Error);
+  EXPECT_THROW(parse_norm("l1"), Error);
+}
+
+TEST(Attacks, DeterministicGivenSeed) {
+  const auto m = tiny_model(4);
+  const auto f = logits_of(m);
+  const auto x = torch::rand({16, 1, 8, 8}, make_generator(5));
+  const auto y = torch::randint(0, 10, {16}, make_generator(6));
+  for (const auto& name : known_attacks()) {
+    const auto a = small_attack(name, 0.2, Norm::kLinf, 7)->perturb(f, x, y);
+    const auto b = small_attack(name, 0.2, Norm::kLinf, 7)->perturb(f, x, y);
+    EXPECT_TRUE(torch::equal(a, b)) << name;
+  }
+  // Randomised attacks change with the seed.
+  for (const std::string name : {"pgd", "square"}) {
+    const auto a = small_attack(name, 0.2, Norm::kLinf, 7)->perturb(f, x, y);
+    const auto c = small_attack(name, 0.2, Norm::kLinf, 8)->perturb(f, x, y);
+    EXPECT_FALSE(torch::equal(a, c)) << name;
+  }
+}
+
+// A linear softmax classifier z = W x + b: the CE gradient w.r.t. x is W^T (softmax(z) - e_y).
+TEST(Fgsm, MatchesTheClosedFormOnALinearModel) {
+  torch::jit::Module lin("__torch__.bulwark.Linear");
+  auto gen = make_generator(9);
+  const auto w = torch::randn({10, 16}, gen), b = torch::randn({10}, gen);
+  lin.register_parameter("w", w, false);
+  lin.register_parameter("b", b, false);
+  lin.define("def forward(self, x):\n    return torch.linear(torch.flatten(x, 1), self.w, self.b)\n");
+  model::ModelSpec spec = model::default_spec();
+  spec.input_shape = {1, 4, 4};
+  const model::Model m(lin, spec);
+  const auto x = 0.3 + 0.4 * torch::rand({5, 1, 4, 4}, gen);  // away from the range edges
+  const auto y = torch::randint(0, 10, {5}, gen);
+  const auto z = torch::linear(x.flatten(1), w, b);
+  const auto grad = torch::matmul(torch::softmax(z, 1) - torch::one_hot(y, 10).to(torch::kFloat), w).view_as(x);
+
+  const auto linf = Fgsm(FgsmOptions(0.05)).perturb(logits_of(m), x, y);
+  EXPECT_TRUE(torch::allclose(linf - x, 0.05 * grad.sign(), 1e-6, 1e-6));
+  const auto l2 = Fgsm(FgsmOptions(0.5).norm(Norm::kL2)).perturb(logits_of(m), x, y);
+  const auto expected = 0.5 * grad / grad.flatten(1).norm(2, 1).view({-1, 1, 1, 1});
+  EXPECT_TRUE(torch::allclose(l2 - x, expected, 1e-5, 1e-6));
+}
+
+// Paper: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06); checks at ceil(p_j N).
+TEST(Apgd, CheckpointScheduleMatchesThePaperForN100) {
+  std::vector<int64_t> paper;
+  int64_t prev = 0, cur = 22;  // in hundredths, so N = 100 needs no rounding
+  while (cur <= 100) {
+    paper.push_back(cur);
+    const int64_t next = cur + std::max<int64_t>(cur - prev - 3, 6);
+    prev = cur;
+    cur = next;
+  }
+  EXPECT_EQ(paper, (std::vector<int64_t>{22, 41, 57, 70, 80, 87, 93, 99}));
+  EXPECT_EQ(apgd_checkpoints(100), paper);
+}
+
+TEST(Losses, DlrMatchesHandComputation) {
+  // y not on top: -(z_y - max_other) / (z_pi1 - z_pi3) = -(3 - 5) / (5 - 2).
+  auto z = torch::tensor({{1.0f, 3.0f, 2.0f, 5.0f, 0.0f}});
+  EXPECT_NEAR(dlr_loss(z, torch::tensor({1})).item<double>(), 2.0 / 3.0, 1e-6);
+  // y on top: the runner-up is the competitor: -(4 - 3) / (4 - 1).
+  auto z2 = torch::tensor({{4.0f, 1.0f, 3.0f, 0.5f}});
+  EXPECT_NEAR(dlr_loss(z2, torch::tensor({0})).item<double>(), -1.0 / 3.0, 1e-6);
+  // Targeted: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) = -(4 - 3) / (4 - 0.75).
+  EXPECT_NEAR(dlr_targeted_loss(z2, torch::tensor({0}), torch::tensor({2})).item<double>(), -1.0 / 3.25, 1e-6);
+  // Margin: max_other - z_y.
+  EXPECT_NEAR(margin_loss(z, torch::tensor({1})).item<double>(), 2.0, 1e-6);
+  // DLR is invariant to shifting and scaling the logits.
+  EXPECT_NEAR(dlr_loss(z * 3 + 7, torch::tensor({1})).item<double>(), 2.0 / 3.0, 1e-5);
+}
+
+TEST(Square, FindsAdversarialsOnAnUndefendedModelWithinItsBudget) {
+  const auto& t = trained();
+  const auto x = t.x.narrow(0, 0, 60), y = t.y.narrow(0, 0, 60);
+  Square square(SquareOptions(0.15).queries(300).seed(1));
+  const auto adv = square.perturb(logits_of(t.m), x, y);
+  const double success = t.m.predict_logits(adv).argmax(1).ne(y).to(torch::kFloat).mean().item<double>();
+  EXPECT_GE(success, 0.6) << "square success " << success;
+  EXPECT_LE(square.queries().max().item<double>(), 301);
+  EXPECT_GE(square.queries().min().item<double>(), 1);
+}
+
+TEST(Attacks, StrongerAttacksNeverReportHigherAccuracy) {
+  const auto& t = trained();
+  SuiteOptions o;
+  o.attacks = {"fgsm", "pgd", "apgd-ce"};
+  o.eps = {0.1, 0.03};
+  o.settings.apgd_steps = 20;
+  o.progress = false;
+  const auto r = evaluate_robustness(logits_of(t.m), t.x.narrow(0, 0, 100), t.y.narrow(0, 0, 100), o);
+  ASSERT_EQ(r.rows.size(), 6u);
+  EXPECT_DOUBLE_EQ(r.clean_accuracy, 1.0);
+  for (size_t e = 0; e < 2; ++e) {
+    const auto& fgsm = r.rows[3 * e];
+    const auto& pgd = r.rows[3 * e + 1];
+    EXPECT_EQ(fgsm.attack, "fgsm");
+    EXPECT_LE(pgd.robust_accuracy, fgsm.robust_accuracy) << "eps " << pgd.eps;
+    for (size_t a = 0; a < 3; ++a) EXPECT_LE(r.worst[e].robust_accuracy, r.rows[3 * e + a].robust_accuracy);
+  }
+  EXPECT_LT(r.rows[0].eps, r.rows[3].eps) << "eps are reported in ascending order";
+  EXPECT_LT(r.worst[1].robust_accuracy, r.worst[0].robust_accuracy - 0.2) << "accuracy must fall as eps grows";
+}
+
+// Golden check against PGD written in plain PyTorch on the same model and points. Without random
+// start and early stopping both are deterministic, so the iterates must agree.
+TEST(Pgd, AgreesWithAPyTorchReference) {
+  const auto& t = trained();
+  testing::TempDir dir;
+  const int64_t n = 40;
+  const auto x = t.x.narrow(0, 0, n), y = t.y.narrow(0, 0, n);
+  t.m.save(dir.file("m.pt"));
+  testing::write_floats(dir.file("x.bin"), x);
+  testing::write_floats(dir.file("y.bin"), y.to(torch::kFloat));
+  const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR + "/pgd_reference.py " +
+                                      dir.file("m.pt") + " " + dir.file("x.bin") + " " + dir.file("y.bin") + " " +
+                                      std::to_string(n) + " 0.1 10 " + dir.file("adv.bin"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto reference = testing::read_floats(dir.file("adv.bin"), {n, 1, 28, 28});
+  Pgd pgd(PgdOptions(0.1).steps(10).step_size(0.025).random_start(false).early_stop(false));
+  const auto ours = pgd.perturb(logits_of(t.m), x, y);
+  const double close = (ours - reference).abs().le(1e-5).to(torch::kFloat).mean().item<double>();
+  EXPECT_GE(close, 0.999) << "fraction of pixels matching the reference: " << close;
+  EXPECT_TRUE(torch::equal(t.m.predict_logits(ours).argmax(1), t.m.predict_logits(reference).argmax(1)));
+}
+
+TEST(Evaluate, AutoCascadeIsCumulative) {
+  const auto& t = trained();
+  SuiteOptions o;
+  o.attacks = auto_attacks();
+  o.cascade = true;
+  o.eps = {0.02};
+  o.settings.apgd_steps = 10;
+  o.settings.square_queries = 30;
+  o.settings.target_classes = 2;
+  o.progress = false;
+  o.masking_checks = false;
+  const auto r = evaluate_robustness(logits_of(t.m), t.x.narrow(0, 0, 60), t.y.narrow(0, 0, 60), o);
+  ASSERT_EQ(r.rows.size(), 3u);
+  EXPECT_EQ(r.rows[1].attack, "+apgd-t");
+  EXPECT_LE(r.rows[1].robust, r.rows[0].robust);
+  EXPECT_LE(r.rows[2].robust, r.rows[1].robust);
+  EXPECT_EQ(r.rows[1].attacked, r.rows[0].robust) << "later attacks only run on points still standing";
+  EXPECT_EQ(r.worst[0].robust, r.rows[2].robust);
+}
+
+// A quantising preprocessor has zero gradient almost everywhere: plain PGD through it is stuck,
+// BPDA's straight-through gradient is not, and the masking probe notices.
+TEST(Bpda, SeesThroughANonDifferentiablePreprocessor) {
+  const auto& t = trained();
+  const auto x = t.x.narrow(0, 0, 50), y = t.y.narrow(0, 0, 50);
+  const Preprocess quantise = [](const torch::Tensor& v) { return torch::round(v * 4) / 4; };
+  const auto base = logits_of(t.m);
+  const LogitsFn masked = [&](const torch::Tensor& v) { return base(torch::round(v * 4) / 4); };
+  const LogitsFn through = bpda(base, quantise);
+  SuiteOptions o;
+  o.attacks = {"pgd"};
+  o.eps = {0.2};
+  o.progress = false;
+  const auto naive = evaluate_robustness(masked, x, y, o);
+  const auto adaptive = evaluate_robustness(through, x, y, o);
+  EXPECT_LT(adaptive.rows[0].robust_accuracy, naive.rows[0].robust_accuracy);
+  bool warned = false;
+  for (const auto& w : naive.warnings) warned |= w.find("all-zero input gradient") != std::string::npos;
+  EXPECT_TRUE(warned) << "the zero-gradient probe should fire on the masked model";
+}
+
+TEST(Evaluate, ConsistencyChecksFlagMasking) {
+  RobustnessReport r;
+  AttackRow a;
+  a.attack = "pgd";
+  a.eps = 0.1;
+  a.robust_accuracy = 0.40;
+  AttackRow b = a;
+  b.eps = 0.2;
+  b.robust_accuracy = 0.55;  // rises with eps
+  AttackRow s = a;
+  s.attack = "square";
+  s.robust_accuracy = 0.30;  // black-box beats white-box by 10 points
+  r.rows = {a, b, s};
+  check_report_consistency(r);
+  ASSERT_EQ(r.warnings.size(), 2u);
+  EXPECT_NE(r.warnings[0].find("must not increase"), std::string::npos) << r.warnings[0];
+  EXPECT_NE(r.warnings[1].find("beats the white-box"), std::string::npos) << r.warnings[1];
+}
+
+TEST(Factory, BadArgumentsNameTheFlag) {
+  auto expect_flag = [](auto&& call, const std::string& flag) {
+    try {
+      call();
+      FAIL() << flag;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(flag), std::string::npos) << e.what();
+    }
+  };
+  expect_flag([] { parse_attack_list("pgd,cw"); }, "--attacks");
+  expect_flag([] { parse_attack_list(""); }, "--attacks");
+  expect_flag([] { parse_eps_list("0.1,-0.2"); }, "--eps");
+  expect_flag([] { parse_eps_list("0.1,abc"); }, "--eps");
+  expect_flag([] { PgdOptions(0.1).steps(0); }, "--steps");
+  expect_flag([] { PgdOptions(-1); }, "--eps");
+  expect_flag([] { SquareOptions(0.1).queries(0); }, "--queries");
+  expect_flag([] { ApgdOptions(0.1).rho(2); }, "--rho");
+  EXPECT_EQ(parse_attack_list("auto"), auto_attacks());
+  EXPECT_EQ(parse_eps_list(" 0.2, 0.1 "), (std::vector<double>{0.2, 0.1}));
+}
+
+}  // namespace
+}  // namespace bulwark::attack
