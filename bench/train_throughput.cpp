@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bare_cnn.h"
 #include "core/system.h"
 #include "data/dataset.h"
 #include "model/zoo.h"
@@ -21,24 +22,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct BareCnn : torch::nn::Module {
-  BareCnn()
-      : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 32, 3).padding(1)))),
-        conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 3).padding(1)))),
-        fc1(register_module("fc1", torch::nn::Linear(64 * 7 * 7, 128))),
-        head(register_module("head", torch::nn::Linear(128, 10))) {}
-  torch::Tensor forward(torch::Tensor x) {
-    x = torch::max_pool2d(torch::relu(conv1(x)), 2);
-    x = torch::max_pool2d(torch::relu(conv2(x)), 2);
-    return head(torch::relu(fc1(x.flatten(1))));
-  }
-  torch::nn::Conv2d conv1, conv2;
-  torch::nn::Linear fc1, head;
-};
-
 double bare_round(const bulwark::data::Dataset& d, int64_t batch, uint64_t seed) {
   torch::manual_seed(seed);
-  auto net = std::make_shared<BareCnn>();
+  auto net = std::make_shared<bulwark::bench::BareCnn>();
   torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(1e-3));
   const auto order = torch::randperm(d.size());
   const auto t0 = Clock::now();

@@ -102,9 +102,11 @@ Apgd::RunResult Apgd::single_run(const LogitsFn& f, const torch::Tensor& x_in, c
   const bool targeted = target_in.defined();
   const Loss loss_kind = options_.loss();
   torch::Tensor x = x_in, y = y_in, target = target_in;
-  auto loss_of = [&](const torch::Tensor& z) {
-    return targeted ? dlr_targeted_loss(z, y, target) : per_sample_loss(loss_kind, z, y);
+  auto loss_of = [&](const torch::Tensor& z, int64_t s, int64_t len) {
+    const auto ys = y.narrow(0, s, len);
+    return targeted ? dlr_targeted_loss(z, ys, target.narrow(0, s, len)) : per_sample_loss(loss_kind, z, ys);
   };
+  const int64_t chunk = options_.batch_size();
 
   RunResult out{torch::zeros({n}, torch::kBool), x_in.clone()};
   torch::Tensor x_adv;
@@ -116,7 +118,7 @@ Apgd::RunResult Apgd::single_run(const LogitsFn& f, const torch::Tensor& x_in, c
                          : l2_normalize(u);
     x_adv = (x + t.eps * dir).clamp(t.lo, t.hi);
   }
-  auto g = input_gradient(f, x_adv, loss_of);
+  auto g = input_gradient(f, x_adv, loss_of, chunk);
   cost_.gradient_passes += n;
   torch::NoGradGuard no_grad;
   torch::Tensor grad = g.grad, cur_loss = g.loss;
@@ -150,13 +152,14 @@ Apgd::RunResult Apgd::single_run(const LogitsFn& f, const torch::Tensor& x_in, c
   const Schedule sched = schedule_for(n_iter);
   int64_t k = sched.first, counter3 = 0;
   for (int64_t i = 0; i < n_iter; ++i) {
+    report_progress(static_cast<double>(run_index_ * n_iter + i) / static_cast<double>(runs_ * n_iter));
     const auto grad2 = x_adv - x_adv_old;
     x_adv_old = x_adv;
     const double a = i > 0 ? 0.75 : 1.0;
     const auto x1 = t.project(x_adv + step_size * steepest_direction(grad, t.norm), x);
     x_adv = t.project(x_adv + (x1 - x_adv) * a + grad2 * (1 - a), x);
 
-    g = input_gradient(f, x_adv, loss_of);
+    g = input_gradient(f, x_adv, loss_of, chunk);
     cost_.gradient_passes += x_adv.size(0);
     grad = g.grad;
     cur_loss = g.loss;
@@ -193,7 +196,7 @@ torch::Tensor Apgd::perturb(const LogitsFn& f, const torch::Tensor& x, const tor
   torch::Tensor standing;
   {
     torch::NoGradGuard no_grad;
-    standing = f(x).argmax(1).eq(y);
+    standing = forward_chunked(f, x, options_.batch_size()).argmax(1).eq(y);
     cost_.forward_passes += x.size(0);
   }
   const int64_t k = [&] {
@@ -202,6 +205,8 @@ torch::Tensor Apgd::perturb(const LogitsFn& f, const torch::Tensor& x, const tor
   }();
   if (options_.targeted() && k < 4) throw invalid_argument("--attacks apgd-t needs at least 4 classes");
   const int64_t n_targets = options_.targeted() ? std::min(options_.target_classes(), k - 1) : 1;
+  runs_ = n_targets * options_.restarts();
+  run_index_ = 0;
   for (int64_t target_rank = 2; target_rank < n_targets + 2; ++target_rank) {
     for (int64_t r = 0; r < options_.restarts(); ++r) {
       const auto idx = standing.nonzero().squeeze(1);
@@ -210,11 +215,12 @@ torch::Tensor Apgd::perturb(const LogitsFn& f, const torch::Tensor& x, const tor
       torch::Tensor target;
       if (options_.targeted()) {
         torch::NoGradGuard no_grad;
-        const auto order = std::get<1>(f(xs).sort(1));
+        const auto order = std::get<1>(forward_chunked(f, xs, options_.batch_size()).sort(1));
         cost_.forward_passes += xs.size(0);
         target = order.select(1, k - target_rank);
       }
       const RunResult res = single_run(f, xs, ys, target, gen);
+      ++run_index_;
       const auto hits = res.fooled.nonzero().squeeze(1);
       adv.index_copy_(0, idx.index_select(0, hits), res.adv.index_select(0, hits));
       standing.index_fill_(0, idx.index_select(0, hits), false);

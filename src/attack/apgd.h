@@ -16,9 +16,9 @@
 
 namespace bulwark::attack {
 
-class ApgdOptions : public ThreatOptions<ApgdOptions> {
+class ApgdOptions : public CommonOptions<ApgdOptions> {
  public:
-  explicit ApgdOptions(double eps) : ThreatOptions(eps) {}
+  explicit ApgdOptions(double eps) : CommonOptions(eps) {}
   ApgdOptions& steps(int64_t v);           // n_iter, default 100
   ApgdOptions& restarts(int64_t v);        // default 1
   ApgdOptions& loss(Loss v);               // kCrossEntropy (APGD-CE) or kDlr; ignored when targeted
@@ -59,6 +59,7 @@ class Apgd : public Attack {
   RunResult single_run(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& target,
                        torch::Generator& gen);
   ApgdOptions options_;
+  int64_t runs_ = 1, run_index_ = 0;  // for progress across targets and restarts
 };
 
 // 1-based iterations after which APGD checks (and may halve) its step size, for a budget of

@@ -22,6 +22,9 @@ namespace bulwark::attack {
 // only call it (a local model or a remote endpoint).
 using LogitsFn = std::function<torch::Tensor(const torch::Tensor&)>;
 
+// Throws invalid_argument naming `flag` unless lo <= v <= hi.
+void check_range(const char* flag, double v, double lo, double hi);
+
 // Logits of a Model; callers freeze its parameters (model::FrozenParameters) while attacking.
 LogitsFn logits_of(const model::Model& m);
 
@@ -45,18 +48,26 @@ class Attack {
   const AttackCost& cost() const { return cost_; }
   // Black-box: per-sample queries used in the last perturb() (empty for white-box attacks).
   const torch::Tensor& queries() const { return queries_; }
+  // Called with the fraction of the attack's budget spent, for progress bars.
+  void on_progress(std::function<void(double)> cb) { progress_ = std::move(cb); }
 
  protected:
+  void report_progress(double fraction) const {
+    if (progress_) progress_(fraction);
+  }
   AttackCost cost_;
   torch::Tensor queries_;
+  std::function<void(double)> progress_;
 };
 
-// Threat and seed, shared by every options struct: Options(eps).norm(Norm::kL2).range(0, 1).seed(3).
-// Values are validated when set; errors name the CLI flag.
+// Threat, seed and batch size, shared by every options struct:
+// Options(eps).norm(Norm::kL2).range(0, 1).seed(3). Values are validated when set; errors name the
+// CLI flag. batch_size bounds memory only: an attack takes any number of points and computes
+// over the ones still standing in chunks of batch_size, so chunks stay full as points fall.
 template <typename Derived>
-class ThreatOptions {
+class CommonOptions {
  public:
-  explicit ThreatOptions(double eps) {
+  explicit CommonOptions(double eps) {
     threat_.eps = eps;
     threat_.validate();
   }
@@ -74,8 +85,14 @@ class ThreatOptions {
     seed_ = s;
     return self();
   }
+  Derived& batch_size(int64_t b) {
+    check_range("--batch", static_cast<double>(b), 1, 65536);
+    batch_size_ = b;
+    return self();
+  }
   const Threat& threat() const { return threat_; }
   uint64_t seed() const { return seed_; }
+  int64_t batch_size() const { return batch_size_; }
 
  protected:
   nlohmann::json threat_json() const {
@@ -86,6 +103,7 @@ class ThreatOptions {
   Derived& self() { return static_cast<Derived&>(*this); }
   Threat threat_;
   uint64_t seed_ = 0;
+  int64_t batch_size_ = 256;
 };
 
 struct InputGradient {
@@ -94,14 +112,15 @@ struct InputGradient {
   torch::Tensor loss;    // detached per-sample loss [N]
 };
 
-// One forward and backward pass through f at x for a per-sample loss of the logits.
-InputGradient input_gradient(const LogitsFn& f, const torch::Tensor& x,
-                             const std::function<torch::Tensor(const torch::Tensor&)>& loss);
+// Per-sample loss of the logits of rows [start, start + len) of the batch.
+using ChunkLoss = std::function<torch::Tensor(const torch::Tensor& logits, int64_t start, int64_t len)>;
+
+// Forward and backward passes through f at x, `chunk` rows at a time.
+InputGradient input_gradient(const LogitsFn& f, const torch::Tensor& x, const ChunkLoss& loss, int64_t chunk);
+// Forward passes without autograd, `chunk` rows at a time.
+torch::Tensor forward_chunked(const LogitsFn& f, const torch::Tensor& x, int64_t chunk);
 
 // A CPU generator seeded for one attack run.
 torch::Generator make_generator(uint64_t seed);
-
-// Throws invalid_argument naming `flag` unless lo <= v <= hi.
-void check_range(const char* flag, double v, double lo, double hi);
 
 }  // namespace bulwark::attack

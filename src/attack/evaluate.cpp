@@ -35,12 +35,7 @@ void verify_inside(const Threat& t, const torch::Tensor& adv, const torch::Tenso
   }
 }
 
-torch::Tensor predict(const LogitsFn& f, const torch::Tensor& x, int64_t batch) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> out;
-  for (int64_t s = 0; s < x.size(0); s += batch) out.push_back(f(x.narrow(0, s, std::min(batch, x.size(0) - s))));
-  return torch::cat(out);
-}
+torch::Tensor predict(const LogitsFn& f, const torch::Tensor& x, int64_t batch) { return forward_chunked(f, x, batch); }
 
 // Runs one attack on the points in `mask`, in batches; returns the fooled mask (over all n),
 // writing successful adversarials into `adv_out`.
@@ -51,33 +46,27 @@ torch::Tensor run_attack(const std::string& name, double eps, const SuiteOptions
   const auto idx = mask.nonzero().squeeze(1);
   row.attacked = idx.numel();
   torch::Tensor fooled = torch::zeros({x.size(0)}, torch::kBool);
-  std::vector<torch::Tensor> norms, queries;
-  ProgressBar bar(row.attack + " eps=" + fmt("%g", eps), std::max<int64_t>(idx.numel(), 1), o.progress);
-  for (int64_t s = 0, b = 0; s < idx.numel(); s += o.batch_size, ++b) {
-    const auto part = idx.narrow(0, s, std::min(o.batch_size, idx.numel() - s));
-    const auto xb = x.index_select(0, part), yb = y.index_select(0, part);
-    AttackSettings settings = o.settings;
-    settings.seed = o.settings.seed * 1000003ULL + static_cast<uint64_t>(b);
-    auto attack = make_attack(name, eps, settings);
-    if (row.options.is_null()) row.options = attack->to_json();
-    const auto adv = attack->perturb(f, xb, yb);
-    verify_inside(attack->threat(), adv, xb, name);
-    torch::NoGradGuard no_grad;
-    const auto wrong = f(adv).argmax(1).ne(yb);  // judged here, not by the attack's own account
-    row.cost.gradient_passes += attack->cost().gradient_passes;
-    row.cost.forward_passes += attack->cost().forward_passes + xb.size(0);
+  ProgressBar bar(row.attack + " eps=" + fmt("%g", eps), 1000, o.progress);
+  if (idx.numel() > 0) {
+    // One call over every point: the attack keeps its chunks full as points fall.
+    auto attack = make_attack(name, eps, o.settings);
+    row.options = attack->to_json();
+    attack->on_progress([&bar](double fraction) { bar.update(static_cast<int64_t>(1000 * fraction)); });
+    const auto xs = x.index_select(0, idx), ys = y.index_select(0, idx);
+    const auto adv = attack->perturb(f, xs, ys);
+    verify_inside(attack->threat(), adv, xs, name);
+    const auto wrong = predict(f, adv, o.settings.batch_size).argmax(1).ne(ys);  // judged here, not by the attack
+    row.cost = attack->cost();
+    row.cost.forward_passes += xs.size(0);
     const auto hit = wrong.nonzero().squeeze(1);
-    const auto where = part.index_select(0, hit);
+    const auto where = idx.index_select(0, hit);
     fooled.index_fill_(0, where, true);
     adv_out.index_copy_(0, where, adv.index_select(0, hit));
-    norms.push_back(attack->threat().norm_of(adv.index_select(0, hit) - xb.index_select(0, hit)));
-    if (attack->queries().defined()) queries.push_back(attack->queries());
-    bar.update(s + part.numel(), fmt("fooled %.0f", static_cast<double>(fooled.sum().item<int64_t>())));
+    const auto norms = attack->threat().norm_of(adv.index_select(0, hit) - xs.index_select(0, hit));
+    row.max_norm = norms.numel() ? norms.max().item<double>() : 0.0;
+    row.mean_norm = norms.numel() ? norms.mean().item<double>() : 0.0;
+    if (attack->queries().defined()) row.mean_queries = attack->queries().mean().item<double>();
   }
-  const auto all_norms = norms.empty() ? torch::zeros({0}) : torch::cat(norms);
-  row.max_norm = all_norms.numel() ? all_norms.max().item<double>() : 0.0;
-  row.mean_norm = all_norms.numel() ? all_norms.mean().item<double>() : 0.0;
-  if (!queries.empty()) row.mean_queries = torch::cat(queries).mean().item<double>();
   const int64_t n_fooled = fooled.sum().item<int64_t>();
   row.success_rate = row.attacked ? static_cast<double>(n_fooled) / static_cast<double>(row.attacked) : 0.0;
   row.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -90,7 +79,7 @@ void masking_probes(const LogitsFn& f, const torch::Tensor& x, const torch::Tens
   const int64_t m = std::min<int64_t>(x.size(0), 200);
   const auto xs = x.narrow(0, 0, m), ys = y.narrow(0, 0, m);
   // Outputs that are probabilities (rows in [0,1] summing to 1) starve gradient attacks.
-  const auto out = predict(f, xs, o.batch_size);
+  const auto out = predict(f, xs, o.settings.batch_size);
   if (out.min().item<double>() >= 0 && out.max().item<double>() <= 1 &&
       (out.sum(1) - 1).abs().max().item<double>() < 1e-3) {
     report.warnings.push_back(
@@ -98,7 +87,9 @@ void masking_probes(const LogitsFn& f, const torch::Tensor& x, const torch::Tens
         "weakened by saturation; export the model without the final softmax");
   }
   // Zero input gradients for many points: masking (quantisation, saturation, non-differentiable ops).
-  const auto g = input_gradient(f, xs, [&](const torch::Tensor& z) { return ce_loss(z, ys); });
+  const auto g = input_gradient(
+      f, xs, [&](const torch::Tensor& z, int64_t s, int64_t len) { return ce_loss(z, ys.narrow(0, s, len)); },
+      o.settings.batch_size);
   const double zero_frac = g.grad.flatten(1).abs().amax(1).eq(0).to(torch::kFloat).mean().item<double>();
   if (zero_frac > 0.1) {
     report.warnings.push_back(fmt("%.0f%% of points have an all-zero input gradient: gradients are masked; trust "
@@ -109,9 +100,9 @@ void masking_probes(const LogitsFn& f, const torch::Tensor& x, const torch::Tens
   const auto& s = o.settings;
   const double range = s.hi - s.lo;
   const double big = s.norm == Norm::kLinf ? range : range * std::sqrt(static_cast<double>(xs[0].numel()));
-  Pgd pgd(PgdOptions(big).norm(s.norm).range(s.lo, s.hi).seed(s.seed).steps(20));
+  Pgd pgd(PgdOptions(big).norm(s.norm).range(s.lo, s.hi).seed(s.seed).steps(20).batch_size(o.settings.batch_size));
   const auto adv = pgd.perturb(f, xs, ys);
-  const double acc = predict(f, adv, o.batch_size).argmax(1).eq(ys).to(torch::kFloat).mean().item<double>();
+  const double acc = predict(f, adv, o.settings.batch_size).argmax(1).eq(ys).to(torch::kFloat).mean().item<double>();
   report.warnings.reserve(report.warnings.size() + 1);
   if (acc > 0.1) {
     report.warnings.push_back(fmt("PGD-20 at a very large eps (the whole input range) still leaves %.1f%% robust "
@@ -184,12 +175,12 @@ RobustnessReport evaluate_robustness(const LogitsFn& f, const torch::Tensor& x, 
   const auto t0 = Clock::now();
   if (o.attacks.empty()) throw invalid_argument("--attacks is empty");
   if (o.eps.empty()) throw invalid_argument("--eps is empty");
-  if (o.batch_size < 1) throw invalid_argument("--batch must be positive");
+  if (o.settings.batch_size < 1) throw invalid_argument("--batch must be positive");
   std::sort(o.eps.begin(), o.eps.end());
   RobustnessReport report;
   report.n = x.size(0);
   report.norm = to_string(o.settings.norm);
-  const auto clean_correct = predict(f, x, o.batch_size).argmax(1).eq(y);
+  const auto clean_correct = predict(f, x, o.settings.batch_size).argmax(1).eq(y);
   const int64_t n_clean = clean_correct.sum().item<int64_t>();
   report.clean_accuracy = report.n ? static_cast<double>(n_clean) / static_cast<double>(report.n) : 0.0;
 

@@ -18,8 +18,7 @@ struct SuiteOptions {
   std::vector<std::string> attacks;  // names (factory.h); in cascade mode, run in order
   std::vector<double> eps;           // ascending after validation
   bool cascade = false;              // `auto`: each attack only on points still robust
-  AttackSettings settings;
-  int64_t batch_size = 256;
+  AttackSettings settings;  // includes batch_size, the memory bound
   bool progress = true;
   bool masking_checks = true;
 };

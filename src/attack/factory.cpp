@@ -43,20 +43,23 @@ const std::vector<std::string>& auto_attacks() {
 }
 
 std::unique_ptr<Attack> make_attack(const std::string& name, double eps, const AttackSettings& s) {
-  if (name == "fgsm") return std::make_unique<Fgsm>(FgsmOptions(eps).norm(s.norm).range(s.lo, s.hi).seed(s.seed));
+  if (name == "fgsm") return std::make_unique<Fgsm>(FgsmOptions(eps).norm(s.norm).range(s.lo, s.hi).seed(s.seed).batch_size(s.batch_size));
   if (name == "pgd") {
     return std::make_unique<Pgd>(
-        PgdOptions(eps).norm(s.norm).range(s.lo, s.hi).seed(s.seed).steps(s.pgd_steps).restarts(s.restarts));
+        PgdOptions(eps).norm(s.norm).range(s.lo, s.hi).seed(s.seed).batch_size(s.batch_size).steps(s.pgd_steps).restarts(
+            s.restarts));
   }
   if (name == "apgd-ce" || name == "apgd-dlr" || name == "apgd-t") {
-    auto o = ApgdOptions(eps).norm(s.norm).range(s.lo, s.hi).seed(s.seed).steps(s.apgd_steps).restarts(s.restarts);
+    auto o = ApgdOptions(eps).norm(s.norm).range(s.lo, s.hi).seed(s.seed).batch_size(s.batch_size).steps(s.apgd_steps).restarts(
+        s.restarts);
     if (name == "apgd-dlr") o.loss(Loss::kDlr);
     if (name == "apgd-t") o.targeted(true).target_classes(s.target_classes);
     return std::make_unique<Apgd>(o);
   }
   if (name == "square") {
     return std::make_unique<Square>(
-        SquareOptions(eps).norm(s.norm).range(s.lo, s.hi).seed(s.seed).queries(s.square_queries).restarts(s.restarts));
+        SquareOptions(eps).norm(s.norm).range(s.lo, s.hi).seed(s.seed).batch_size(s.batch_size).queries(s.square_queries).restarts(
+            s.restarts));
   }
   throw invalid_argument("--attacks: unknown attack '" + name + "' (known: " + joined(known_attacks()) + ", auto)");
 }

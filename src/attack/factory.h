@@ -19,6 +19,7 @@ struct AttackSettings {
   int64_t restarts = 1;
   int64_t square_queries = 5000;
   int64_t target_classes = 9;
+  int64_t batch_size = 256;  // memory bound: points computed together
 };
 
 // fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square. Unknown names throw naming --attacks.

@@ -26,7 +26,9 @@ torch::Tensor Fgsm::perturb(const LogitsFn& f, const torch::Tensor& x, const tor
     auto gen = make_generator(options_.seed());
     start = t.random_start(x, gen);
   }
-  const auto g = input_gradient(f, start, [&](const torch::Tensor& z) { return ce_loss(z, y); });
+  const auto g = input_gradient(
+      f, start, [&](const torch::Tensor& z, int64_t s, int64_t len) { return ce_loss(z, y.narrow(0, s, len)); },
+      options_.batch_size());
   cost_.gradient_passes += x.size(0);
   torch::NoGradGuard no_grad;
   return t.project(start + options_.step_size() * steepest_direction(g.grad, t.norm), x);

@@ -6,9 +6,9 @@
 
 namespace bulwark::attack {
 
-class FgsmOptions : public ThreatOptions<FgsmOptions> {
+class FgsmOptions : public CommonOptions<FgsmOptions> {
  public:
-  explicit FgsmOptions(double eps) : ThreatOptions(eps), step_size_(eps) {}
+  explicit FgsmOptions(double eps) : CommonOptions(eps), step_size_(eps) {}
   FgsmOptions& random_start(bool v) {
     random_start_ = v;
     return *this;

@@ -94,7 +94,11 @@ torch::Tensor Pgd::run_once(const LogitsFn& f, const torch::Tensor& x, const tor
   };
 
   for (int64_t step = 0; step < options_.steps(); ++step) {
-    auto g = input_gradient(f, cur, [&](const torch::Tensor& z) { return per_sample_loss(loss, z, yy); });
+    report_progress(static_cast<double>(step) / static_cast<double>(options_.steps()));
+    auto g = input_gradient(
+        f, cur,
+        [&](const torch::Tensor& z, int64_t s, int64_t len) { return per_sample_loss(loss, z, yy.narrow(0, s, len)); },
+        options_.batch_size());
     cost_.gradient_passes += cur.size(0);
     torch::NoGradGuard no_grad;
     if (early) {
@@ -110,7 +114,7 @@ torch::Tensor Pgd::run_once(const LogitsFn& f, const torch::Tensor& x, const tor
   torch::NoGradGuard no_grad;
   if (early && idx.numel() > 0) {
     // The last iterate has not been checked yet.
-    const auto hit = f(cur).argmax(1).ne(yy);
+    const auto hit = forward_chunked(f, cur, options_.batch_size()).argmax(1).ne(yy);
     cost_.forward_passes += cur.size(0);
     fooled.index_put_({idx}, hit);
   }

@@ -8,10 +8,10 @@
 
 namespace bulwark::attack {
 
-class PgdOptions : public ThreatOptions<PgdOptions> {
+class PgdOptions : public CommonOptions<PgdOptions> {
  public:
   // Defaults: 20 steps of eps/4, random start, 1 restart, cross-entropy, early stop.
-  explicit PgdOptions(double eps) : ThreatOptions(eps), step_size_(eps / 4) {}
+  explicit PgdOptions(double eps) : CommonOptions(eps), step_size_(eps / 4) {}
   PgdOptions& steps(int64_t v);
   PgdOptions& step_size(double v);
   PgdOptions& random_start(bool v);

@@ -21,8 +21,8 @@ int64_t random_int(int64_t low, int64_t high, torch::Generator& gen) {
 }
 
 // margin = z_y - max_{j != y} z_j (<= 0 means misclassified); the loss minimised is the margin.
-torch::Tensor margin_of(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y) {
-  return -margin_loss(f(x), y);
+torch::Tensor margin_of(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, int64_t chunk) {
+  return -margin_loss(forward_chunked(f, x, chunk), y);
 }
 
 torch::Tensor eta_rectangles(int64_t x, int64_t y) {
@@ -106,10 +106,11 @@ torch::Tensor Square::run_linf(const LogitsFn& f, const torch::Tensor& x, const 
   const Threat& t = threat();
   const int64_t c = x.size(1), h = x.size(2), w = x.size(3), n_features = c * h * w;
   auto x_best = (x + t.eps * random_sign({x.size(0), c, 1, w}, gen)).clamp(t.lo, t.hi);
-  auto margin_min = margin_of(f, x_best, y);
+  auto margin_min = margin_of(f, x_best, y, options_.batch_size());
   auto loss_min = margin_min.clone();
   used += 1;
   for (int64_t it = 0; it < options_.queries(); ++it) {
+    if (it % 25 == 0) report_progress(static_cast<double>(it) / static_cast<double>(options_.queries()));
     const auto idx = margin_min.gt(0).nonzero().squeeze(1);
     if (idx.numel() == 0) break;
     const auto x_curr = x.index_select(0, idx), x_best_curr = x_best.index_select(0, idx);
@@ -120,7 +121,7 @@ torch::Tensor Square::run_linf(const LogitsFn& f, const torch::Tensor& x, const 
     auto deltas = torch::zeros({c, h, w});
     deltas.index_put_({Slice(), Slice(vh, vh + s), Slice(vw, vw + s)}, 2.0 * t.eps * random_sign({c, 1, 1}, gen));
     const auto x_new = t.project(x_best_curr + deltas, x_curr);
-    const auto margin = margin_of(f, x_new, y.index_select(0, idx));
+    const auto margin = margin_of(f, x_new, y.index_select(0, idx), options_.batch_size());
     cost_.forward_passes += idx.numel();
     used.index_add_(0, idx, torch::ones({idx.numel()}));
     accept(idx, x_new, margin, x_best, margin_min, loss_min);
@@ -142,10 +143,11 @@ torch::Tensor Square::run_l2(const LogitsFn& f, const torch::Tensor& x, const to
     }
   }
   auto x_best = (x + l2_normalize(delta_init) * t.eps).clamp(t.lo, t.hi);
-  auto margin_min = margin_of(f, x_best, y);
+  auto margin_min = margin_of(f, x_best, y, options_.batch_size());
   auto loss_min = margin_min.clone();
   used += 1;
   for (int64_t it = 0; it < options_.queries(); ++it) {
+    if (it % 25 == 0) report_progress(static_cast<double>(it) / static_cast<double>(options_.queries()));
     const auto idx = margin_min.gt(0).nonzero().squeeze(1);
     if (idx.numel() == 0) break;
     const auto x_curr = x.index_select(0, idx), x_best_curr = x_best.index_select(0, idx);
@@ -173,7 +175,7 @@ torch::Tensor Square::run_l2(const LogitsFn& f, const torch::Tensor& x, const to
     delta_curr.index_put_(win2, 0.0);
     delta_curr.index_put_(win1, new_deltas);
     const auto x_new = (x_curr + l2_normalize(delta_curr) * t.eps).clamp(t.lo, t.hi);
-    const auto margin = margin_of(f, x_new, y.index_select(0, idx));
+    const auto margin = margin_of(f, x_new, y.index_select(0, idx), options_.batch_size());
     cost_.forward_passes += idx.numel();
     used.index_add_(0, idx, torch::ones({idx.numel()}));
     accept(idx, x_new, margin, x_best, margin_min, loss_min);
@@ -187,7 +189,7 @@ torch::Tensor Square::perturb(const LogitsFn& f, const torch::Tensor& x, const t
   auto gen = make_generator(options_.seed());
   torch::Tensor adv = x.clone();
   queries_ = torch::zeros({x.size(0)});
-  auto standing = f(x).argmax(1).eq(y);
+  auto standing = forward_chunked(f, x, options_.batch_size()).argmax(1).eq(y);
   cost_.forward_passes += x.size(0);
   for (int64_t r = 0; r < options_.restarts(); ++r) {
     const auto idx = standing.nonzero().squeeze(1);
@@ -196,7 +198,7 @@ torch::Tensor Square::perturb(const LogitsFn& f, const torch::Tensor& x, const t
     auto used = torch::zeros({idx.numel()});
     const auto cand = threat().norm == Norm::kLinf ? run_linf(f, xs, ys, gen, used) : run_l2(f, xs, ys, gen, used);
     queries_.index_add_(0, idx, used);
-    const auto fooled = f(cand).argmax(1).ne(ys);
+    const auto fooled = forward_chunked(f, cand, options_.batch_size()).argmax(1).ne(ys);
     cost_.forward_passes += idx.numel();
     const auto hits = fooled.nonzero().squeeze(1);
     adv.index_copy_(0, idx.index_select(0, hits), cand.index_select(0, hits));

@@ -8,9 +8,9 @@
 
 namespace bulwark::attack {
 
-class SquareOptions : public ThreatOptions<SquareOptions> {
+class SquareOptions : public CommonOptions<SquareOptions> {
  public:
-  explicit SquareOptions(double eps) : ThreatOptions(eps) {}
+  explicit SquareOptions(double eps) : CommonOptions(eps) {}
   SquareOptions& queries(int64_t v);  // per point and restart, default 5000
   SquareOptions& p_init(double v);    // default 0.8
   SquareOptions& restarts(int64_t v);

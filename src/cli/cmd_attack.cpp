@@ -83,7 +83,7 @@ void run_attack(const AttackFlags& f, const GlobalOptions& g) {
   o.settings.apgd_steps = f.apgd_steps;
   o.settings.restarts = f.restarts;
   o.settings.square_queries = f.queries;
-  o.batch_size = f.batch;
+  o.settings.batch_size = f.batch;
   o.progress = !f.quiet;
   o.masking_checks = !f.no_masking_checks;
   // Validate every attack's options before loading anything (errors name the flag).
