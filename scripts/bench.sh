@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# Runs every benchmark in bench/ and prints its figures; docs/BENCHMARKS.md records them.
+# Runs every benchmark in bench/ one after another (never two at once: they share 2 cores) and
+# prints its figures; docs/BENCHMARKS.md records them with this command.
 set -euo pipefail
 BUILD=${1:-build}
+MODEL=${2:-$BUILD/demo/baseline.pt}
+[ -f "$MODEL" ] || MODEL=-   # no demo model yet: attack_throughput trains one for an epoch
 
 echo "== train_throughput: wall clock, paired rounds =="
 "$BUILD/bench/train_throughput"
 
-# Instruction counts are repeatable whatever else the machine runs; they show the loop's own
+echo "== attack_throughput: wall clock, paired rounds =="
+"$BUILD/bench/attack_throughput" "$MODEL" 1000 9
+
+# Instruction counts are repeatable whatever else the machine runs; they show each loop's own
 # overhead without the noise of a shared machine.
 if command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; then
-  echo "== train_throughput: instructions per round (callgrind, 512 images, 1 thread) =="
   tmp=$(mktemp -d)
+  echo "== train_throughput: instructions per round (callgrind, 512 images, 1 thread) =="
   for side in bare bulwark; do
     OMP_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$tmp/$side" \
       "$BUILD/bench/train_throughput" 512 1 128 "$side" >/dev/null 2>&1
     callgrind_annotate --inclusive=yes "$tmp/$side" | grep -m1 "${side}_round" | awk -v s="$side" '{print "  " s " round: " $1 " instructions"}'
   done
+  echo "== attack_throughput: instructions (callgrind, 500 images, 1 thread) =="
+  passes=$("$BUILD/bench/attack_throughput" "$MODEL" 500 1 256 pgd | awk '{print $3 ":" $4}')
+  OMP_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$tmp/pgd" \
+    "$BUILD/bench/attack_throughput" "$MODEL" 500 1 256 pgd >/dev/null 2>&1
+  OMP_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$tmp/bare" \
+    "$BUILD/bench/attack_throughput" "$MODEL" 500 1 256 "bare:$passes" >/dev/null 2>&1
+  callgrind_annotate --inclusive=yes "$tmp/pgd" | grep -m1 "evaluate_robustness" | awk '{print "  pgd-20 evaluation: " $1 " instructions"}'
+  callgrind_annotate --inclusive=yes "$tmp/bare" | grep -m1 "bare_seconds" | awk '{print "  bare fwd+bwd loop: " $1 " instructions"}'
   rm -rf "$tmp"
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The reference experiment, as far as it exists today: train the baseline `cnn` on
-# Fashion-MNIST, evaluate it, show its metadata. Later steps (attack, harden, serve) extend it.
+# Fashion-MNIST, evaluate it, then attack it and watch its accuracy collapse.
+# Later steps (harden, serve, the closed loop) extend it.
 set -euo pipefail
 BULWARK=${1:-build/bulwark}
 OUT=${2:-build/demo}
@@ -15,3 +16,8 @@ echo "== 2. evaluate it on the 10,000 test images =="
 echo
 echo "== 3. what the saved model carries =="
 "$BULWARK" info "$OUT/baseline.pt"
+echo
+echo "== 4. attack it: FGSM and PGD-20 at two budgets, then the AutoAttack-style cascade =="
+"$BULWARK" attack --model "$OUT/baseline.pt" --attacks fgsm,pgd --eps 0.05,0.1 --n 1000 --quiet
+echo
+"$BULWARK" attack --model "$OUT/baseline.pt" --attacks auto --eps 0.1 --n 1000 --quiet

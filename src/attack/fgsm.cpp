@@ -7,7 +7,7 @@
 namespace bulwark::attack {
 
 torch::Tensor steepest_direction(const torch::Tensor& grad, Norm norm) {
-  return norm == Norm::kLinf ? grad.sign() : l2_normalize(grad);
+  return norm == Norm::kLinf ? grad.sign() : l2_normalize(grad);  // a new tensor: callers may update it in place
 }
 
 nlohmann::json FgsmOptions::to_json() const {

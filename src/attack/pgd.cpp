@@ -109,7 +109,7 @@ torch::Tensor Pgd::run_once(const LogitsFn& f, const torch::Tensor& x, const tor
         if (idx.numel() == 0) return result;
       }
     }
-    cur = t.project(cur + options_.step_size() * steepest_direction(g.grad, t.norm), xo);
+    cur = t.project(steepest_direction(g.grad, t.norm).mul_(options_.step_size()).add_(cur), xo);
   }
   torch::NoGradGuard no_grad;
   if (early && idx.numel() > 0) {

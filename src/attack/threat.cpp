@@ -30,16 +30,16 @@ torch::Tensor l2_norm_keepdim(const torch::Tensor& t) {
 torch::Tensor l2_normalize(const torch::Tensor& t) { return t / (l2_norm_keepdim(t) + 1e-12); }
 
 torch::Tensor Threat::project(const torch::Tensor& x_adv, const torch::Tensor& x) const {
-  torch::Tensor delta = x_adv - x;
+  // One allocation, then in place: this runs every attack step over every standing point.
+  torch::Tensor out = x_adv - x;
   if (norm == Norm::kLinf) {
-    delta = delta.clamp(-eps, eps);
+    out.clamp_(-eps, eps);
   } else {
-    const auto n = l2_norm_keepdim(delta);
-    delta = delta * torch::clamp_max(eps / (n + 1e-12), 1.0);
+    out.mul_(torch::clamp_max(eps / (l2_norm_keepdim(out) + 1e-12), 1.0));
   }
   // Clamping to the range after the ball only shrinks |delta| per coordinate, so the point stays
   // inside both.
-  return (x + delta).clamp(lo, hi);
+  return out.add_(x).clamp_(lo, hi);
 }
 
 torch::Tensor Threat::norm_of(const torch::Tensor& d) const {
