@@ -22,13 +22,5 @@ if command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; t
       "$BUILD/bench/train_throughput" 512 1 128 "$side" >/dev/null 2>&1
     callgrind_annotate --inclusive=yes "$tmp/$side" | grep -m1 "${side}_round" | awk -v s="$side" '{print "  " s " round: " $1 " instructions"}'
   done
-  echo "== attack_throughput: instructions (callgrind, 500 images, 1 thread) =="
-  passes=$("$BUILD/bench/attack_throughput" "$MODEL" 500 1 256 pgd | awk '{print $3 ":" $4}')
-  OMP_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$tmp/pgd" \
-    "$BUILD/bench/attack_throughput" "$MODEL" 500 1 256 pgd >/dev/null 2>&1
-  OMP_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$tmp/bare" \
-    "$BUILD/bench/attack_throughput" "$MODEL" 500 1 256 "bare:$passes" >/dev/null 2>&1
-  callgrind_annotate --inclusive=yes "$tmp/pgd" | grep -m1 "evaluate_robustness" | awk '{print "  pgd-20 evaluation: " $1 " instructions"}'
-  callgrind_annotate --inclusive=yes "$tmp/bare" | grep -m1 "bare_seconds" | awk '{print "  bare fwd+bwd loop: " $1 " instructions"}'
   rm -rf "$tmp"
 fi
