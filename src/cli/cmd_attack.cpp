@@ -10,6 +10,7 @@
 #include "core/files.h"
 #include "core/progress.h"
 #include "data/dataset.h"
+#include "defense/squeeze.h"
 #include "model/model.h"
 
 namespace bulwark::cli {
@@ -28,6 +29,8 @@ struct AttackFlags {
   int64_t restarts = 1;
   int64_t queries = 5000;
   std::string save_adv;
+  std::string defense;  // feature squeezing in front of the model, attacked through BPDA
+  bool no_bpda = false;
   bool no_masking_checks = false;
   bool quiet = false;
 };
@@ -91,6 +94,8 @@ void run_attack(const AttackFlags& f, const GlobalOptions& g) {
     for (double eps : o.eps) attack::make_attack(name, eps, o.settings);
   }
 
+  if (!f.defense.empty()) defense::parse_squeezer(f.defense, 0, 1);  // bad specs fail before any work
+
   model::Model m = model::Model::load(f.model);
   o.settings.lo = m.spec().lo;
   o.settings.hi = m.spec().hi;
@@ -99,7 +104,16 @@ void run_attack(const AttackFlags& f, const GlobalOptions& g) {
   const auto x = d.inputs(), y = d.targets();
 
   model::FrozenParameters frozen(m);
-  const auto report = attack::evaluate_robustness(attack::logits_of(m), x, y, o);
+  attack::LogitsFn f_attacked = attack::logits_of(m);
+  if (!f.defense.empty()) {
+    // Non-differentiable preprocessors overstate robustness against plain gradients: attack them
+    // with straight-through gradients (BPDA) unless asked to show the naive figure.
+    const auto squeeze = defense::parse_squeezer(f.defense, m.spec().lo, m.spec().hi);
+    const auto base = f_attacked;
+    f_attacked = f.no_bpda ? attack::LogitsFn([base, squeeze](const torch::Tensor& v) { return base(squeeze(v)); })
+                           : attack::bpda(base, squeeze);
+  }
+  const auto report = attack::evaluate_robustness(f_attacked, x, y, o);
   if (!f.save_adv.empty()) save_adversarials(f.save_adv, report, x, y);
 
   if (g.json) {
@@ -107,12 +121,20 @@ void run_attack(const AttackFlags& f, const GlobalOptions& g) {
     j["model"] = f.model;
     j["dataset"] = d.name;
     j["seed"] = g.seed;
+    if (!f.defense.empty()) {
+      j["defense"] = f.defense;
+      j["bpda"] = !f.no_bpda;
+    }
     if (!f.save_adv.empty()) j["saved_adversarials"] = f.save_adv;
     std::cout << j.dump(2) << std::endl;
     return;
   }
   std::printf("model   %s (%s), %lld %s test images, clean accuracy %s\n", f.model.c_str(), m.spec().arch.c_str(),
               static_cast<long long>(report.n), d.name.c_str(), pct(report.clean_accuracy).c_str());
+  if (!f.defense.empty()) {
+    std::printf("defense %s (feature squeezing), attacked %s\n", f.defense.c_str(),
+                f.no_bpda ? "with plain gradients: figures are overstated" : "through BPDA (straight-through gradients)");
+  }
   std::printf("threat  %s, range [%g, %g], seed %llu%s\n", report.norm.c_str(), o.settings.lo, o.settings.hi,
               static_cast<unsigned long long>(g.seed), o.cascade ? ", auto = apgd-ce -> apgd-t -> square (cumulative)" : "");
   print_table(report);
@@ -137,6 +159,8 @@ void register_attack(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--restarts", flags->restarts, "Random restarts (pgd, apgd, square)")->capture_default_str();
   cmd->add_option("--queries", flags->queries, "Square query budget per point")->capture_default_str();
   cmd->add_option("--save-adv", flags->save_adv, "Write clean and worst-case adversarial tensors (torch.load-able)");
+  cmd->add_option("--defense", flags->defense, "Feature squeezing in front of the model: bits:N, median:K, joined by +");
+  cmd->add_flag("--no-bpda", flags->no_bpda, "With --defense: attack through plain gradients (overstates robustness)");
   cmd->add_flag("--no-masking-checks", flags->no_masking_checks, "Skip the gradient-masking probes");
   cmd->add_flag("--quiet", flags->quiet, "No progress bars");
   cmd->callback([flags, &g] { run_attack(*flags, g); });

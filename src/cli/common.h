@@ -33,6 +33,7 @@ void register_train(CLI::App& app, GlobalOptions& g);
 void register_eval(CLI::App& app, GlobalOptions& g);
 void register_info(CLI::App& app, GlobalOptions& g);
 void register_attack(CLI::App& app, GlobalOptions& g);
+void register_harden(CLI::App& app, GlobalOptions& g);
 
 std::string version_text();
 

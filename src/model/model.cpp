@@ -93,7 +93,17 @@ void Model::save(const std::string& path) const {
   atomic_write_file(path, bytes.str());
 }
 
-Model Model::clone() const { return Model(module_.deepcopy(), spec_); }
+Model Model::clone() const {
+  // Copied without autograd history, so the copy's parameters are leaves an optimizer can own.
+  torch::jit::Module copy;
+  {
+    torch::NoGradGuard no_grad;
+    copy = module_.deepcopy();
+  }
+  auto src = module_.parameters().begin();
+  for (auto p : copy.parameters()) p.requires_grad_((*src++).requires_grad());
+  return Model(std::move(copy), spec_);
+}
 
 void Model::check_input(const torch::Tensor& x) const {
   const auto& s = spec_.input_shape;

@@ -1,5 +1,6 @@
 #include "train/options.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -45,10 +46,21 @@ TrainOptions& TrainOptions::progress(bool v) {
   return *this;
 }
 
+TrainOptions& TrainOptions::cyclic_lr(bool v) {
+  cyclic_lr_ = v;
+  return *this;
+}
+
+double TrainOptions::lr_at(int64_t step, int64_t total) const {
+  if (!cyclic_lr_ || total <= 0) return lr_;
+  const double t = static_cast<double>(step) / static_cast<double>(total);
+  return t < 0.4 ? lr_ * t / 0.4 : lr_ * std::max(0.0, (1.0 - t) / 0.6);
+}
+
 nlohmann::json TrainOptions::to_json() const {
   return {{"epochs", epochs_},   {"batch_size", batch_size_}, {"lr", lr_},     {"optimizer", "adam"},
           {"weight_decay", weight_decay_}, {"validation_fraction", validation_fraction_}, {"seed", seed_},
-          {"budget_seconds", budget_seconds_}};
+          {"budget_seconds", budget_seconds_}, {"lr_schedule", cyclic_lr_ ? "one-cycle" : "constant"}};
 }
 
 }  // namespace bulwark::train

@@ -20,6 +20,9 @@ class TrainOptions {
   TrainOptions& seed(uint64_t v);
   TrainOptions& budget_seconds(double v);  // 0 = no budget
   TrainOptions& progress(bool v);
+  // One-cycle schedule (Wong et al. 2020): lr rises linearly from 0 to lr() over the first 40 % of
+  // steps, then falls linearly to 0. Off: constant lr().
+  TrainOptions& cyclic_lr(bool v);
 
   int64_t epochs() const { return epochs_; }
   int64_t batch_size() const { return batch_size_; }
@@ -29,6 +32,9 @@ class TrainOptions {
   uint64_t seed() const { return seed_; }
   double budget_seconds() const { return budget_seconds_; }
   bool progress() const { return progress_; }
+  bool cyclic_lr() const { return cyclic_lr_; }
+  // The learning rate at step `step` of `total` under the schedule.
+  double lr_at(int64_t step, int64_t total) const;
 
   nlohmann::json to_json() const;
 
@@ -41,6 +47,7 @@ class TrainOptions {
   uint64_t seed_ = 0;
   double budget_seconds_ = 0.0;
   bool progress_ = true;
+  bool cyclic_lr_ = false;
 };
 
 }  // namespace bulwark::train

@@ -76,6 +76,8 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
   int64_t images_seen = 0;
   const auto run_start = Clock::now();
 
+  const int64_t steps_per_epoch = (train.size() + o.batch_size() - 1) / o.batch_size();
+  const int64_t total_steps = steps_per_epoch * o.epochs();
   for (int64_t epoch = 0; epoch < o.epochs() && !result.stopped_by_budget; ++epoch) {
     const auto epoch_start = Clock::now();
     const auto batches = data::batch_indices(train.size(), o.batch_size(), /*shuffle=*/true, o.seed(), epoch);
@@ -95,6 +97,10 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
       const auto x = train.inputs(batches[b]);
       const auto y = train.targets(batches[b]);
       const StepContext ctx{epoch, static_cast<int64_t>(b), static_cast<int64_t>(batches.size())};
+      if (o.cyclic_lr()) {
+        static_cast<torch::optim::AdamOptions&>(optimizer.param_groups()[0].options())
+            .lr(o.lr_at(epoch * steps_per_epoch + static_cast<int64_t>(b), total_steps));
+      }
       StepOutput out = objective.step(m, x, y, ctx);
       optimizer.zero_grad();
       out.loss.backward();

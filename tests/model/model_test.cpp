@@ -80,6 +80,10 @@ TEST(Model, CloneIsIndependent) {
   }
   const auto x = torch::rand({1, 1, 28, 28});
   EXPECT_FALSE(torch::equal(m.logits(x), copy.logits(x)));
+  for (const auto& p : copy.parameters()) {
+    EXPECT_TRUE(p.is_leaf()) << "an optimizer cannot own a non-leaf parameter";
+    EXPECT_TRUE(p.requires_grad());
+  }
 }
 
 TEST(Model, GarbageFileIsADataFormatErrorNamingThePath) {

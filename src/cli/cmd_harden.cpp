@@ -1,0 +1,132 @@
+// bulwark harden — adversarial training from an existing model; saves the robust checkpoint.
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "attack/attack.h"
+#include "cli/common.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "data/dataset.h"
+#include "defense/defense.h"
+#include "model/model.h"
+#include "train/train.h"
+
+namespace bulwark::cli {
+namespace {
+
+struct HardenFlags {
+  std::string model, out;
+  std::string data = "fashion-mnist";
+  std::string norm = "linf";
+  defense::HardenOptions o;
+  double budget_minutes = 0;
+  double val_fraction = 0.05;
+  int64_t limit = 0;
+  int64_t eval_n = 1000;
+  bool no_random_init = false, no_guard = false, quiet = false;
+};
+
+// Seconds per image of plain training on this machine, for "cost relative to a standard epoch".
+double standard_seconds_per_image(const model::Model& base, const data::Dataset& d, int64_t batch) {
+  auto m = base.clone();
+  train::CrossEntropyObjective ce;
+  const auto sample = d.head(std::min<int64_t>(d.size(), batch * 20));
+  const auto r = train::fit(m, sample, {}, train::TrainOptions().epochs(1).batch_size(batch).progress(false), ce);
+  return 1.0 / r.images_per_s;
+}
+
+void run_harden(HardenFlags f, const GlobalOptions& g) {
+  apply_threads(g);
+  f.o.threat.norm = attack::parse_norm(f.norm);
+  f.o.budget_seconds = f.budget_minutes * 60;
+  f.o.fast_random_init = !f.no_random_init;
+  f.o.guard = !f.no_guard;
+  f.o.seed = g.seed;
+  f.o.progress = !f.quiet;
+  model::Model m = model::Model::load(f.model);
+  f.o.threat.lo = m.spec().lo;
+  f.o.threat.hi = m.spec().hi;
+  f.o.validate();
+  if (!(f.val_fraction > 0 && f.val_fraction < 0.9)) throw invalid_argument("--val-fraction must be in (0, 0.9)");
+
+  auto train_set = data::load_dataset(f.data, data::Split::kTrain);
+  if (f.limit > 0) train_set = train_set.head(f.limit, "--limit");
+  const auto test = data::load_dataset(f.data, data::Split::kTest).head(f.eval_n, "--eval-n");
+  const auto split = data::split_train_validation(train_set, f.val_fraction, g.seed);
+
+  const double std_s = standard_seconds_per_image(m, split.train, f.o.batch_size);
+  const auto result = defense::harden(m, split.train, split.validation, f.o);
+  const double adv_s = result.train.images_per_s > 0 ? 1.0 / result.train.images_per_s : 0;
+
+  // Summary on the test set: clean and PGD-20 (the gate's attack), parameters frozen.
+  const auto eval = train::evaluate(m, test);
+  double robust = 0;
+  {
+    model::FrozenParameters frozen(m);
+    robust = defense::pgd_accuracy(m, f.o.threat, test.inputs(), test.targets(), 20, g.seed);
+  }
+  nlohmann::json summary = {{"clean_accuracy", eval.accuracy()},
+                            {"pgd20_accuracy", robust},
+                            {"test_images", eval.n},
+                            {"seconds", result.train.seconds},
+                            {"cost_per_epoch_vs_standard", std_s > 0 ? adv_s / std_s : 0},
+                            {"best_epoch", result.train.best_epoch},
+                            {"events", result.events}};
+  m.mutable_spec().hardening = {{"options", f.o.to_json()}, {"from", f.model}, {"summary", summary},
+                                {"train", result.train.to_json()}};
+  m.save(f.out);
+
+  char line[160];
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"method", f.o.method + " (" + attack::to_string(f.o.threat.norm) + ", eps " + std::to_string(f.o.threat.eps) + ")"},
+      {"from", f.model},
+      {"epochs", std::to_string(result.train.epochs.size()) + " (best " + std::to_string(result.train.best_epoch) +
+                     (result.train.stopped_by_budget ? ", stopped by --budget-minutes" : "") + ")"},
+      {"clean accuracy", percent(eval.accuracy()) + " (" + with_commas(eval.n) + " test images)"},
+      {"PGD-20 accuracy", percent(robust)},
+      {"time", format_duration(result.train.seconds)}};
+  std::snprintf(line, sizeof line, "%.1fx a standard epoch", std_s > 0 ? adv_s / std_s : 0.0);
+  rows.push_back({"cost per epoch", line});
+  for (const auto& e : result.events) rows.push_back({"guard", e});
+  rows.push_back({"saved", f.out});
+  summary["model"] = f.out;
+  summary["options"] = f.o.to_json();
+  summary["train"] = result.train.to_json();
+  print_result(g, summary, rows);
+}
+
+}  // namespace
+
+void register_harden(CLI::App& app, GlobalOptions& g) {
+  auto f = std::make_shared<HardenFlags>();
+  auto* cmd = app.add_subcommand("harden", "Adversarially train a model (PGD-AT, TRADES, Fast-AT) and save it");
+  cmd->add_option("--model", f->model, "Model to start from (.pt)")->required();
+  cmd->add_option("--out", f->out, "Where to write the hardened model")->required();
+  cmd->add_option("--method", f->o.method, "pgd-at, trades or fast-at")->capture_default_str();
+  cmd->add_option("--eps", f->o.threat.eps, "Perturbation budget")->capture_default_str();
+  cmd->add_option("--norm", f->norm, "linf or l2")->capture_default_str();
+  cmd->add_option("--epochs", f->o.epochs, "Epochs")->capture_default_str();
+  cmd->add_option("--batch", f->o.batch_size, "Batch size")->capture_default_str()->check(CLI::Range(1, 65536));
+  cmd->add_option("--lr", f->o.lr, "Adam learning rate (peak of the one-cycle schedule for fast-at)")->capture_default_str();
+  cmd->add_option("--steps", f->o.pgd_steps, "Inner PGD steps (pgd-at, trades)")->capture_default_str();
+  cmd->add_option("--beta", f->o.trades_beta, "TRADES beta")->capture_default_str();
+  cmd->add_option("--alpha", f->o.fast_alpha, "Fast-AT step size in units of eps")->capture_default_str();
+  cmd->add_flag("--no-random-init", f->no_random_init, "Fast-AT without random start (overfits; for testing the guard)");
+  cmd->add_option("--clean-weight", f->o.clean_weight, "PGD-AT: weight of the clean loss")->capture_default_str();
+  cmd->add_option("--warmup-epochs", f->o.warmup_epochs, "Ramp eps from 0 over this many epochs")->capture_default_str();
+  cmd->add_option("--budget-minutes", f->budget_minutes, "Stop at the best checkpoint when time runs out");
+  cmd->add_option("--data", f->data, "fashion-mnist or an MNIST-layout directory")->capture_default_str();
+  cmd->add_option("--limit", f->limit, "Use the first N training images")->check(CLI::PositiveNumber);
+  cmd->add_option("--val-fraction", f->val_fraction, "Held-out validation fraction")->capture_default_str();
+  cmd->add_option("--val-n", f->o.validation_n, "Validation points for PGD-10 checkpoint selection")->capture_default_str();
+  cmd->add_option("--eval-n", f->eval_n, "Test images for the final clean/PGD-20 summary")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--no-guard", f->no_guard, "Disable the Fast-AT catastrophic-overfitting guard");
+  cmd->add_flag("--quiet", f->quiet, "No progress bars");
+  cmd->callback([f, &g] { run_harden(*f, g); });
+}
+
+}  // namespace bulwark::cli

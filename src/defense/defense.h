@@ -1,0 +1,8 @@
+// defense — hardening: adversarial-training objectives (PGD-AT, TRADES, Fast-AT) on train::fit,
+// the harden driver (robust checkpoint selection, overfitting guard), and feature squeezing.
+// Depends on attack, train, model, data, core.
+#pragma once
+
+#include "defense/harden.h"
+#include "defense/objectives.h"
+#include "defense/squeeze.h"

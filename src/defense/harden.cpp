@@ -1,0 +1,137 @@
+#include "defense/harden.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <limits>
+#include <memory>
+
+#include "attack/attack.h"
+#include "core/error.h"
+#include "defense/objectives.h"
+
+namespace bulwark::defense {
+namespace {
+
+std::vector<torch::Tensor> snapshot(const model::Model& m) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : m.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+void restore(model::Model& m, const std::vector<torch::Tensor>& saved) {
+  torch::NoGradGuard no_grad;
+  auto params = m.parameters();
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
+}
+
+double fgsm_accuracy(const model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y) {
+  attack::Fgsm fgsm(attack::FgsmOptions(t.eps).norm(t.norm).range(t.lo, t.hi));
+  const auto adv = fgsm.perturb(attack::logits_of(m), x, y);
+  return m.predict_logits(adv).argmax(1).eq(y).to(torch::kFloat).mean().item<double>();
+}
+
+std::unique_ptr<train::Objective> make_objective(const HardenOptions& o) {
+  AdversarialSettings s{o.threat, o.warmup_epochs, o.seed};
+  if (o.method == "pgd-at") return std::make_unique<PgdAtObjective>(s, o.pgd_steps, 0.25, o.clean_weight);
+  if (o.method == "trades") return std::make_unique<TradesObjective>(s, o.trades_beta, o.pgd_steps);
+  return std::make_unique<FastAtObjective>(s, o.fast_alpha, o.fast_random_init);
+}
+
+}  // namespace
+
+void HardenOptions::validate() const {
+  if (method != "pgd-at" && method != "trades" && method != "fast-at") {
+    throw invalid_argument("--method: unknown method '" + method + "' (known: pgd-at, trades, fast-at)");
+  }
+  threat.validate();
+  if (threat.eps <= 0) throw invalid_argument("--eps must be > 0 for hardening");
+  if (epochs < 1 || epochs > 10000) throw invalid_argument("--epochs must be in 1..10000");
+  if (pgd_steps < 1 || pgd_steps > 1000) throw invalid_argument("--steps must be in 1..1000");
+  if (!(trades_beta >= 0 && trades_beta <= 1000)) throw invalid_argument("--beta must be in [0, 1000]");
+  if (!(fast_alpha > 0 && fast_alpha <= 10)) throw invalid_argument("--alpha must be in (0, 10]");
+  if (!(clean_weight >= 0 && clean_weight <= 1)) throw invalid_argument("--clean-weight must be in [0, 1]");
+  if (!(warmup_epochs >= 0)) throw invalid_argument("--warmup-epochs must be >= 0");
+  if (!(budget_seconds >= 0)) throw invalid_argument("--budget-minutes must be >= 0");
+  if (validation_n < 1) throw invalid_argument("--val-n must be positive");
+}
+
+nlohmann::json HardenOptions::to_json() const {
+  return {{"method", method},         {"norm", attack::to_string(threat.norm)}, {"eps", threat.eps},
+          {"epochs", epochs},         {"batch_size", batch_size},               {"lr", lr},
+          {"pgd_steps", pgd_steps},   {"trades_beta", trades_beta},             {"fast_alpha", fast_alpha},
+          {"fast_random_init", fast_random_init}, {"clean_weight", clean_weight}, {"warmup_epochs", warmup_epochs},
+          {"budget_seconds", budget_seconds},     {"validation_n", validation_n}, {"guard", guard},
+          {"seed", seed}};
+}
+
+nlohmann::json HardenResult::to_json() const { return {{"train", train.to_json()}, {"events", events}}; }
+
+double pgd_accuracy(const model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y,
+                    int64_t steps, uint64_t seed) {
+  attack::Pgd pgd(attack::PgdOptions(t.eps).norm(t.norm).range(t.lo, t.hi).steps(steps).seed(seed));
+  const auto adv = pgd.perturb(attack::logits_of(m), x, y);
+  return m.predict_logits(adv).argmax(1).eq(y).to(torch::kFloat).mean().item<double>();
+}
+
+HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dataset& validation,
+                    const HardenOptions& o) {
+  o.validate();
+  if (validation.size() == 0) throw invalid_argument("hardening needs a validation split (--val-fraction > 0)");
+  auto objective = make_objective(o);
+  auto* fast = dynamic_cast<FastAtObjective*>(objective.get());
+  const auto val = validation.head(std::min(o.validation_n, validation.size()), "--val-n");
+  const auto vx = val.inputs(), vy = val.targets();
+
+  HardenResult result;
+  std::vector<torch::Tensor> best = snapshot(m);
+  double best_pgd = -1, last_fgsm = -1;
+  const auto hook = [&](model::Model& mm, train::EpochStats& stats) {
+    model::FrozenParameters frozen(mm);
+    const double pgd = pgd_accuracy(mm, o.threat, vx, vy, 10, o.seed);
+    stats.extra["pgd10_validation_accuracy"] = pgd;
+    stats.selection_score = pgd;
+    if (fast && o.guard && !fast->fell_back()) {
+      const double fgsm = fgsm_accuracy(mm, o.threat, vx, vy);
+      stats.extra["fgsm_validation_accuracy"] = fgsm;
+      // Catastrophic overfitting (Wong et al. 2020): the model learns to defeat the one-step attack
+      // only — PGD accuracy collapses while FGSM accuracy holds, or FGSM accuracy runs far ahead
+      // of PGD accuracy (a gradient-masking gap no robust model shows).
+      const bool collapsed = best_pgd >= 0 && pgd < best_pgd - 0.15 && fgsm >= last_fgsm - 0.02;
+      const bool masked = fgsm > pgd + 0.25;
+      if (collapsed || masked) {
+        char msg[256];
+        std::snprintf(msg, sizeof msg,
+                      "epoch %lld: catastrophic overfitting (PGD-10 %.1f%%, best %.1f%%, FGSM %.1f%%): "
+                      "rolled back to the best checkpoint and switched Fast-AT to PGD-2",
+                      static_cast<long long>(stats.epoch), 100 * pgd, 100 * std::max(best_pgd, 0.0), 100 * fgsm);
+        result.events.push_back(msg);
+        if (o.progress) std::cerr << "guard: " << msg << '\n';
+        stats.extra["guard"] = msg;
+        restore(mm, best);
+        fast->fall_back();
+        stats.selection_score = -std::numeric_limits<double>::infinity();
+        return;
+      }
+      last_fgsm = fgsm;
+    }
+    if (pgd > best_pgd) {
+      best_pgd = pgd;
+      best = snapshot(mm);
+    }
+  };
+  const auto opts = train::TrainOptions()
+                        .epochs(o.epochs)
+                        .batch_size(o.batch_size)
+                        .lr(o.lr)
+                        .seed(o.seed)
+                        .budget_seconds(o.budget_seconds)
+                        .cyclic_lr(o.method == "fast-at")
+                        .progress(o.progress);
+  result.train = train::fit(m, train, validation, opts, *objective, hook);
+  return result;
+}
+
+}  // namespace bulwark::defense

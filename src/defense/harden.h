@@ -1,0 +1,56 @@
+// defense/harden.h — turn a model into a robust one with adversarial training, choosing the
+// checkpoint with the best robust validation accuracy (PGD-10) and guarding Fast-AT against
+// catastrophic overfitting.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "attack/threat.h"
+#include "data/dataset.h"
+#include "model/model.h"
+#include "train/trainer.h"
+
+namespace bulwark::defense {
+
+struct HardenOptions {
+  std::string method = "pgd-at";  // pgd-at | trades | fast-at
+  attack::Threat threat{attack::Norm::kLinf, 0.1, 0.0, 1.0};
+  int64_t epochs = 5;
+  int64_t batch_size = 128;
+  double lr = 1e-3;
+  int64_t pgd_steps = 7;         // PGD-AT and TRADES inner steps
+  double trades_beta = 6.0;
+  double fast_alpha = 1.25;      // Fast-AT step, in units of eps
+  bool fast_random_init = true;
+  double clean_weight = 0.0;     // PGD-AT: weight of the clean loss
+  double warmup_epochs = 1.0;    // eps ramps from 0 over this many epochs
+  double budget_seconds = 0.0;   // 0 = none; stops at the best checkpoint
+  int64_t validation_n = 500;    // held-out points for PGD-10 robust validation
+  bool guard = true;             // Fast-AT catastrophic-overfitting guard
+  uint64_t seed = 0;
+  bool progress = true;
+
+  // Throws invalid_argument naming the flag.
+  void validate() const;
+  nlohmann::json to_json() const;
+};
+
+struct HardenResult {
+  train::TrainResult train;
+  std::vector<std::string> events;  // e.g. the overfitting guard firing
+  nlohmann::json to_json() const;
+};
+
+// Robust accuracy of m on (x, y) under PGD with `steps` steps of eps/4 (random start).
+double pgd_accuracy(const model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y,
+                    int64_t steps, uint64_t seed);
+
+// Hardens `m` in place (fine-tuning from its current weights) on `train`, validating on
+// `validation`. m ends with the checkpoint of best PGD-10 validation accuracy.
+HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dataset& validation,
+                    const HardenOptions& o);
+
+}  // namespace bulwark::defense
