@@ -12,6 +12,9 @@ echo "== train_throughput: wall clock, paired rounds =="
 echo "== attack_throughput: wall clock, paired rounds =="
 "$BUILD/bench/attack_throughput" "$MODEL" 1000 9
 
+echo "== harden: one epoch per method on the full training set, ratios to standard =="
+"$BUILD/bench/harden"
+
 # Instruction counts are repeatable whatever else the machine runs; they show each loop's own
 # overhead without the noise of a shared machine.
 if command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; then
