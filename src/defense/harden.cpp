@@ -15,18 +15,6 @@
 namespace bulwark::defense {
 namespace {
 
-std::vector<torch::Tensor> snapshot(const model::Model& m) {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : m.parameters()) out.push_back(p.detach().clone());
-  return out;
-}
-
-void restore(model::Model& m, const std::vector<torch::Tensor>& saved) {
-  torch::NoGradGuard no_grad;
-  auto params = m.parameters();
-  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
-}
-
 double fgsm_accuracy(const model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y) {
   attack::Fgsm fgsm(attack::FgsmOptions(t.eps).norm(t.norm).range(t.lo, t.hi));
   const auto adv = fgsm.perturb(attack::logits_of(m), x, y);
@@ -86,7 +74,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
   const auto vx = val.inputs(), vy = val.targets();
 
   HardenResult result;
-  std::vector<torch::Tensor> best = snapshot(m);
+  std::vector<torch::Tensor> best = m.snapshot_parameters();
   double best_pgd = -1, last_fgsm = -1;
   const auto hook = [&](model::Model& mm, train::EpochStats& stats) {
     model::FrozenParameters frozen(mm);
@@ -110,7 +98,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
         result.events.push_back(msg);
         if (o.progress) std::cerr << "guard: " << msg << '\n';
         stats.extra["guard"] = msg;
-        restore(mm, best);
+        mm.restore_parameters(best);
         fast->fall_back();
         stats.selection_score = -std::numeric_limits<double>::infinity();
         return;
@@ -119,7 +107,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
     }
     if (pgd > best_pgd) {
       best_pgd = pgd;
-      best = snapshot(mm);
+      best = mm.snapshot_parameters();
     }
   };
   const auto opts = train::TrainOptions()

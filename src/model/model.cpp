@@ -139,6 +139,19 @@ std::vector<torch::Tensor> Model::parameters() const {
   return out;
 }
 
+std::vector<torch::Tensor> Model::snapshot_parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : module_.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+void Model::restore_parameters(const std::vector<torch::Tensor>& saved) {
+  torch::NoGradGuard no_grad;
+  auto params = parameters();
+  if (saved.size() != params.size()) throw invalid_argument("checkpoint does not match the model's parameters");
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
+}
+
 int64_t Model::parameter_count() const {
   int64_t n = 0;
   for (const auto& p : module_.parameters()) n += p.numel();

@@ -41,6 +41,9 @@ class Model {
 
   std::vector<torch::Tensor> parameters() const;
   int64_t parameter_count() const;
+  // Detached copies of the parameters (a checkpoint in memory), and writing them back.
+  std::vector<torch::Tensor> snapshot_parameters() const;
+  void restore_parameters(const std::vector<torch::Tensor>& saved);
   void set_training(bool on);
   // Attacks freeze parameters so only the input gets a gradient.
   void set_parameters_require_grad(bool on);

@@ -17,18 +17,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-std::vector<torch::Tensor> snapshot(const model::Model& m) {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : m.parameters()) out.push_back(p.detach().clone());
-  return out;
-}
-
-void restore(model::Model& m, const std::vector<torch::Tensor>& saved) {
-  torch::NoGradGuard guard;
-  auto params = m.parameters();
-  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
-}
-
 std::string step_status(double loss, double acc, double ips) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "loss %.4f acc %.1f%% %.0f img/s", loss, 100 * acc, ips);
@@ -129,11 +117,11 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
     if (validation.size() == 0 || stats.selection_score > best_score) {
       best_score = stats.selection_score;
       result.best_epoch = stats.epoch;
-      if (validation.size() > 0) best = snapshot(m);
+      if (validation.size() > 0) best = m.snapshot_parameters();
     }
     result.epochs.push_back(stats);
   }
-  if (!best.empty()) restore(m, best);
+  if (!best.empty()) m.restore_parameters(best);
   result.seconds = seconds_since(run_start);
   result.images_per_s = result.seconds > 0 ? images_seen / result.seconds : 0;
   return result;
