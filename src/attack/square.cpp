@@ -101,11 +101,8 @@ nlohmann::json SquareOptions::to_json() const {
   return j;
 }
 
-torch::Tensor Square::run_linf(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y,
-                               torch::Generator& gen, torch::Tensor& used) {
-  const Threat& t = threat();
-  const int64_t c = x.size(1), h = x.size(2), w = x.size(3), n_features = c * h * w;
-  auto x_best = (x + t.eps * random_sign({x.size(0), c, 1, w}, gen)).clamp(t.lo, t.hi);
+torch::Tensor Square::search(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, torch::Tensor x_best,
+                             const Proposal& propose, torch::Tensor& used) {
   auto margin_min = margin_of(f, x_best, y, options_.batch_size());
   auto loss_min = margin_min.clone();
   used += 1;
@@ -113,14 +110,7 @@ torch::Tensor Square::run_linf(const LogitsFn& f, const torch::Tensor& x, const 
     if (it % 25 == 0) report_progress(static_cast<double>(it) / static_cast<double>(options_.queries()));
     const auto idx = margin_min.gt(0).nonzero().squeeze(1);
     if (idx.numel() == 0) break;
-    const auto x_curr = x.index_select(0, idx), x_best_curr = x_best.index_select(0, idx);
-    const double p = square_p_selection(options_.p_init(), it, options_.queries());
-    int64_t s = std::max<int64_t>(std::lround(std::sqrt(p * n_features / c)), 1);
-    s = std::min({s, h, w});
-    const int64_t vh = random_int(0, h - s, gen), vw = random_int(0, w - s, gen);
-    auto deltas = torch::zeros({c, h, w});
-    deltas.index_put_({Slice(), Slice(vh, vh + s), Slice(vw, vw + s)}, 2.0 * t.eps * random_sign({c, 1, 1}, gen));
-    const auto x_new = t.project(x_best_curr + deltas, x_curr);
+    const auto x_new = propose(x.index_select(0, idx), x_best.index_select(0, idx), it);
     const auto margin = margin_of(f, x_new, y.index_select(0, idx), options_.batch_size());
     cost_.forward_passes += idx.numel();
     used.index_add_(0, idx, torch::ones({idx.numel()}));
@@ -129,11 +119,30 @@ torch::Tensor Square::run_linf(const LogitsFn& f, const torch::Tensor& x, const 
   return x_best;
 }
 
+torch::Tensor Square::run_linf(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y,
+                               torch::Generator& gen, torch::Tensor& used) {
+  const Threat& t = threat();
+  const int64_t c = x.size(1), h = x.size(2), w = x.size(3), n_features = c * h * w;
+  // Vertical stripes of +-eps, then one random square of +-2 eps per query (projected).
+  const auto init = (x + t.eps * random_sign({x.size(0), c, 1, w}, gen)).clamp(t.lo, t.hi);
+  const Proposal propose = [&](const torch::Tensor& x_curr, const torch::Tensor& x_best_curr, int64_t it) {
+    const double p = square_p_selection(options_.p_init(), it, options_.queries());
+    int64_t s = std::max<int64_t>(std::lround(std::sqrt(p * n_features / c)), 1);
+    s = std::min({s, h, w});
+    const int64_t vh = random_int(0, h - s, gen), vw = random_int(0, w - s, gen);
+    auto deltas = torch::zeros({c, h, w});
+    deltas.index_put_({Slice(), Slice(vh, vh + s), Slice(vw, vw + s)}, 2.0 * t.eps * random_sign({c, 1, 1}, gen));
+    return t.project(x_best_curr + deltas, x_curr);
+  };
+  return search(f, x, y, init, propose, used);
+}
+
 torch::Tensor Square::run_l2(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, torch::Generator& gen,
                              torch::Tensor& used) {
   const Threat& t = threat();
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), n_features = c * h * w;
   if (h < 5 || w < 5) throw invalid_argument("--attacks square with --norm l2 needs images of at least 5x5");
+  // A grid of pseudo-Gaussian blocks with random signs, scaled to norm eps.
   auto delta_init = torch::zeros_like(x);
   const int64_t s0 = h / 5, sp_init = (h - s0 * 5) / 2;
   for (int64_t bh = 0, vh = sp_init; bh < h / s0; ++bh, vh += s0) {
@@ -142,15 +151,9 @@ torch::Tensor Square::run_l2(const LogitsFn& f, const torch::Tensor& x, const to
       delta_init.index({Slice(), Slice(), Slice(vh, vh + s0), Slice(vw, vw + s0)}) += block;
     }
   }
-  auto x_best = (x + l2_normalize(delta_init) * t.eps).clamp(t.lo, t.hi);
-  auto margin_min = margin_of(f, x_best, y, options_.batch_size());
-  auto loss_min = margin_min.clone();
-  used += 1;
-  for (int64_t it = 0; it < options_.queries(); ++it) {
-    if (it % 25 == 0) report_progress(static_cast<double>(it) / static_cast<double>(options_.queries()));
-    const auto idx = margin_min.gt(0).nonzero().squeeze(1);
-    if (idx.numel() == 0) break;
-    const auto x_curr = x.index_select(0, idx), x_best_curr = x_best.index_select(0, idx);
+  const auto init = (x + l2_normalize(delta_init) * t.eps).clamp(t.lo, t.hi);
+  // Each query moves the mass of one window into another, keeping the total norm at eps.
+  const Proposal propose = [&](const torch::Tensor& x_curr, const torch::Tensor& x_best_curr, int64_t it) {
     auto delta_curr = x_best_curr - x_curr;
     const double p = square_p_selection(options_.p_init(), it, options_.queries());
     int64_t s = std::max<int64_t>(std::lround(std::sqrt(p * n_features / c)), 3);
@@ -168,19 +171,15 @@ torch::Tensor Square::run_l2(const LogitsFn& f, const torch::Tensor& x, const to
     const auto norms_image = l2_norm_keepdim(x_best_curr - x_curr);
     const auto norms_windows = l2_norm_keepdim(delta_curr * torch::max(mask, mask2));
 
-    auto new_deltas = eta(s, gen).view({1, 1, s, s}) * random_sign({idx.numel(), c, 1, 1}, gen);
+    auto new_deltas = eta(s, gen).view({1, 1, s, s}) * random_sign({x_curr.size(0), c, 1, 1}, gen);
     new_deltas = new_deltas + delta_curr.index(win1) / (1e-12 + norms_window_1);
     new_deltas = new_deltas / (1e-12 + new_deltas.pow(2).sum({-2, -1}, true).sqrt()) *
                  (torch::clamp_min(t.eps * t.eps - norms_image.pow(2), 0.0) / c + norms_windows.pow(2)).sqrt();
     delta_curr.index_put_(win2, 0.0);
     delta_curr.index_put_(win1, new_deltas);
-    const auto x_new = (x_curr + l2_normalize(delta_curr) * t.eps).clamp(t.lo, t.hi);
-    const auto margin = margin_of(f, x_new, y.index_select(0, idx), options_.batch_size());
-    cost_.forward_passes += idx.numel();
-    used.index_add_(0, idx, torch::ones({idx.numel()}));
-    accept(idx, x_new, margin, x_best, margin_min, loss_min);
-  }
-  return x_best;
+    return (x_curr + l2_normalize(delta_curr) * t.eps).clamp(t.lo, t.hi);
+  };
+  return search(f, x, y, init, propose, used);
 }
 
 torch::Tensor Square::perturb(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y) {

@@ -41,6 +41,12 @@ class Square : public Attack {
                          torch::Tensor& used);
   torch::Tensor run_l2(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, torch::Generator& gen,
                        torch::Tensor& used);
+  // A candidate for the points still standing (their clean and current best inputs) at query `it`.
+  using Proposal = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, int64_t)>;
+  // The search both norms share: query the proposal, keep it where the margin loss improves or the
+  // point is misclassified, stop when every point is fooled or the budget is spent.
+  torch::Tensor search(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, torch::Tensor x_best,
+                       const Proposal& propose, torch::Tensor& used);
   SquareOptions options_;
 };
 
