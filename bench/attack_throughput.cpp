@@ -4,7 +4,6 @@
 // Then the `auto` cascade (APGD-CE -> APGD-T -> Square) at the same eps, in seconds.
 //
 // usage: attack_throughput [model.pt or - (train a cnn for 1 epoch)] [n=1000] [rounds=5] [batch=256]
-//                          [only=pgd|bare:FWDBWD:FWD]
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -85,21 +84,6 @@ int main(int argc, char** argv) {
   pgd.settings.batch_size = batch;
   pgd.progress = false;
   pgd.masking_checks = false;
-  // `pgd` or `bare:FWDBWD:FWD` as 5th argument runs one side once, for instruction counting under
-  // valgrind --tool=callgrind (repeatable whatever the machine's load).
-  const std::string only = argc > 5 ? argv[5] : "";
-  if (only == "pgd") {
-    const auto r = attack::evaluate_robustness(attack::logits_of(m), x, y, pgd);
-    std::printf("pgd passes %lld %lld\n", static_cast<long long>(r.rows[0].cost.gradient_passes),
-                static_cast<long long>(r.rows[0].cost.forward_passes + n));
-    return 0;
-  }
-  if (only.rfind("bare:", 0) == 0) {
-    const auto colon = only.find(':', 5);
-    bare_seconds(*net, x, y, std::atoll(only.substr(5, colon - 5).c_str()), std::atoll(only.substr(colon + 1).c_str()),
-                 batch);
-    return 0;
-  }
   std::vector<double> ours, bare, ratios;
   attack::RobustnessReport last;
   for (int r = 0; r < rounds; ++r) {

@@ -193,16 +193,11 @@ torch::Tensor Apgd::perturb(const LogitsFn& f, const torch::Tensor& x, const tor
   cost_ = {};
   auto gen = make_generator(options_.seed());
   torch::Tensor adv = x.clone();
-  torch::Tensor standing;
-  {
-    torch::NoGradGuard no_grad;
-    standing = forward_chunked(f, x, options_.batch_size()).argmax(1).eq(y);
-    cost_.forward_passes += x.size(0);
-  }
-  const int64_t k = [&] {
-    torch::NoGradGuard no_grad;
-    return f(x.narrow(0, 0, 1)).size(1);
-  }();
+  // One clean pass gives both the points to attack and the number of classes.
+  const auto clean = forward_chunked(f, x, options_.batch_size());
+  cost_.forward_passes += x.size(0);
+  torch::Tensor standing = clean.argmax(1).eq(y);
+  const int64_t k = clean.size(1);
   if (options_.targeted() && k < 4) throw invalid_argument("--attacks apgd-t needs at least 4 classes");
   const int64_t n_targets = options_.targeted() ? std::min(options_.target_classes(), k - 1) : 1;
   runs_ = n_targets * options_.restarts();

@@ -103,7 +103,6 @@ void masking_probes(const LogitsFn& f, const torch::Tensor& x, const torch::Tens
   Pgd pgd(PgdOptions(big).norm(s.norm).range(s.lo, s.hi).seed(s.seed).steps(20).batch_size(o.settings.batch_size));
   const auto adv = pgd.perturb(f, xs, ys);
   const double acc = predict(f, adv, o.settings.batch_size).argmax(1).eq(ys).to(torch::kFloat).mean().item<double>();
-  report.warnings.reserve(report.warnings.size() + 1);
   if (acc > 0.1) {
     report.warnings.push_back(fmt("PGD-20 at a very large eps (the whole input range) still leaves %.1f%% robust "
                                   "accuracy; it should be ~0: gradients are likely masked",
