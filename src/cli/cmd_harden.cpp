@@ -110,7 +110,10 @@ void register_harden(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--norm", f->norm, "linf or l2")->capture_default_str();
   cmd->add_option("--epochs", f->o.epochs, "Epochs")->capture_default_str();
   cmd->add_option("--batch", f->o.batch_size, "Batch size")->capture_default_str()->check(CLI::Range(1, 65536));
-  cmd->add_option("--lr", f->o.lr, "Adam learning rate (peak of the one-cycle schedule for fast-at)")->capture_default_str();
+  cmd->add_option("--lr", f->o.lr, "Adam learning rate (the peak under one-cycle)")->capture_default_str();
+  cmd->add_option("--lr-schedule", f->o.lr_schedule,
+                  "constant or one-cycle (default: one-cycle for fast-at, constant otherwise); under "
+                  "--budget-minutes one-cycle follows the clock and reaches 0 when time runs out");
   cmd->add_option("--steps", f->o.pgd_steps, "Inner PGD steps (pgd-at, trades)")->capture_default_str();
   cmd->add_option("--beta", f->o.trades_beta, "TRADES beta")->capture_default_str();
   cmd->add_option("--alpha", f->o.fast_alpha, "Fast-AT step size in units of eps")->capture_default_str();

@@ -34,6 +34,7 @@ void register_eval(CLI::App& app, GlobalOptions& g);
 void register_info(CLI::App& app, GlobalOptions& g);
 void register_attack(CLI::App& app, GlobalOptions& g);
 void register_harden(CLI::App& app, GlobalOptions& g);
+void register_serve(CLI::App& app, GlobalOptions& g);  // and `token`
 
 std::string version_text();
 

@@ -10,6 +10,9 @@ const char* to_string(ErrorKind kind) {
     case ErrorKind::kIo: return "i/o";
     case ErrorKind::kUnavailable: return "unavailable";
     case ErrorKind::kInternal: return "internal";
+    case ErrorKind::kUnauthenticated: return "unauthenticated";
+    case ErrorKind::kPermissionDenied: return "permission denied";
+    case ErrorKind::kResourceExhausted: return "resource exhausted";
   }
   return "unknown";
 }

@@ -15,6 +15,9 @@ enum class ErrorKind {
   kIo,               // the operating system refused a read or write
   kUnavailable,      // temporarily cannot serve (queue full, draining)
   kInternal,         // a bug or an unexpected library failure
+  kUnauthenticated,  // no credentials, or credentials we do not know
+  kPermissionDenied, // known credentials without the role the operation needs
+  kResourceExhausted,  // a rate limit or size limit; retrying later may succeed
 };
 
 const char* to_string(ErrorKind kind);
@@ -32,5 +35,7 @@ inline Error invalid_argument(const std::string& what) { return Error(ErrorKind:
 inline Error not_found(const std::string& what) { return Error(ErrorKind::kNotFound, what); }
 inline Error data_format(const std::string& what) { return Error(ErrorKind::kDataFormat, what); }
 inline Error io_error(const std::string& what) { return Error(ErrorKind::kIo, what); }
+inline Error unavailable(const std::string& what) { return Error(ErrorKind::kUnavailable, what); }
+inline Error internal_error(const std::string& what) { return Error(ErrorKind::kInternal, what); }
 
 }  // namespace bulwark

@@ -34,6 +34,9 @@ void HardenOptions::validate() const {
   if (method != "pgd-at" && method != "trades" && method != "fast-at") {
     throw invalid_argument("--method: unknown method '" + method + "' (known: pgd-at, trades, fast-at)");
   }
+  if (!lr_schedule.empty() && lr_schedule != "constant" && lr_schedule != "one-cycle") {
+    throw invalid_argument("--lr-schedule: unknown schedule '" + lr_schedule + "' (known: constant, one-cycle)");
+  }
   threat.validate();
   if (threat.eps <= 0) throw invalid_argument("--eps must be > 0 for hardening");
   if (epochs < 1 || epochs > 10000) throw invalid_argument("--epochs must be in 1..10000");
@@ -46,9 +49,15 @@ void HardenOptions::validate() const {
   if (validation_n < 1) throw invalid_argument("--val-n must be positive");
 }
 
+std::string HardenOptions::effective_lr_schedule() const {
+  if (!lr_schedule.empty()) return lr_schedule;
+  return method == "fast-at" ? "one-cycle" : "constant";
+}
+
 nlohmann::json HardenOptions::to_json() const {
   return {{"method", method},         {"norm", attack::to_string(threat.norm)}, {"eps", threat.eps},
           {"epochs", epochs},         {"batch_size", batch_size},               {"lr", lr},
+          {"lr_schedule", effective_lr_schedule()},
           {"pgd_steps", pgd_steps},   {"trades_beta", trades_beta},             {"fast_alpha", fast_alpha},
           {"fast_random_init", fast_random_init}, {"clean_weight", clean_weight}, {"warmup_epochs", warmup_epochs},
           {"budget_seconds", budget_seconds},     {"validation_n", validation_n}, {"guard", guard},
@@ -116,7 +125,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
                         .lr(o.lr)
                         .seed(o.seed)
                         .budget_seconds(o.budget_seconds)
-                        .cyclic_lr(o.method == "fast-at")
+                        .cyclic_lr(o.effective_lr_schedule() == "one-cycle")
                         .progress(o.progress);
   result.train = train::fit(m, train, validation, opts, *objective, hook);
   return result;

@@ -21,6 +21,7 @@ struct HardenOptions {
   int64_t epochs = 5;
   int64_t batch_size = 128;
   double lr = 1e-3;
+  std::string lr_schedule;       // constant | one-cycle; empty = the method's default (one-cycle for fast-at)
   int64_t pgd_steps = 7;         // PGD-AT and TRADES inner steps
   double trades_beta = 6.0;
   double fast_alpha = 1.25;      // Fast-AT step, in units of eps
@@ -35,6 +36,8 @@ struct HardenOptions {
 
   // Throws invalid_argument naming the flag.
   void validate() const;
+  // The schedule in effect: lr_schedule, or the method's default.
+  std::string effective_lr_schedule() const;
   nlohmann::json to_json() const;
 };
 

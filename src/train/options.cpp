@@ -51,9 +51,10 @@ TrainOptions& TrainOptions::cyclic_lr(bool v) {
   return *this;
 }
 
-double TrainOptions::lr_at(int64_t step, int64_t total) const {
+double TrainOptions::lr_at(int64_t step, int64_t total, double elapsed_s) const {
   if (!cyclic_lr_ || total <= 0) return lr_;
-  const double t = static_cast<double>(step) / static_cast<double>(total);
+  double t = static_cast<double>(step) / static_cast<double>(total);
+  if (budget_seconds_ > 0) t = std::min(1.0, std::max(t, elapsed_s / budget_seconds_));
   return t < 0.4 ? lr_ * t / 0.4 : lr_ * std::max(0.0, (1.0 - t) / 0.6);
 }
 

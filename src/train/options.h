@@ -21,7 +21,8 @@ class TrainOptions {
   TrainOptions& budget_seconds(double v);  // 0 = no budget
   TrainOptions& progress(bool v);
   // One-cycle schedule (Wong et al. 2020): lr rises linearly from 0 to lr() over the first 40 % of
-  // steps, then falls linearly to 0. Off: constant lr().
+  // the run, then falls linearly to 0. Off: constant lr(). Under a time budget the run's progress is
+  // whichever is further along, steps or the clock, so the rate still reaches 0 when time runs out.
   TrainOptions& cyclic_lr(bool v);
 
   int64_t epochs() const { return epochs_; }
@@ -33,8 +34,8 @@ class TrainOptions {
   double budget_seconds() const { return budget_seconds_; }
   bool progress() const { return progress_; }
   bool cyclic_lr() const { return cyclic_lr_; }
-  // The learning rate at step `step` of `total` under the schedule.
-  double lr_at(int64_t step, int64_t total) const;
+  // The learning rate at step `step` of `total` under the schedule, `elapsed_s` into the run.
+  double lr_at(int64_t step, int64_t total, double elapsed_s = 0.0) const;
 
   nlohmann::json to_json() const;
 

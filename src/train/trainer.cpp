@@ -87,7 +87,7 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
       const StepContext ctx{epoch, static_cast<int64_t>(b), static_cast<int64_t>(batches.size())};
       if (o.cyclic_lr()) {
         static_cast<torch::optim::AdamOptions&>(optimizer.param_groups()[0].options())
-            .lr(o.lr_at(epoch * steps_per_epoch + static_cast<int64_t>(b), total_steps));
+            .lr(o.lr_at(epoch * steps_per_epoch + static_cast<int64_t>(b), total_steps, seconds_since(run_start)));
       }
       StepOutput out = objective.step(m, x, y, ctx);
       optimizer.zero_grad();

@@ -157,6 +157,11 @@ TEST(Harden, BadOptionsNameTheFlag) {
   o = small("pgd-at");
   o.pgd_steps = 0;
   expect_flag(o, "--steps");
+  o = small("pgd-at");
+  o.lr_schedule = "cosine";
+  expect_flag(o, "--lr-schedule");
+  EXPECT_EQ(small("fast-at").effective_lr_schedule(), "one-cycle");
+  EXPECT_EQ(small("pgd-at").effective_lr_schedule(), "constant");
 }
 
 TEST(Squeeze, BitDepthAndMedianByHand) {

@@ -103,6 +103,26 @@ TEST(Options, ValidationNamesTheFlag) {
   expect_flag([] { TrainOptions().validation_fraction(0.95); }, "--val-fraction");
 }
 
+TEST(Options, OneCycleScheduleRisesPeaksAndFallsToZero) {
+  const auto o = TrainOptions().lr(0.01).cyclic_lr(true);
+  EXPECT_DOUBLE_EQ(o.lr_at(0, 100), 0.0);
+  EXPECT_DOUBLE_EQ(o.lr_at(20, 100), 0.005);
+  EXPECT_DOUBLE_EQ(o.lr_at(40, 100), 0.01);
+  EXPECT_NEAR(o.lr_at(70, 100), 0.005, 1e-12);
+  EXPECT_DOUBLE_EQ(o.lr_at(100, 100), 0.0);
+  EXPECT_DOUBLE_EQ(TrainOptions().lr(0.01).lr_at(70, 100), 0.01);  // constant
+}
+
+TEST(Options, OneCycleUnderABudgetFollowsTheClockWhenItIsAhead) {
+  const auto o = TrainOptions().lr(0.01).cyclic_lr(true).budget_seconds(100);
+  // 10 % of the steps but 70 % of the time: the clock decides.
+  EXPECT_NEAR(o.lr_at(10, 100, 70.0), 0.005, 1e-12);
+  // Steps ahead of the clock: the steps decide.
+  EXPECT_NEAR(o.lr_at(70, 100, 10.0), 0.005, 1e-12);
+  // Past the budget the rate is 0, never negative.
+  EXPECT_DOUBLE_EQ(o.lr_at(10, 100, 250.0), 0.0);
+}
+
 TEST(Evaluate, ConfusionMatrixAgreesWithAccuracy) {
   auto m = fresh("mlp", 2);
   const auto test = fashion_test().head(300);

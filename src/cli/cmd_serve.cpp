@@ -1,0 +1,199 @@
+// bulwark serve — the V2 inference server; bulwark token — mint a bearer token for it.
+// main only creates the core and the enabled frontends, then waits for signals: SIGHUP reloads
+// the tokens file and the models named in the config/flags (hot swap), SIGTERM/SIGINT drain and exit.
+#include <pthread.h>
+#include <signal.h>
+
+#include <iostream>
+#include <memory>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "serve/auth.h"
+#include "serve/config.h"
+#include "serve/core.h"
+#include "serve/grpc_frontend.h"
+#include "serve/http_frontend.h"
+
+namespace bulwark::cli {
+namespace {
+
+struct ServeFlags {
+  std::vector<std::string> models;  // NAME=PATH
+  std::string host = "127.0.0.1";
+  int http_port = 8000;
+  int grpc_port = 8001;
+  int threads = 32;
+  std::string tokens;
+  std::string tls_cert, tls_key;
+  std::string config;
+  uint64_t max_body_bytes = 64u << 20;
+  serve::CoreOptions core;
+};
+
+// Values from --config fill every flag not given on the command line.
+void apply_config(CLI::App* cmd, const std::string& path) {
+  for (const auto& e : serve::load_config_file(path)) {
+    CLI::Option* opt = nullptr;
+    try {
+      opt = cmd->get_option("--" + e.key);
+    } catch (const CLI::OptionNotFound&) {
+      throw invalid_argument(path + ": unknown key '" + e.key + "' (keys are serve's flag names without '--')");
+    }
+    if (e.key == "config") throw invalid_argument(path + ": 'config' cannot be set inside a config file");
+    if (opt->count() > 0) continue;  // the command line wins
+    for (const auto& v : e.values) opt->add_result(v);
+    try {
+      opt->run_callback();
+    } catch (const CLI::ParseError& err) {
+      throw invalid_argument(path + ": " + e.key + ": " + err.what());
+    }
+  }
+}
+
+// Loads tokens and models; on SIGHUP the same again (a failed reload keeps what was serving).
+void load_state(serve::InferenceCore& core, const ServeFlags& f) {
+  if (!f.tokens.empty()) core.set_tokens(serve::TokenStore::load(f.tokens));
+  for (const auto& m : f.models) {
+    const auto [name, path] = serve::parse_model_arg(m);
+    const auto version = core.load_model(name, path);
+    std::cerr << "loaded model '" << name << "' version " << version << " from " << path << '\n';
+  }
+}
+
+int run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
+  if (!f.config.empty()) apply_config(cmd, f.config);
+  apply_threads(g);
+  if (f.models.empty()) throw invalid_argument("--model NAME=PATH is required (at least one model)");
+  if (f.http_port < 0 && f.grpc_port < 0) throw invalid_argument("--http-port and --grpc-port cannot both be off (-1)");
+  // Signals go to sigwait below, never to a request thread: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  serve::InferenceCore core(f.core);
+  load_state(core, f);
+  if (f.tokens.empty()) std::cerr << "warning: no --tokens file: authentication is off, every caller has every role\n";
+
+  std::unique_ptr<serve::HttpFrontend> http;
+  std::unique_ptr<serve::GrpcFrontend> grpc;
+  if (f.http_port >= 0) {
+    serve::HttpOptions o;
+    o.host = f.host;
+    o.port = f.http_port;
+    o.threads = f.threads;
+    o.max_body_bytes = f.max_body_bytes;
+    o.tls_cert = f.tls_cert;
+    o.tls_key = f.tls_key;
+    http = std::make_unique<serve::HttpFrontend>(core, o);
+    http->start();
+  }
+  if (f.grpc_port >= 0) {
+    serve::GrpcOptions o;
+    o.host = f.host;
+    o.port = f.grpc_port;
+    o.threads = f.threads;
+    o.max_message_bytes = static_cast<int>(std::min<uint64_t>(f.max_body_bytes, 1u << 30));
+    o.tls_cert = f.tls_cert;
+    o.tls_key = f.tls_key;
+    grpc = std::make_unique<serve::GrpcFrontend>(core, o);
+    grpc->start();
+  }
+  nlohmann::json j{{"http_port", http ? http->port() : -1}, {"grpc_port", grpc ? grpc->port() : -1},
+                   {"host", f.host}, {"tls", !f.tls_cert.empty()}, {"auth", !f.tokens.empty()}};
+  if (g.json) {
+    std::cout << j.dump() << std::endl;
+  } else {
+    const std::string scheme = f.tls_cert.empty() ? "http" : "https";
+    if (http) std::cout << "serving V2 REST on " << scheme << "://" << f.host << ':' << http->port() << '\n';
+    if (grpc) std::cout << "serving V2 gRPC on " << f.host << ':' << grpc->port() << '\n';
+    std::cout << std::flush;
+  }
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      std::cerr << "SIGHUP: reloading tokens and models\n";
+      try {
+        ServeFlags fresh = f;
+        load_state(core, fresh);
+      } catch (const std::exception& e) {
+        std::cerr << "reload failed, still serving what was loaded: " << e.what() << '\n';
+      }
+      continue;
+    }
+    std::cerr << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << ": draining\n";
+    core.begin_drain();
+    if (http) http->stop();
+    if (grpc) grpc->stop();
+    std::cerr << "drained; bye\n";
+    return 0;
+  }
+}
+
+void run_token(const std::string& id, const std::vector<std::string>& roles, double rate, const GlobalOptions& g) {
+  if (id.empty()) throw invalid_argument("--id must not be empty");
+  for (const auto& r : roles) serve::parse_role(r, "--roles");
+  const auto token = serve::generate_token();
+  const auto hash = serve::sha256_hex(token);
+  std::string role_list;
+  for (const auto& r : roles) role_list += (role_list.empty() ? "" : ", ") + r;
+  std::string entry = "  - id: " + id + "\n    sha256: " + hash + "\n    roles: [" + role_list + "]\n";
+  if (rate > 0) entry += "    rate_per_s: " + std::to_string(rate) + "\n";
+  if (g.json) {
+    std::cout << nlohmann::json{{"id", id}, {"token", token}, {"sha256", hash}, {"roles", roles}}.dump() << '\n';
+    return;
+  }
+  std::cout << "token (give to the client; it is not stored anywhere):\n  " << token
+            << "\n\nentry for the tokens file (under 'tokens:'):\n"
+            << entry;
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app, GlobalOptions& g) {
+  auto f = std::make_shared<ServeFlags>();
+  auto* cmd = app.add_subcommand("serve", "Serve models over the KServe V2 protocol (REST and gRPC)");
+  cmd->add_option("--model", f->models, "NAME=PATH of a model to serve (repeatable)");
+  cmd->add_option("--host", f->host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--http-port", f->http_port, "REST port (0 = any free port, -1 = off)")->capture_default_str();
+  cmd->add_option("--grpc-port", f->grpc_port, "gRPC port (0 = any free port, -1 = off)")->capture_default_str();
+  cmd->add_option("--threads", f->threads, "Request threads per frontend (a keep-alive connection holds one)")
+      ->capture_default_str();
+  cmd->add_option("--max-batch", f->core.batching.max_batch, "Rows per batched forward pass")->capture_default_str();
+  cmd->add_option("--max-queue-delay-us", f->core.batching.max_queue_delay_us,
+                  "How long the oldest queued request waits for a fuller batch")
+      ->capture_default_str();
+  cmd->add_option("--max-queue", f->core.batching.max_queue, "Queued requests per model before answering 503")
+      ->capture_default_str();
+  cmd->add_option("--tokens", f->tokens, "Tokens file (YAML, hashed tokens with roles); none = auth off");
+  cmd->add_option("--tls-cert", f->tls_cert, "PEM certificate: serve HTTPS and gRPC over TLS");
+  cmd->add_option("--tls-key", f->tls_key, "PEM private key for --tls-cert");
+  cmd->add_option("--config", f->config, "YAML file of flag values (flags given here win)");
+  cmd->add_option("--guard", f->core.guard, "Attack scorer: max-softmax, entropy or none")->capture_default_str();
+  cmd->add_option("--guard-threshold", f->core.guard_threshold, "Flag inputs whose score exceeds this")
+      ->capture_default_str();
+  cmd->add_option("--max-body-bytes", f->max_body_bytes, "Largest request body (413 above)")->capture_default_str();
+  cmd->add_option("--max-elements", f->core.max_elements, "Largest input tensor, in elements")->capture_default_str();
+  cmd->add_option("--access-log", f->core.access_log, "JSON-lines access log: a file, - (stderr) or off")
+      ->capture_default_str();
+  cmd->callback([cmd, f, &g] {
+    const int rc = run_serve(cmd, *f, g);
+    if (rc != 0) throw Error(ErrorKind::kInternal, "serve exited with " + std::to_string(rc));
+  });
+
+  auto id = std::make_shared<std::string>();
+  auto roles = std::make_shared<std::vector<std::string>>(std::vector<std::string>{"infer"});
+  auto rate = std::make_shared<double>(0.0);
+  auto* tok = app.add_subcommand("token", "Mint a bearer token and print its entry for the tokens file");
+  tok->add_option("--id", *id, "Name the logs show for this token")->required();
+  tok->add_option("--roles", *roles, "Roles: infer, feedback, admin")->delimiter(',')->capture_default_str();
+  tok->add_option("--rate", *rate, "Requests per second (token bucket); 0 = unlimited")->capture_default_str();
+  tok->callback([id, roles, rate, &g] { run_token(*id, *roles, *rate, g); });
+}
+
+}  // namespace bulwark::cli

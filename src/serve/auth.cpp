@@ -1,0 +1,150 @@
+#include "serve/auth.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "core/error.h"
+
+namespace bulwark::serve {
+namespace {
+
+std::string to_hex(const unsigned char* p, size_t n) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string s(2 * n, '0');
+  for (size_t i = 0; i < n; ++i) {
+    s[2 * i] = kDigits[p[i] >> 4];
+    s[2 * i + 1] = kDigits[p[i] & 15];
+  }
+  return s;
+}
+
+Error unauthenticated(const std::string& what) { return Error(ErrorKind::kUnauthenticated, what); }
+
+}  // namespace
+
+const char* to_string(Role r) {
+  switch (r) {
+    case Role::kInfer: return "infer";
+    case Role::kFeedback: return "feedback";
+    case Role::kAdmin: return "admin";
+  }
+  return "?";
+}
+
+Role parse_role(const std::string& s, const std::string& where) {
+  if (s == "infer") return Role::kInfer;
+  if (s == "feedback") return Role::kFeedback;
+  if (s == "admin") return Role::kAdmin;
+  throw invalid_argument(where + ": unknown role '" + s + "' (known: infer, feedback, admin)");
+}
+
+std::string sha256_hex(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) {
+    throw internal_error("SHA-256 failed (OpenSSL)");
+  }
+  return to_hex(md, len);
+}
+
+std::string generate_token() {
+  unsigned char buf[32];
+  if (RAND_bytes(buf, sizeof buf) != 1) throw internal_error("no randomness for a token (OpenSSL RAND_bytes)");
+  return to_hex(buf, sizeof buf);
+}
+
+std::shared_ptr<TokenStore> TokenStore::from_entries(std::vector<TokenEntry> entries) {
+  auto store = std::make_shared<TokenStore>();
+  auto& s = *store;
+  std::set<std::string> ids;
+  for (auto& e : entries) {
+    if (!ids.insert(e.id).second) throw invalid_argument("tokens: duplicate id '" + e.id + "'");
+    if (s.by_hash_.count(e.sha256_hex)) throw invalid_argument("tokens: duplicate sha256 for '" + e.id + "'");
+    s.by_hash_[e.sha256_hex] = e;
+  }
+  return store;
+}
+
+std::shared_ptr<TokenStore> TokenStore::load(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    throw not_found("--tokens: cannot read " + path);
+  } catch (const YAML::Exception& e) {
+    throw data_format(path + ": not valid YAML: " + e.what());
+  }
+  const auto list = root["tokens"];
+  if (!list || !list.IsSequence()) throw data_format(path + ": expected a 'tokens' list");
+  std::vector<TokenEntry> entries;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const auto n = list[i];
+    const std::string where = path + ": tokens[" + std::to_string(i) + "]";
+    try {
+      TokenEntry e;
+      if (!n["id"] || n["id"].as<std::string>().empty()) throw data_format(where + ".id is required");
+      e.id = n["id"].as<std::string>();
+      if (!n["sha256"]) throw data_format(where + ".sha256 is required (hex SHA-256 of the token)");
+      e.sha256_hex = n["sha256"].as<std::string>();
+      std::transform(e.sha256_hex.begin(), e.sha256_hex.end(), e.sha256_hex.begin(), ::tolower);
+      if (e.sha256_hex.size() != 64 || e.sha256_hex.find_first_not_of("0123456789abcdef") != std::string::npos) {
+        throw data_format(where + ".sha256 must be 64 hex digits");
+      }
+      if (!n["roles"] || !n["roles"].IsSequence() || n["roles"].size() == 0) {
+        throw data_format(where + ".roles must be a non-empty list");
+      }
+      for (const auto& r : n["roles"]) e.roles.insert(parse_role(r.as<std::string>(), where + ".roles"));
+      if (n["rate_per_s"]) e.rate_per_s = n["rate_per_s"].as<double>();
+      if (!(e.rate_per_s >= 0 && e.rate_per_s <= 1e6)) throw data_format(where + ".rate_per_s must be in [0, 1e6]");
+      e.burst = n["burst"] ? n["burst"].as<double>() : std::max(1.0, e.rate_per_s);
+      if (!(e.burst >= 1 && e.burst <= 1e6)) throw data_format(where + ".burst must be in [1, 1e6]");
+      entries.push_back(e);
+    } catch (const YAML::Exception& ex) {
+      throw data_format(where + ": " + ex.what());
+    }
+  }
+  if (entries.empty()) throw data_format(path + ": 'tokens' is empty (omit --tokens to disable authentication)");
+  return from_entries(std::move(entries));
+}
+
+Principal TokenStore::authorize(const std::string& authorization, Role role) {
+  if (!enabled()) return Principal{};
+  const std::string prefix = "Bearer ";
+  if (authorization.empty()) throw unauthenticated("missing bearer token (Authorization: Bearer <token>)");
+  if (authorization.compare(0, prefix.size(), prefix) != 0 || authorization.size() == prefix.size()) {
+    throw unauthenticated("Authorization must be 'Bearer <token>'");
+  }
+  const auto it = by_hash_.find(sha256_hex(authorization.substr(prefix.size())));
+  if (it == by_hash_.end()) throw unauthenticated("unknown token");
+  const auto& e = it->second;
+  if (!e.roles.count(role)) {
+    throw Error(ErrorKind::kPermissionDenied,
+                "token '" + e.id + "' lacks the '" + std::string(to_string(role)) + "' role");
+  }
+  if (e.rate_per_s > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    auto [b, fresh] = buckets_.try_emplace(e.id, Bucket{e.burst, now});
+    auto& bucket = b->second;
+    if (!fresh) {
+      const double dt = std::chrono::duration<double>(now - bucket.last).count();
+      bucket.tokens = std::min(e.burst, bucket.tokens + dt * e.rate_per_s);
+      bucket.last = now;
+    }
+    if (bucket.tokens < 1.0) {
+      char msg[160];
+      std::snprintf(msg, sizeof msg, "token '%s' is over its rate limit of %g requests/s (burst %g)", e.id.c_str(),
+                    e.rate_per_s, e.burst);
+      throw RateLimitedError(msg, (1.0 - bucket.tokens) / e.rate_per_s);
+    }
+    bucket.tokens -= 1.0;
+  }
+  return Principal{e.id};
+}
+
+}  // namespace bulwark::serve

@@ -1,0 +1,54 @@
+#include "serve/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include "core/error.h"
+
+namespace bulwark::serve {
+
+std::vector<ConfigEntry> load_config_file(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    throw not_found("--config: cannot read " + path);
+  } catch (const YAML::Exception& e) {
+    throw data_format(path + ": not valid YAML: " + e.what());
+  }
+  if (root.IsNull()) return {};
+  if (!root.IsMap()) throw data_format(path + ": expected a map of flag names to values");
+  std::vector<ConfigEntry> out;
+  for (const auto& kv : root) {
+    ConfigEntry e;
+    e.key = kv.first.as<std::string>();
+    const auto& v = kv.second;
+    const std::string where = path + ": " + e.key;
+    if (e.key == "model" && v.IsMap()) {
+      for (const auto& m : v) {
+        if (!m.second.IsScalar()) throw data_format(where + "." + m.first.as<std::string>() + " must be a path");
+        e.values.push_back(m.first.as<std::string>() + "=" + m.second.as<std::string>());
+      }
+    } else if (v.IsSequence()) {
+      for (const auto& item : v) {
+        if (!item.IsScalar()) throw data_format(where + " must be a scalar or a list of scalars");
+        e.values.push_back(item.as<std::string>());
+      }
+    } else if (v.IsScalar()) {
+      e.values.push_back(v.as<std::string>());
+    } else {
+      throw data_format(where + " must be a scalar or a list of scalars");
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+std::pair<std::string, std::string> parse_model_arg(const std::string& arg) {
+  const auto eq = arg.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == arg.size()) {
+    throw invalid_argument("--model must be NAME=PATH, got '" + arg + "'");
+  }
+  return {arg.substr(0, eq), arg.substr(eq + 1)};
+}
+
+}  // namespace bulwark::serve

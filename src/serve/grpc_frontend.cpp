@@ -1,0 +1,228 @@
+#include "serve/grpc_frontend.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
+
+#include <cstring>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "core/version.h"
+#include "grpc_predict_v2.grpc.pb.h"
+#include "serve/rest_codec.h"
+#include "serve/status.h"
+
+namespace bulwark::serve {
+namespace {
+
+grpc::Status to_grpc(const Error& e) {
+  return grpc::Status(static_cast<grpc::StatusCode>(grpc_code(e.kind())), e.what());
+}
+
+std::string authorization_of(const grpc::ServerContext* ctx) {
+  const auto& md = ctx->client_metadata();
+  const auto it = md.find("authorization");
+  return it == md.end() ? "" : std::string(it->second.data(), it->second.size());
+}
+
+template <typename Fn>
+grpc::Status guarded(Fn fn) {
+  try {
+    fn();
+    return grpc::Status::OK;
+  } catch (const Error& e) {
+    return to_grpc(e);
+  } catch (const std::exception& e) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what());
+  }
+}
+
+InferInput decode_input(const inference::ModelInferRequest& req, int k, int64_t max_elements) {
+  const auto& in = req.inputs(k);
+  InferInput x;
+  x.name = in.name();
+  x.datatype = in.datatype();
+  x.shape.assign(in.shape().begin(), in.shape().end());
+  const std::string named = "input '" + x.name + "'";
+  const int64_t count = checked_element_count(x.shape, max_elements, named);
+  if (x.datatype != "FP32" && x.datatype != "UINT8") {
+    throw invalid_argument(named + ": datatype '" + x.datatype + "' is not supported (FP32 or UINT8)");
+  }
+  if (req.raw_input_contents_size() > 0) {
+    if (in.has_contents()) throw invalid_argument(named + ": give contents or raw_input_contents, not both");
+    if (req.raw_input_contents_size() != req.inputs_size()) {
+      throw invalid_argument("raw_input_contents has " + std::to_string(req.raw_input_contents_size()) +
+                             " entries for " + std::to_string(req.inputs_size()) + " inputs");
+    }
+    const auto& raw = req.raw_input_contents(k);
+    const size_t want = static_cast<size_t>(count) * (x.datatype == "UINT8" ? 1 : 4);
+    if (raw.size() != want) {
+      throw invalid_argument(named + ": raw_input_contents holds " + std::to_string(raw.size()) + " bytes, shape and " +
+                             "datatype need " + std::to_string(want));
+    }
+    x.values.resize(static_cast<size_t>(count));
+    if (x.datatype == "FP32") {
+      std::memcpy(x.values.data(), raw.data(), want);
+    } else {
+      for (int64_t i = 0; i < count; ++i) x.values[i] = static_cast<unsigned char>(raw[i]);
+    }
+    return x;
+  }
+  const auto& c = in.contents();
+  if (x.datatype == "FP32") {
+    x.values.assign(c.fp32_contents().begin(), c.fp32_contents().end());
+  } else {
+    x.values.reserve(c.uint_contents_size());
+    for (const auto v : c.uint_contents()) x.values.push_back(static_cast<float>(v));  // range checked by the core
+  }
+  return x;
+}
+
+void set_parameters(const nlohmann::json& params, google::protobuf::Map<std::string, inference::InferParameter>* out) {
+  for (const auto& [key, value] : params.items()) {
+    inference::InferParameter p;
+    if (value.is_boolean()) p.set_bool_param(value.get<bool>());
+    else if (value.is_number_integer()) p.set_int64_param(value.get<int64_t>());
+    else if (value.is_string()) p.set_string_param(value.get<std::string>());
+    else p.set_string_param(value.dump());  // floats: the V2 gRPC InferParameter has no double
+    (*out)[key] = p;
+  }
+}
+
+}  // namespace
+
+class GrpcFrontend::Service final : public inference::GRPCInferenceService::Service {
+ public:
+  explicit Service(InferenceCore& core) : core_(core) {}
+
+  grpc::Status ServerLive(grpc::ServerContext*, const inference::ServerLiveRequest*,
+                          inference::ServerLiveResponse* r) override {
+    r->set_live(core_.live());
+    return grpc::Status::OK;
+  }
+  grpc::Status ServerReady(grpc::ServerContext*, const inference::ServerReadyRequest*,
+                           inference::ServerReadyResponse* r) override {
+    r->set_ready(core_.ready());
+    return grpc::Status::OK;
+  }
+  grpc::Status ModelReady(grpc::ServerContext* ctx, const inference::ModelReadyRequest* q,
+                          inference::ModelReadyResponse* r) override {
+    return guarded([&] {
+      core_.authorize(authorization_of(ctx), Role::kInfer);
+      r->set_ready(core_.model_ready(q->name(), q->version()));
+    });
+  }
+  grpc::Status ServerMetadata(grpc::ServerContext*, const inference::ServerMetadataRequest*,
+                              inference::ServerMetadataResponse* r) override {
+    r->set_name("bulwark");
+    r->set_version(BULWARK_VERSION);
+    for (const auto& e : core_.extensions()) r->add_extensions(e);
+    return grpc::Status::OK;
+  }
+  grpc::Status ModelMetadata(grpc::ServerContext* ctx, const inference::ModelMetadataRequest* q,
+                             inference::ModelMetadataResponse* r) override {
+    return guarded([&] {
+      core_.authorize(authorization_of(ctx), Role::kInfer);
+      const auto md = core_.model_metadata(q->name(), q->version());
+      r->set_name(md.name);
+      for (const auto& v : md.versions) r->add_versions(v);
+      r->set_platform(md.platform);
+      auto fill = [](const TensorMetadata& t, inference::ModelMetadataResponse::TensorMetadata* m) {
+        m->set_name(t.name);
+        m->set_datatype(t.datatype);
+        for (const auto d : t.shape) m->add_shape(d);
+      };
+      for (const auto& t : md.inputs) fill(t, r->add_inputs());
+      for (const auto& t : md.outputs) fill(t, r->add_outputs());
+    });
+  }
+  grpc::Status ModelInfer(grpc::ServerContext* ctx, const inference::ModelInferRequest* q,
+                          inference::ModelInferResponse* r) override {
+    return guarded([&] {
+      InferRequest req;
+      req.model = q->model_name();
+      req.version = q->model_version();
+      req.id = q->id();
+      if (req.id.size() > 256) throw invalid_argument("id is longer than 256 characters");
+      try {
+        for (int k = 0; k < q->inputs_size(); ++k) req.inputs.push_back(decode_input(*q, k, core_.options().max_elements));
+      } catch (const Error& e) {
+        core_.metrics().request_failure(req.model, req.version, reason_label(e.kind()));
+        throw;
+      }
+      for (const auto& o : q->outputs()) req.outputs.push_back({o.name(), false});
+      const bool raw = q->raw_input_contents_size() > 0;
+      const auto resp = core_.infer(req, authorization_of(ctx), "grpc");
+      r->set_model_name(resp.model);
+      r->set_model_version(resp.version);
+      r->set_id(resp.id);
+      set_parameters(guard_parameters(resp), r->mutable_parameters());
+      for (const auto& o : resp.outputs) {
+        auto* out = r->add_outputs();
+        out->set_name(o.name);
+        out->set_datatype(o.datatype);
+        for (const auto d : o.shape) out->add_shape(d);
+        if (raw) {  // answer raw with raw, as Triton does
+          std::string bytes;
+          if (o.datatype == "FP32") {
+            bytes.assign(reinterpret_cast<const char*>(o.fp32.data()), o.fp32.size() * sizeof(float));
+          } else {
+            for (const auto& s : o.bytes) {
+              const uint32_t n = static_cast<uint32_t>(s.size());
+              bytes.append(reinterpret_cast<const char*>(&n), 4);
+              bytes += s;
+            }
+          }
+          r->add_raw_output_contents(std::move(bytes));
+        } else if (o.datatype == "FP32") {
+          out->mutable_contents()->mutable_fp32_contents()->Add(o.fp32.begin(), o.fp32.end());
+        } else {
+          for (const auto& s : o.bytes) out->mutable_contents()->add_bytes_contents(s);
+        }
+      }
+    });
+  }
+
+ private:
+  InferenceCore& core_;
+};
+
+void GrpcOptions::validate() const {
+  if (port < 0 || port > 65535) throw invalid_argument("--grpc-port must be in 0..65535");
+  if (threads < 1 || threads > 4096) throw invalid_argument("--threads must be in 1..4096");
+  if (tls_cert.empty() != tls_key.empty()) throw invalid_argument("--tls-cert and --tls-key go together");
+}
+
+GrpcFrontend::GrpcFrontend(InferenceCore& core, GrpcOptions options)
+    : core_(core), options_(std::move(options)), service_(std::make_unique<Service>(core)) {
+  options_.validate();
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!options_.tls_cert.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({read_file(options_.tls_key), read_file(options_.tls_cert)});
+    creds = grpc::SslServerCredentials(ssl);
+  }
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.host + ":" + std::to_string(options_.port), creds, &port_);
+  builder.RegisterService(service_.get());
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  grpc::ResourceQuota quota("bulwark");
+  quota.SetMaxThreads(options_.threads);
+  builder.SetResourceQuota(quota);
+  server_ = builder.BuildAndStart();
+  if (!server_ || port_ == 0) {
+    throw Error(ErrorKind::kIo, "--grpc-port: cannot listen on " + options_.host + ":" + std::to_string(options_.port));
+  }
+}
+
+GrpcFrontend::~GrpcFrontend() { stop(); }
+
+void GrpcFrontend::stop() {
+  if (!server_) return;
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  server_->Wait();
+  server_.reset();
+}
+
+}  // namespace bulwark::serve

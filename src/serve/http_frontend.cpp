@@ -1,0 +1,208 @@
+#include "serve/http_frontend.h"
+
+#include <httplib.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "core/version.h"
+#include "serve/rest_codec.h"
+#include "serve/status.h"
+
+namespace bulwark::serve {
+namespace {
+
+using nlohmann::json;
+
+const char* kJson = "application/json";
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
+}
+
+void send_error(httplib::Response& res, int status, const std::string& message) {
+  send_json(res, status, error_json(message));
+}
+
+// Every handler goes through here: handlers never let an exception reach the HTTP library.
+template <typename Fn>
+httplib::Server::Handler guarded(Fn fn) {
+  return [fn](const httplib::Request& req, httplib::Response& res) {
+    try {
+      fn(req, res);
+    } catch (const RateLimitedError& e) {
+      res.set_header("Retry-After", std::to_string(static_cast<long long>(std::ceil(e.retry_after_s()))));
+      send_error(res, http_status(e.kind()), e.what());
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::kUnauthenticated) res.set_header("WWW-Authenticate", "Bearer");
+      send_error(res, http_status(e.kind()), e.what());
+    } catch (const std::exception& e) {
+      send_error(res, 500, std::string("internal error: ") + e.what());
+    }
+  };
+}
+
+std::string version_of(const httplib::Request& req) { return req.matches.size() > 2 ? req.matches[2].str() : ""; }
+
+// Model path part of a URL: name, then optional /versions/{v}.
+const std::string kModel = R"(/v2/models/([^/]+)(?:/versions/([^/]+))?)";
+
+}  // namespace
+
+void HttpOptions::validate() const {
+  if (port < 0 || port > 65535) throw invalid_argument("--http-port must be in 0..65535");
+  if (threads < 1 || threads > 4096) throw invalid_argument("--threads must be in 1..4096");
+  if (max_body_bytes < 1024) throw invalid_argument("--max-body-bytes must be >= 1024");
+  if (tls_cert.empty() != tls_key.empty()) throw invalid_argument("--tls-cert and --tls-key go together");
+  if (!tls_cert.empty() && !file_exists(tls_cert)) throw not_found("--tls-cert: no such file " + tls_cert);
+  if (!tls_key.empty() && !file_exists(tls_key)) throw not_found("--tls-key: no such file " + tls_key);
+}
+
+HttpFrontend::HttpFrontend(InferenceCore& core, HttpOptions options) : core_(core), options_(std::move(options)) {
+  options_.validate();
+  if (tls()) {
+    auto ssl = std::make_unique<httplib::SSLServer>(options_.tls_cert.c_str(), options_.tls_key.c_str());
+    if (!ssl->is_valid()) throw invalid_argument("--tls-cert/--tls-key: OpenSSL rejected the certificate or key");
+    server_ = std::move(ssl);
+  } else {
+    server_ = std::make_unique<httplib::Server>();
+  }
+  const int threads = options_.threads;
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  server_->set_payload_max_length(options_.max_body_bytes);
+  server_->set_keep_alive_max_count(10000);
+  server_->set_read_timeout(5, 0);
+  server_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    // Errors httplib itself produced (no route, body too large, bad request line): give them the
+    // V2 JSON shape. Handler errors already have a body.
+    if (!res.body.empty()) return;
+    std::string msg = "no route for " + req.method + " " + req.path;
+    if (res.status == 413) msg = "request body exceeds the limit (--max-body-bytes)";
+    else if (res.status == 400) msg = "malformed HTTP request";
+    else if (res.status != 404) msg = "HTTP error " + std::to_string(res.status);
+    res.set_content(error_json(msg).dump(), kJson);
+  });
+  server_->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+    send_error(res, 500, "internal error");
+  });
+  register_routes();
+  port_ = options_.port == 0 ? server_->bind_to_any_port(options_.host)
+                             : (server_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
+  if (port_ < 0) {
+    throw Error(ErrorKind::kIo, "--http-port: cannot listen on " + options_.host + ":" + std::to_string(options_.port));
+  }
+}
+
+HttpFrontend::~HttpFrontend() { stop(); }
+
+void HttpFrontend::start() {
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+}
+
+void HttpFrontend::stop() {
+  if (!thread_.joinable()) return;
+  server_->stop();
+  thread_.join();
+}
+
+void HttpFrontend::register_routes() {
+  auto& s = *server_;
+  auto& core = core_;
+  auto health = [](httplib::Response& res, bool ok) {
+    res.status = ok ? 200 : 400;  // the protocol: 200 = true, 4xx = false, empty body
+  };
+  s.Get("/v2/health/live", guarded([&core, health](const httplib::Request&, httplib::Response& res) {
+          health(res, core.live());
+        }));
+  s.Get("/v2/health/ready", guarded([&core, health](const httplib::Request&, httplib::Response& res) {
+          health(res, core.ready());
+        }));
+  s.Get("/v2", guarded([&core](const httplib::Request&, httplib::Response& res) {
+          send_json(res, 200, {{"name", "bulwark"}, {"version", BULWARK_VERSION}, {"extensions", core.extensions()}});
+        }));
+  s.Get(kModel + "/ready", guarded([&core, health](const httplib::Request& req, httplib::Response& res) {
+          core.authorize(req.get_header_value("Authorization"), Role::kInfer);
+          health(res, core.model_ready(req.matches[1], version_of(req)));
+        }));
+  s.Get(kModel, guarded([&core](const httplib::Request& req, httplib::Response& res) {
+          core.authorize(req.get_header_value("Authorization"), Role::kInfer);
+          send_json(res, 200, model_metadata_json(core.model_metadata(req.matches[1], version_of(req))));
+        }));
+  s.Post(kModel + "/infer", guarded([&core](const httplib::Request& req, httplib::Response& res) {
+           std::optional<size_t> header_len;
+           if (req.has_header("Inference-Header-Content-Length")) {
+             const auto v = req.get_header_value("Inference-Header-Content-Length");
+             if (v.empty() || v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos) {
+               throw invalid_argument("Inference-Header-Content-Length must be a non-negative integer");
+             }
+             header_len = std::stoull(v);
+           }
+           RestLimits limits;
+           limits.max_elements = core.options().max_elements;
+           InferRequest r;
+           try {
+             r = parse_infer_request(req.body, header_len, limits);
+           } catch (const Error& e) {
+             // Count malformed bodies too: they are what an attacker probing the parser sends.
+             core.metrics().request_failure(req.matches[1], version_of(req), reason_label(e.kind()));
+             throw;
+           }
+           r.model = req.matches[1];
+           r.version = version_of(req);
+           const auto resp = core.infer(r, req.get_header_value("Authorization"), "http");
+           std::optional<size_t> json_len;
+           auto body = format_infer_response(resp, &json_len);
+           if (json_len) {
+             res.set_header("Inference-Header-Content-Length", std::to_string(*json_len));
+             res.set_content(std::move(body), "application/octet-stream");
+           } else {
+             res.set_content(std::move(body), kJson);
+           }
+         }));
+  s.Post("/v2/repository/index", guarded([&core](const httplib::Request& req, httplib::Response& res) {
+           core.authorize(req.get_header_value("Authorization"), Role::kAdmin);
+           json out = json::array();
+           for (const auto& e : core.index()) {
+             json row{{"name", e.name}, {"version", e.version}, {"state", e.state}};
+             if (!e.reason.empty()) row["reason"] = e.reason;
+             out.push_back(row);
+           }
+           send_json(res, 200, out);
+         }));
+  s.Post(R"(/v2/repository/models/([^/]+)/load)", guarded([&core](const httplib::Request& req, httplib::Response& res) {
+           core.authorize(req.get_header_value("Authorization"), Role::kAdmin);
+           std::string path;
+           if (!req.body.empty()) {
+             json j;
+             try {
+               j = json::parse(req.body);
+             } catch (const json::exception& e) {
+               throw invalid_argument(std::string("load body is not valid JSON: ") + e.what());
+             }
+             if (!j.is_object()) throw invalid_argument("load body must be a JSON object");
+             if (j.contains("parameters")) {
+               const auto& p = j["parameters"];
+               if (!p.is_object()) throw invalid_argument("parameters must be an object");
+               if (p.contains("path")) {
+                 if (!p["path"].is_string()) throw invalid_argument("parameters.path must be a string");
+                 path = p["path"].get<std::string>();
+               }
+             }
+           }
+           const auto version = core.load_model(req.matches[1], path);
+           send_json(res, 200, {{"name", req.matches[1].str()}, {"version", version}, {"state", "READY"}});
+         }));
+  s.Post(R"(/v2/repository/models/([^/]+)/unload)",
+         guarded([&core](const httplib::Request& req, httplib::Response& res) {
+           core.authorize(req.get_header_value("Authorization"), Role::kAdmin);
+           core.unload_model(req.matches[1]);
+           send_json(res, 200, json::object());
+         }));
+  s.Get("/metrics", guarded([&core](const httplib::Request&, httplib::Response& res) {
+          res.set_content(core.metrics().render(), "text/plain; version=0.0.4; charset=utf-8");
+        }));
+}
+
+}  // namespace bulwark::serve

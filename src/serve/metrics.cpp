@@ -1,0 +1,151 @@
+#include "serve/metrics.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+namespace bulwark::serve {
+namespace {
+
+const std::vector<double> kLatencyBounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                         0.1,    0.25,  0.5,    1.0,   2.5,   5.0,  10.0};
+const std::vector<double> kBatchBounds{1, 2, 4, 8, 16, 32, 64, 128, 256};
+const std::vector<double> kScoreBounds{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
+
+Labels mv(const std::string& model, const std::string& version) { return {{"model", model}, {"version", version}}; }
+
+std::string format_number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::string label_text(const Labels& l, const std::string& extra_key = "", const std::string& extra_value = "") {
+  if (l.empty() && extra_key.empty()) return "";
+  std::string s = "{";
+  bool first = true;
+  for (const auto& [k, v] : l) {
+    s += (first ? "" : ",") + k + "=\"" + escape_label_value(v) + "\"";
+    first = false;
+  }
+  if (!extra_key.empty()) s += (first ? "" : ",") + extra_key + "=\"" + extra_value + "\"";
+  return s + "}";
+}
+
+}  // namespace
+
+std::string escape_label_value(const std::string& v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+Metrics::Metrics() {
+  auto family = [&](const std::string& name, const std::string& type, const std::string& help,
+                    const std::vector<double>& bounds = {}) {
+    Family f;
+    f.name = name;
+    f.type = type;
+    f.help = help;
+    f.hist.bounds = bounds;
+    families_[name] = f;
+    order_.push_back(name);
+  };
+  family("bulwark_inference_request_success_total", "counter", "Inference requests answered successfully");
+  family("bulwark_inference_request_failure_total", "counter", "Inference requests that failed, by reason");
+  family("bulwark_request_duration_seconds", "histogram", "Inference request time, receipt to response",
+         kLatencyBounds);
+  family("bulwark_queue_duration_seconds", "histogram", "Time a request waited in the batch queue", kLatencyBounds);
+  family("bulwark_compute_duration_seconds", "histogram", "Model forward time of the batch a request ran in",
+         kLatencyBounds);
+  family("bulwark_batch_size", "histogram", "Rows per executed batch", kBatchBounds);
+  family("bulwark_inflight_requests", "gauge", "Inference requests being handled now");
+  family("bulwark_attack_score", "histogram", "Per-input attack score from the guard scorer", kScoreBounds);
+  family("bulwark_attack_flagged_total", "counter", "Inputs the guard scorer flagged as likely adversarial");
+  family("bulwark_model_info", "gauge", "Models being served (value 1), by name and version");
+}
+
+void Metrics::add(const std::string& name, const Labels& l, double v) {
+  std::lock_guard<std::mutex> lock(mu_);
+  families_.at(name).values[l] += v;
+}
+
+void Metrics::observe(const std::string& name, const Labels& l, double v) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& h = families_.at(name).hist;
+  auto& c = h.counts[l];
+  if (c.empty()) c.assign(h.bounds.size() + 1, 0);
+  const auto it = std::lower_bound(h.bounds.begin(), h.bounds.end(), v);  // first bound >= v (le semantics)
+  ++c[static_cast<size_t>(it - h.bounds.begin())];
+  h.sums[l] += v;
+}
+
+void Metrics::request_success(const std::string& model, const std::string& version) {
+  add("bulwark_inference_request_success_total", mv(model, version), 1);
+}
+void Metrics::request_failure(const std::string& model, const std::string& version, const std::string& reason) {
+  add("bulwark_inference_request_failure_total", {{"model", model}, {"version", version}, {"reason", reason}}, 1);
+}
+void Metrics::request_duration(const std::string& model, const std::string& version, double s) {
+  observe("bulwark_request_duration_seconds", mv(model, version), s);
+}
+void Metrics::queue_duration(const std::string& model, const std::string& version, double s) {
+  observe("bulwark_queue_duration_seconds", mv(model, version), s);
+}
+void Metrics::compute_duration(const std::string& model, const std::string& version, double s) {
+  observe("bulwark_compute_duration_seconds", mv(model, version), s);
+}
+void Metrics::batch_size(const std::string& model, const std::string& version, int64_t rows) {
+  observe("bulwark_batch_size", mv(model, version), static_cast<double>(rows));
+}
+void Metrics::attack_score(const std::string& model, const std::string& version, double score, bool flagged) {
+  observe("bulwark_attack_score", mv(model, version), score);
+  if (flagged) add("bulwark_attack_flagged_total", mv(model, version), 1);
+}
+void Metrics::inflight_add(int delta) {
+  std::lock_guard<std::mutex> lock(mu_);
+  inflight_ += delta;
+}
+void Metrics::set_models(const std::vector<std::pair<std::string, std::string>>& name_version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& f = families_.at("bulwark_model_info");
+  f.values.clear();
+  for (const auto& [n, v] : name_version) f.values[mv(n, v)] = 1;
+}
+
+std::string Metrics::render() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::ostringstream out;
+  for (const auto& name : order_) {
+    const auto& f = families_.at(name);
+    out << "# HELP " << f.name << ' ' << f.help << "\n# TYPE " << f.name << ' ' << f.type << '\n';
+    if (f.name == "bulwark_inflight_requests") {
+      out << f.name << ' ' << inflight_ << '\n';
+      continue;
+    }
+    if (f.type != "histogram") {
+      for (const auto& [l, v] : f.values) out << f.name << label_text(l) << ' ' << format_number(v) << '\n';
+      continue;
+    }
+    for (const auto& [l, c] : f.hist.counts) {
+      uint64_t cumulative = 0;
+      for (size_t i = 0; i < f.hist.bounds.size(); ++i) {
+        cumulative += c[i];
+        out << f.name << "_bucket" << label_text(l, "le", format_number(f.hist.bounds[i])) << ' ' << cumulative << '\n';
+      }
+      cumulative += c.back();
+      out << f.name << "_bucket" << label_text(l, "le", "+Inf") << ' ' << cumulative << '\n';
+      out << f.name << "_sum" << label_text(l) << ' ' << format_number(f.hist.sums.at(l)) << '\n';
+      out << f.name << "_count" << label_text(l) << ' ' << cumulative << '\n';
+    }
+  }
+  return out.str();
+}
+
+}  // namespace bulwark::serve
