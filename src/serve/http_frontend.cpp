@@ -73,6 +73,7 @@ HttpFrontend::HttpFrontend(InferenceCore& core, HttpOptions options) : core_(cor
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   server_->set_payload_max_length(options_.max_body_bytes);
   server_->set_keep_alive_max_count(10000);
+  server_->set_tcp_nodelay(true);  // small responses: without it Nagle + delayed ACK add ~40 ms each
   server_->set_read_timeout(5, 0);
   server_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     // Errors httplib itself produced (no route, body too large, bad request line): give them the
