@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstdio>
 #include <iostream>
 #include <memory>
 
@@ -143,7 +144,11 @@ void run_token(const std::string& id, const std::vector<std::string>& roles, dou
   std::string role_list;
   for (const auto& r : roles) role_list += (role_list.empty() ? "" : ", ") + r;
   std::string entry = "  - id: " + id + "\n    sha256: " + hash + "\n    roles: [" + role_list + "]\n";
-  if (rate > 0) entry += "    rate_per_s: " + std::to_string(rate) + "\n";
+  if (rate > 0) {
+    char line[64];
+    std::snprintf(line, sizeof line, "    rate_per_s: %g\n", rate);
+    entry += line;
+  }
   if (g.json) {
     std::cout << nlohmann::json{{"id", id}, {"token", token}, {"sha256", hash}, {"roles", roles}}.dump() << '\n';
     return;

@@ -85,6 +85,15 @@ HttpFrontend::HttpFrontend(InferenceCore& core, HttpOptions options) : core_(cor
     else if (res.status != 404) msg = "HTTP error " + std::to_string(res.status);
     res.set_content(error_json(msg).dump(), kJson);
   });
+  server_->set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+    // RFC 7230 3.3.3: a request with neither Content-Length nor Transfer-Encoding has an empty
+    // body. httplib would instead read to EOF and fail with 400, which breaks the common
+    // `curl -X POST .../v2/repository/index`. The request object is httplib's own mutable local.
+    if (req.method == "POST" && !req.has_header("Content-Length") && !req.has_header("Transfer-Encoding")) {
+      const_cast<httplib::Request&>(req).headers.emplace("Content-Length", "0");
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
   server_->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
     send_error(res, 500, "internal error");
   });
