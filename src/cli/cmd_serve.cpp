@@ -1,6 +1,6 @@
 // bulwark serve — the V2 inference server; bulwark token — mint a bearer token for it.
-// main only creates the core and the enabled frontends, then waits for signals: SIGHUP reloads
-// the tokens file and the models named in the config/flags (hot swap), SIGTERM/SIGINT drain and exit.
+// main only creates the core and the enabled frontends, then waits for signals: SIGHUP re-reads
+// the config's models and tokens and reloads them (hot swap), SIGTERM/SIGINT drain and exit.
 #include <pthread.h>
 #include <signal.h>
 
@@ -52,6 +52,16 @@ void apply_config(CLI::App* cmd, const std::string& path) {
   }
 }
 
+// On SIGHUP: the config file's `model` and `tokens` entries as they are now, unless the command
+// line gave them (it wins, as at start). Other keys need a restart (ports, threads, batching).
+void reread_config(ServeFlags& f, bool models_on_cli, bool tokens_on_cli) {
+  if (f.config.empty()) return;
+  for (const auto& e : serve::load_config_file(f.config)) {
+    if (e.key == "model" && !models_on_cli) f.models = e.values;
+    if (e.key == "tokens" && !tokens_on_cli && !e.values.empty()) f.tokens = e.values.back();
+  }
+}
+
 // Loads tokens and models; on SIGHUP the same again (a failed reload keeps what was serving).
 void load_state(serve::InferenceCore& core, const ServeFlags& f) {
   if (!f.tokens.empty()) core.set_tokens(serve::TokenStore::load(f.tokens));
@@ -63,6 +73,8 @@ void load_state(serve::InferenceCore& core, const ServeFlags& f) {
 }
 
 int run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
+  const bool models_on_cli = cmd->get_option("--model")->count() > 0;
+  const bool tokens_on_cli = cmd->get_option("--tokens")->count() > 0;
   if (!f.config.empty()) apply_config(cmd, f.config);
   apply_threads(g);
   if (f.models.empty()) throw invalid_argument("--model NAME=PATH is required (at least one model)");
@@ -118,10 +130,12 @@ int run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      std::cerr << "SIGHUP: reloading tokens and models\n";
+      std::cerr << "SIGHUP: re-reading the config, reloading tokens and models\n";
       try {
         ServeFlags fresh = f;
+        reread_config(fresh, models_on_cli, tokens_on_cli);
         load_state(core, fresh);
+        f = fresh;
       } catch (const std::exception& e) {
         std::cerr << "reload failed, still serving what was loaded: " << e.what() << '\n';
       }

@@ -2,13 +2,13 @@
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 
 #include "core/error.h"
+#include "serve/detail/yaml.h"
 
 namespace bulwark::serve {
 namespace {
@@ -71,14 +71,7 @@ std::shared_ptr<TokenStore> TokenStore::from_entries(std::vector<TokenEntry> ent
 }
 
 std::shared_ptr<TokenStore> TokenStore::load(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    throw not_found("--tokens: cannot read " + path);
-  } catch (const YAML::Exception& e) {
-    throw data_format(path + ": not valid YAML: " + e.what());
-  }
+  const YAML::Node root = detail::load_yaml_file(path, "--tokens");
   const auto list = root["tokens"];
   if (!list || !list.IsSequence()) throw data_format(path + ": expected a 'tokens' list");
   std::vector<TokenEntry> entries;

@@ -1,20 +1,12 @@
 #include "serve/config.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include "core/error.h"
+#include "serve/detail/yaml.h"
 
 namespace bulwark::serve {
 
 std::vector<ConfigEntry> load_config_file(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    throw not_found("--config: cannot read " + path);
-  } catch (const YAML::Exception& e) {
-    throw data_format(path + ": not valid YAML: " + e.what());
-  }
+  const YAML::Node root = detail::load_yaml_file(path, "--config");
   if (root.IsNull()) return {};
   if (!root.IsMap()) throw data_format(path + ": expected a map of flag names to values");
   std::vector<ConfigEntry> out;

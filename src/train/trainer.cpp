@@ -17,6 +17,24 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// "  val acc 86.1%" plus each hook-provided "<name>_validation_accuracy" (e.g. "pgd10 70.2%").
+std::string validation_status(const EpochStats& stats) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "  val acc %.1f%%", 100 * stats.validation_accuracy);
+  std::string out = buf;
+  const std::string suffix = "_validation_accuracy";
+  for (const auto& [key, value] : stats.extra.items()) {
+    if (!value.is_number() || key.size() <= suffix.size() ||
+        key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) {
+      continue;
+    }
+    std::snprintf(buf, sizeof buf, " %s %.1f%%", key.substr(0, key.size() - suffix.size()).c_str(),
+                  100 * value.get<double>());
+    out += buf;
+  }
+  return out;
+}
+
 std::string step_status(double loss, double acc, double ips) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "loss %.4f acc %.1f%% %.0f img/s", loss, 100 * acc, ips);
@@ -110,10 +128,8 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
     stats.selection_score = stats.validation_accuracy;
     if (on_epoch_end) on_epoch_end(m, stats);
     stats.seconds = seconds_since(epoch_start);
-    char tail[64];
-    std::snprintf(tail, sizeof tail, "  val acc %.1f%%", 100 * stats.validation_accuracy);
     bar.finish(step_status(stats.train_loss, stats.train_accuracy, stats.images_per_s) +
-               (validation.size() > 0 ? tail : ""));
+               (validation.size() > 0 ? validation_status(stats) : ""));
     if (validation.size() == 0 || stats.selection_score > best_score) {
       best_score = stats.selection_score;
       result.best_epoch = stats.epoch;

@@ -135,3 +135,31 @@ TEST(CliAttack, JsonReportAndSavedAdversarials) {
 
 }  // namespace
 }  // namespace bulwark
+
+namespace bulwark {
+namespace {
+
+TEST(CliHarden, ProgressShowsCleanAndRobustValidationPerEpoch) {
+  testing::TempDir dir;
+  const auto out = dir.file("robust.pt");
+  // No --quiet: the per-epoch line is what the user sees.
+  const auto r = bulwark("--json harden --model " + small_model() +
+                         " --method fast-at --epochs 2 --limit 600 --val-n 50 --eval-n 50 --lr-schedule one-cycle"
+                         " --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const std::string epoch : {"epoch 1/2", "epoch 2/2"}) {
+    const auto at = r.output.find(epoch);
+    ASSERT_NE(at, std::string::npos) << r.output;
+    const auto line = r.output.substr(at, r.output.find('\n', at) - at);
+    EXPECT_NE(line.find("val acc"), std::string::npos) << line;
+    EXPECT_NE(line.find("pgd10 "), std::string::npos) << line;
+  }
+  const auto info = bulwark("--json info " + out);
+  ASSERT_EQ(info.exit_code, 0) << info.output;
+  const auto j = nlohmann::json::parse(info.output);
+  EXPECT_EQ(j["hardening"]["options"]["lr_schedule"], "one-cycle");
+  expect_usage_error("harden --model " + small_model() + " --out " + out + " --lr-schedule cosine", "--lr-schedule");
+}
+
+}  // namespace
+}  // namespace bulwark

@@ -411,3 +411,20 @@ TEST(Http, AccessLogHasTokenIdsNeverTokens) {
 
 }  // namespace
 }  // namespace bulwark::testing
+
+namespace bulwark::testing {
+namespace {
+
+TEST(Http, DrainingAnswers503AndNotReady) {
+  TestServer s;
+  EXPECT_EQ(s.client("").Get("/v2/health/ready")->status, 200);
+  s.core->begin_drain();
+  EXPECT_EQ(s.client("").Get("/v2/health/ready")->status, 400);
+  EXPECT_EQ(s.client("").Get("/v2/health/live")->status, 200);  // alive while it drains
+  const auto r = s.client().Post("/v2/models/fashion/infer", infer_body().dump(), "application/json");
+  EXPECT_EQ(r->status, 503);
+  EXPECT_NE(r->body.find("shutting down"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace bulwark::testing

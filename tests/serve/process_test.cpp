@@ -101,6 +101,15 @@ TEST(ServeProcess, ConfigFilePortZeroSighupReloadAndSigtermDrain) {
     const auto r = c.Get("/v2/models/fashion");
     return r && json::parse(r->body)["versions"][0] == "2";
   }));
+  // SIGHUP re-reads the config: a second model added there gets served.
+  std::ofstream(config) << "model:\n  fashion: " << model_path << "\n  second: " << a
+                        << "\nhttp-port: 0\ngrpc-port: -1\nmax-batch: 64\nmax-queue-delay-us: 1500000\n"
+                           "access-log: off\n";
+  p.signal(SIGHUP);
+  EXPECT_TRUE(eventually([&] {
+    const auto r = c.Get("/v2/models/second/ready");
+    return r && r->status == 200;
+  }));
 
   // A request in flight when SIGTERM arrives still gets its answer.
   auto pending = std::async(std::launch::async, [&] {
