@@ -14,6 +14,11 @@ echo "== attack_throughput: wall clock, paired rounds =="
 
 echo "== harden: one epoch per method on the full training set, ratios to standard =="
 "$BUILD/bench/harden"
+echo "== harden: standard vs Fast-AT, 3 alternating pairs =="
+"$BUILD/bench/harden" 60000 128 3
+
+echo "== serve: REST/gRPC latency and throughput, batching efficiency, guard cost =="
+"$BUILD/bench/serve" "$MODEL" 3
 
 # Instruction counts are repeatable whatever else the machine runs; they show each loop's own
 # overhead without the noise of a shared machine.
