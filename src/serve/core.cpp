@@ -335,9 +335,10 @@ InferResponse InferenceCore::infer(const InferRequest& r, const std::string& aut
         lab.name = "label";
         lab.datatype = "BYTES";
         lab.binary = binary;
-        const auto idx = result.logits.argmax(1);
+        const auto idx = result.logits.argmax(1).contiguous();
+        const int64_t* top = idx.data_ptr<int64_t>();
         for (int64_t i = 0; i < idx.size(0); ++i) {
-          const auto c = idx[i].item<int64_t>();
+          const auto c = top[i];
           lab.bytes.push_back(c < spec.num_classes() ? spec.class_names[c] : std::to_string(c));
         }
         lab.shape = {static_cast<int64_t>(lab.bytes.size())};
@@ -346,9 +347,10 @@ InferResponse InferenceCore::infer(const InferRequest& r, const std::string& aut
     }
     if (result.scores.defined()) {
       resp.scorer = scorer_->name();
-      const auto s = result.scores.contiguous();
+      const auto s = result.scores.contiguous().to(torch::kFloat);
+      const float* score = s.data_ptr<float>();
       for (int64_t i = 0; i < s.size(0); ++i) {
-        const float v = s[i].item<float>();
+        const float v = score[i];
         resp.attack_scores.push_back(v);
         resp.attack_flags.push_back(v > options_.guard_threshold);
         metrics_.attack_score(r.model, version, v, v > options_.guard_threshold);
