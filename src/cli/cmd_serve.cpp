@@ -72,7 +72,7 @@ void load_state(serve::InferenceCore& core, const ServeFlags& f) {
   }
 }
 
-int run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
+void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
   const bool models_on_cli = cmd->get_option("--model")->count() > 0;
   const bool tokens_on_cli = cmd->get_option("--tokens")->count() > 0;
   if (!f.config.empty()) apply_config(cmd, f.config);
@@ -146,7 +146,7 @@ int run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
     if (http) http->stop();
     if (grpc) grpc->stop();
     std::cerr << "drained; bye\n";
-    return 0;
+    return;
   }
 }
 
@@ -200,10 +200,7 @@ void register_serve(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--max-elements", f->core.max_elements, "Largest input tensor, in elements")->capture_default_str();
   cmd->add_option("--access-log", f->core.access_log, "JSON-lines access log: a file, - (stderr) or off")
       ->capture_default_str();
-  cmd->callback([cmd, f, &g] {
-    const int rc = run_serve(cmd, *f, g);
-    if (rc != 0) throw Error(ErrorKind::kInternal, "serve exited with " + std::to_string(rc));
-  });
+  cmd->callback([cmd, f, &g] { run_serve(cmd, *f, g); });
 
   auto id = std::make_shared<std::string>();
   auto roles = std::make_shared<std::vector<std::string>>(std::vector<std::string>{"infer"});

@@ -280,11 +280,6 @@ void InferenceCore::set_tokens(std::shared_ptr<TokenStore> tokens) {
   tokens_ = std::move(tokens);
 }
 
-bool InferenceCore::auth_enabled() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return tokens_->enabled();
-}
-
 Principal InferenceCore::authorize(const std::string& authorization, Role role) {
   std::shared_ptr<TokenStore> tokens;
   {

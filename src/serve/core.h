@@ -62,7 +62,6 @@ class InferenceCore {
   // For non-inference endpoints: throws like infer's authentication.
   Principal authorize(const std::string& authorization, Role role);
   void set_tokens(std::shared_ptr<TokenStore> tokens);
-  bool auth_enabled() const;
 
   // After this, ready() is false; requests already admitted finish.
   void begin_drain() { draining_ = true; }
