@@ -113,7 +113,7 @@ auto grpc_client(int port) {
 struct Server {
   Server(const std::string& model, const std::string& guard, int max_batch) {
     bulwark::serve::CoreOptions o;
-    o.guard = guard;
+    o.guard.scorer = guard;
     o.access_log = "off";
     o.batching.max_batch = max_batch;
     o.batching.max_queue_delay_us = 200;

@@ -11,4 +11,5 @@
 #include "attack/losses.h"
 #include "attack/pgd.h"
 #include "attack/square.h"
+#include "attack/squeeze.h"
 #include "attack/threat.h"

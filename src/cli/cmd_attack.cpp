@@ -10,7 +10,7 @@
 #include "core/files.h"
 #include "core/progress.h"
 #include "data/dataset.h"
-#include "defense/squeeze.h"
+#include "attack/squeeze.h"
 #include "model/model.h"
 
 namespace bulwark::cli {
@@ -94,7 +94,7 @@ void run_attack(const AttackFlags& f, const GlobalOptions& g) {
     for (double eps : o.eps) attack::make_attack(name, eps, o.settings);
   }
 
-  if (!f.defense.empty()) defense::parse_squeezer(f.defense, 0, 1);  // bad specs fail before any work
+  if (!f.defense.empty()) attack::parse_squeezer(f.defense, 0, 1);  // bad specs fail before any work
 
   model::Model m = model::Model::load(f.model);
   o.settings.lo = m.spec().lo;
@@ -108,7 +108,7 @@ void run_attack(const AttackFlags& f, const GlobalOptions& g) {
   if (!f.defense.empty()) {
     // Non-differentiable preprocessors overstate robustness against plain gradients: attack them
     // with straight-through gradients (BPDA) unless asked to show the naive figure.
-    const auto squeeze = defense::parse_squeezer(f.defense, m.spec().lo, m.spec().hi);
+    const auto squeeze = attack::parse_squeezer(f.defense, m.spec().lo, m.spec().hi);
     const auto base = f_attacked;
     f_attacked = f.no_bpda ? attack::LogitsFn([base, squeeze](const torch::Tensor& v) { return base(squeeze(v)); })
                            : attack::bpda(base, squeeze);

@@ -10,6 +10,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "detect/detector.h"
 #include "serve/auth.h"
 #include "serve/config.h"
 #include "serve/core.h"
@@ -30,7 +31,43 @@ struct ServeFlags {
   std::string config;
   uint64_t max_body_bytes = 64u << 20;
   serve::CoreOptions core;
+  // Detection (built into core.guard by guard_options()).
+  std::vector<std::string> calibrations;  // NAME=FILE
+  std::string detectors;
+  std::string expose_scores = "admin";
+  std::string stateful = "off";
+  int stateful_hits = 3;
+  double stateful_block_s = 600;
+  int64_t stateful_max_clients = 256;
+  int64_t stateful_max_queries = 1000;
+  std::string monitor = "on";
+  double monitor_arl0_hours = 24;
+  double monitor_rate_hz = 50;
 };
+
+// The detection flags as GuardOptions (validated; errors name the flag).
+void build_guard_options(ServeFlags& f) {
+  auto& g = f.core.guard;
+  g.calibration.clear();
+  for (const auto& c : f.calibrations) {
+    const auto eq = c.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == c.size()) {
+      throw invalid_argument("--calibration must be NAME=FILE, got '" + c + "'");
+    }
+    g.calibration[c.substr(0, eq)] = c.substr(eq + 1);
+  }
+  g.detectors = f.detectors.empty() ? std::vector<std::string>{} : detect::parse_detector_list(f.detectors, "--detectors");
+  g.expose = serve::parse_expose(f.expose_scores);
+  g.stateful = f.stateful;
+  g.stateful_options.hits_to_flag(f.stateful_hits)
+      .block_s(f.stateful_block_s)
+      .max_clients(f.stateful_max_clients)
+      .max_queries_per_client(f.stateful_max_queries);
+  if (f.monitor != "on" && f.monitor != "off") throw invalid_argument("--monitor must be on or off");
+  g.monitor = f.monitor == "on";
+  g.monitor_options.arl0_hours(f.monitor_arl0_hours).expected_rate_hz(f.monitor_rate_hz);
+  g.validate();
+}
 
 // Values from --config fill every flag not given on the command line.
 void apply_config(CLI::App* cmd, const std::string& path) {
@@ -77,6 +114,7 @@ void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
   const bool tokens_on_cli = cmd->get_option("--tokens")->count() > 0;
   if (!f.config.empty()) apply_config(cmd, f.config);
   apply_threads(g);
+  build_guard_options(f);
   if (f.models.empty()) throw invalid_argument("--model NAME=PATH is required (at least one model)");
   if (f.http_port < 0 && f.grpc_port < 0) throw invalid_argument("--http-port and --grpc-port cannot both be off (-1)");
   // Signals go to sigwait below, never to a request thread: block them before any thread starts.
@@ -193,9 +231,28 @@ void register_serve(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--tls-cert", f->tls_cert, "PEM certificate: serve HTTPS and gRPC over TLS");
   cmd->add_option("--tls-key", f->tls_key, "PEM private key for --tls-cert");
   cmd->add_option("--config", f->config, "YAML file of flag values (flags given here win)");
-  cmd->add_option("--guard", f->core.guard, "Attack scorer: max-softmax, entropy or none")->capture_default_str();
-  cmd->add_option("--guard-threshold", f->core.guard_threshold, "Flag inputs whose score exceeds this")
+  cmd->add_option("--guard", f->core.guard.scorer,
+                  "Attack scorer for models without --calibration: max-softmax, entropy or none")
       ->capture_default_str();
+  cmd->add_option("--guard-threshold", f->core.guard.threshold, "Flag inputs whose uncalibrated score exceeds this")
+      ->capture_default_str();
+  cmd->add_option("--calibration", f->calibrations, "NAME=FILE: the model's detector calibration (detect calibrate)");
+  cmd->add_option("--detectors", f->detectors, "Subset of the calibrated detectors to run (default: all)");
+  cmd->add_option("--expose-scores", f->expose_scores, "Who sees attack scores in responses: off, admin, all")
+      ->capture_default_str();
+  cmd->add_option("--stateful", f->stateful, "Query-similarity detection per client: off, flag, throttle, block")
+      ->capture_default_str();
+  cmd->add_option("--stateful-hits", f->stateful_hits, "Near-duplicate hits that flag a client")->capture_default_str();
+  cmd->add_option("--stateful-block-s", f->stateful_block_s, "How long a throttle or block lasts")->capture_default_str();
+  cmd->add_option("--stateful-max-clients", f->stateful_max_clients, "Clients whose query history is kept")
+      ->capture_default_str();
+  cmd->add_option("--stateful-max-queries", f->stateful_max_queries, "Queries kept per client")->capture_default_str();
+  cmd->add_option("--monitor", f->monitor, "Stream monitor for calibrated models: on or off")->capture_default_str();
+  cmd->add_option("--monitor-arl0-hours", f->monitor_arl0_hours, "Mean time between false alarms on clean traffic")
+      ->capture_default_str();
+  cmd->add_option("--monitor-rate-hz", f->monitor_rate_hz, "Expected inputs per second (sets the alarm thresholds)")
+      ->capture_default_str();
+  cmd->add_option("--events", f->core.guard.events_path, "JSON-lines event log (alarms, flagged clients)");
   cmd->add_option("--max-body-bytes", f->max_body_bytes, "Largest request body (413 above)")->capture_default_str();
   cmd->add_option("--max-elements", f->core.max_elements, "Largest input tensor, in elements")->capture_default_str();
   cmd->add_option("--access-log", f->core.access_log, "JSON-lines access log: a file, - (stderr) or off")

@@ -35,6 +35,7 @@ void register_info(CLI::App& app, GlobalOptions& g);
 void register_attack(CLI::App& app, GlobalOptions& g);
 void register_harden(CLI::App& app, GlobalOptions& g);
 void register_serve(CLI::App& app, GlobalOptions& g);  // and `token`
+void register_detect(CLI::App& app, GlobalOptions& g);
 
 std::string version_text();
 

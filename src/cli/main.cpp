@@ -30,6 +30,7 @@ int run(int argc, char** argv) {
   bulwark::cli::register_attack(app, g);
   bulwark::cli::register_harden(app, g);
   bulwark::cli::register_serve(app, g);
+  bulwark::cli::register_detect(app, g);
 
   try {
     app.parse(argc, argv);

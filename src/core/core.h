@@ -2,6 +2,7 @@
 // Depends on nothing else in Bulwark.
 #pragma once
 
+#include "core/digest.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "core/progress.h"

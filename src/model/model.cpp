@@ -58,6 +58,10 @@ void use_plain_interpreter() {
 Model::Model(torch::jit::Module module, ModelSpec spec) : module_(std::move(module)), spec_(std::move(spec)) {
   use_plain_interpreter();
   has_features_ = module_.find_method("features").has_value();
+  // Only zoo models are known to compute forward() as that linear head; an imported module with
+  // the same attribute names may not.
+  linear_head_ = has_features_ && spec_.arch != "torchscript" && module_.hasattr("head_weight") &&
+                 module_.hasattr("head_bias");
 }
 
 Model Model::load(const std::string& path) {
@@ -122,6 +126,15 @@ bool Model::has_features() const { return has_features_; }
 torch::Tensor Model::features(const torch::Tensor& x) const {
   if (!has_features_) throw invalid_argument("model '" + spec_.arch + "' does not expose features()");
   return const_cast<torch::jit::Module&>(module_).run_method("features", x).toTensor();
+}
+
+std::pair<torch::Tensor, torch::Tensor> Model::logits_and_features(const torch::Tensor& x) const {
+  if (!has_features_) return {logits(x), torch::Tensor()};
+  auto f = features(x);
+  if (!linear_head_) return {logits(x), f};
+  auto& m = const_cast<torch::jit::Module&>(module_);
+  auto z = torch::linear(f, m.attr("head_weight").toTensor(), m.attr("head_bias").toTensor());
+  return {z, f};
 }
 
 torch::Tensor Model::predict_logits(const torch::Tensor& x, int64_t batch_size) const {

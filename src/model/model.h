@@ -33,6 +33,9 @@ class Model {
   // Penultimate activations, when the module defines a `features` method.
   bool has_features() const;
   torch::Tensor features(const torch::Tensor& x) const;
+  // Both in one forward pass when the model's head is a linear layer over features() (zoo models:
+  // head_weight, head_bias); otherwise two passes. features is undefined without has_features().
+  std::pair<torch::Tensor, torch::Tensor> logits_and_features(const torch::Tensor& x) const;
   // Inference-mode logits over a large tensor, in chunks of `batch_size`.
   torch::Tensor predict_logits(const torch::Tensor& x, int64_t batch_size = 500) const;
 
@@ -56,6 +59,7 @@ class Model {
   torch::jit::Module module_;
   ModelSpec spec_;
   bool has_features_ = false;
+  bool linear_head_ = false;  // forward(x) == linear(features(x), head_weight, head_bias)
 };
 
 // RAII: parameters stop requiring grad for the scope (attacks, evaluation).

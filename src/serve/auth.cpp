@@ -1,12 +1,12 @@
 #include "serve/auth.h"
 
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 
+#include "core/digest.h"
 #include "core/error.h"
 #include "serve/detail/yaml.h"
 
@@ -41,15 +41,6 @@ Role parse_role(const std::string& s, const std::string& where) {
   if (s == "feedback") return Role::kFeedback;
   if (s == "admin") return Role::kAdmin;
   throw invalid_argument(where + ": unknown role '" + s + "' (known: infer, feedback, admin)");
-}
-
-std::string sha256_hex(const std::string& data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) {
-    throw internal_error("SHA-256 failed (OpenSSL)");
-  }
-  return to_hex(md, len);
 }
 
 std::string generate_token() {
@@ -137,7 +128,7 @@ Principal TokenStore::authorize(const std::string& authorization, Role role) {
     }
     bucket.tokens -= 1.0;
   }
-  return Principal{e.id};
+  return Principal{e.id, e.roles.count(Role::kAdmin) > 0};
 }
 
 }  // namespace bulwark::serve

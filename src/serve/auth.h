@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "core/digest.h"
 #include "core/error.h"
 #include "serve/types.h"
 
@@ -48,8 +49,8 @@ class RateLimitedError : public Error {
   double retry_after_s_;
 };
 
-// Hex SHA-256 (OpenSSL) of a string.
-std::string sha256_hex(const std::string& data);
+// Hex SHA-256 of a string (core/digest.h).
+using bulwark::sha256_hex;
 // A fresh random token: 32 bytes from OpenSSL's CSPRNG, hex.
 std::string generate_token();
 

@@ -25,6 +25,17 @@ std::string authorization_of(const grpc::ServerContext* ctx) {
   return it == md.end() ? "" : std::string(it->second.data(), it->second.size());
 }
 
+// "ipv4:127.0.0.1:5000" -> "127.0.0.1", "ipv6:[::1]:5000" -> "[::1]": the address without the
+// port, which changes with every connection and would split one client's query history.
+std::string peer_address(const std::string& peer) {
+  const auto colon = peer.find(':');
+  if (colon == std::string::npos) return peer;
+  const std::string scheme = peer.substr(0, colon), rest = peer.substr(colon + 1);
+  if (scheme == "ipv6" && !rest.empty() && rest[0] == '[') return rest.substr(0, rest.find(']') + 1);
+  if (scheme == "ipv4") return rest.substr(0, rest.rfind(':'));
+  return rest;
+}
+
 template <typename Fn>
 grpc::Status guarded(Fn fn) {
   try {
@@ -143,6 +154,7 @@ class GrpcFrontend::Service final : public inference::GRPCInferenceService::Serv
       req.model = q->model_name();
       req.version = q->model_version();
       req.id = q->id();
+      req.peer = peer_address(ctx->peer());
       if (req.id.size() > 256) throw invalid_argument("id is longer than 256 characters");
       try {
         for (int k = 0; k < q->inputs_size(); ++k) req.inputs.push_back(decode_input(*q, k, core_.options().max_elements));

@@ -16,6 +16,7 @@ namespace {
 using nlohmann::json;
 
 const char* kJson = "application/json";
+constexpr size_t kMaxFeedbackBytes = 1u << 20;
 
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
@@ -161,6 +162,7 @@ void HttpFrontend::register_routes() {
            }
            r.model = req.matches[1];
            r.version = version_of(req);
+           r.peer = req.remote_addr;
            const auto resp = core.infer(r, req.get_header_value("Authorization"), "http");
            std::optional<size_t> json_len;
            auto body = format_infer_response(resp, &json_len);
@@ -170,6 +172,37 @@ void HttpFrontend::register_routes() {
            } else {
              res.set_content(std::move(body), kJson);
            }
+         }));
+  // Labels for earlier answers (Bulwark extension): {"id": "...", "label": 3} or
+  // {"id": "...", "labels": ["Coat", ...]} for a request of several rows. Role feedback.
+  s.Post(R"(/v2/models/([^/]+)/feedback)", guarded([&core](const httplib::Request& req, httplib::Response& res) {
+           core.authorize(req.get_header_value("Authorization"), Role::kFeedback);
+           if (req.body.size() > kMaxFeedbackBytes) throw invalid_argument("feedback body exceeds 1 MiB");
+           json j;
+           try {
+             j = json::parse(req.body);
+           } catch (const json::exception&) {
+             throw invalid_argument("feedback body is not valid JSON");
+           }
+           if (!j.is_object()) throw invalid_argument("feedback body must be a JSON object");
+           if (!j.contains("id") || !j["id"].is_string()) throw invalid_argument("id: a string is required");
+           auto label_text = [](const json& v, const std::string& where) {
+             if (v.is_string()) return v.get<std::string>();
+             if (v.is_number_unsigned()) return std::to_string(v.get<uint64_t>());
+             throw invalid_argument(where + ": a class index or name is required");
+           };
+           std::vector<std::string> labels;
+           if (j.contains("label") == j.contains("labels")) throw invalid_argument("give exactly one of label, labels");
+           if (j.contains("label")) {
+             labels.push_back(label_text(j["label"], "label"));
+           } else {
+             if (!j["labels"].is_array()) throw invalid_argument("labels must be a list");
+             for (size_t i = 0; i < j["labels"].size(); ++i) {
+               labels.push_back(label_text(j["labels"][i], "labels[" + std::to_string(i) + "]"));
+             }
+           }
+           const auto r = core.feedback(req.matches[1], j["id"].get<std::string>(), labels);
+           send_json(res, 200, {{"id", j["id"]}, {"rows", r.rows}, {"correct", r.correct}});
          }));
   s.Post("/v2/repository/index", guarded([&core](const httplib::Request& req, httplib::Response& res) {
            core.authorize(req.get_header_value("Authorization"), Role::kAdmin);
@@ -211,7 +244,7 @@ void HttpFrontend::register_routes() {
            send_json(res, 200, json::object());
          }));
   s.Get("/metrics", guarded([&core](const httplib::Request&, httplib::Response& res) {
-          res.set_content(core.metrics().render(), "text/plain; version=0.0.4; charset=utf-8");
+          res.set_content(core.render_metrics(), "text/plain; version=0.0.4; charset=utf-8");
         }));
 }
 

@@ -69,6 +69,25 @@ Metrics::Metrics() {
   family("bulwark_attack_score", "histogram", "Per-input attack score from the guard scorer", kScoreBounds);
   family("bulwark_attack_flagged_total", "counter", "Inputs the guard scorer flagged as likely adversarial");
   family("bulwark_model_info", "gauge", "Models being served (value 1), by name and version");
+  // Detection (detect module): labels are bounded (model, version, detector, policy): never a
+  // client id, which a client could grow without bound.
+  family("bulwark_stateful_hits_total", "counter", "Queries that matched an earlier query of the same client");
+  family("bulwark_stateful_flagged_total", "counter", "Clients flagged by the query-similarity detector, by policy");
+  family("bulwark_stateful_refused_total", "counter", "Requests refused because the client is blocked or throttled");
+  family("bulwark_stateful_clients", "gauge", "Clients with stored query history");
+  family("bulwark_stateful_memory_bytes", "gauge", "Query-history memory in use (estimate), and its cap");
+  family("bulwark_monitor_value", "gauge", "Stream monitor windowed statistics, by statistic");
+  family("bulwark_monitor_cusum", "gauge", "Stream monitor change-detection statistic, by detector");
+  family("bulwark_monitor_threshold", "gauge", "Stream monitor alarm threshold, by detector");
+  family("bulwark_alarms_total", "counter", "Alarms raised by the stream monitor, by detector");
+  family("bulwark_feedback_total", "counter", "Labels posted as feedback, by result (correct, wrong)");
+}
+
+void Metrics::counter(const std::string& name, const Labels& l, double v) { add(name, l, v); }
+
+void Metrics::gauge(const std::string& name, const Labels& l, double v) {
+  std::lock_guard<std::mutex> lock(mu_);
+  families_.at(name).values[l] = v;
 }
 
 void Metrics::add(const std::string& name, const Labels& l, double v) {

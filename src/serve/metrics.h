@@ -28,6 +28,10 @@ class Metrics {
   // The gauge bulwark_model_info{model,version} = 1 for each model being served.
   void set_models(const std::vector<std::pair<std::string, std::string>>& name_version);
 
+  // Families registered in the constructor (detection, monitor, feedback); throws on unknown names.
+  void counter(const std::string& name, const Labels& l, double v = 1);
+  void gauge(const std::string& name, const Labels& l, double v);
+
   // The whole exposition, ready for GET /metrics.
   std::string render() const;
 

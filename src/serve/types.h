@@ -27,7 +27,8 @@ struct RequestedOutput {
 struct InferRequest {
   std::string model;
   std::string version;  // empty = the version being served
-  std::string id;       // echoed when given
+  std::string id;       // echoed when given; the server assigns one otherwise (for feedback)
+  std::string peer;     // the transport's peer address: who the query history belongs to without auth
   std::vector<InferInput> inputs;
   std::vector<RequestedOutput> outputs;  // empty = logits only
   bool binary_outputs = false;           // request-level "binary_data_output"
@@ -56,6 +57,7 @@ struct InferResponse {
 // Who made a request: the token's id (never the token), for logs and rate limits.
 struct Principal {
   std::string token_id = "anonymous";
+  bool admin = false;  // an authenticated token with the admin role (never the anonymous caller)
 };
 
 struct TensorMetadata {

@@ -12,6 +12,10 @@
 namespace bulwark::defense {
 namespace {
 
+using attack::bit_depth;
+using attack::median_smoothing;
+using attack::parse_squeezer;
+
 const data::Dataset& train_set() {
   static const data::Dataset d = data::load_dataset("fashion-mnist", data::Split::kTrain).head(4000);
   return d;

@@ -102,7 +102,8 @@ TEST(Grpc, InferTypedAndRawAgreeWithTheModel) {
   }
   for (const bool raw : {false, true}) {
     grpc::ClientContext ctx;
-    with_token(&ctx, kInferToken);
+    // Admin: attack scores are exposed to admin tokens only (default --expose-scores admin).
+    with_token(&ctx, raw ? kAdminToken : kInferToken);
     inference::ModelInferResponse r;
     const auto status = stub->ModelInfer(&ctx, infer_request(x, raw), &r);
     ASSERT_TRUE(status.ok()) << status.error_message();
@@ -121,6 +122,10 @@ TEST(Grpc, InferTypedAndRawAgreeWithTheModel) {
                 got.begin());
     }
     EXPECT_TRUE(torch::allclose(torch::tensor(got).view({2, 10}), expected, 1e-4, 1e-5));
+    if (!raw) {
+      EXPECT_FALSE(r.parameters().count("attack_score")) << "scores are a free signal: hidden from role infer";
+      continue;
+    }
     ASSERT_TRUE(r.parameters().count("attack_flagged"));
     EXPECT_TRUE(r.parameters().at("attack_scorer").string_param() == "max-softmax");
   }

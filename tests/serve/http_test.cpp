@@ -86,8 +86,13 @@ TEST(Http, InferMatchesTheModelAndEchoesTheId) {
   const auto labels = j["outputs"][2]["data"].get<std::vector<std::string>>();
   ASSERT_EQ(labels.size(), 2u);
   EXPECT_EQ(labels[0], std::to_string(expected.argmax(1)[0].item<int64_t>()));
-  // The guard: one score per input, in [0, 1], consistent with max-softmax.
-  const auto& p = j["parameters"];
+  // The guard: hidden from role infer (scores are a free signal for an attacker); an admin token
+  // gets one score per input, in [0, 1], consistent with max-softmax.
+  EXPECT_FALSE(j.contains("parameters") && j["parameters"].contains("attack_score")) << j.dump();
+  const auto admin = s.client(kAdminToken).Post("/v2/models/fashion/infer", req.dump(), "application/json");
+  ASSERT_EQ(admin->status, 200) << admin->body;
+  const auto ja = body_json(admin);
+  const auto& p = ja["parameters"];
   EXPECT_EQ(p["attack_scorer"], "max-softmax");
   const double expected_max = (1.0 - torch::softmax(expected, 1).amax(1)).max().item<double>();
   EXPECT_NEAR(p["attack_score"].get<double>(), expected_max, 1e-4);

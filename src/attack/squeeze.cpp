@@ -1,4 +1,4 @@
-#include "defense/squeeze.h"
+#include "attack/squeeze.h"
 
 #include <torch/torch.h>
 
@@ -7,16 +7,16 @@
 
 #include "core/error.h"
 
-namespace bulwark::defense {
+namespace bulwark::attack {
 
-attack::Preprocess bit_depth(int bits, double lo, double hi) {
-  if (bits < 1 || bits > 16) throw invalid_argument("--defense bits:N needs 1 <= N <= 16");
+Preprocess bit_depth(int bits, double lo, double hi) {
+  if (bits < 1 || bits > 16) throw invalid_argument("bits:N needs 1 <= N <= 16, got " + std::to_string(bits));
   const double levels = std::pow(2.0, bits) - 1;
   return [=](const torch::Tensor& x) { return torch::round((x - lo) / (hi - lo) * levels) / levels * (hi - lo) + lo; };
 }
 
-attack::Preprocess median_smoothing(int k) {
-  if (k < 2 || k > 7) throw invalid_argument("--defense median:K needs 2 <= K <= 7");
+Preprocess median_smoothing(int k) {
+  if (k < 2 || k > 7) throw invalid_argument("median:K needs 2 <= K <= 7, got " + std::to_string(k));
   return [k](const torch::Tensor& x) {
     // Pad so the output keeps the input's size (extra pad at the end for even k, as Xu et al.).
     const int64_t before = (k - 1) / 2, after = k / 2;
@@ -27,8 +27,8 @@ attack::Preprocess median_smoothing(int k) {
   };
 }
 
-attack::Preprocess parse_squeezer(const std::string& spec, double lo, double hi) {
-  std::vector<attack::Preprocess> chain;
+Preprocess parse_squeezer(const std::string& spec, double lo, double hi, const std::string& flag) {
+  std::vector<Preprocess> chain;
   std::stringstream in(spec);
   std::string item;
   while (std::getline(in, item, '+')) {
@@ -38,13 +38,13 @@ attack::Preprocess parse_squeezer(const std::string& spec, double lo, double hi)
     try {
       value = colon == std::string::npos ? 0 : std::stoi(item.substr(colon + 1));
     } catch (const std::exception&) {
-      throw invalid_argument("--defense: '" + item + "' needs a number after ':'");
+      throw invalid_argument(flag + ": '" + item + "' needs a number after ':'");
     }
     if (kind == "bits") chain.push_back(bit_depth(value, lo, hi));
     else if (kind == "median") chain.push_back(median_smoothing(value));
-    else throw invalid_argument("--defense: unknown squeezer '" + item + "' (known: bits:N, median:K, joined by +)");
+    else throw invalid_argument(flag + ": unknown squeezer '" + item + "' (known: bits:N, median:K, joined by +)");
   }
-  if (chain.empty()) throw invalid_argument("--defense is empty");
+  if (chain.empty()) throw invalid_argument(flag + " is empty");
   return [chain](const torch::Tensor& x) {
     torch::Tensor out = x;
     for (const auto& f : chain) out = f(out);
@@ -52,4 +52,4 @@ attack::Preprocess parse_squeezer(const std::string& spec, double lo, double hi)
   };
 }
 
-}  // namespace bulwark::defense
+}  // namespace bulwark::attack
