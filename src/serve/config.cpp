@@ -15,7 +15,7 @@ std::vector<ConfigEntry> load_config_file(const std::string& path) {
     e.key = kv.first.as<std::string>();
     const auto& v = kv.second;
     const std::string where = path + ": " + e.key;
-    if (e.key == "model" && v.IsMap()) {
+    if ((e.key == "model" || e.key == "calibration") && v.IsMap()) {
       for (const auto& m : v) {
         if (!m.second.IsScalar()) throw data_format(where + "." + m.first.as<std::string>() + " must be a path");
         e.values.push_back(m.first.as<std::string>() + "=" + m.second.as<std::string>());

@@ -4,6 +4,8 @@
 //   max-batch: 32
 //   model: {fashion: build/demo/baseline.pt}   # or a list of NAME=PATH strings
 //   tokens: deploy/tokens.yaml
+//   calibration: {fashion: build/demo/baseline.detect}   # NAME=FILE, like model
+//   stateful: block
 // Flags given on the command line win over the file.
 #pragma once
 
