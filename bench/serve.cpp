@@ -1,8 +1,11 @@
 // bench/serve — the server under load on loopback, against the bare model in the same run.
-//   build/bench/serve [MODEL.pt|-] [SECONDS_PER_POINT]
+//   build/bench/serve [MODEL.pt|-] [SECONDS_PER_POINT] [CALIBRATION]
 // Figures: batch-1 latency p50/p99 and throughput at concurrency 1, 8, 32 over REST (JSON) and gRPC
 // (raw tensors); overhead vs the bare forward; dynamic-batching throughput vs the model's offline
-// batched throughput (goal >= 70 %); guard on vs off, in alternating rounds (goal <= 10 %).
+// batched throughput (goal >= 70 %); guard on vs off, in alternating rounds (goal <= 10 %). With a
+// CALIBRATION (bulwark detect calibrate): each detector's own cost per batch, and the calibrated
+// default set on vs detection off, paired rounds: p50 at concurrency 1 (goal <= 1.10x) and
+// throughput at concurrency 32 (goal >= 0.90x).
 // The load generator is in this file: one keep-alive client per thread, each sending its next
 // request as soon as its last one returns (closed loop). Clients share the 2 cores with the server.
 #include <grpcpp/grpcpp.h>
@@ -12,11 +15,14 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <thread>
 
 #include <torch/torch.h>
 
 #include "grpc_predict_v2.grpc.pb.h"
+#include "core/digest.h"
+#include "detect/calibration.h"
 #include "model/zoo.h"
 #include "serve/core.h"
 #include "serve/grpc_frontend.h"
@@ -111,9 +117,10 @@ auto grpc_client(int port) {
 }
 
 struct Server {
-  Server(const std::string& model, const std::string& guard, int max_batch) {
+  Server(const std::string& model, const std::string& guard, int max_batch, const std::string& calibration = "") {
     bulwark::serve::CoreOptions o;
     o.guard.scorer = guard;
+    if (!calibration.empty()) o.guard.calibration = {{"m", calibration}};
     o.access_log = "off";
     o.batching.max_batch = max_batch;
     o.batching.max_queue_delay_us = 200;
@@ -137,6 +144,60 @@ struct Server {
   std::unique_ptr<bulwark::serve::HttpFrontend> http;
   std::unique_ptr<bulwark::serve::GrpcFrontend> grpc;
 };
+
+// Each calibrated detector's own cost on the batch thread, then the whole default set in the server.
+void detector_costs(const std::string& model, const std::string& calibration, double secs) {
+  namespace detect = bulwark::detect;
+  const auto m = bulwark::model::Model::load(model);
+  const auto set = detect::DetectorSet::load(calibration, m, bulwark::sha256_file_hex(model));
+  torch::NoGradGuard ng;
+  auto time_us = [&](const std::function<void()>& fn) {
+    for (int i = 0; i < 20; ++i) fn();
+    std::vector<double> t;
+    const auto t0 = Clock::now();
+    while (seconds(Clock::now() - t0) < secs / 3) {
+      const auto s = Clock::now();
+      fn();
+      t.push_back(seconds(Clock::now() - s) * 1e6);
+    }
+    return percentile(t, 0.5);
+  };
+  std::printf("\ndetector cost on the batch thread (median us; forward = logits and features in one pass):\n");
+  std::printf("| detector | batch 1 | batch 32 |\n| --- | --- | --- |\n");
+  const auto x1 = torch::rand({1, 1, 28, 28}), x32 = torch::rand({32, 1, 28, 28});
+  auto batch = [&](const torch::Tensor& x) {
+    detect::Batch b;
+    b.x = x;
+    std::tie(b.logits, b.features) = m.logits_and_features(x);
+    return b;
+  };
+  const auto b1 = batch(x1), b32 = batch(x32);
+  std::printf("| forward | %.1f | %.1f |\n", time_us([&] { batch(x1); }), time_us([&] { batch(x32); }));
+  for (const auto& d : set.detectors()) {
+    std::printf("| %s | %.1f | %.1f |\n", d->name().c_str(), time_us([&] { d->score(m, b1); }),
+                time_us([&] { d->score(m, b32); }));
+  }
+  std::printf("| all + p-values (%s) | %.1f | %.1f |\n", calibration.c_str(), time_us([&] { set.score(m, b1); }),
+              time_us([&] { set.score(m, b32); }));
+
+  // The server with the calibration's detectors vs detection off, alternating paired rounds.
+  std::vector<double> lat, thr;
+  for (int round = 0; round < 5; ++round) {
+    double p50[2], per_s[2];
+    for (int on = 0; on < 2; ++on) {
+      Server g(model, "none", 32, on ? calibration : "");
+      p50[on] = run_load(1, secs / 2, grpc_client(g.grpc->port())).p50_ms;
+      per_s[on] = run_load(32, secs / 2, grpc_client(g.grpc->port())).per_s;
+    }
+    lat.push_back(p50[1] / p50[0]);
+    thr.push_back(per_s[1] / per_s[0]);
+  }
+  std::sort(lat.begin(), lat.end());
+  std::sort(thr.begin(), thr.end());
+  std::printf("detectors on/off (gRPC, median of 5 paired rounds): p50 latency at concurrency 1 %.3fx (goal <= 1.10; "
+              "rounds %.3f..%.3f), throughput at concurrency 32 %.3fx (goal >= 0.90; rounds %.3f..%.3f)\n",
+              lat[2], lat.front(), lat.back(), thr[2], thr.front(), thr.back());
+}
 
 }  // namespace
 
@@ -203,6 +264,7 @@ int main(int argc, char** argv) {
   std::printf("guard on/off request latency (gRPC, concurrency 1, p50, median of 5 paired rounds): %.3f (goal <= 1.10; "
               "rounds %.3f..%.3f)\n",
               ratios[2], ratios.front(), ratios.back());
+  if (argc > 3) detector_costs(model, argv[3], secs);
   if (!tmp.empty()) std::remove(tmp.c_str());
   return 0;
 }

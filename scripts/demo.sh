@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The reference experiment, as far as it exists today: train the baseline `cnn` on
-# Fashion-MNIST, evaluate it, then attack it and watch its accuracy collapse.
+# Fashion-MNIST, evaluate it, attack it and watch its accuracy collapse, then calibrate the
+# detectors that watch for such attacks.
 # Later steps (harden, serve, the closed loop) extend it.
 set -euo pipefail
 BULWARK=${1:-build/bulwark}
@@ -21,3 +22,9 @@ echo "== 4. attack it: FGSM and PGD-20 at two budgets, then the AutoAttack-style
 "$BULWARK" attack --model "$OUT/baseline.pt" --attacks fgsm,pgd --eps 0.05,0.1 --n 1000 --quiet
 echo
 "$BULWARK" attack --model "$OUT/baseline.pt" --attacks auto --eps 0.1 --n 1000 --quiet
+echo
+echo "== 5. watch: calibrate the attack detectors on held-out data, then test them (and an adaptive attacker) =="
+"$BULWARK" detect calibrate --model "$OUT/baseline.pt" --out "$OUT/baseline.detect"
+echo
+"$BULWARK" detect evaluate --model "$OUT/baseline.pt" --calibration "$OUT/baseline.detect" --attacks fgsm,pgd --n 300 \
+  --adaptive-steps 50 --quiet

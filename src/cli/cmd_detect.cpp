@@ -22,7 +22,7 @@ namespace {
 struct CalibrateFlags {
   std::string model;
   std::string data = "fashion-mnist";
-  std::string detectors = "max-softmax,squeeze,mahalanobis";
+  std::string detectors = "max-softmax,mahalanobis,pca";
   std::string squeezers = "bits:4,median:2";
   double fpr = 0.01;
   int64_t fit_n = 10000;
@@ -165,12 +165,12 @@ void register_detect(CLI::App& app, GlobalOptions& g) {
   auto* cal = cmd->add_subcommand("calibrate", "Fit detectors on clean held-out data and store thresholds");
   cal->add_option("--model", cf->model, "Model file (.pt)")->required();
   cal->add_option("--data", cf->data, "fashion-mnist, or a directory in the MNIST IDX layout")->capture_default_str();
-  cal->add_option("--detectors", cf->detectors, "Comma list of max-softmax, entropy, squeeze, mahalanobis")
+  cal->add_option("--detectors", cf->detectors, "Comma list of max-softmax, entropy, squeeze, mahalanobis, pca")
       ->capture_default_str();
   cal->add_option("--squeezers", cf->squeezers, "Comma list of squeezers for 'squeeze' (bits:N, median:K)")
       ->capture_default_str();
   cal->add_option("--fpr", cf->fpr, "Target false-positive rate on clean inputs")->capture_default_str();
-  cal->add_option("--fit-n", cf->fit_n, "Training images that fit Mahalanobis' class means and covariance")
+  cal->add_option("--fit-n", cf->fit_n, "Training images that fit Mahalanobis and PCA")
       ->capture_default_str();
   cal->add_option("--val-fraction", cf->val_fraction, "Held-out share of the training split (as in train)")
       ->capture_default_str()

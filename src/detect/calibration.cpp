@@ -65,6 +65,8 @@ DetectorSet DetectorSet::calibrate(const model::Model& m, const std::string& mod
       std::vector<torch::Tensor> feats;
       for (int64_t s = 0; s < x_fit.size(0); s += 500) feats.push_back(m.features(x_fit.narrow(0, s, std::min<int64_t>(500, x_fit.size(0) - s))).flatten(1));
       set.detectors_.push_back(Mahalanobis::fit(torch::cat(feats), y_fit, spec.num_classes()));
+    } else if (name == "pca") {
+      set.detectors_.push_back(PcaWhitened::fit(x_fit));
     } else {
       set.detectors_.push_back(make_detector(name, spec.lo, spec.hi, o.squeezers));
     }

@@ -24,7 +24,8 @@ namespace bulwark::detect {
 constexpr const char* kCalibrationFormat = "bulwark-detect/1";
 
 struct CalibrationOptions {
-  std::vector<std::string> detectors{"max-softmax", "squeeze", "mahalanobis"};
+  // The cheap ones by default (squeeze costs one forward pass per squeezer on every request).
+  std::vector<std::string> detectors{"max-softmax", "mahalanobis", "pca"};
   std::vector<std::string> squeezers{"bits:4", "median:2"};
   double fpr = 0.01;  // target false-positive rate on clean inputs, per detector and combined
 

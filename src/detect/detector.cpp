@@ -119,8 +119,49 @@ nlohmann::json Mahalanobis::to_json() const {
   return {{"name", name()}, {"means", to_json_matrix(means_)}, {"precision", to_json_matrix(precision_)}};
 }
 
+PcaWhitened::PcaWhitened(torch::Tensor mean, torch::Tensor basis, torch::Tensor inv_var)
+    : mean_(std::move(mean)), basis_(std::move(basis)), inv_var_(std::move(inv_var)) {
+  if (mean_.dim() != 1 || basis_.dim() != 2 || inv_var_.dim() != 1 || basis_.size(0) != mean_.size(0) ||
+      basis_.size(1) != inv_var_.size(0)) {
+    throw data_format("pca: mean [D], basis [D, M] and inv_var [M] do not fit together");
+  }
+}
+
+std::shared_ptr<PcaWhitened> PcaWhitened::fit(const torch::Tensor& x, double leading_fraction) {
+  torch::NoGradGuard ng;
+  const auto f = x.detach().flatten(1).to(torch::kDouble);
+  const int64_t d = f.size(1);
+  if (f.size(0) < d) {
+    throw invalid_argument("pca: needs at least as many fitting points as input values (" + std::to_string(d) +
+                           "), got " + std::to_string(f.size(0)) + ": raise --fit-n");
+  }
+  const auto mean = f.mean(0);
+  const auto c = f - mean;
+  const auto cov = c.t().mm(c) / static_cast<double>(f.size(0));
+  const auto [values, vectors] = torch::linalg::eigh(cov, "L");  // ascending
+  const int64_t keep = d - static_cast<int64_t>(std::round(leading_fraction * d));
+  if (keep < 1) throw invalid_argument("pca: no trailing components left");
+  // Floor the variances relative to the average one: some trailing directions have none at all.
+  const double floor = 1e-5 * values.mean().item<double>();
+  const auto inv = 1.0 / values.narrow(0, 0, keep).clamp_min(floor);
+  return std::make_shared<PcaWhitened>(mean.to(torch::kFloat), vectors.narrow(1, 0, keep).to(torch::kFloat),
+                                       inv.to(torch::kFloat));
+}
+
+torch::Tensor PcaWhitened::score(const model::Model&, const Batch& b) const {
+  const auto c = (b.x.flatten(1) - mean_).mm(basis_);
+  return (c * c * inv_var_).sum(1);
+}
+
+nlohmann::json PcaWhitened::to_json() const {
+  return {{"name", name()},
+          {"mean", to_json_matrix(mean_.unsqueeze(0))},
+          {"basis", to_json_matrix(basis_)},
+          {"inv_var", to_json_matrix(inv_var_.unsqueeze(0))}};
+}
+
 const std::vector<std::string>& known_detectors() {
-  static const std::vector<std::string> names{"max-softmax", "entropy", "squeeze", "mahalanobis"};
+  static const std::vector<std::string> names{"max-softmax", "entropy", "squeeze", "mahalanobis", "pca"};
   return names;
 }
 
@@ -133,7 +174,7 @@ std::vector<std::string> parse_detector_list(const std::string& csv, const std::
     const auto& known = known_detectors();
     if (std::find(known.begin(), known.end(), item) == known.end()) {
       throw invalid_argument(flag + ": unknown detector '" + item +
-                             "' (known: max-softmax, entropy, squeeze, mahalanobis)");
+                             "' (known: max-softmax, entropy, squeeze, mahalanobis, pca)");
     }
     if (!seen.insert(item).second) throw invalid_argument(flag + ": detector '" + item + "' is listed twice");
     out.push_back(item);
@@ -147,7 +188,7 @@ std::shared_ptr<Detector> make_detector(const std::string& name, double lo, doub
   if (name == "max-softmax") return std::make_shared<MaxSoftmax>();
   if (name == "entropy") return std::make_shared<Entropy>();
   if (name == "squeeze") return std::make_shared<FeatureSqueezing>(squeezers, lo, hi);
-  if (name == "mahalanobis") throw invalid_argument("mahalanobis must be fitted (Mahalanobis::fit)");
+  if (name == "mahalanobis" || name == "pca") throw invalid_argument(name + " must be fitted (fit())");
   throw invalid_argument("unknown detector '" + name + "'");
 }
 
@@ -158,6 +199,14 @@ std::shared_ptr<Detector> detector_from_json(const nlohmann::json& j, double lo,
     if (!j.contains("means") || !j.contains("precision")) throw data_format(where + ": mahalanobis needs means and precision");
     return std::make_shared<Mahalanobis>(from_json_matrix(j["means"], where + ".means"),
                                          from_json_matrix(j["precision"], where + ".precision"));
+  }
+  if (name == "pca") {
+    for (const char* k : {"mean", "basis", "inv_var"}) {
+      if (!j.contains(k)) throw data_format(where + ": pca needs '" + std::string(k) + "'");
+    }
+    return std::make_shared<PcaWhitened>(from_json_matrix(j["mean"], where + ".mean").squeeze(0),
+                                         from_json_matrix(j["basis"], where + ".basis"),
+                                         from_json_matrix(j["inv_var"], where + ".inv_var").squeeze(0));
   }
   if (name == "squeeze") {
     if (!j.contains("squeezers") || !j["squeezers"].is_array()) throw data_format(where + ": squeeze needs 'squeezers'");

@@ -88,11 +88,31 @@ class Mahalanobis : public Detector {
   torch::Tensor means_, precision_;
 };
 
+// Energy in the input's trailing principal components, whitened (Hendrycks & Gimpel 2017,
+// "Early methods for detecting adversarial images"): clean images have almost no variance in their
+// last components (on Fashion-MNIST, largely the border pixels), while an L-inf attack spreads its
+// perturbation over all of them. score = sum over the trailing components j of c_j^2 / lambda_j.
+// Carlini & Wagner (2017) bypass it with an adaptive attack; detect evaluate measures that too.
+class PcaWhitened : public Detector {
+ public:
+  // mean [D], basis [D, M] (the M trailing eigenvectors), inv_var [M].
+  PcaWhitened(torch::Tensor mean, torch::Tensor basis, torch::Tensor inv_var);
+  // Fits on clean inputs x [N, ...]: keeps the components past the first `leading_fraction` of D.
+  static std::shared_ptr<PcaWhitened> fit(const torch::Tensor& x, double leading_fraction = 0.9);
+  std::string name() const override { return "pca"; }
+  torch::Tensor score(const model::Model& m, const Batch& b) const override;
+  nlohmann::json to_json() const override;
+  int64_t components() const { return basis_.size(1); }
+
+ private:
+  torch::Tensor mean_, basis_, inv_var_;
+};
+
 // The detector names `--detectors` accepts.
 const std::vector<std::string>& known_detectors();
 // "max-softmax,squeeze" -> validated names, in order, no duplicates; errors name `flag`.
 std::vector<std::string> parse_detector_list(const std::string& csv, const std::string& flag);
-// Builds an unfitted detector by name (mahalanobis needs fitting: use Mahalanobis::fit).
+// Builds an unfitted detector by name (mahalanobis and pca need fitting: use their fit()).
 std::shared_ptr<Detector> make_detector(const std::string& name, double lo, double hi,
                                         const std::vector<std::string>& squeezers);
 // Rebuilds a detector from its to_json() (a calibration file); errors name `where`.

@@ -161,5 +161,45 @@ TEST(CliHarden, ProgressShowsCleanAndRobustValidationPerEpoch) {
   expect_usage_error("harden --model " + small_model() + " --out " + out + " --lr-schedule cosine", "--lr-schedule");
 }
 
+
+TEST(CliDetect, BadArgumentsExitTwoNamingTheFlag) {
+  const std::string out = testing::TempDir().file("m.detect");
+  expect_usage_error("detect calibrate --model " + small_model() + " --out " + out + " --fpr 0.9", "--fpr");
+  expect_usage_error("detect calibrate --model " + small_model() + " --out " + out + " --detectors lid", "--detectors");
+  expect_usage_error("detect calibrate --model " + small_model(), "--out");
+  expect_usage_error("detect", "subcommand");
+  const auto missing = bulwark("detect calibrate --model /no/such.pt --out " + out);
+  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_NE(missing.output.find("/no/such.pt"), std::string::npos) << missing.output;
+}
+
+// Calibrate, evaluate on a few points, and refuse the calibration for a retrained model.
+TEST(CliDetect, CalibrateEvaluateAndRefuseAnotherModel) {
+  testing::TempDir dir;
+  const auto cal = dir.file("small.detect");
+  const auto c = bulwark("--json detect calibrate --model " + small_model() + " --detectors max-softmax,pca --fpr 0.05 --fit-n 1000 --out " + cal);
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  const auto cj = nlohmann::json::parse(c.output);
+  EXPECT_EQ(cj["detectors"], nlohmann::json::array({"max-softmax", "pca"}));
+  EXPECT_EQ(cj["reference_points"], 3000);  // the 5 % validation split of the 60,000 training images
+  const auto e = bulwark("--json detect evaluate --model " + small_model() + " --calibration " + cal +
+                         " --attacks fgsm --n 60 --adaptive-steps 5 --quiet");
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  const auto ej = nlohmann::json::parse(e.output);
+  EXPECT_EQ(ej["n"], 60);
+  // fgsm x (2 detectors + combined), then adaptive x (2 targets + combined).
+  ASSERT_EQ(ej["rows"].size(), 6u) << ej.dump();
+  for (const auto& row : ej["rows"]) {
+    EXPECT_GE(row["auroc"].get<double>(), 0.0);
+    EXPECT_LE(row["auroc"].get<double>(), 1.0);
+  }
+  EXPECT_TRUE(ej["rows"][5].contains("evasion"));
+  const auto other = dir.file("other.pt");
+  ASSERT_EQ(bulwark("--seed 2 train --model mlp --epochs 1 --limit 300 --test-limit 50 --quiet --out " + other).exit_code, 0);
+  const auto refused = bulwark("detect evaluate --model " + other + " --calibration " + cal + " --n 10 --quiet");
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("another model"), std::string::npos) << refused.output;
+}
+
 }  // namespace
 }  // namespace bulwark

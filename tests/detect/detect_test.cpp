@@ -51,7 +51,7 @@ const DetectorSet& calibrated() {
   static const DetectorSet s = [] {
     const auto fit = train_set().select(torch::arange(0, 4000));
     const auto ref = train_set().select(torch::arange(4000, 6000));
-    return DetectorSet::calibrate(baseline(), "sha-of-baseline", options({"max-softmax", "squeeze", "mahalanobis"}, 0.05),
+    return DetectorSet::calibrate(baseline(), "sha-of-baseline", options({"max-softmax", "squeeze", "mahalanobis", "pca"}, 0.05),
                                   fit.inputs(), fit.targets(), ref.inputs());
   }();
   return s;
@@ -93,6 +93,24 @@ TEST(Detectors, MahalanobisByHand) {
   EXPECT_NEAR(s[2].item<float>(), 2.0, 1e-3);   // closest is class 1: 2 * 1
   EXPECT_NEAR(s[3].item<float>(), 50.0, 1e-2);  // halfway: 2 * 25
   EXPECT_THROW(Mahalanobis::fit(feats.narrow(0, 0, 5), labels.narrow(0, 0, 5), 2), Error) << "class 1 has 1 point";
+}
+
+TEST(Detectors, PcaWhitenedByHand) {
+  // 2-D inputs that vary along (1, 1) only, with a little noise across: the trailing component is
+  // (1, -1)/sqrt 2 with a tiny variance. Moving across scores high, moving along scores ~0.
+  torch::manual_seed(0);
+  const auto t = torch::randn({400, 1});
+  const auto across = 0.01 * torch::randn({400, 1});
+  const auto x = torch::cat({t + across, t - across}, 1).view({400, 1, 1, 2});
+  const auto d = PcaWhitened::fit(x, 0.5);
+  EXPECT_EQ(d->components(), 1);
+  const auto m = model::create_model("mlp", model::default_spec(2), 0);
+  Batch b;
+  b.x = torch::tensor({{0.5f, 0.5f}, {0.05f, -0.05f}}).view({2, 1, 1, 2});
+  const auto s = d->score(m, b);
+  EXPECT_LT(s[0].item<float>(), 1.0f) << "along the data: inside its variance";
+  EXPECT_GT(s[1].item<float>(), 10.0f) << "across it: 0.05 * sqrt 2 over a 0.01 sd is ~7 sd, squared ~50";
+  EXPECT_THROW(PcaWhitened::fit(x.narrow(0, 0, 1), 0.5), Error) << "fewer points than dimensions";
 }
 
 TEST(Detectors, FeatureSqueezingByHandAndStraightThroughGradient) {
@@ -141,13 +159,13 @@ TEST(Metrics, AurocAndTprByHand) {
 // calibration never saw (the test split), within sampling tolerance.
 TEST(Calibration, HitsItsFprOnHeldOutData) {
   const auto& set = calibrated();
-  ASSERT_EQ(set.names(), (std::vector<std::string>{"max-softmax", "squeeze", "mahalanobis"}));
+  ASSERT_EQ(set.names(), (std::vector<std::string>{"max-softmax", "squeeze", "mahalanobis", "pca"}));
   const auto x = test_set().inputs();
   const auto s = set.score(baseline(), batch_of(baseline(), x));
   const double fpr = s.flagged.to(torch::kDouble).mean().item<double>();
   EXPECT_NEAR(fpr, 0.05, 0.03) << "combined flag rate on 1,000 clean test images";
   const auto raw = score_all(set, baseline(), x);
-  for (int64_t d = 0; d < 3; ++d) {
+  for (int64_t d = 0; d < 4; ++d) {
     const double r = (raw.select(1, d) > set.thresholds()[d]).to(torch::kDouble).mean().item<double>();
     EXPECT_NEAR(r, 0.05, 0.03) << set.names()[d];
   }
@@ -240,7 +258,7 @@ TEST(Evaluate, DetectsFgsmAndAdaptiveEvadesAtLeastAsOftenAsPgd) {
   EXPECT_GE(adaptive.evasion * attacked + 1e-9, pgd_unflagged * 0.999)
       << "the adaptive attacker should evade the combined flag at least as often as plain PGD";
   // Rows for every detector, and adaptive rows per target.
-  EXPECT_EQ(r.rows.size(), 2u * 4u + 4u);
+  EXPECT_EQ(r.rows.size(), 2u * 5u + 5u);
 }
 
 }  // namespace
