@@ -109,7 +109,7 @@ int run_stateful(const std::string& model_path, int images, int64_t queries) {
   auto core = make_server("flag");
   serve::HttpOptions h;
   h.port = 0;
-  h.threads = 8;
+  h.threads = 96;  // a keep-alive connection holds a server thread: one per attacked image's client
   serve::HttpFrontend http(*core, h);
   http.start();
   std::mutex mu;
@@ -144,6 +144,7 @@ int run_stateful(const std::string& model_path, int images, int64_t queries) {
       return s;
     }());
     const auto adv = square->perturb([&](const torch::Tensor& v) { return remote.logits(v); }, x, y);
+    remote.client.stop();
     bool fooled;
     {
       torch::NoGradGuard ng;
@@ -160,7 +161,9 @@ int run_stateful(const std::string& model_path, int images, int64_t queries) {
     needed_all.push_back(needed);
     flag_all.push_back(at);
     ratios.push_back(at / needed);
+    std::fprintf(stderr, "\rimage %d/%d: needed %.0f, flagged at %.0f   ", attacked, images, needed, at);
   }
+  std::fprintf(stderr, "\n");
   std::printf("Square (L-inf eps 0.1, budget %lld) through the live V2 REST endpoint, one client per image, %.0f s:\n",
               static_cast<long long>(queries), seconds_since(t0));
   std::printf("  images attacked %d, Square succeeded on %d; never flagged %d\n", attacked, succeeded, never_flagged);

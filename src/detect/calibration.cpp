@@ -78,6 +78,7 @@ DetectorSet DetectorSet::calibrate(const model::Model& m, const std::string& mod
     set.reference_.push_back(std::get<0>(ref_a.select(1, d).contiguous().sort()));
     set.thresholds_.push_back(upper_quantile(ref_a.select(1, d), o.fpr));
   }
+  set.fit_tails();
   set.recompute_combined_threshold();
   return set;
 }
@@ -88,6 +89,24 @@ DetectorSet DetectorSet::uncalibrated(std::shared_ptr<Detector> d, double thresh
   set.thresholds_.push_back(threshold);
   set.combined_threshold_ = threshold;
   return set;
+}
+
+constexpr double kTailFraction = 0.05;
+
+void DetectorSet::fit_tails() {
+  tail_start_.clear();
+  tail_scale_.clear();
+  for (const auto& ref : reference_) {
+    const auto r = ref.to(torch::kDouble);
+    const int64_t n = r.numel();
+    const int64_t k = std::clamp<int64_t>(static_cast<int64_t>(std::ceil((1 - kTailFraction) * n)) - 1, 0, n - 1);
+    const double start = r[k].item<double>();
+    const auto excess = r.narrow(0, k, n - k) - start;
+    // Mean excess is the exponential's scale; floored so a flat reference still orders scores.
+    const double scale = std::max(excess.mean().item<double>(), 1e-12 * std::max(1.0, std::abs(start)));
+    tail_start_.push_back(start);
+    tail_scale_.push_back(scale);
+  }
 }
 
 void DetectorSet::recompute_combined_threshold() {
@@ -103,7 +122,9 @@ torch::Tensor DetectorSet::p_values(const torch::Tensor& raw) const {
     const auto s = raw.select(1, static_cast<int64_t>(d)).detach().contiguous().to(torch::kFloat);
     // Count of reference scores >= s, with the +1 that makes p a valid conformal p-value.
     const auto at_least = ref.numel() - torch::searchsorted(ref, s, /*out_int32=*/false, /*right=*/false);
-    cols.push_back((at_least.to(torch::kFloat) + 1) / static_cast<float>(ref.numel() + 1));
+    const auto empirical = (at_least.to(torch::kDouble) + 1) / static_cast<double>(ref.numel() + 1);
+    const auto tail = kTailFraction * torch::exp(-(s.to(torch::kDouble) - tail_start_[d]) / tail_scale_[d]);
+    cols.push_back(torch::where(s.to(torch::kDouble) > tail_start_[d], torch::minimum(tail, empirical), empirical));
   }
   return torch::stack(cols, 1);
 }
@@ -111,9 +132,18 @@ torch::Tensor DetectorSet::p_values(const torch::Tensor& raw) const {
 Scores DetectorSet::score(const model::Model& m, const Batch& b) const {
   std::vector<torch::Tensor> cols;
   for (const auto& d : detectors_) cols.push_back(d->score(m, b).to(torch::kFloat));
+  return from_raw(torch::stack(cols, 1));
+}
+
+Scores DetectorSet::from_raw(const torch::Tensor& raw) const {
   Scores s;
-  s.raw = torch::stack(cols, 1);
-  s.combined = calibrated_ ? 1.0 - p_values(s.raw).amin(1) : s.raw.select(1, 0).clamp(0.0, 1.0);
+  s.raw = raw;
+  if (raw.size(0) == 0) {
+    s.combined = torch::empty({0}, torch::kDouble);
+    s.flagged = torch::empty({0}, torch::kBool);
+    return s;
+  }
+  s.combined = calibrated_ ? 1.0 - p_values(raw).amin(1) : raw.select(1, 0).clamp(0.0, 1.0).to(torch::kDouble);
   s.flagged = s.combined > combined_threshold_;
   return s;
 }
@@ -147,6 +177,7 @@ DetectorSet DetectorSet::select(const std::vector<std::string>& names) const {
     out.thresholds_.push_back(thresholds_[d]);
   }
   out.holdout_ = holdout_.index_select(1, torch::tensor(cols));
+  out.fit_tails();
   out.recompute_combined_threshold();
   return out;
 }
@@ -229,6 +260,7 @@ DetectorSet DetectorSet::load(const std::string& path, const model::Model& m, co
   }
   set.holdout_ = torch::stack(holdout, 1);
   set.monitor_reference_ = j.value("monitor_reference", nlohmann::json::object());
+  set.fit_tails();
   set.recompute_combined_threshold();
   return set;
 }

@@ -7,6 +7,11 @@
 // Part B's raw scores are stored too, so any subset of the detectors (`serve --detectors`) gets a
 // combined threshold of its own without re-running the model.
 //
+// Past the reference's top 5 % the p-value follows an exponential tail fitted to those scores
+// (peaks over threshold): an empirical p-value cannot go below 1/(n+1), so every score beyond the
+// clean maximum would tie at the floor, and the combined score could not tell an input far outside
+// the clean range from a borderline one.
+//
 // Thread-safety: immutable after construction; score() may be called from any thread.
 #pragma once
 
@@ -34,7 +39,7 @@ struct CalibrationOptions {
 
 struct Scores {
   torch::Tensor raw;       // [N, D] per detector
-  torch::Tensor combined;  // [N] in [0, 1]: 1 - min p-value (calibrated), or the raw score (uncalibrated)
+  torch::Tensor combined;  // [N] in [0, 1] (double): 1 - min p-value (calibrated), or the raw score (uncalibrated)
   torch::Tensor flagged;   // [N] bool: combined above the threshold
 };
 
@@ -56,6 +61,8 @@ class DetectorSet {
 
   // Runs the detectors: x [N, C, H, W], logits [N, K], features when needs_features().
   Scores score(const model::Model& m, const Batch& b) const;
+  // The combined score and flag of raw scores [N, D] (what score() returns after the detectors ran).
+  Scores from_raw(const torch::Tensor& raw) const;
   // p-values [N, D] of raw scores [N, D] under the clean reference (calibrated sets only).
   torch::Tensor p_values(const torch::Tensor& raw) const;
 
@@ -76,7 +83,10 @@ class DetectorSet {
   void recompute_combined_threshold();
 
   std::vector<std::shared_ptr<Detector>> detectors_;
+  void fit_tails();
+
   std::vector<torch::Tensor> reference_;  // per detector: sorted clean scores of part A
+  std::vector<double> tail_start_, tail_scale_;  // per detector: the exponential tail (from reference_)
   torch::Tensor holdout_;                 // [nB, D] raw clean scores of part B
   std::vector<double> thresholds_;
   double combined_threshold_ = 0.5;

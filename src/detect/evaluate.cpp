@@ -53,16 +53,7 @@ void add_rows(std::vector<DetectionRow>& rows, DetectionRow base, const Detector
 }
 
 Scores score_points(const DetectorSet& set, const model::Model& m, const torch::Tensor& x) {
-  Scores s;
-  s.raw = score_all(set, m, x);
-  if (x.size(0) == 0) {
-    s.combined = torch::empty({0});
-    s.flagged = torch::empty({0}, torch::kBool);
-    return s;
-  }
-  s.combined = set.calibrated() ? 1.0 - set.p_values(s.raw).amin(1) : s.raw.select(1, 0);
-  s.flagged = s.combined > set.combined_threshold();
-  return s;
+  return set.from_raw(score_all(set, m, x));
 }
 
 }  // namespace
