@@ -17,8 +17,16 @@ echo "== harden: one epoch per method on the full training set, ratios to standa
 echo "== harden: standard vs Fast-AT, 3 alternating pairs =="
 "$BUILD/bench/harden" 60000 128 3
 
-echo "== serve: REST/gRPC latency and throughput, batching efficiency, guard cost =="
-"$BUILD/bench/serve" "$MODEL" 3
+echo "== serve: REST/gRPC latency and throughput, batching efficiency, guard cost, detector cost =="
+CALIBRATION=$BUILD/demo/baseline.detect
+if [ "$MODEL" != - ] && [ -f "$CALIBRATION" ]; then
+  "$BUILD/bench/serve" "$MODEL" 3 "$CALIBRATION"
+  echo "== detect: the stream monitor end to end, then Square against the query-similarity detector =="
+  "$BUILD/bench/detect" monitor "$MODEL" "$CALIBRATION" 50
+  "$BUILD/bench/detect" stateful "$MODEL" 50 5000
+else
+  "$BUILD/bench/serve" "$MODEL" 3
+fi
 
 # Instruction counts are repeatable whatever else the machine runs; they show each loop's own
 # overhead without the noise of a shared machine.

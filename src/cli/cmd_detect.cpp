@@ -22,7 +22,7 @@ namespace {
 struct CalibrateFlags {
   std::string model;
   std::string data = "fashion-mnist";
-  std::string detectors = "max-softmax,mahalanobis,pca";
+  std::string detectors = "max-softmax,pca";
   std::string squeezers = "bits:4,median:2";
   double fpr = 0.01;
   int64_t fit_n = 10000;

@@ -77,6 +77,9 @@ Mahalanobis::Mahalanobis(torch::Tensor means, torch::Tensor precision)
       precision_.size(0) != means_.size(1)) {
     throw data_format("mahalanobis: means [K, D] and precision [D, D] do not fit together");
   }
+  // Per request only f P f and f P mu change; P mu and mu P mu are fixed.
+  precision_means_ = precision_.mm(means_.t()).contiguous();  // [D, K]
+  means_term_ = (means_.mm(precision_) * means_).sum(1).unsqueeze(0);
 }
 
 std::shared_ptr<Mahalanobis> Mahalanobis::fit(const torch::Tensor& features, const torch::Tensor& labels,
@@ -108,11 +111,9 @@ torch::Tensor Mahalanobis::score(const model::Model&, const Batch& b) const {
   if (!b.features.defined()) throw invalid_argument("mahalanobis needs a model with features()");
   // (f - mu)^T P (f - mu) = f^T P f - 2 f^T P mu + mu^T P mu, for every class at once.
   const auto f = b.features.flatten(1);
-  const auto fp = f.mm(precision_);                           // [N, D]
-  const auto self = (fp * f).sum(1, true);                    // [N, 1]
-  const auto cross = fp.mm(means_.t());                       // [N, K]
-  const auto mu = (means_.mm(precision_) * means_).sum(1);    // [K]
-  return (self - 2 * cross + mu.unsqueeze(0)).amin(1).clamp_min(0);
+  const auto self = (f.mm(precision_) * f).sum(1, true);                   // [N, 1]
+  const auto cross = torch::addmm(means_term_, f, precision_means_, 1, -2);  // mu P mu - 2 f P mu, [N, K]
+  return (cross + self).amin(1).clamp_min(0);
 }
 
 nlohmann::json Mahalanobis::to_json() const {

@@ -86,6 +86,7 @@ class Mahalanobis : public Detector {
 
  private:
   torch::Tensor means_, precision_;
+  torch::Tensor precision_means_, means_term_;  // P mu^T [D, K] and mu P mu^T [1, K], fixed
 };
 
 // Energy in the input's trailing principal components, whitened (Hendrycks & Gimpel 2017,
