@@ -10,15 +10,14 @@
 #include "model/model.h"
 
 namespace bulwark::detect {
-namespace {
-
-// The (1 - fpr) quantile of v: at most a share fpr of v lies strictly above it.
-double upper_quantile(torch::Tensor v, double fpr) {
-  v = std::get<0>(v.to(torch::kDouble).sort());
-  const int64_t n = v.numel();
+double upper_quantile(const torch::Tensor& v, double fpr) {
+  const auto s = std::get<0>(v.to(torch::kDouble).sort());
+  const int64_t n = s.numel();
   const int64_t k = std::clamp<int64_t>(static_cast<int64_t>(std::ceil((1.0 - fpr) * n)) - 1, 0, n - 1);
-  return v[k].item<double>();
+  return s[k].item<double>();
 }
+
+namespace {
 
 Batch run_model(const model::Model& m, const torch::Tensor& x, bool features) {
   Batch b;

@@ -98,6 +98,10 @@ class DetectorSet {
   nlohmann::json monitor_reference_ = nlohmann::json::object();
 };
 
+// The (1 - fpr) quantile of v: at most a share fpr of v lies strictly above it. Thresholds here
+// and in detect evaluate's ROC readings.
+double upper_quantile(const torch::Tensor& v, double fpr);
+
 // Raw detector scores [N, D] for a large x, computed in chunks under NoGrad.
 torch::Tensor score_all(const DetectorSet& set, const model::Model& m, const torch::Tensor& x, int64_t chunk = 500);
 

@@ -16,13 +16,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-double upper_quantile(const torch::Tensor& v, double fpr) {
-  const auto s = std::get<0>(v.to(torch::kDouble).sort());
-  const int64_t n = s.numel();
-  const int64_t k = std::clamp<int64_t>(static_cast<int64_t>(std::ceil((1.0 - fpr) * n)) - 1, 0, n - 1);
-  return s[k].item<double>();
-}
-
 // Rows for every detector column and the combined score of one set of positives.
 void add_rows(std::vector<DetectionRow>& rows, DetectionRow base, const DetectorSet& set, const Scores& clean,
               const Scores& adv, const torch::Tensor& clean_correct) {
