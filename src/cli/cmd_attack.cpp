@@ -5,12 +5,12 @@
 #include <iostream>
 
 #include "attack/attack.h"
+#include "attack/squeeze.h"
 #include "cli/common.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "core/progress.h"
 #include "data/dataset.h"
-#include "attack/squeeze.h"
 #include "model/model.h"
 
 namespace bulwark::cli {
@@ -35,23 +35,17 @@ struct AttackFlags {
   bool quiet = false;
 };
 
-std::string pct(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f%%", 100 * v);
-  return buf;
-}
-
 void print_table(const attack::RobustnessReport& r) {
   std::printf("\n%-10s %6s %11s %8s %9s %9s %8s %8s\n", "attack", "eps", "robust acc", "success", "max norm",
               "mean norm", "queries", "time");
   for (const auto& row : r.rows) {
     const std::string q = row.mean_queries >= 0 ? std::to_string(static_cast<int64_t>(row.mean_queries + 0.5)) : "-";
-    std::printf("%-10s %6g %11s %8s %9.4f %9.4f %8s %8s\n", row.attack.c_str(), row.eps, pct(row.robust_accuracy).c_str(),
-                pct(row.success_rate).c_str(), row.max_norm, row.mean_norm, q.c_str(),
-                format_duration(row.seconds).c_str());
+    std::printf("%-10s %6g %11s %8s %9.4f %9.4f %8s %8s\n", row.attack.c_str(), row.eps,
+                percent(row.robust_accuracy, 1).c_str(), percent(row.success_rate, 1).c_str(), row.max_norm,
+                row.mean_norm, q.c_str(), format_duration(row.seconds).c_str());
   }
   for (const auto& w : r.worst) {
-    std::printf("%-10s %6g %11s\n", "worst case", w.eps, pct(w.robust_accuracy).c_str());
+    std::printf("%-10s %6g %11s\n", "worst case", w.eps, percent(w.robust_accuracy, 1).c_str());
   }
   if (!r.warnings.empty()) {
     std::printf("\nwarnings (possible gradient masking):\n");
@@ -130,13 +124,15 @@ void run_attack(const AttackFlags& f, const GlobalOptions& g) {
     return;
   }
   std::printf("model   %s (%s), %lld %s test images, clean accuracy %s\n", f.model.c_str(), m.spec().arch.c_str(),
-              static_cast<long long>(report.n), d.name.c_str(), pct(report.clean_accuracy).c_str());
+              static_cast<long long>(report.n), d.name.c_str(), percent(report.clean_accuracy, 1).c_str());
   if (!f.defense.empty()) {
-    std::printf("defense %s (feature squeezing), attacked %s\n", f.defense.c_str(),
-                f.no_bpda ? "with plain gradients: figures are overstated" : "through BPDA (straight-through gradients)");
+    std::printf(
+        "defense %s (feature squeezing), attacked %s\n", f.defense.c_str(),
+        f.no_bpda ? "with plain gradients: figures are overstated" : "through BPDA (straight-through gradients)");
   }
   std::printf("threat  %s, range [%g, %g], seed %llu%s\n", report.norm.c_str(), o.settings.lo, o.settings.hi,
-              static_cast<unsigned long long>(g.seed), o.cascade ? ", auto = apgd-ce -> apgd-t -> square (cumulative)" : "");
+              static_cast<unsigned long long>(g.seed),
+              o.cascade ? ", auto = apgd-ce -> apgd-t -> square (cumulative)" : "");
   print_table(report);
   if (!f.save_adv.empty()) std::printf("\nadversarial examples saved to %s (torch.load)\n", f.save_adv.c_str());
 }
@@ -147,7 +143,8 @@ void register_attack(CLI::App& app, GlobalOptions& g) {
   auto flags = std::make_shared<AttackFlags>();
   auto* cmd = app.add_subcommand("attack", "Evaluate robustness: run evasion attacks and report robust accuracy");
   cmd->add_option("--model", flags->model, "Model file (.pt)")->required();
-  cmd->add_option("--data", flags->data, "fashion-mnist, or a directory in the MNIST IDX layout")->capture_default_str();
+  cmd->add_option("--data", flags->data, "fashion-mnist, or a directory in the MNIST IDX layout")
+      ->capture_default_str();
   cmd->add_option("--attacks", flags->attacks, "Comma list of fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square; or auto")
       ->capture_default_str();
   cmd->add_option("--eps", flags->eps, "Comma list of perturbation budgets")->capture_default_str();
@@ -159,7 +156,8 @@ void register_attack(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--restarts", flags->restarts, "Random restarts (pgd, apgd, square)")->capture_default_str();
   cmd->add_option("--queries", flags->queries, "Square query budget per point")->capture_default_str();
   cmd->add_option("--save-adv", flags->save_adv, "Write clean and worst-case adversarial tensors (torch.load-able)");
-  cmd->add_option("--defense", flags->defense, "Feature squeezing in front of the model: bits:N, median:K, joined by +");
+  cmd->add_option("--defense", flags->defense,
+                  "Feature squeezing in front of the model: bits:N, median:K, joined by +");
   cmd->add_flag("--no-bpda", flags->no_bpda, "With --defense: attack through plain gradients (overstates robustness)");
   cmd->add_flag("--no-masking-checks", flags->no_masking_checks, "Skip the gradient-masking probes");
   cmd->add_flag("--quiet", flags->quiet, "No progress bars");

@@ -54,12 +54,6 @@ std::vector<std::string> split_csv(const std::string& s) {
   return out;
 }
 
-std::string pct(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f%%", 100 * v);
-  return buf;
-}
-
 void run_calibrate(const CalibrateFlags& f, const GlobalOptions& g) {
   apply_threads(g);
   detect::CalibrationOptions o;
@@ -78,17 +72,23 @@ void run_calibrate(const CalibrateFlags& f, const GlobalOptions& g) {
   const auto fit = split.train.head(std::min(f.fit_n, split.train.size()), "--fit-n");
   const auto sha = sha256_file_hex(f.model);
   auto set = detect::DetectorSet::calibrate(m, sha, o, fit.inputs(), fit.targets(), split.validation.inputs());
-  set.monitor_reference() = detect::fit_monitor_reference(set, m, split.validation.inputs(), split.validation.targets());
+  set.monitor_reference() =
+      detect::fit_monitor_reference(set, m, split.validation.inputs(), split.validation.targets());
   set.save(f.out);
-  nlohmann::json j{{"out", f.out},           {"model", f.model},
-                   {"model_sha256", sha},     {"fpr", f.fpr},
-                   {"fit_points", fit.size()}, {"reference_points", split.validation.size()},
-                   {"detectors", set.names()}, {"thresholds", set.thresholds()},
+  nlohmann::json j{{"out", f.out},
+                   {"model", f.model},
+                   {"model_sha256", sha},
+                   {"fpr", f.fpr},
+                   {"fit_points", fit.size()},
+                   {"reference_points", split.validation.size()},
+                   {"detectors", set.names()},
+                   {"thresholds", set.thresholds()},
                    {"combined_threshold", set.combined_threshold()}};
   std::vector<std::pair<std::string, std::string>> rows{
       {"calibration", f.out},
       {"model", f.model + " (sha256 " + sha.substr(0, 12) + "...)"},
-      {"held-out", std::to_string(split.validation.size()) + " clean validation images, target FPR " + pct(f.fpr)},
+      {"held-out",
+       std::to_string(split.validation.size()) + " clean validation images, target FPR " + percent(f.fpr, 1)},
   };
   for (size_t d = 0; d < set.names().size(); ++d) {
     char buf[64];
@@ -103,9 +103,10 @@ void print_detection_table(const detect::DetectionReport& r) {
               "AUROC", "TPR@1%", "TPR@5%", "TPR@thr", "FPR@thr", "evasion");
   for (const auto& row : r.rows) {
     std::printf("%-12s %-9s %-12s %6g %6lld %7.3f %9s %9s %9s %9s %9s\n", row.detector.c_str(), row.attack.c_str(),
-                row.target.empty() ? "-" : row.target.c_str(), row.eps, static_cast<long long>(row.positives), row.auroc,
-                pct(row.tpr_at_1).c_str(), pct(row.tpr_at_5).c_str(), pct(row.tpr_at_threshold).c_str(),
-                pct(row.fpr_at_threshold).c_str(), row.evasion >= 0 ? pct(row.evasion).c_str() : "-");
+                row.target.empty() ? "-" : row.target.c_str(), row.eps, static_cast<long long>(row.positives),
+                row.auroc, percent(row.tpr_at_1, 1).c_str(), percent(row.tpr_at_5, 1).c_str(),
+                percent(row.tpr_at_threshold, 1).c_str(), percent(row.fpr_at_threshold, 1).c_str(),
+                row.evasion >= 0 ? percent(row.evasion, 1).c_str() : "-");
   }
   std::fflush(stdout);
 }
@@ -148,9 +149,9 @@ void run_evaluate(const EvaluateFlags& f, const GlobalOptions& g) {
   }
   std::printf("model   %s, %lld %s test images from #%lld, clean accuracy %s\n", f.model.c_str(),
               static_cast<long long>(report.n), d.name.c_str(), static_cast<long long>(f.offset),
-              pct(report.clean_accuracy).c_str());
+              percent(report.clean_accuracy, 1).c_str());
   std::printf("detect  %s calibrated at FPR %s; positives = successful adversarials of correctly classified points\n",
-              f.calibration.c_str(), pct(report.fpr_target).c_str());
+              f.calibration.c_str(), percent(report.fpr_target, 1).c_str());
   print_detection_table(report);
   std::printf("\nevasion: adaptive adversarials that are misclassified and not flagged, share of attacked points.\n");
 }
@@ -170,8 +171,7 @@ void register_detect(CLI::App& app, GlobalOptions& g) {
   cal->add_option("--squeezers", cf->squeezers, "Comma list of squeezers for 'squeeze' (bits:N, median:K)")
       ->capture_default_str();
   cal->add_option("--fpr", cf->fpr, "Target false-positive rate on clean inputs")->capture_default_str();
-  cal->add_option("--fit-n", cf->fit_n, "Training images that fit Mahalanobis and PCA")
-      ->capture_default_str();
+  cal->add_option("--fit-n", cf->fit_n, "Training images that fit Mahalanobis and PCA")->capture_default_str();
   cal->add_option("--val-fraction", cf->val_fraction, "Held-out share of the training split (as in train)")
       ->capture_default_str()
       ->check(CLI::Range(0.01, 0.5));
@@ -192,7 +192,8 @@ void register_detect(CLI::App& app, GlobalOptions& g) {
   ev->add_option("--steps", ef->steps, "PGD steps")->capture_default_str();
   ev->add_option("--queries", ef->queries, "Square query budget per point")->capture_default_str();
   ev->add_option("--adaptive-steps", ef->adaptive_steps, "Adaptive attack PGD steps")->capture_default_str();
-  ev->add_option("--adaptive-weight", ef->adaptive_weight, "Weight of the detector-evasion term")->capture_default_str();
+  ev->add_option("--adaptive-weight", ef->adaptive_weight, "Weight of the detector-evasion term")
+      ->capture_default_str();
   ev->add_flag("--no-adaptive", ef->no_adaptive, "Skip the adaptive attacker");
   ev->add_flag("--quiet", ef->quiet, "No progress bars");
   ev->callback([ef, &g] { run_evaluate(*ef, g); });

@@ -26,9 +26,9 @@ void print_result(const GlobalOptions& g, const nlohmann::json& j,
   std::cout << std::flush;
 }
 
-std::string percent(double fraction) {
+std::string percent(double fraction, int decimals) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f%%", 100.0 * fraction);
+  std::snprintf(buf, sizeof buf, "%.*f%%", decimals, 100.0 * fraction);
   return buf;
 }
 

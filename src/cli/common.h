@@ -25,7 +25,7 @@ void apply_threads(const GlobalOptions& g);
 void print_result(const GlobalOptions& g, const nlohmann::json& j,
                   const std::vector<std::pair<std::string, std::string>>& rows);
 
-std::string percent(double fraction);
+std::string percent(double fraction, int decimals = 2);
 std::string with_commas(int64_t n);
 
 // Each subcommand registers itself; the callback runs after parsing succeeds.
