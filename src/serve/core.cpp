@@ -237,8 +237,16 @@ InferResponse InferenceCore::infer(const InferRequest& r, const std::string& aut
     const auto x = to_model_input(r, spec, options_.max_elements);
     check_requested_outputs(r);
     auto result = slot->batcher->submit(x).get();
-    at::Tensor flagged;
-    if (result.scores.defined()) flagged = result.scores > slot->detectors->combined_threshold();
+    // Scores and flags read in plain loops: no ATen kernels on request threads (see guard.h).
+    std::vector<uint8_t> flagged;
+    const double* score = nullptr;
+    at::Tensor scores;
+    if (result.scores.defined()) {
+      scores = result.scores.contiguous().to(torch::kDouble);  // already so: no copy
+      score = scores.data_ptr<double>();
+      const double threshold = slot->detectors->combined_threshold();
+      for (int64_t i = 0; i < scores.size(0); ++i) flagged.push_back(score[i] > threshold);
+    }
     guard_.after_inference(r.model, slot->version, client, request_id, x, result.logits, flagged, unix_now_s());
 
     InferResponse resp;
@@ -246,19 +254,17 @@ InferResponse InferenceCore::infer(const InferRequest& r, const std::string& aut
     resp.version = slot->version;
     resp.id = request_id;
     resp.outputs = build_outputs(r, result.logits, spec);
-    if (result.scores.defined()) {
-      const auto s = result.scores.contiguous().to(torch::kFloat);
-      const auto fl = flagged.contiguous();
-      const float* score = s.data_ptr<float>();
-      const bool* flag = fl.data_ptr<bool>();
+    if (score) {
       const bool expose = guard_.expose_to(who.admin);
-      for (int64_t i = 0; i < s.size(0); ++i) {
-        metrics_.attack_score(r.model, slot->version, score[i], flag[i]);
-        rec.max_score = std::max(rec.max_score, score[i]);
-        rec.flagged = rec.flagged || flag[i];
+      for (size_t i = 0; i < flagged.size(); ++i) {
+        const auto v = static_cast<float>(score[i]);
+        const bool flag = flagged[i];
+        metrics_.attack_score(r.model, slot->version, v, flag);
+        rec.max_score = std::max(rec.max_score, v);
+        rec.flagged = rec.flagged || flag;
         if (!expose) continue;
-        resp.attack_scores.push_back(score[i]);
-        resp.attack_flags.push_back(flag[i]);
+        resp.attack_scores.push_back(v);
+        resp.attack_flags.push_back(flag);
       }
       if (expose) resp.scorer = slot->detectors->calibrated() ? "calibrated:" + join(slot->detectors->names())
                                                               : slot->detectors->names().front();

@@ -126,11 +126,11 @@ void Guard::admit(const std::string& client, double now_s) {
 
 void Guard::after_inference(const std::string& model, const std::string& version, const std::string& client,
                             const std::string& request_id, const at::Tensor& x, const at::Tensor& logits,
-                            const at::Tensor& flagged, double now_s) {
+                            const std::vector<uint8_t>& flagged, double now_s) {
   const int64_t n = logits.size(0);
   if (stateful_) {
-    const auto flat = x.reshape({n, -1}).contiguous().to(torch::kFloat);
-    const int64_t d = flat.size(1);
+    const auto flat = x.contiguous().to(torch::kFloat);  // already so: no copy
+    const int64_t d = flat.numel() / std::max<int64_t>(1, n);
     const float* p = flat.data_ptr<float>();
     for (int64_t i = 0; i < n; ++i) {
       const auto v = stateful_->observe(client, p + i * d, d, now_s);
@@ -152,9 +152,7 @@ void Guard::after_inference(const std::string& model, const std::string& version
       events_->publish(e);
     }
   }
-  // Confidence and class per row in plain loops: this runs on the request thread, and ATen ops
-  // there (softmax dispatches into OpenMP) made gRPC's short-lived server threads each start an
-  // OpenMP team — bench/serve measured gRPC at concurrency 8 fall from ~900 to ~300 req/s.
+  // Confidence and class per row in plain loops (see the header: no ATen kernels here).
   const auto z = logits.contiguous().to(torch::kFloat);
   const int64_t classes = z.size(1);
   const float* zp = z.data_ptr<float>();
@@ -175,9 +173,10 @@ void Guard::after_inference(const std::string& model, const std::string& version
     if (it != monitors_.end()) monitor = it->second;
   }
   if (monitor) {
-    const auto hits = flagged.defined() ? flagged.contiguous() : torch::zeros({n}, torch::kBool);
-    const bool* h = hits.data_ptr<bool>();
-    for (int64_t i = 0; i < n; ++i) monitor->observe(now_s, conf[i], h[i], pred[i]);
+    for (int64_t i = 0; i < n; ++i) {
+      const bool hit = !flagged.empty() && flagged[static_cast<size_t>(i)];
+      monitor->observe(now_s, conf[i], hit, pred[i]);
+    }
   }
   if (request_id.empty() || request_id.size() > kMaxFeedbackIdBytes) return;
   remember(request_id, Answered{model, version, std::move(pred), now_s});
