@@ -26,6 +26,23 @@ void print_result(const GlobalOptions& g, const nlohmann::json& j,
   std::cout << std::flush;
 }
 
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size(), 0);
+  for (size_t c = 0; c < header.size(); ++c) width[c] = header[c].size();
+  for (const auto& r : rows) {
+    for (size_t c = 0; c < r.size() && c < width.size(); ++c) width[c] = std::max(width[c], r[c].size());
+  }
+  const auto line = [&width](const std::vector<std::string>& cells) {
+    for (size_t c = 0; c < cells.size() && c < width.size(); ++c) {
+      std::cout << cells[c] << (c + 1 < cells.size() ? std::string(width[c] - cells[c].size() + 2, ' ') : "");
+    }
+    std::cout << '\n';
+  };
+  line(header);
+  for (const auto& r : rows) line(r);
+  std::cout << std::flush;
+}
+
 std::string percent(double fraction, int decimals) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.*f%%", decimals, 100.0 * fraction);

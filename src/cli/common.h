@@ -25,6 +25,9 @@ void apply_threads(const GlobalOptions& g);
 void print_result(const GlobalOptions& g, const nlohmann::json& j,
                   const std::vector<std::pair<std::string, std::string>>& rows);
 
+// Prints a table with a header row, columns aligned (human output of list commands).
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
+
 std::string percent(double fraction, int decimals = 2);
 std::string with_commas(int64_t n);
 
@@ -36,6 +39,8 @@ void register_attack(CLI::App& app, GlobalOptions& g);
 void register_harden(CLI::App& app, GlobalOptions& g);
 void register_serve(CLI::App& app, GlobalOptions& g);  // and `token`
 void register_detect(CLI::App& app, GlobalOptions& g);
+void register_registry(CLI::App& app, GlobalOptions& g);  // and `keys`
+void register_audit(CLI::App& app, GlobalOptions& g);     // and `runs`
 
 std::string version_text();
 

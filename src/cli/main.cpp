@@ -31,6 +31,8 @@ int run(int argc, char** argv) {
   bulwark::cli::register_harden(app, g);
   bulwark::cli::register_serve(app, g);
   bulwark::cli::register_detect(app, g);
+  bulwark::cli::register_registry(app, g);
+  bulwark::cli::register_audit(app, g);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,297 @@
+// bulwark registry / keys — model versions, stages, signatures and the trust list.
+#include <fstream>
+#include <iostream>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "core/files.h"
+#include "registry/registry.h"
+
+namespace bulwark::cli {
+namespace {
+
+using nlohmann::json;
+using registry::Registry;
+
+struct RegistryFlags {
+  std::string dir = "bulwark-registry";
+  bool allow_unsigned = false;
+};
+
+void add_registry_flag(CLI::App* cmd, RegistryFlags& f) {
+  cmd->add_option("--registry", f.dir, "Registry directory")->capture_default_str();
+}
+
+Registry open_registry(const RegistryFlags& f) {
+  if (f.allow_unsigned) {
+    std::cerr << "bulwark: WARNING: --allow-unsigned: unsigned model versions are accepted (development only)\n";
+  }
+  return Registry(f.dir, registry::local_actor(), f.allow_unsigned);
+}
+
+std::string or_dash(const std::string& s) { return s.empty() ? "-" : s; }
+
+struct RegisterFlags {
+  std::string model, file, calibration, key, dataset, dataset_sha256, method, command, metrics;
+  int64_t parent = 0;
+  double eps = -1;
+  int64_t seed = -1;
+};
+
+void run_register(const RegisterFlags& f, const RegistryFlags& rf, const GlobalOptions& g) {
+  auto reg = open_registry(rf);
+  registry::RegisterRequest r;
+  r.model = f.model;
+  r.files["model.pt"] = f.file;
+  if (!f.calibration.empty()) r.files["model.detect"] = f.calibration;
+  if (f.parent > 0) r.parent = f.parent;
+  const std::vector<std::pair<const char*, std::string>> text{
+      {"dataset", f.dataset}, {"dataset_sha256", f.dataset_sha256}, {"method", f.method}, {"command", f.command}};
+  for (const auto& [k, v] : text) {
+    if (!v.empty()) r.lineage[k] = v;
+  }
+  if (f.eps >= 0) r.lineage["eps"] = f.eps;
+  if (f.seed >= 0) r.lineage["seed"] = f.seed;
+  if (!f.metrics.empty()) {
+    r.metrics = json::parse(read_file(f.metrics), nullptr, false);
+    if (!r.metrics.is_object()) throw invalid_argument("--metrics " + f.metrics + ": must hold a JSON object");
+  }
+  std::optional<registry::SigningKey> key;
+  if (!f.key.empty()) key = registry::SigningKey::load(f.key);
+  const auto v = reg.register_version(r, key ? &*key : nullptr);
+  print_result(g, v.to_json(),
+               {{"registered", v.ref()},
+                {"signed", v.is_signed() ? "yes, key " + v.key_id.substr(0, 16) : "NO (--allow-unsigned)"},
+                {"files", std::to_string(v.files.size())},
+                {"stage", to_string(v.stage)}});
+}
+
+void run_list(const std::string& model, const RegistryFlags& rf, const GlobalOptions& g) {
+  auto reg = open_registry(rf);
+  json out = json::array();
+  std::vector<std::vector<std::string>> rows;
+  if (model.empty()) {
+    for (const auto& name : reg.models()) {
+      const auto vs = reg.versions(name);
+      std::string prod = "-", staging = "-";
+      for (const auto& v : vs) {
+        if (v.stage == registry::Stage::kProduction) prod = std::to_string(v.version);
+        if (v.stage == registry::Stage::kStaging) staging = std::to_string(v.version);
+      }
+      out.push_back({{"model", name}, {"versions", vs.size()}, {"latest", vs.back().version},
+                     {"production", prod}, {"staging", staging}});
+      rows.push_back({name, std::to_string(vs.size()), std::to_string(vs.back().version), prod, staging});
+    }
+    if (g.json) std::cout << out.dump(2) << std::endl;
+    else print_table({"MODEL", "VERSIONS", "LATEST", "PRODUCTION", "STAGING"}, rows);
+    return;
+  }
+  for (const auto& v : reg.versions(registry::parse_reference(model).model)) {
+    out.push_back(v.to_json());
+    rows.push_back({v.ref(), to_string(v.stage), v.is_signed() ? v.key_id.substr(0, 12) : "UNSIGNED",
+                    v.parent ? std::to_string(*v.parent) : "-", or_dash(v.lineage.value("method", "")), v.created});
+  }
+  if (g.json) std::cout << out.dump(2) << std::endl;
+  else print_table({"VERSION", "STAGE", "KEY", "PARENT", "METHOD", "CREATED"}, rows);
+}
+
+void run_show(const std::string& ref, bool bundle, const RegistryFlags& rf, const GlobalOptions& g) {
+  auto reg = open_registry(rf);
+  const auto v = reg.resolve(registry::parse_reference(ref));
+  if (bundle) {
+    if (!v.is_signed()) throw not_found(v.ref() + " is unsigned: it has no bundle");
+    std::cout << v.bundle << std::endl;
+    return;
+  }
+  std::vector<std::pair<std::string, std::string>> rows{
+      {"version", v.ref()}, {"stage", to_string(v.stage)},
+      {"signed", v.is_signed() ? "key " + v.key_id : "NO"}, {"parent", v.parent ? std::to_string(*v.parent) : "-"},
+      {"created", v.created + " by " + v.created_by}};
+  for (const auto& [name, sha] : v.files) rows.push_back({"file " + name, sha});
+  for (const auto& [k, val] : v.lineage.items()) rows.push_back({"lineage." + k, val.is_string() ? val.get<std::string>() : val.dump()});
+  for (const auto& [k, val] : v.metrics.items()) rows.push_back({"metrics." + k, val.dump()});
+  print_result(g, v.to_json(), rows);
+}
+
+void run_promote(const std::string& ref, const std::string& stage, const RegistryFlags& rf, const GlobalOptions& g) {
+  auto reg = open_registry(rf);
+  const auto r = registry::parse_reference(ref);
+  if (r.version == 0) throw invalid_argument("promote needs a version: NAME@N (got '" + ref + "')");
+  const auto v = reg.promote(r.model, r.version, registry::parse_stage(stage));
+  print_result(g, v.to_json(), {{"promoted", v.ref()}, {"stage", to_string(v.stage)}});
+}
+
+void run_rollback(const std::string& model, int64_t to, const RegistryFlags& rf, const GlobalOptions& g) {
+  auto reg = open_registry(rf);
+  const auto v = reg.rollback(registry::parse_reference(model).model, to > 0 ? std::optional<int64_t>(to) : std::nullopt);
+  print_result(g, v.to_json(), {{"production", v.ref()}});
+}
+
+void run_verify(const std::string& ref, const RegistryFlags& rf, const GlobalOptions& g) {
+  auto reg = open_registry(rf);
+  std::vector<registry::VersionRecord> todo;
+  if (!ref.empty()) {
+    const auto r = registry::parse_reference(ref);
+    if (r.version > 0 || ref.find('@') != std::string::npos) todo.push_back(reg.resolve(r));
+    else todo = reg.versions(r.model);
+  } else {
+    for (const auto& m : reg.models()) {
+      for (auto& v : reg.versions(m)) todo.push_back(std::move(v));
+    }
+  }
+  json out = json::array();
+  std::vector<std::vector<std::string>> rows;
+  int failed = 0;
+  for (const auto& v : todo) {
+    std::string check = "ok", error;
+    try {
+      reg.verify(v);
+    } catch (const registry::SignatureError& e) {
+      check = e.check;
+      error = e.what();
+    } catch (const Error& e) {
+      check = "objects";
+      error = e.what();
+    }
+    failed += check != "ok";
+    out.push_back({{"version", v.ref()}, {"ok", check == "ok"}, {"check", check}, {"error", error}});
+    rows.push_back({v.ref(), check == "ok" ? "ok" : "FAILED (" + check + ")", error});
+  }
+  if (g.json) std::cout << out.dump(2) << std::endl;
+  else print_table({"VERSION", "RESULT", "DETAIL"}, rows);
+  if (failed > 0) throw data_format(std::to_string(failed) + " of " + std::to_string(todo.size()) + " versions failed verification");
+}
+
+void run_gc(bool dry_run, const RegistryFlags& rf, const GlobalOptions& g) {
+  auto reg = open_registry(rf);
+  const auto r = reg.gc(dry_run);
+  print_result(g, {{"dry_run", dry_run}, {"removed_objects", r.removed_objects}, {"removed_temp", r.removed_temp},
+                   {"bytes", r.bytes_freed}},
+               {{dry_run ? "would remove" : "removed", std::to_string(r.removed_objects) + " objects, " +
+                                                            std::to_string(r.removed_temp) + " temp files"},
+                {"bytes", with_commas(r.bytes_freed)}});
+}
+
+void register_keys(CLI::App& app, GlobalOptions& g) {
+  auto rf = std::make_shared<RegistryFlags>();
+  auto* keys = app.add_subcommand("keys", "Signing keys and the registry's trust list");
+  keys->require_subcommand(1);
+  auto out = std::make_shared<std::string>();
+  auto* gen = keys->add_subcommand("gen", "Write a new ECDSA P-256 key pair: PREFIX.key (mode 0600) and PREFIX.pub");
+  gen->add_option("--out", *out, "Path prefix of the two files")->required();
+  gen->callback([out, &g] {
+    registry::generate_key_pair(*out + ".key", *out + ".pub");
+    const auto key = registry::SigningKey::load(*out + ".key");
+    print_result(g, {{"private", *out + ".key"}, {"public", *out + ".pub"}, {"key_id", key.key_id()}},
+                 {{"private key", *out + ".key (0600)"}, {"public key", *out + ".pub"}, {"key id", key.key_id()}});
+  });
+  auto pub = std::make_shared<std::string>();
+  auto* trust = keys->add_subcommand("trust", "Trust a public key: versions it signs may be promoted and served");
+  trust->add_option("PUBLIC_KEY", *pub, "Public key file (PEM)")->required();
+  add_registry_flag(trust, *rf);
+  trust->callback([pub, rf, &g] {
+    auto reg = open_registry(*rf);
+    const auto id = reg.trust_key(*pub);
+    print_result(g, {{"trusted", id}}, {{"trusted", id}});
+  });
+  auto id = std::make_shared<std::string>();
+  auto* untrust = keys->add_subcommand("untrust", "Remove a key from the trust list (its signatures stop verifying)");
+  untrust->add_option("KEY_ID", *id, "Key id (keys list)")->required();
+  add_registry_flag(untrust, *rf);
+  untrust->callback([id, rf, &g] {
+    auto reg = open_registry(*rf);
+    reg.untrust_key(*id);
+    print_result(g, {{"untrusted", *id}}, {{"untrusted", *id}});
+  });
+  auto* list = keys->add_subcommand("list", "List trusted key ids");
+  add_registry_flag(list, *rf);
+  list->callback([rf, &g] {
+    auto reg = open_registry(*rf);
+    const auto ids = reg.trust().key_ids();
+    if (g.json) {
+      std::cout << json(ids).dump(2) << std::endl;
+      return;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& k : ids) rows.push_back({k});
+    print_table({"KEY ID"}, rows);
+  });
+}
+
+}  // namespace
+
+void register_registry(CLI::App& app, GlobalOptions& g) {
+  register_keys(app, g);
+  auto rf = std::make_shared<RegistryFlags>();
+  auto* reg = app.add_subcommand("registry", "Model registry: versions, stages, signatures");
+  reg->require_subcommand(1);
+
+  auto* init = reg->add_subcommand("init", "Create a registry directory (database, objects, trust list, log key)");
+  add_registry_flag(init, *rf);
+  init->callback([rf, &g] {
+    Registry::init(rf->dir);
+    print_result(g, {{"registry", rf->dir}}, {{"initialised", rf->dir}});
+  });
+
+  auto f = std::make_shared<RegisterFlags>();
+  auto* r = reg->add_subcommand("register", "Store, sign and add a new version of a model");
+  r->add_option("MODEL", f->model, "Model name ([a-z0-9._-])")->required();
+  r->add_option("FILE", f->file, "TorchScript model file (.pt)")->required();
+  r->add_option("--calibration", f->calibration, "Detector calibration (.detect) to version with it");
+  r->add_option("--key", f->key, "Private signing key (keys gen); must be in the trust list");
+  r->add_flag("--allow-unsigned", rf->allow_unsigned, "Register without a signature (development only)");
+  r->add_option("--parent", f->parent, "Version this one was derived from")->check(CLI::PositiveNumber);
+  r->add_option("--dataset", f->dataset, "Lineage: training data");
+  r->add_option("--dataset-sha256", f->dataset_sha256, "Lineage: digest of the training data");
+  r->add_option("--method", f->method, "Lineage: how it was made (train, pgd-at, trades, fast-at)");
+  r->add_option("--eps", f->eps, "Lineage: training eps")->check(CLI::Range(0.0, 1.0));
+  r->add_option("--train-seed", f->seed, "Lineage: training seed")->check(CLI::NonNegativeNumber);
+  r->add_option("--command", f->command, "Lineage: the command line that produced the file");
+  r->add_option("--metrics", f->metrics, "JSON file of metrics (clean, robust per attack/eps, detectors)");
+  add_registry_flag(r, *rf);
+  r->callback([f, rf, &g] { run_register(*f, *rf, g); });
+
+  auto name = std::make_shared<std::string>();
+  auto* list = reg->add_subcommand("list", "List models, or one model's versions");
+  list->add_option("MODEL", *name, "Model name");
+  add_registry_flag(list, *rf);
+  list->callback([name, rf, &g] { run_list(*name, *rf, g); });
+
+  auto ref = std::make_shared<std::string>();
+  auto bundle = std::make_shared<bool>(false);
+  auto* show = reg->add_subcommand("show", "Show a version: NAME@N or NAME@STAGE");
+  show->add_option("REF", *ref, "NAME@N or NAME@STAGE")->required();
+  show->add_flag("--bundle", *bundle, "Print the version's Sigstore bundle (for independent verification)");
+  add_registry_flag(show, *rf);
+  show->callback([ref, bundle, rf, &g] { run_show(*ref, *bundle, *rf, g); });
+
+  auto stage = std::make_shared<std::string>("production");
+  auto* promote = reg->add_subcommand("promote", "Verify a version and move it to a stage");
+  promote->add_option("REF", *ref, "NAME@N")->required();
+  promote->add_option("--stage", *stage, "staging, production, archived or none")->capture_default_str();
+  promote->add_flag("--allow-unsigned", rf->allow_unsigned, "Accept an unsigned version (development only)");
+  add_registry_flag(promote, *rf);
+  promote->callback([ref, stage, rf, &g] { run_promote(*ref, *stage, *rf, g); });
+
+  auto to = std::make_shared<int64_t>(0);
+  auto* rollback = reg->add_subcommand("rollback", "Put the previous production version back in production");
+  rollback->add_option("MODEL", *name, "Model name")->required();
+  rollback->add_option("--to", *to, "This version instead of the previous one")->check(CLI::PositiveNumber);
+  rollback->add_flag("--allow-unsigned", rf->allow_unsigned, "Accept an unsigned version (development only)");
+  add_registry_flag(rollback, *rf);
+  rollback->callback([name, to, rf, &g] { run_rollback(*name, *to, *rf, g); });
+
+  auto* verify = reg->add_subcommand("verify", "Check signatures and object digests (all versions, a model, or NAME@N)");
+  verify->add_option("REF", *ref, "Model or version (default: every version)");
+  verify->add_flag("--allow-unsigned", rf->allow_unsigned, "Pass unsigned versions (development only)");
+  add_registry_flag(verify, *rf);
+  verify->callback([ref, rf, &g] { run_verify(*ref, *rf, g); });
+
+  auto dry = std::make_shared<bool>(false);
+  auto* gc = reg->add_subcommand("gc", "Remove objects no version references and temp files of dead writers");
+  gc->add_flag("--dry-run", *dry, "Only count");
+  add_registry_flag(gc, *rf);
+  gc->callback([dry, rf, &g] { run_gc(*dry, *rf, g); });
+}
+
+}  // namespace bulwark::cli

@@ -1,0 +1,241 @@
+#include "registry/audit.h"
+
+#include <openssl/sha.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "registry/db.h"
+#include "registry/signing.h"
+
+namespace bulwark::registry {
+namespace {
+
+using nlohmann::json;
+
+const std::string kZeroHash(64, '0');
+
+std::string sha256_raw(const std::string& data) {
+  std::string out(SHA256_DIGEST_LENGTH, '\0');
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), reinterpret_cast<unsigned char*>(out.data()));
+  return out;
+}
+
+std::string hex(const std::string& raw) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  out.reserve(raw.size() * 2);
+  for (const unsigned char c : raw) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+std::string leaf_hash(const std::string& data) { return sha256_raw(std::string(1, '\0') + data); }
+
+// RFC 6962 §2.1: split at the largest power of two smaller than n.
+std::string subtree_root(const std::vector<std::string>& leaf_hashes, size_t begin, size_t end) {
+  const size_t n = end - begin;
+  if (n == 1) return leaf_hashes[begin];
+  size_t k = 1;
+  while (k * 2 < n) k *= 2;
+  return sha256_raw(std::string(1, '\1') + subtree_root(leaf_hashes, begin, begin + k) +
+                    subtree_root(leaf_hashes, begin + k, end));
+}
+
+AuditEntry read_entry(SQLite::Statement& q) {
+  AuditEntry e;
+  e.seq = q.getColumn(0).getInt64();
+  e.time = q.getColumn(1).getString();
+  e.actor = q.getColumn(2).getString();
+  e.action = q.getColumn(3).getString();
+  e.subject = q.getColumn(4).getString();
+  e.details = q.getColumn(5).getString();
+  e.prev_hash = q.getColumn(6).getString();
+  e.entry_hash = q.getColumn(7).getString();
+  return e;
+}
+
+std::string checkpoint_path(const std::string& dir) { return dir + "/audit.checkpoint"; }
+
+// Checks one signed checkpoint against the entries; returns "" when it holds.
+std::string check_checkpoint(const std::string& note, const std::string& label, const std::string& origin,
+                             const PublicKey& key, const std::vector<AuditEntry>& entries, AuditVerdict& verdict) {
+  Checkpoint cp;
+  try {
+    cp = parse_checkpoint_body(open_note(note, origin, key));
+  } catch (const std::exception& e) {
+    return label + " does not verify: " + e.what();
+  }
+  if (cp.origin != origin) return label + " is for log '" + cp.origin + "', not '" + origin + "'";
+  const auto n = static_cast<int64_t>(entries.size());
+  if (cp.size > n) {
+    verdict.first_bad = n + 1;
+    return "log truncated: " + label + " covers " + std::to_string(cp.size) + " entries but the log has " +
+           std::to_string(n) + " (entry " + std::to_string(n + 1) + " onwards is gone)";
+  }
+  std::vector<std::string> leaves;
+  for (int64_t i = 0; i < cp.size; ++i) leaves.push_back(entries[static_cast<size_t>(i)].canonical());
+  if (hex(merkle_root(leaves)) != cp.root_hex) {
+    return "history rewritten: entries 1.." + std::to_string(cp.size) + " do not hash to the root signed in " + label;
+  }
+  verdict.checked.push_back(label + " (" + std::to_string(cp.size) + " entries)");
+  return "";
+}
+
+}  // namespace
+
+std::string AuditEntry::canonical() const {
+  return json::array({seq, time, actor, action, subject, details, prev_hash}).dump();
+}
+
+json AuditEntry::to_json() const {
+  json d = json::parse(details, nullptr, false);
+  return {{"seq", seq},         {"time", time},           {"actor", actor},          {"action", action},
+          {"subject", subject}, {"details", d.is_discarded() ? json(details) : d}, {"prev_hash", prev_hash},
+          {"entry_hash", entry_hash}};
+}
+
+std::string merkle_root(const std::vector<std::string>& leaves) {
+  if (leaves.empty()) return sha256_raw("");
+  std::vector<std::string> hashes;
+  hashes.reserve(leaves.size());
+  for (const auto& l : leaves) hashes.push_back(leaf_hash(l));
+  return subtree_root(hashes, 0, hashes.size());
+}
+
+Checkpoint parse_checkpoint_body(const std::string& body) {
+  // origin \n size \n base64(root) \n [extension lines]
+  std::vector<std::string> lines;
+  size_t start = 0;
+  for (size_t nl; (nl = body.find('\n', start)) != std::string::npos; start = nl + 1) {
+    lines.push_back(body.substr(start, nl - start));
+  }
+  if (lines.size() < 3) throw data_format("checkpoint: expected origin, size and root lines");
+  Checkpoint cp;
+  cp.origin = lines[0];
+  try {
+    size_t used = 0;
+    cp.size = std::stoll(lines[1], &used);
+    if (used != lines[1].size() || cp.size < 0) throw std::invalid_argument("size");
+  } catch (const std::exception&) {
+    throw data_format("checkpoint: tree size '" + lines[1] + "' is not a non-negative integer");
+  }
+  const std::string root = base64_decode(lines[2]);
+  if (root.size() != 32) throw data_format("checkpoint: root hash is not 32 bytes");
+  cp.root_hex = hex(root);
+  return cp;
+}
+
+std::string AuditLog::origin() const {
+  SQLite::Statement q(db_, "SELECT value FROM meta WHERE key = 'origin'");
+  if (!q.executeStep()) throw data_format("registry database has no log origin (not made by `registry init`)");
+  return q.getColumn(0).getString();
+}
+
+AuditEntry AuditLog::append(const std::string& actor, const std::string& action, const std::string& subject,
+                            const json& details) {
+  AuditEntry e;
+  e.prev_hash = kZeroHash;
+  {
+    SQLite::Statement last(db_, "SELECT seq, entry_hash FROM audit ORDER BY seq DESC LIMIT 1");
+    if (last.executeStep()) {
+      e.seq = last.getColumn(0).getInt64();
+      e.prev_hash = last.getColumn(1).getString();
+    }
+  }
+  ++e.seq;
+  e.time = utc_timestamp();
+  e.actor = actor;
+  e.action = action;
+  e.subject = subject;
+  e.details = details.dump();
+  e.entry_hash = hex(sha256_raw(e.canonical()));
+  SQLite::Statement ins(db_, "INSERT INTO audit(seq, time, actor, action, subject, details, prev_hash, entry_hash) "
+                             "VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
+  ins.bind(1, static_cast<int64_t>(e.seq));
+  ins.bind(2, e.time);
+  ins.bind(3, e.actor);
+  ins.bind(4, e.action);
+  ins.bind(5, e.subject);
+  ins.bind(6, e.details);
+  ins.bind(7, e.prev_hash);
+  ins.bind(8, e.entry_hash);
+  ins.exec();
+  return e;
+}
+
+void AuditLog::write_checkpoint() {
+  const auto all = entries();
+  std::vector<std::string> leaves;
+  leaves.reserve(all.size());
+  for (const auto& e : all) leaves.push_back(e.canonical());
+  const std::string name = origin();
+  const std::string body = name + "\n" + std::to_string(all.size()) + "\n" + base64_encode(merkle_root(leaves)) + "\n";
+  const auto key = SigningKey::load(dir_ + "/log.key");
+  atomic_write_file(checkpoint_path(dir_), sign_note(body, name, key));
+}
+
+std::vector<AuditEntry> AuditLog::entries(int64_t after_seq, const std::string& since_time) const {
+  SQLite::Statement q(db_, "SELECT seq, time, actor, action, subject, details, prev_hash, entry_hash FROM audit "
+                           "WHERE seq > ? AND time >= ? ORDER BY seq");
+  q.bind(1, static_cast<int64_t>(after_seq));
+  q.bind(2, since_time);
+  std::vector<AuditEntry> out;
+  while (q.executeStep()) out.push_back(read_entry(q));
+  return out;
+}
+
+AuditVerdict AuditLog::verify(const std::string& external_checkpoint) const {
+  AuditVerdict v;
+  const auto all = entries();
+  v.entries = static_cast<int64_t>(all.size());
+  const auto fail = [&v](int64_t seq, std::string why) {
+    v.ok = false;
+    if (v.first_bad == 0) v.first_bad = seq;
+    v.problem = std::move(why);
+    return v;
+  };
+  std::string prev = kZeroHash;
+  for (size_t i = 0; i < all.size(); ++i) {
+    const auto& e = all[i];
+    const auto expected = static_cast<int64_t>(i) + 1;
+    if (e.seq != expected) {
+      return fail(expected, "entry " + std::to_string(expected) + " is missing (the next entry is " +
+                                std::to_string(e.seq) + "): deleted");
+    }
+    if (hex(sha256_raw(e.canonical())) != e.entry_hash) {
+      return fail(e.seq, "entry " + std::to_string(e.seq) + " (" + e.action + " " + e.subject +
+                             ") does not match its hash: edited");
+    }
+    if (e.prev_hash != prev) {
+      return fail(e.seq, "entry " + std::to_string(e.seq) + " (" + e.action + " " + e.subject +
+                             ") does not chain to entry " + std::to_string(e.seq - 1) +
+                             ": entries deleted, inserted or reordered before it");
+    }
+    prev = e.entry_hash;
+  }
+  v.checked.push_back("hash chain (" + std::to_string(all.size()) + " entries)");
+
+  const std::string name = origin();
+  const auto key = PublicKey::from_pem(read_file(dir_ + "/log.pub"), dir_ + "/log.pub");
+  std::string problem;
+  if (!file_exists(checkpoint_path(dir_))) {
+    if (!all.empty()) problem = checkpoint_path(dir_) + " is missing (the log has entries)";
+  } else {
+    problem = check_checkpoint(read_file(checkpoint_path(dir_)), "the registry's checkpoint", name, key, all, v);
+  }
+  if (problem.empty() && !external_checkpoint.empty()) {
+    problem = check_checkpoint(external_checkpoint, "the given checkpoint", name, key, all, v);
+  }
+  if (!problem.empty()) {
+    v.ok = false;
+    v.problem = problem;
+  }
+  return v;
+}
+
+}  // namespace bulwark::registry

@@ -1,0 +1,405 @@
+#include "registry/store.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <iostream>
+#include <random>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "registry/db.h"
+
+namespace bulwark::registry {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string random_hex(int bytes) {
+  std::random_device rd;
+  std::string out;
+  static const char* digits = "0123456789abcdef";
+  for (int i = 0; i < bytes; ++i) {
+    const unsigned v = rd() & 0xffu;
+    out.push_back(digits[v >> 4]);
+    out.push_back(digits[v & 15]);
+  }
+  return out;
+}
+
+void check_file_name(const std::string& name) {
+  if (name.empty() || name.size() > 128 || name == "." || name == ".." ||
+      name.find_first_of("/\\\n\r\t ") != std::string::npos) {
+    throw invalid_argument("file name '" + name + "' in a version must be 1..128 characters without '/' or spaces");
+  }
+}
+
+VersionRecord read_version(SQLite::Statement& q) {
+  VersionRecord v;
+  v.model = q.getColumn(0).getString();
+  v.version = q.getColumn(1).getInt64();
+  v.stage = parse_stage(q.getColumn(2).getString());
+  const json files = json::parse(q.getColumn(3).getString());  // named: items() must not outlive it
+  for (const auto& [name, sha] : files.items()) v.files[name] = sha.get<std::string>();
+  if (!q.getColumn(4).isNull()) v.bundle = q.getColumn(4).getString();
+  if (!q.getColumn(5).isNull()) v.key_id = q.getColumn(5).getString();
+  if (!q.getColumn(6).isNull()) v.parent = q.getColumn(6).getInt64();
+  v.lineage = json::parse(q.getColumn(7).getString());
+  v.metrics = json::parse(q.getColumn(8).getString());
+  v.created = q.getColumn(9).getString();
+  v.created_by = q.getColumn(10).getString();
+  return v;
+}
+
+constexpr const char* kVersionColumns =
+    "SELECT model, version, stage, files, bundle, key_id, parent, lineage, metrics, created, created_by FROM versions ";
+
+void insert_stage_change(SQLite::Database& db, const std::string& model, int64_t version, Stage from, Stage to,
+                         const std::string& actor) {
+  SQLite::Statement q(db, "INSERT INTO stage_changes(model, version, from_stage, to_stage, time, actor) VALUES(?,?,?,?,?,?)");
+  q.bind(1, model);
+  q.bind(2, static_cast<int64_t>(version));
+  q.bind(3, to_string(from));
+  q.bind(4, to_string(to));
+  q.bind(5, utc_timestamp());
+  q.bind(6, actor);
+  q.exec();
+}
+
+void update_stage(SQLite::Database& db, const std::string& model, int64_t version, Stage stage) {
+  SQLite::Statement q(db, "UPDATE versions SET stage = ? WHERE model = ? AND version = ?");
+  q.bind(1, to_string(stage));
+  q.bind(2, model);
+  q.bind(3, static_cast<int64_t>(version));
+  q.exec();
+}
+
+}  // namespace
+
+std::string to_string(Stage stage) {
+  switch (stage) {
+    case Stage::kNone: return "none";
+    case Stage::kStaging: return "staging";
+    case Stage::kProduction: return "production";
+    case Stage::kArchived: return "archived";
+  }
+  return "none";
+}
+
+Stage parse_stage(const std::string& text) {
+  if (text == "none") return Stage::kNone;
+  if (text == "staging") return Stage::kStaging;
+  if (text == "production") return Stage::kProduction;
+  if (text == "archived") return Stage::kArchived;
+  throw invalid_argument("unknown stage '" + text + "': expected none, staging, production or archived");
+}
+
+void check_model_name(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 64 && std::isalnum(static_cast<unsigned char>(name[0]));
+  for (const char c : name) {
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-');
+  }
+  if (!ok) throw invalid_argument("model name '" + name + "' must be 1..64 of [a-z0-9._-], starting with a letter or digit");
+}
+
+std::string Reference::text() const {
+  return model + "@" + (version > 0 ? std::to_string(version) : to_string(stage));
+}
+
+Reference parse_reference(const std::string& text_in) {
+  std::string text = text_in;
+  if (text.rfind("registry:", 0) == 0) text = text.substr(9);
+  Reference ref;
+  const auto at = text.find('@');
+  ref.model = text.substr(0, at);
+  check_model_name(ref.model);
+  if (at == std::string::npos) return ref;
+  const std::string tail = text.substr(at + 1);
+  if (!tail.empty() && tail.find_first_not_of("0123456789") == std::string::npos) {
+    if (tail.size() > 12 || std::stoll(tail) < 1) throw invalid_argument("version '" + tail + "' in '" + text_in + "' must be 1 or more");
+    ref.version = std::stoll(tail);
+  } else {
+    ref.stage = parse_stage(tail);
+  }
+  return ref;
+}
+
+json VersionRecord::to_json() const {
+  json j{{"model", model},       {"version", version}, {"stage", to_string(stage)}, {"files", files},
+         {"signed", is_signed()}, {"key_id", key_id},   {"lineage", lineage},        {"metrics", metrics},
+         {"created", created},   {"created_by", created_by}};
+  j["parent"] = parent ? json(*parent) : json(nullptr);
+  return j;
+}
+
+void Registry::init(const std::string& dir) {
+  if (dir.empty()) throw invalid_argument("--registry: the directory is empty");
+  if (file_exists(dir + "/registry.db")) throw invalid_argument(dir + " already holds a registry (registry.db exists)");
+  fs::create_directories(dir);
+  ::chmod(dir.c_str(), 0700);
+  ObjectStore::create(dir);
+  fs::create_directories(dir + "/trust");
+  if (!file_exists(dir + "/log.key")) generate_key_pair(dir + "/log.key", dir + "/log.pub");
+  auto db = open_database(dir + "/registry.db", true);
+  AuditLog log(*db, dir);
+  {
+    WriteTransaction tx(*db);
+    SQLite::Statement q(*db, "INSERT INTO meta(key, value) VALUES('origin', ?), ('schema', '1')");
+    q.bind(1, "bulwark-registry/" + random_hex(8));
+    q.exec();
+    log.append(local_actor(), "registry.init", dir, json::object());
+    tx.commit();
+  }
+  log.write_checkpoint();
+}
+
+Registry::Registry(std::string dir, std::string actor, bool allow_unsigned)
+    : dir_(std::move(dir)), actor_(std::move(actor)), allow_unsigned_(allow_unsigned), objects_(dir_),
+      db_(open_database(dir_ + "/registry.db", false)), audit_(std::make_unique<AuditLog>(*db_, dir_)) {}
+
+Registry::~Registry() = default;
+Registry::Registry(Registry&&) noexcept = default;
+
+void Registry::checkpoint() {
+  try {
+    audit_->write_checkpoint();
+  } catch (const std::exception& e) {
+    // The entry is committed; the next append's checkpoint will cover it.
+    std::cerr << "bulwark: warning: audit checkpoint not updated: " << e.what() << "\n";
+  }
+}
+
+AuditEntry Registry::record(const std::string& action, const std::string& subject, const json& details) {
+  WriteTransaction tx(*db_);
+  auto e = audit_->append(actor_, action, subject, details);
+  tx.commit();
+  checkpoint();
+  return e;
+}
+
+TrustList Registry::trust() const { return TrustList::load_dir(dir_ + "/trust"); }
+
+std::string Registry::trust_key(const std::string& public_pem_path) {
+  const auto key = PublicKey::from_pem(read_file(public_pem_path), public_pem_path);
+  WriteTransaction tx(*db_);
+  atomic_write_file(dir_ + "/trust/" + key.key_id() + ".pub", key.pem());
+  audit_->append(actor_, "keys.trust", key.key_id(), {{"source", public_pem_path}});
+  tx.commit();
+  checkpoint();
+  return key.key_id();
+}
+
+void Registry::untrust_key(const std::string& key_id) {
+  if (key_id.size() != 64 || key_id.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    throw invalid_argument("key id '" + key_id + "' must be 64 lowercase hex characters (see `bulwark keys list`)");
+  }
+  const std::string path = dir_ + "/trust/" + key_id + ".pub";
+  if (!file_exists(path)) throw not_found("key " + key_id + " is not in the trust list");
+  WriteTransaction tx(*db_);
+  fs::remove(path);
+  audit_->append(actor_, "keys.untrust", key_id, json::object());
+  tx.commit();
+  checkpoint();
+}
+
+VersionRecord Registry::register_version(const RegisterRequest& r, const SigningKey* key) {
+  check_model_name(r.model);
+  if (r.files.empty()) throw invalid_argument("a version needs at least one file");
+  if (!r.lineage.is_object() || !r.metrics.is_object()) throw invalid_argument("lineage and metrics must be JSON objects");
+  if (key == nullptr && !allow_unsigned_) {
+    throw invalid_argument("no signing key: give --key (or --allow-unsigned, for development only)");
+  }
+  if (key != nullptr && trust().find(key->key_id()) == nullptr) {
+    throw invalid_argument("signing key " + key->key_id() + " is not in the registry's trust list (bulwark keys trust)");
+  }
+  std::map<std::string, std::string> digests;
+  std::vector<FileDigest> signed_files;
+  for (const auto& [name, path] : r.files) {
+    check_file_name(name);
+    digests[name] = objects_.put(path);
+    signed_files.push_back({name, digests[name]});
+  }
+  const std::string bundle = key != nullptr ? sign_bundle(*key, r.model, signed_files) : "";
+
+  WriteTransaction tx(*db_);
+  for (const auto& [name, sha] : digests) {
+    if (!objects_.has(sha)) objects_.put(r.files.at(name));  // a gc ran between the put and the lock
+  }
+  {
+    SQLite::Statement q(*db_, "INSERT OR IGNORE INTO models(name, created, created_by) VALUES(?, ?, ?)");
+    q.bind(1, r.model);
+    q.bind(2, utc_timestamp());
+    q.bind(3, actor_);
+    q.exec();
+  }
+  int64_t version = 1;
+  {
+    SQLite::Statement q(*db_, "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE model = ?");
+    q.bind(1, r.model);
+    q.executeStep();
+    version = q.getColumn(0).getInt64();
+  }
+  if (r.parent && (*r.parent < 1 || *r.parent >= version)) {
+    throw not_found("parent version " + std::to_string(*r.parent) + " of " + r.model + " does not exist");
+  }
+  {
+    SQLite::Statement q(*db_, "INSERT INTO versions(model, version, stage, files, bundle, key_id, parent, lineage, metrics, "
+                              "created, created_by) VALUES(?, ?, 'none', ?, ?, ?, ?, ?, ?, ?, ?)");
+    q.bind(1, r.model);
+    q.bind(2, static_cast<int64_t>(version));
+    q.bind(3, json(digests).dump());
+    if (key != nullptr) {
+      q.bind(4, bundle);
+      q.bind(5, key->key_id());
+    } else {
+      q.bind(4);
+      q.bind(5);
+    }
+    if (r.parent) q.bind(6, static_cast<int64_t>(*r.parent));
+    else q.bind(6);
+    q.bind(7, r.lineage.dump());
+    q.bind(8, r.metrics.dump());
+    q.bind(9, utc_timestamp());
+    q.bind(10, actor_);
+    q.exec();
+  }
+  json details{{"files", digests}, {"signed", key != nullptr}, {"lineage", r.lineage}};
+  if (key != nullptr) details["key_id"] = key->key_id();
+  if (r.parent) details["parent"] = *r.parent;
+  audit_->append(actor_, "registry.register", r.model + "@" + std::to_string(version), details);
+  tx.commit();
+  checkpoint();
+  return resolve(Reference{r.model, version, Stage::kNone});
+}
+
+std::vector<std::string> Registry::models() const {
+  SQLite::Statement q(*db_, "SELECT name FROM models ORDER BY name");
+  std::vector<std::string> out;
+  while (q.executeStep()) out.push_back(q.getColumn(0).getString());
+  return out;
+}
+
+std::vector<VersionRecord> Registry::versions(const std::string& model) const {
+  SQLite::Statement q(*db_, std::string(kVersionColumns) + "WHERE model = ? ORDER BY version");
+  q.bind(1, model);
+  std::vector<VersionRecord> out;
+  while (q.executeStep()) out.push_back(read_version(q));
+  if (out.empty()) throw not_found("model '" + model + "' is not in the registry");
+  return out;
+}
+
+VersionRecord Registry::resolve(const Reference& ref) const {
+  const auto all = versions(ref.model);
+  for (const auto& v : all) {
+    if (ref.version > 0 ? v.version == ref.version : v.stage == ref.stage) return v;
+  }
+  if (ref.version > 0) {
+    throw not_found("version " + std::to_string(ref.version) + " of model '" + ref.model + "' does not exist (latest is " +
+                    std::to_string(all.back().version) + ")");
+  }
+  throw not_found("model '" + ref.model + "' has no version in stage " + to_string(ref.stage));
+}
+
+std::map<std::string, std::string> Registry::verify(const VersionRecord& v) {
+  std::map<std::string, std::string> paths;
+  for (const auto& [name, sha] : v.files) paths[name] = objects_.path_of(sha);
+  try {
+    if (!v.is_signed()) {
+      if (!allow_unsigned_) throw SignatureError("unsigned", v.ref() + " is unsigned (registered with --allow-unsigned)");
+      for (const auto& [name, path] : paths) {
+        if (!file_exists(path)) throw not_found(v.ref() + ": object for " + name + " is missing");
+      }
+      return paths;
+    }
+    const auto verified = verify_bundle(v.bundle, trust());
+    if (verified.model_name != v.model) {
+      throw SignatureError("statement", v.ref() + ": the signature is for model '" + verified.model_name + "'");
+    }
+    for (const auto& [name, sha] : v.files) {
+      const bool listed = std::any_of(verified.files.begin(), verified.files.end(),
+                                      [&](const FileDigest& f) { return f.name == name && f.sha256_hex == sha; });
+      if (!listed) throw SignatureError("digest", v.ref() + ": file " + name + " is not the one that was signed");
+    }
+    verify_files(verified, paths);
+  } catch (const std::exception& e) {
+    const auto* se = dynamic_cast<const SignatureError*>(&e);
+    record("registry.verify-failed", v.ref(), {{"check", se != nullptr ? se->check : "objects"}, {"error", e.what()}});
+    throw;
+  }
+  return paths;
+}
+
+VersionRecord Registry::set_stage(const VersionRecord& v, Stage stage, const std::string& action, const json& extra) {
+  WriteTransaction tx(*db_);
+  // Re-read inside the lock: another process may have moved stages since we looked.
+  const auto now = resolve(Reference{v.model, v.version, Stage::kNone});
+  json details = extra;
+  details["from"] = to_string(now.stage);
+  details["to"] = to_string(stage);
+  if (stage == Stage::kStaging || stage == Stage::kProduction) {
+    for (const auto& other : versions(v.model)) {
+      if (other.stage != stage || other.version == v.version) continue;
+      update_stage(*db_, v.model, other.version, Stage::kArchived);
+      insert_stage_change(*db_, v.model, other.version, stage, Stage::kArchived, actor_);
+      details["archived"] = other.version;
+    }
+  }
+  update_stage(*db_, v.model, v.version, stage);
+  insert_stage_change(*db_, v.model, v.version, now.stage, stage, actor_);
+  if (!v.is_signed()) details["unsigned"] = true;
+  audit_->append(actor_, action, v.ref(), details);
+  tx.commit();
+  checkpoint();
+  return resolve(Reference{v.model, v.version, Stage::kNone});
+}
+
+VersionRecord Registry::promote(const std::string& model, int64_t version, Stage stage) {
+  const auto v = resolve(Reference{model, version, Stage::kNone});
+  if (stage == Stage::kStaging || stage == Stage::kProduction) verify(v);
+  return set_stage(v, stage, "registry.promote", json::object());
+}
+
+VersionRecord Registry::rollback(const std::string& model, std::optional<int64_t> to) {
+  VersionRecord current;
+  try {
+    current = resolve(Reference{model, 0, Stage::kProduction});
+  } catch (const Error&) {
+    throw not_found("model '" + model + "' has no production version to roll back");
+  }
+  int64_t target = to.value_or(0);
+  if (target == 0) {
+    SQLite::Statement q(*db_, "SELECT version FROM stage_changes WHERE model = ? AND to_stage = 'production' "
+                              "AND version != ? ORDER BY id DESC LIMIT 1");
+    q.bind(1, model);
+    q.bind(2, static_cast<int64_t>(current.version));
+    if (!q.executeStep()) throw not_found("model '" + model + "' has no earlier production version to roll back to");
+    target = q.getColumn(0).getInt64();
+  }
+  if (target == current.version) throw invalid_argument(current.ref() + " is already in production");
+  const auto v = resolve(Reference{model, target, Stage::kNone});
+  verify(v);
+  return set_stage(v, Stage::kProduction, "registry.rollback", {{"replaced", current.version}});
+}
+
+ObjectStore::GcResult Registry::gc(bool dry_run) {
+  WriteTransaction tx(*db_);
+  std::set<std::string> keep;
+  SQLite::Statement q(*db_, "SELECT files FROM versions");
+  while (q.executeStep()) {
+    const json files = json::parse(q.getColumn(0).getString());
+    for (const auto& [name, sha] : files.items()) keep.insert(sha.get<std::string>());
+  }
+  const auto r = objects_.gc(keep, dry_run);
+  if (!dry_run) {
+    audit_->append(actor_, "registry.gc", dir_,
+                   {{"removed_objects", r.removed_objects}, {"removed_temp", r.removed_temp}, {"bytes", r.bytes_freed}});
+  }
+  tx.commit();
+  if (!dry_run) checkpoint();
+  return r;
+}
+
+}  // namespace bulwark::registry
