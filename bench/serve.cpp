@@ -122,6 +122,7 @@ struct Server {
     o.guard.scorer = guard;
     if (!calibration.empty()) o.guard.calibration = {{"m", calibration}};
     o.access_log = "off";
+    o.source.allow_unsigned = true;  // unsigned files made for the run
     o.batching.max_batch = max_batch;
     o.batching.max_queue_delay_us = 200;
     core = std::make_unique<InferenceCore>(o);

@@ -109,13 +109,24 @@ void load_state(serve::InferenceCore& core, const ServeFlags& f) {
   }
 }
 
+void warn_unsigned(const ServeFlags& f) {
+  if (!f.core.source.allow_unsigned) return;
+  std::cerr << "WARNING: --allow-unsigned: this server loads models without verifying a signature. Development "
+               "only: bulwark_allow_unsigned is 1 in /metrics.\n";
+  for (const auto& m : f.models) {
+    if (!serve::is_registry_reference(serve::parse_model_arg(m).second)) {
+      std::cerr << "WARNING: serving an UNSIGNED file: " << m << '\n';
+    }
+  }
+}
+
 void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
   const bool models_on_cli = cmd->get_option("--model")->count() > 0;
   const bool tokens_on_cli = cmd->get_option("--tokens")->count() > 0;
   if (!f.config.empty()) apply_config(cmd, f.config);
   apply_threads(g);
   build_guard_options(f);
-  if (f.models.empty()) throw invalid_argument("--model NAME=PATH is required (at least one model)");
+  if (f.models.empty()) throw invalid_argument("--model NAME=registry:MODEL@STAGE (or NAME=PATH) is required (at least one model)");
   if (f.http_port < 0 && f.grpc_port < 0) throw invalid_argument("--http-port and --grpc-port cannot both be off (-1)");
   // Signals go to sigwait below, never to a request thread: block them before any thread starts.
   sigset_t signals;
@@ -126,6 +137,7 @@ void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   serve::InferenceCore core(f.core);
+  warn_unsigned(f);
   load_state(core, f);
   if (f.tokens.empty()) std::cerr << "warning: no --tokens file: authentication is off, every caller has every role\n";
 
@@ -174,8 +186,10 @@ void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
         reread_config(fresh, models_on_cli, tokens_on_cli);
         load_state(core, fresh);
         f = fresh;
+        core.audit("serve.reload", f.config.empty() ? "command line" : f.config, {{"ok", true}});
       } catch (const std::exception& e) {
         std::cerr << "reload failed, still serving what was loaded: " << e.what() << '\n';
+        core.audit("serve.reload", f.config.empty() ? "command line" : f.config, {{"ok", false}, {"error", e.what()}});
       }
       continue;
     }
@@ -215,7 +229,16 @@ void run_token(const std::string& id, const std::vector<std::string>& roles, dou
 void register_serve(CLI::App& app, GlobalOptions& g) {
   auto f = std::make_shared<ServeFlags>();
   auto* cmd = app.add_subcommand("serve", "Serve models over the KServe V2 protocol (REST and gRPC)");
-  cmd->add_option("--model", f->models, "NAME=PATH of a model to serve (repeatable)");
+  cmd->add_option("--model", f->models,
+                  "NAME=registry:MODEL@STAGE (or @N), or NAME=PATH with --allow-unsigned (repeatable)");
+  cmd->add_option("--registry", f->core.source.registry, "Registry directory for registry: references");
+  cmd->add_option("--model-root", f->core.source.model_root,
+                  "Directory the repository API may load plain files from (relative paths only)");
+  cmd->add_flag("--allow-unsigned", f->core.source.allow_unsigned,
+                "Serve unsigned files (development only: logged and shown in /metrics)");
+  cmd->add_option("--follow-interval-ms", f->core.source.follow_interval_ms,
+                  "How often registry stage references are checked for a new version")
+      ->capture_default_str();
   cmd->add_option("--host", f->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--http-port", f->http_port, "REST port (0 = any free port, -1 = off)")->capture_default_str();
   cmd->add_option("--grpc-port", f->grpc_port, "gRPC port (0 = any free port, -1 = off)")->capture_default_str();

@@ -172,9 +172,10 @@ void Registry::checkpoint() {
   }
 }
 
-AuditEntry Registry::record(const std::string& action, const std::string& subject, const json& details) {
+AuditEntry Registry::record(const std::string& action, const std::string& subject, const json& details,
+                            const std::string& actor) {
   WriteTransaction tx(*db_);
-  auto e = audit_->append(actor_, action, subject, details);
+  auto e = audit_->append(actor.empty() ? actor_ : actor, action, subject, details);
   tx.commit();
   checkpoint();
   return e;

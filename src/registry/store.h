@@ -110,7 +110,9 @@ class Registry {
 
   // An audit entry in its own transaction, then a fresh checkpoint: for actions that change
   // nothing else here (serve's model loads, the loop's transitions).
-  AuditEntry record(const std::string& action, const std::string& subject, const nlohmann::json& details);
+  // `actor` empty: this handle's actor.
+  AuditEntry record(const std::string& action, const std::string& subject, const nlohmann::json& details,
+                    const std::string& actor = "");
   AuditLog& audit() { return *audit_; }
   SQLite::Database& db() { return *db_; }
   const std::string& actor() const { return actor_; }

@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "core/digest.h"
 #include "core/error.h"
 #include "model/model.h"
 #include "serve/outputs.h"
@@ -12,7 +13,8 @@
 namespace bulwark::serve {
 
 struct InferenceCore::Slot {
-  std::string name, version, path;
+  std::string name, version;
+  ResolvedModel source;  // where it came from: reference, verified path, registry version
   model::Model model;
   std::shared_ptr<const detect::DetectorSet> detectors;  // null: detection off
   std::unique_ptr<DynamicBatcher> batcher;               // declared last: destroyed (drained) first
@@ -72,30 +74,65 @@ void CoreOptions::validate() const {
 
 InferenceCore::InferenceCore(CoreOptions options)
     : options_(std::move(options)), guard_((options_.validate(), options_.guard), metrics_),
-      access_log_(options_.access_log) {
+      access_log_(options_.access_log), source_(std::make_unique<ModelSource>(options_.source)) {
   tokens_ = std::make_shared<TokenStore>();
+  metrics_.gauge("bulwark_allow_unsigned", {}, options_.source.allow_unsigned ? 1 : 0);
+  if (!options_.source.registry.empty()) follower_ = std::thread([this] { follow_stages(); });
 }
 
 InferenceCore::~InferenceCore() {
+  if (follower_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(follow_mu_);
+      follow_stop_ = true;
+    }
+    follow_cv_.notify_all();
+    follower_.join();
+  }
   std::lock_guard<std::mutex> lock(mu_);
   slots_.clear();
 }
 
-std::string InferenceCore::load_model(const std::string& name, const std::string& path_in) {
+std::string InferenceCore::load_model(const std::string& name, const std::string& reference) {
+  return load(name, reference, false, "operator");
+}
+
+std::string InferenceCore::load_model_for_client(const std::string& name, const std::string& reference,
+                                                 const Principal& who) {
+  return load(name, reference, true, "token:" + who.token_id);
+}
+
+std::string InferenceCore::load(const std::string& name, const std::string& reference_in, bool from_client_in,
+                                const std::string& actor) {
+  bool from_client = from_client_in;
   if (name.empty() || name.find_first_of("/ \t\n?#") != std::string::npos || name.size() > 128) {
     throw invalid_argument("model name '" + name + "' must be 1..128 characters without '/', '?', '#' or spaces");
   }
-  std::string path = path_in;
-  if (path.empty()) {
+  std::string reference = reference_in;
+  bool replacing = false;
+  {
     std::lock_guard<std::mutex> lock(mu_);
-    const auto it = paths_.find(name);
-    if (it == paths_.end()) throw invalid_argument("model '" + name + "' has no known path: give parameters.path");
-    path = it->second;
+    const auto it = references_.find(name);
+    if (reference.empty()) {
+      if (it == references_.end()) throw invalid_argument("model '" + name + "' has no known source: give parameters.path");
+      reference = it->second;  // what we stored: a registry reference or an already-confined path
+      from_client = false;
+    }
+    replacing = slots_.count(name) != 0;
   }
-  auto slot = std::make_shared<Slot>(Slot{name, "", path, model::Model::load(path), nullptr, nullptr});
-  slot->model.set_training(false);
-  slot->model.set_parameters_require_grad(false);
-  slot->detectors = guard_.detectors_for(name, slot->model, path);
+  ResolvedModel resolved;
+  std::shared_ptr<Slot> slot;
+  try {
+    resolved = source_->resolve(reference, from_client);
+    slot = std::make_shared<Slot>(Slot{name, "", resolved, model::Model::load(resolved.path), nullptr, nullptr});
+    slot->model.set_training(false);
+    slot->model.set_parameters_require_grad(false);
+    slot->detectors = guard_.detectors_for(name, slot->model, resolved.path, resolved.calibration);
+  } catch (const std::exception& e) {
+    metrics_.counter("bulwark_model_loads_total", {{"model", name}, {"result", "refused"}});
+    source_->audit("serve.load-refused", name, {{"reference", reference}, {"error", e.what()}}, actor);
+    throw;
+  }
   slot->batcher = std::make_unique<DynamicBatcher>(options_.batching, batch_runner(slot->model, slot->detectors));
   // Warm up (TorchScript profiles the first calls) so the first client does not pay for it.
   {
@@ -107,14 +144,47 @@ std::string InferenceCore::load_model(const std::string& name, const std::string
   {
     std::lock_guard<std::mutex> lock(mu_);
     slot->version = std::to_string(++versions_[name]);
-    paths_[name] = path;
+    references_[name] = is_registry_reference(reference) ? reference : resolved.path;
     auto& s = slots_[name];
     old = std::move(s);
     s = slot;
   }
   guard_.model_loaded(name, slot->version, slot->detectors.get(), slot->model.spec().num_classes());
   publish_model_info();
+  metrics_.counter("bulwark_model_loads_total", {{"model", name}, {"result", "ok"}});
+  source_->audit(replacing ? "serve.swap" : "serve.load", name,
+                 {{"reference", reference}, {"origin", resolved.origin}, {"served_version", slot->version},
+                  {"signed", resolved.is_signed}, {"sha256", sha256_file_hex(resolved.path)}},
+                 actor);
   return slot->version;  // `old` is released here; its batcher drains once its requests finish
+}
+
+void InferenceCore::follow_stages() {
+  std::unique_lock<std::mutex> lock(follow_mu_);
+  while (!follow_cv_.wait_for(lock, std::chrono::milliseconds(options_.source.follow_interval_ms),
+                              [this] { return follow_stop_; })) {
+    lock.unlock();
+    std::vector<std::pair<std::string, std::shared_ptr<Slot>>> following;
+    {
+      std::lock_guard<std::mutex> slots_lock(mu_);
+      for (const auto& [name, slot] : slots_) {
+        if (slot->source.by_stage) following.emplace_back(name, slot);
+      }
+    }
+    for (const auto& [name, slot] : following) {
+      const int64_t now = source_->current_version(slot->source.reference);
+      if (now == 0 || now == slot->source.registry_version || now == refused_version_[name]) continue;
+      try {
+        load(name, slot->source.reference, false, "serve:follow");
+        std::cerr << "bulwark serve: '" << name << "' now serves " << slot->source.reference << " = version " << now
+                  << " (hot swap)\n";
+      } catch (const std::exception& e) {
+        refused_version_[name] = now;  // audited once; retried when the stage moves again
+        std::cerr << "bulwark serve: '" << name << "' keeps serving " << slot->source.origin << ": " << e.what() << "\n";
+      }
+    }
+    lock.lock();
+  }
 }
 
 void InferenceCore::unload_model(const std::string& name) {
@@ -145,7 +215,14 @@ void InferenceCore::publish_model_info() {
   std::vector<std::pair<std::string, std::string>> nv;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [name, slot] : slots_) nv.emplace_back(name, slot->version);
+    for (const auto& [name, slot] : slots_) {
+      nv.emplace_back(name, slot->version);
+      metrics_.gauge("bulwark_model_signed", {{"model", name}}, slot->source.is_signed ? 1 : 0);
+      if (slot->source.registry_version > 0) {
+        metrics_.gauge("bulwark_model_registry_version", {{"model", name}},
+                       static_cast<double>(slot->source.registry_version));
+      }
+    }
   }
   metrics_.set_models(nv);
 }
@@ -207,6 +284,15 @@ Principal InferenceCore::authorize(const std::string& authorization, Role role) 
     tokens = tokens_;
   }
   return tokens->authorize(authorization, role);
+}
+
+Principal InferenceCore::authorize_repository(const std::string& authorization) {
+  auto who = authorize(authorization, Role::kAdmin);
+  if (!who.admin) {
+    throw Error(ErrorKind::kPermissionDenied,
+                "the repository API needs an admin token: start the server with --tokens (no anonymous admin)");
+  }
+  return who;
 }
 
 InferResponse InferenceCore::infer(const InferRequest& r, const std::string& authorization,

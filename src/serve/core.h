@@ -11,11 +11,13 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "serve/access_log.h"
@@ -23,6 +25,7 @@
 #include "serve/batcher.h"
 #include "serve/guard.h"
 #include "serve/metrics.h"
+#include "serve/model_source.h"
 #include "serve/types.h"
 #include "serve/validate.h"
 
@@ -31,6 +34,7 @@ namespace bulwark::serve {
 struct CoreOptions {
   BatcherOptions batching;
   GuardOptions guard;             // detectors, query-similarity detection, monitor, feedback
+  ModelSourceOptions source;      // registry, model root, --allow-unsigned
   int64_t max_elements = 1 << 24;  // per input tensor
   std::string access_log = "-";    // JSON lines: a file, "-" = stderr, "off"
 
@@ -43,10 +47,14 @@ class InferenceCore {
   ~InferenceCore();
 
   // Model control (Triton's model-repository extension). load_model swaps atomically and returns
-  // the new version ("1", "2", ... per name); a bad file (or a calibration made for another
-  // model) throws and leaves the old model serving. An empty path reloads from the path the
-  // model was last loaded from.
-  std::string load_model(const std::string& name, const std::string& path);
+  // the new version ("1", "2", ... per name); a refused reference (unsigned, failed verification),
+  // a bad file or a calibration made for another model throws and leaves the old model serving.
+  // `reference` is registry:NAME@STAGE|N or a file (model_source.h); empty reloads the last one.
+  // A stage reference is followed: when the stage moves, the new version is verified and swapped
+  // in within source.follow_interval_ms. With a registry, loads, swaps and refusals are audited.
+  std::string load_model(const std::string& name, const std::string& reference);
+  // The repository API's load: plain paths only under the model root; audited as `who`.
+  std::string load_model_for_client(const std::string& name, const std::string& reference, const Principal& who);
   void unload_model(const std::string& name);
   std::vector<RepositoryEntry> index() const;
 
@@ -64,7 +72,15 @@ class InferenceCore {
   FeedbackResult feedback(const std::string& model, const std::string& id, const std::vector<std::string>& labels);
   // For non-inference endpoints: throws like infer's authentication.
   Principal authorize(const std::string& authorization, Role role);
+  // The repository API (index, load, unload): an authenticated admin token; with authentication
+  // off nobody is admin, so it is refused (no anonymous admin).
+  Principal authorize_repository(const std::string& authorization);
   void set_tokens(std::shared_ptr<TokenStore> tokens);
+
+  // An audit entry (no-op without a registry), e.g. serve.reload from the signal handler.
+  void audit(const std::string& action, const std::string& subject, const nlohmann::json& details) {
+    source_->audit(action, subject, details, "operator");
+  }
 
   // After this, ready() is false; requests already admitted finish.
   void begin_drain() { draining_ = true; }
@@ -77,19 +93,28 @@ class InferenceCore {
  private:
   struct Slot;
   std::shared_ptr<Slot> find(const std::string& name, const std::string& version) const;
+  std::string load(const std::string& name, const std::string& reference, bool from_client, const std::string& actor);
   void publish_model_info();
+  void follow_stages();  // the follower thread's loop
 
   const CoreOptions options_;
   Metrics metrics_;
   Guard guard_;
   AccessLog access_log_;
-  mutable std::mutex mu_;                               // guards slots_, versions_, paths_, tokens_
+  mutable std::mutex mu_;                               // guards slots_, versions_, references_, tokens_
   std::map<std::string, std::shared_ptr<Slot>> slots_;  // name -> model being served
   std::map<std::string, int64_t> versions_;             // name -> last version number handed out
-  std::map<std::string, std::string> paths_;            // name -> file last loaded
+  std::map<std::string, std::string> references_;       // name -> reference last loaded
   std::shared_ptr<TokenStore> tokens_;
   std::atomic<bool> draining_{false};
   std::atomic<uint64_t> request_counter_{0};
+  std::unique_ptr<ModelSource> source_;
+  // The stage follower: its own thread, woken every follow_interval_ms (or to stop).
+  std::thread follower_;
+  std::mutex follow_mu_;
+  std::condition_variable follow_cv_;
+  bool follow_stop_ = false;
+  std::map<std::string, int64_t> refused_version_;  // follower thread only
 };
 
 // Seconds since the Unix epoch: the guard's clock (events carry it).

@@ -62,10 +62,12 @@ Guard::Guard(GuardOptions options, Metrics& metrics) : options_(std::move(option
 }
 
 std::shared_ptr<const detect::DetectorSet> Guard::detectors_for(const std::string& name, const model::Model& m,
-                                                                const std::string& path) const {
+                                                                const std::string& path,
+                                                                const std::string& calibration) const {
   const auto it = options_.calibration.find(name);
-  if (it != options_.calibration.end()) {
-    auto set = detect::DetectorSet::load(it->second, m, sha256_file_hex(path));
+  const std::string file = !calibration.empty() ? calibration : it != options_.calibration.end() ? it->second : "";
+  if (!file.empty()) {
+    auto set = detect::DetectorSet::load(file, m, sha256_file_hex(path));
     if (!options_.detectors.empty()) set = set.select(options_.detectors);
     return std::make_shared<const detect::DetectorSet>(std::move(set));
   }

@@ -64,10 +64,12 @@ class Guard {
  public:
   Guard(GuardOptions options, Metrics& metrics);
 
-  // The detectors for a model being loaded from `path` (a calibration file is checked against the
-  // file's SHA-256); nullptr when detection is off. Throws naming the calibration file.
+  // The detectors for a model being loaded from `path`: from `calibration` (the registry
+  // version's own) when given, else from the --calibration map (checked against the file's
+  // SHA-256); nullptr when detection is off. Throws naming the calibration file.
   std::shared_ptr<const detect::DetectorSet> detectors_for(const std::string& name, const model::Model& m,
-                                                           const std::string& path) const;
+                                                           const std::string& path,
+                                                           const std::string& calibration = "") const;
   // A model (version) went live: a fresh monitor when it has a calibrated reference.
   void model_loaded(const std::string& name, const std::string& version, const detect::DetectorSet* set,
                     int64_t num_classes);

@@ -205,7 +205,7 @@ void HttpFrontend::register_routes() {
            send_json(res, 200, {{"id", j["id"]}, {"rows", r.rows}, {"correct", r.correct}});
          }));
   s.Post("/v2/repository/index", guarded([&core](const httplib::Request& req, httplib::Response& res) {
-           core.authorize(req.get_header_value("Authorization"), Role::kAdmin);
+           core.authorize_repository(req.get_header_value("Authorization"));
            json out = json::array();
            for (const auto& e : core.index()) {
              json row{{"name", e.name}, {"version", e.version}, {"state", e.state}};
@@ -215,7 +215,7 @@ void HttpFrontend::register_routes() {
            send_json(res, 200, out);
          }));
   s.Post(R"(/v2/repository/models/([^/]+)/load)", guarded([&core](const httplib::Request& req, httplib::Response& res) {
-           core.authorize(req.get_header_value("Authorization"), Role::kAdmin);
+           const auto who = core.authorize_repository(req.get_header_value("Authorization"));
            std::string path;
            if (!req.body.empty()) {
              json j;
@@ -234,12 +234,12 @@ void HttpFrontend::register_routes() {
                }
              }
            }
-           const auto version = core.load_model(req.matches[1], path);
+           const auto version = core.load_model_for_client(req.matches[1], path, who);
            send_json(res, 200, {{"name", req.matches[1].str()}, {"version", version}, {"state", "READY"}});
          }));
   s.Post(R"(/v2/repository/models/([^/]+)/unload)",
          guarded([&core](const httplib::Request& req, httplib::Response& res) {
-           core.authorize(req.get_header_value("Authorization"), Role::kAdmin);
+           core.authorize_repository(req.get_header_value("Authorization"));
            core.unload_model(req.matches[1]);
            send_json(res, 200, json::object());
          }));

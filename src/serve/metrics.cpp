@@ -81,6 +81,10 @@ Metrics::Metrics() {
   family("bulwark_monitor_threshold", "gauge", "Stream monitor alarm threshold, by detector");
   family("bulwark_alarms_total", "counter", "Alarms raised by the stream monitor, by detector");
   family("bulwark_feedback_total", "counter", "Labels posted as feedback, by result (correct, wrong)");
+  family("bulwark_allow_unsigned", "gauge", "1 when the server accepts unsigned models (--allow-unsigned: development only)");
+  family("bulwark_model_signed", "gauge", "1 when the model being served was verified against a trusted signature");
+  family("bulwark_model_registry_version", "gauge", "Registry version being served, for models loaded from the registry");
+  family("bulwark_model_loads_total", "counter", "Model loads and swaps, by result (ok, refused, failed)");
 }
 
 void Metrics::counter(const std::string& name, const Labels& l, double v) { add(name, l, v); }

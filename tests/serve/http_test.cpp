@@ -330,7 +330,7 @@ TEST(Http, HotSwapUnderConcurrentLoadFailsNoRequest) {
   for (int i = 0; i < 6; ++i) {
     const int before = ok.load();
     while (ok.load() < before + 20) std::this_thread::yield();  // let traffic run between swaps
-    const json load{{"parameters", {{"path", i % 2 == 0 ? s.model_b : s.model_a}}}};
+    const json load{{"parameters", {{"path", i % 2 == 0 ? "b.pt" : "a.pt"}}}};  // relative to the model root
     const auto r = admin.Post("/v2/repository/models/fashion/load", load.dump(), "application/json");
     ASSERT_EQ(r->status, 200) << r->body;
     EXPECT_EQ(body_json(r)["version"], std::to_string(i + 2));
@@ -363,9 +363,37 @@ TEST(Http, UnloadThenLoadAgain) {
   EXPECT_EQ(s.client().Post("/v2/models/fashion/infer", infer_body().dump(), "application/json")->status, 200);
   // A bad file fails the load and keeps the model serving.
   const auto bad = admin.Post("/v2/repository/models/fashion/load",
-                              json{{"parameters", {{"path", s.dir.file("missing.pt")}}}}.dump(), "application/json");
+                              json{{"parameters", {{"path", "missing.pt"}}}}.dump(), "application/json");
   EXPECT_EQ(bad->status, 404) << bad->body;
   EXPECT_EQ(s.client().Post("/v2/models/fashion/infer", infer_body().dump(), "application/json")->status, 200);
+}
+
+TEST(Http, RepositoryLoadTakesNoPathOutsideTheModelRoot) {
+  TempDir outside;
+  const auto elsewhere = write_model(outside, "x.pt", "mlp", 3);
+  serve::CoreOptions o;
+  TempDir root;
+  o.source.model_root = root.path();
+  std::filesystem::copy_file(write_model(root, "ok.pt", "mlp", 4), root.file("ok2.pt"));
+  std::filesystem::create_symlink(elsewhere, root.file("escape.pt"));
+  TestServer s(o);
+  auto admin = s.client(kAdminToken);
+  const auto load = [&admin](const std::string& path) {
+    return admin.Post("/v2/repository/models/fashion/load", json{{"parameters", {{"path", path}}}}.dump(),
+                      "application/json");
+  };
+  for (const std::string bad : {elsewhere, std::string("../") + "x.pt", std::string("sub/../../x.pt"), std::string("escape.pt")}) {
+    const auto r = load(bad);
+    EXPECT_EQ(r->status, 403) << bad << ": " << r->body;
+    // The refusal does not say whether the file exists.
+    EXPECT_EQ(r->body.find(outside.path()), std::string::npos) << r->body;
+  }
+  EXPECT_EQ(load("ok2.pt")->status, 200);
+  // Without authentication nobody is admin: the repository API is closed.
+  TestServer open_server(serve::CoreOptions{}, /*auth=*/false);
+  const auto r = open_server.client("").Post("/v2/repository/models/fashion/load", "", "application/json");
+  EXPECT_EQ(r->status, 403) << r->body;
+  EXPECT_NE(r->body.find("--tokens"), std::string::npos) << r->body;
 }
 
 TEST(Http, MetricsPassPromtoolAndCountRequests) {

@@ -82,7 +82,7 @@ TEST(ServeProcess, ConfigFilePortZeroSighupReloadAndSigtermDrain) {
   // A long queue delay keeps a request in flight long enough to send SIGTERM while it waits.
   std::ofstream(config) << "model:\n  fashion: " << model_path
                         << "\nhttp-port: 0\ngrpc-port: -1\nmax-batch: 64\nmax-queue-delay-us: 1500000\n"
-                           "access-log: off\n";
+                           "access-log: off\nallow-unsigned: true\n";
   ServerProcess p({"--json", "serve", "--config", config});
   const auto line = p.first_line();
   ASSERT_FALSE(line.empty()) << "server printed nothing";
@@ -104,7 +104,7 @@ TEST(ServeProcess, ConfigFilePortZeroSighupReloadAndSigtermDrain) {
   // SIGHUP re-reads the config: a second model added there gets served.
   std::ofstream(config) << "model:\n  fashion: " << model_path << "\n  second: " << a
                         << "\nhttp-port: 0\ngrpc-port: -1\nmax-batch: 64\nmax-queue-delay-us: 1500000\n"
-                           "access-log: off\n";
+                           "access-log: off\nallow-unsigned: true\n";
   p.signal(SIGHUP);
   EXPECT_TRUE(eventually([&] {
     const auto r = c.Get("/v2/models/second/ready");
@@ -129,7 +129,7 @@ TEST(ServeProcess, ConfigFilePortZeroSighupReloadAndSigtermDrain) {
 
 TEST(ServeProcess, BadStartupExitsWithAClearError) {
   TempDir dir;
-  const auto r = run_command(std::string(BULWARK_BIN) + " serve --model fashion=" + dir.file("none.pt") +
+  const auto r = run_command(std::string(BULWARK_BIN) + " serve --allow-unsigned --model fashion=" + dir.file("none.pt") +
                              " --http-port 0 --grpc-port -1");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("none.pt"), std::string::npos) << r.output;

@@ -49,6 +49,9 @@ struct TestServer {
     model_a = write_model(dir, "a.pt", "mlp", 1);
     model_b = write_model(dir, "b.pt", "mlp", 2);
     core_options.access_log = dir.file("access.jsonl");
+    // These tests serve unsigned files made on the fly; the registry's signed path has its own tests.
+    core_options.source.allow_unsigned = true;
+    if (core_options.source.model_root.empty()) core_options.source.model_root = dir.path();
     core = std::make_unique<serve::InferenceCore>(core_options);
     if (auth) core->set_tokens(fixture_tokens());
     core->load_model("fashion", model_a);

@@ -84,6 +84,7 @@ TEST(Transport, TlsOnBothFrontends) {
   ASSERT_TRUE(c.ok) << c.output;
   serve::CoreOptions o;
   o.access_log = "off";
+  o.source.allow_unsigned = true;  // unsigned files made for the run
   serve::InferenceCore core(o);
   core.load_model("fashion", write_model(dir, "m.pt", "mlp", 1));
   serve::HttpOptions h;
@@ -125,6 +126,7 @@ TEST(Transport, TlsOnBothFrontends) {
 TEST(Transport, TlsOptionsAreValidated) {
   serve::CoreOptions o;
   o.access_log = "off";
+  o.source.allow_unsigned = true;  // unsigned files made for the run
   serve::InferenceCore core(o);
   serve::HttpOptions h;
   h.port = 0;

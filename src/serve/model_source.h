@@ -1,0 +1,72 @@
+// serve/model_source.h — where the server's models come from, and what it refuses to load.
+//
+// A model reference is either `registry:NAME@STAGE` / `registry:NAME@N` (resolved in the
+// registry, its signature and digests verified before a byte is loaded) or a plain file path.
+// Plain files are unsigned, so they load only with --allow-unsigned (development); a client of the
+// repository API may name one only as a relative path under --model-root (no "..", no symlink
+// out of the root), never an arbitrary path. With a registry, every load, swap, refusal and
+// reload is an audit entry.
+//
+// Thread-safety: every method may be called from any thread (one registry connection, under a
+// mutex).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace bulwark::registry {
+class Registry;
+}
+
+namespace bulwark::serve {
+
+struct ModelSourceOptions {
+  std::string registry;     // registry directory; empty: registry references are refused
+  std::string model_root;   // directory clients may load plain files from; empty: none
+  bool allow_unsigned = false;
+  int follow_interval_ms = 500;  // how often stage references are re-resolved (hot swap)
+
+  void validate() const;  // throws invalid_argument naming the flag
+};
+
+struct ResolvedModel {
+  std::string path;         // the file to load (verified when signed)
+  std::string calibration;  // the version's own detector calibration, or empty
+  std::string reference;    // what was asked for, e.g. "registry:fashion@production"
+  std::string origin;       // what it resolved to, e.g. "registry:fashion@3" or "file:/abs/m.pt"
+  int64_t registry_version = 0;  // 0: not from the registry
+  bool by_stage = false;         // follows a stage: re-resolved every follow_interval_ms
+  bool is_signed = false;
+};
+
+class ModelSource {
+ public:
+  explicit ModelSource(ModelSourceOptions options);
+  ~ModelSource();
+
+  // `from_client`: the repository API, where plain paths are confined to the model root. Throws
+  // (and audits) when the reference is unknown, unsigned without --allow-unsigned, or fails
+  // verification — the error says which check.
+  ResolvedModel resolve(const std::string& reference, bool from_client);
+  // The registry version a stage reference points to now; 0 for anything else.
+  int64_t current_version(const std::string& reference);
+  // An audit entry when a registry is configured; a no-op otherwise. Never throws.
+  void audit(const std::string& action, const std::string& subject, const nlohmann::json& details,
+             const std::string& actor);
+
+  const ModelSourceOptions& options() const { return options_; }
+
+ private:
+  ResolvedModel resolve_file(const std::string& path, bool from_client);
+  const ModelSourceOptions options_;
+  std::mutex mu_;
+  std::unique_ptr<registry::Registry> registry_;
+};
+
+bool is_registry_reference(const std::string& reference);
+
+}  // namespace bulwark::serve
