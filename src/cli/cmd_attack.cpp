@@ -7,6 +7,7 @@
 #include "attack/attack.h"
 #include "attack/squeeze.h"
 #include "cli/common.h"
+#include "cli/run_record.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "core/progress.h"
@@ -33,6 +34,7 @@ struct AttackFlags {
   bool no_bpda = false;
   bool no_masking_checks = false;
   bool quiet = false;
+  std::string registry;  // record the run there
 };
 
 void print_table(const attack::RobustnessReport& r) {
@@ -68,8 +70,9 @@ void save_adversarials(const std::string& path, const attack::RobustnessReport& 
   atomic_write_file(path, std::string(bytes.begin(), bytes.end()));
 }
 
-void run_attack(const AttackFlags& f, const GlobalOptions& g) {
+void run_attack(const AttackFlags& f, const CLI::App& cmd, const GlobalOptions& g) {
   apply_threads(g);
+  CommandRun run(f.registry, "attack", cmd, g);
   attack::SuiteOptions o;
   o.attacks = attack::parse_attack_list(f.attacks);
   o.cascade = f.attacks == "auto";
@@ -109,6 +112,7 @@ void run_attack(const AttackFlags& f, const GlobalOptions& g) {
   }
   const auto report = attack::evaluate_robustness(f_attacked, x, y, o);
   if (!f.save_adv.empty()) save_adversarials(f.save_adv, report, x, y);
+  run.finish(report.to_json(), f.save_adv);
 
   if (g.json) {
     auto j = report.to_json();
@@ -161,7 +165,8 @@ void register_attack(CLI::App& app, GlobalOptions& g) {
   cmd->add_flag("--no-bpda", flags->no_bpda, "With --defense: attack through plain gradients (overstates robustness)");
   cmd->add_flag("--no-masking-checks", flags->no_masking_checks, "Skip the gradient-masking probes");
   cmd->add_flag("--quiet", flags->quiet, "No progress bars");
-  cmd->callback([flags, &g] { run_attack(*flags, g); });
+  add_registry_option(cmd, flags->registry);
+  cmd->callback([flags, cmd, &g] { run_attack(*flags, *cmd, g); });
 }
 
 }  // namespace bulwark::cli

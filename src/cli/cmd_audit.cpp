@@ -1,5 +1,6 @@
 // bulwark audit / runs — the registry's tamper-evident audit log and its run records.
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <iostream>
 
@@ -108,7 +109,9 @@ void run_runs_show(const std::string& id, const AuditFlags& f, const GlobalOptio
       {"artifact", r.artifact.empty() ? "-" : r.artifact + " (sha256 " + r.artifact_sha256.substr(0, 16) + ")"}};
   for (const auto& [k, v] : r.params.items()) rows.push_back({"param " + k, v.get<std::string>()});
   for (const auto& m : r.metrics) {
-    rows.push_back({"metric " + m.key + (m.step > 0 ? " [" + std::to_string(m.step) + "]" : ""), std::to_string(m.value)});
+    char value[32];
+    std::snprintf(value, sizeof value, "%.6g", m.value);
+    rows.push_back({"metric " + m.key + (m.step > 0 ? " [" + std::to_string(m.step) + "]" : ""), value});
   }
   print_result(g, r.to_json(), rows);
 }

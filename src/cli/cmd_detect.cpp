@@ -8,6 +8,7 @@
 
 #include "attack/factory.h"
 #include "cli/common.h"
+#include "cli/run_record.h"
 #include "core/digest.h"
 #include "core/error.h"
 #include "data/dataset.h"
@@ -44,6 +45,7 @@ struct EvaluateFlags {
   double adaptive_weight = 5.0;
   bool no_adaptive = false;
   bool quiet = false;
+  std::string registry;  // record the run there
 };
 
 std::vector<std::string> split_csv(const std::string& s) {
@@ -111,8 +113,9 @@ void print_detection_table(const detect::DetectionReport& r) {
   std::fflush(stdout);
 }
 
-void run_evaluate(const EvaluateFlags& f, const GlobalOptions& g) {
+void run_evaluate(const EvaluateFlags& f, const CLI::App& cmd, const GlobalOptions& g) {
   apply_threads(g);
+  CommandRun run(f.registry, "detect-evaluate", cmd, g);
   detect::EvaluateOptions o;
   o.attacks = f.attacks.empty() ? std::vector<std::string>{} : attack::parse_attack_list(f.attacks);
   o.eps = attack::parse_eps_list(f.eps);
@@ -139,6 +142,7 @@ void run_evaluate(const EvaluateFlags& f, const GlobalOptions& g) {
   const auto d = test.select(torch::arange(f.offset, f.offset + f.n));
   m.check_input(d.images.narrow(0, 0, 1));
   const auto report = detect::evaluate_detection(m, set, d.inputs(), d.targets(), o);
+  run.finish(report.to_json());
   if (g.json) {
     auto j = report.to_json();
     j["model"] = f.model;
@@ -196,7 +200,8 @@ void register_detect(CLI::App& app, GlobalOptions& g) {
       ->capture_default_str();
   ev->add_flag("--no-adaptive", ef->no_adaptive, "Skip the adaptive attacker");
   ev->add_flag("--quiet", ef->quiet, "No progress bars");
-  ev->callback([ef, &g] { run_evaluate(*ef, g); });
+  add_registry_option(ev, ef->registry);
+  ev->callback([ef, ev, &g] { run_evaluate(*ef, *ev, g); });
 }
 
 }  // namespace bulwark::cli

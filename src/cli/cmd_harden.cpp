@@ -7,6 +7,7 @@
 
 #include "attack/attack.h"
 #include "cli/common.h"
+#include "cli/run_record.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "data/dataset.h"
@@ -19,6 +20,7 @@ namespace {
 
 struct HardenFlags {
   std::string model, out;
+  std::string registry;  // record the run there
   std::string data = "fashion-mnist";
   std::string norm = "linf";
   defense::HardenOptions o;
@@ -38,8 +40,9 @@ double standard_seconds_per_image(const model::Model& base, const data::Dataset&
   return 1.0 / r.images_per_s;
 }
 
-void run_harden(HardenFlags f, const GlobalOptions& g) {
+void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
   apply_threads(g);
+  CommandRun run(f.registry, "harden", cmd, g);
   f.o.threat.norm = attack::parse_norm(f.norm);
   f.o.budget_seconds = f.budget_minutes * 60;
   f.o.fast_random_init = !f.no_random_init;
@@ -95,6 +98,7 @@ void run_harden(HardenFlags f, const GlobalOptions& g) {
   summary["model"] = f.out;
   summary["options"] = f.o.to_json();
   summary["train"] = result.train.to_json();
+  run.finish(summary, f.out);
   print_result(g, summary, rows);
 }
 
@@ -129,7 +133,8 @@ void register_harden(CLI::App& app, GlobalOptions& g) {
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-guard", f->no_guard, "Disable the Fast-AT catastrophic-overfitting guard");
   cmd->add_flag("--quiet", f->quiet, "No progress bars");
-  cmd->callback([f, &g] { run_harden(*f, g); });
+  add_registry_option(cmd, f->registry);
+  cmd->callback([f, cmd, &g] { run_harden(*f, *cmd, g); });
 }
 
 }  // namespace bulwark::cli

@@ -116,8 +116,8 @@ void run_show(const std::string& ref, bool bundle, const RegistryFlags& rf, cons
 void run_promote(const std::string& ref, const std::string& stage, const RegistryFlags& rf, const GlobalOptions& g) {
   auto reg = open_registry(rf);
   const auto r = registry::parse_reference(ref);
-  if (r.version == 0) throw invalid_argument("promote needs a version: NAME@N (got '" + ref + "')");
-  const auto v = reg.promote(r.model, r.version, registry::parse_stage(stage));
+  if (r.version == 0) throw invalid_argument("promote needs a version: NAME@N or NAME@latest (got '" + ref + "')");
+  const auto v = reg.promote(r.model, reg.resolve(r).version, registry::parse_stage(stage));
   print_result(g, v.to_json(), {{"promoted", v.ref()}, {"stage", to_string(v.stage)}});
 }
 
@@ -267,7 +267,7 @@ void register_registry(CLI::App& app, GlobalOptions& g) {
 
   auto stage = std::make_shared<std::string>("production");
   auto* promote = reg->add_subcommand("promote", "Verify a version and move it to a stage");
-  promote->add_option("REF", *ref, "NAME@N")->required();
+  promote->add_option("REF", *ref, "NAME@N or NAME@latest")->required();
   promote->add_option("--stage", *stage, "staging, production, archived or none")->capture_default_str();
   promote->add_flag("--allow-unsigned", rf->allow_unsigned, "Accept an unsigned version (development only)");
   add_registry_flag(promote, *rf);

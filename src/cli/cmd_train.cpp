@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include "cli/common.h"
+#include "cli/run_record.h"
 #include "core/progress.h"
 #include "data/dataset.h"
 #include "model/zoo.h"
@@ -21,10 +22,12 @@ struct TrainFlags {
   int64_t test_limit = 0;  // 0 = whole test set
   std::string out;
   bool quiet = false;
+  std::string registry;  // record the run there
 };
 
-void run_train(const TrainFlags& f, const GlobalOptions& g) {
+void run_train(const TrainFlags& f, const CLI::App& cmd, const GlobalOptions& g) {
   apply_threads(g);
+  CommandRun run(f.registry, "train", cmd, g);
   const auto options = train::TrainOptions()
                            .epochs(f.epochs)
                            .batch_size(f.batch)
@@ -61,6 +64,7 @@ void run_train(const TrainFlags& f, const GlobalOptions& g) {
                       {"parameters", m.parameter_count()}, {"dataset", train_set.name},
                       {"seed", g.seed},           {"test_accuracy", test.accuracy()},
                       {"test_images", test.n},    {"train", result.to_json()}};
+  run.finish(j, f.out);
   print_result(g, j,
                {{"model", f.arch + " (" + with_commas(m.parameter_count()) + " parameters)"},
                 {"data", train_set.name + ": " + with_commas(split.train.size()) + " train / " +
@@ -90,7 +94,8 @@ void register_train(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--test-limit", flags->test_limit, "Evaluate on the first N test images")->check(CLI::PositiveNumber);
   cmd->add_option("--out", flags->out, "Where to write the model (.pt)")->required();
   cmd->add_flag("--quiet", flags->quiet, "No progress bar");
-  cmd->callback([flags, &g] { run_train(*flags, g); });
+  add_registry_option(cmd, flags->registry);
+  cmd->callback([flags, cmd, &g] { run_train(*flags, *cmd, g); });
 }
 
 }  // namespace bulwark::cli

@@ -16,6 +16,7 @@ struct GlobalOptions {
   bool json = false;
   uint64_t seed = 0;
   int threads = 0;  // 0 = all cores
+  std::string command_line;  // argv as typed, for run records
 };
 
 // Applies --threads to LibTorch's intra-op pool.

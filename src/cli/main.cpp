@@ -16,6 +16,7 @@ int run(int argc, char** argv) {
   using bulwark::cli::GlobalOptions;
   CLI::App app{"Bulwark — keep deployed classifiers correct under adversarial attack", "bulwark"};
   GlobalOptions g;
+  for (int i = 0; i < argc; ++i) g.command_line += (i > 0 ? " " : "") + std::string(argv[i]);
   bool version = false;
   app.add_flag("--version", version, "Print version, LibTorch and BLAS in use, then exit");
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout instead of tables");

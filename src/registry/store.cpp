@@ -106,7 +106,7 @@ void check_model_name(const std::string& name) {
 }
 
 std::string Reference::text() const {
-  return model + "@" + (version > 0 ? std::to_string(version) : to_string(stage));
+  return model + "@" + (version == kLatest ? "latest" : version > 0 ? std::to_string(version) : to_string(stage));
 }
 
 Reference parse_reference(const std::string& text_in) {
@@ -118,7 +118,9 @@ Reference parse_reference(const std::string& text_in) {
   check_model_name(ref.model);
   if (at == std::string::npos) return ref;
   const std::string tail = text.substr(at + 1);
-  if (!tail.empty() && tail.find_first_not_of("0123456789") == std::string::npos) {
+  if (tail == "latest") {
+    ref.version = Reference::kLatest;
+  } else if (!tail.empty() && tail.find_first_not_of("0123456789") == std::string::npos) {
     if (tail.size() > 12 || std::stoll(tail) < 1) throw invalid_argument("version '" + tail + "' in '" + text_in + "' must be 1 or more");
     ref.version = std::stoll(tail);
   } else {
@@ -294,6 +296,7 @@ std::vector<VersionRecord> Registry::versions(const std::string& model) const {
 
 VersionRecord Registry::resolve(const Reference& ref) const {
   const auto all = versions(ref.model);
+  if (ref.version == Reference::kLatest) return all.back();
   for (const auto& v : all) {
     if (ref.version > 0 ? v.version == ref.version : v.stage == ref.stage) return v;
   }
@@ -327,8 +330,10 @@ std::map<std::string, std::string> Registry::verify(const VersionRecord& v) {
     verify_files(verified, paths);
   } catch (const std::exception& e) {
     const auto* se = dynamic_cast<const SignatureError*>(&e);
-    record("registry.verify-failed", v.ref(), {{"check", se != nullptr ? se->check : "objects"}, {"error", e.what()}});
-    throw;
+    const std::string check = se != nullptr ? se->check : "objects";
+    record("registry.verify-failed", v.ref(), {{"check", check}, {"error", e.what()}});
+    // The message says which check failed, so a refusal in serve or promote explains itself.
+    throw SignatureError(check, v.ref() + " failed verification (" + check + "): " + e.what());
   }
   return paths;
 }

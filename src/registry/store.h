@@ -32,11 +32,12 @@ std::string to_string(Stage stage);
 // Throws invalid_argument naming the stage and the ones that exist.
 Stage parse_stage(const std::string& text);
 
-// "fashion", "fashion@3", "fashion@production", with or without a "registry:" prefix. A bare name
-// means the production version.
+// "fashion", "fashion@3", "fashion@latest", "fashion@production", with or without a "registry:"
+// prefix. A bare name means the production version.
 struct Reference {
+  static constexpr int64_t kLatest = -1;
   std::string model;
-  int64_t version = 0;  // 0: by stage
+  int64_t version = 0;  // 0: by stage; kLatest: the highest version
   Stage stage = Stage::kProduction;
   std::string text() const;
 };

@@ -52,7 +52,7 @@ ResolvedModel ModelSource::resolve(const std::string& reference, bool from_clien
   r.reference = "registry:" + ref.text();
   r.origin = "registry:" + v.ref();
   r.registry_version = v.version;
-  r.by_stage = ref.version == 0;
+  r.by_stage = ref.version <= 0;  // a stage or "latest": followed
   r.is_signed = v.is_signed();
   return r;
 }
@@ -90,7 +90,7 @@ ResolvedModel ModelSource::resolve_file(const std::string& path, bool from_clien
 int64_t ModelSource::current_version(const std::string& reference) {
   if (!registry_ || !is_registry_reference(reference)) return 0;
   const auto ref = registry::parse_reference(reference);
-  if (ref.version != 0) return 0;
+  if (ref.version > 0) return 0;  // pinned
   std::lock_guard<std::mutex> lock(mu_);
   try {
     return registry_->resolve(ref).version;

@@ -1,0 +1,224 @@
+// Black-box tests of `bulwark registry | keys | audit` through the real binary: the audit trail of
+// a register → promote → rollback flow, a signature checked with python3 and openssl alone, and
+// bad input that fails with the right exit code and leaves the registry untouched.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "registry/store.h"
+#include "registry_test_util.h"
+
+namespace bulwark::registry {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using test::contains;
+
+// A registry made through the library (the CLI parts under test come after), with key "k" trusted.
+struct Env {
+  test::TempDir tmp;
+  std::string dir = tmp.file("reg");
+  std::string key = tmp.file("k.key"), pub = tmp.file("k.pub");
+  Env() {
+    Registry::init(dir);
+    generate_key_pair(key, pub);
+    Registry(dir, "setup").trust_key(pub);
+  }
+  test::CliResult bulwark(const std::string& args) const { return test::run_bulwark(args, tmp); }
+  std::string reg_flag() const { return " --registry " + dir; }
+};
+
+// Every path under `dir` with its type, mode, size and mtime, then the database's SHA-256.
+std::string snapshot(const std::string& dir) {
+  std::vector<std::string> lines;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    struct stat st {};
+    ::lstat(e.path().c_str(), &st);
+    std::ostringstream line;
+    line << fs::relative(e.path(), dir).string() << " mode=" << std::oct << st.st_mode << std::dec
+         << " size=" << (S_ISREG(st.st_mode) ? st.st_size : 0) << " mtime=" << st.st_mtim.tv_sec << "."
+         << st.st_mtim.tv_nsec;
+    lines.push_back(line.str());
+  }
+  std::sort(lines.begin(), lines.end());
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out + "registry.db sha256 " + test::sha256_of_file(dir + "/registry.db") + "\n";
+}
+
+TEST(RegistryCli, RegisterPromoteRollbackAreAuditedAndTamperingIsReported) {
+  Env env;
+  const std::string f1 = env.tmp.file("m1.pt"), f2 = env.tmp.file("m2.pt");
+  test::write_random_file(f1, 5000, 1);
+  test::write_random_file(f2, 5000, 2);
+  const auto r1 = env.bulwark("registry register m " + f1 + " --key " + env.key + env.reg_flag());
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  const auto r2 = env.bulwark("registry register m " + f2 + " --method pgd-at --key " + env.key + env.reg_flag() + " --json");
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  const json v2 = json::parse(r2.out);
+  EXPECT_EQ(v2["version"], 2);
+  EXPECT_EQ(v2["signed"], true);
+  EXPECT_EQ(v2["files"]["model.pt"], test::sha256_of_file(f2));
+  EXPECT_EQ(v2["lineage"]["method"], "pgd-at");
+  for (const std::string ref : {"m@1", "m@2"}) {
+    const auto p = env.bulwark("registry promote " + ref + env.reg_flag());
+    ASSERT_EQ(p.exit_code, 0) << ref << ": " << p.err;
+  }
+  const auto rb = env.bulwark("--json registry rollback m" + env.reg_flag());
+  ASSERT_EQ(rb.exit_code, 0) << rb.err;
+  EXPECT_EQ(json::parse(rb.out)["version"], 1);
+  EXPECT_EQ(json::parse(rb.out)["stage"], "production");
+
+  const auto show = env.bulwark("audit show" + env.reg_flag() + " --json");
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  const json log = json::parse(show.out);
+  ASSERT_EQ(log.size(), 7u) << log.dump(2);
+  const std::vector<std::pair<std::string, std::string>> steps = {{"registry.init", env.dir},
+                                                                  {"keys.trust", SigningKey::load(env.key).key_id()},
+                                                                  {"registry.register", "m@1"},
+                                                                  {"registry.register", "m@2"},
+                                                                  {"registry.promote", "m@1"},
+                                                                  {"registry.promote", "m@2"},
+                                                                  {"registry.rollback", "m@1"}};
+  for (size_t i = 0; i < steps.size(); ++i) {
+    EXPECT_EQ(log[i]["seq"], i + 1);
+    EXPECT_EQ(log[i]["action"], steps[i].first) << "entry " << i + 1;
+    EXPECT_EQ(log[i]["subject"], steps[i].second) << "entry " << i + 1;
+    if (i >= 2) {
+      EXPECT_EQ(log[i]["actor"].get<std::string>().rfind("local:", 0), 0u) << log[i];
+    }
+  }
+  EXPECT_EQ(log[3]["details"]["files"]["model.pt"], test::sha256_of_file(f2));
+  EXPECT_EQ(log[4]["details"]["to"], "production");
+  EXPECT_EQ(log[5]["details"]["archived"], 1);
+  EXPECT_EQ(log[6]["details"]["replaced"], 2);
+  EXPECT_EQ(log[6]["details"]["from"], "archived");
+
+  const auto ok = env.bulwark("audit verify" + env.reg_flag());
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  const auto edit = test::run_command("sqlite3 " + env.dir + "/registry.db \"UPDATE audit SET actor='x' WHERE seq=3\"");
+  ASSERT_EQ(edit.exit_code, 0) << edit.output;
+  const auto bad = env.bulwark("audit verify" + env.reg_flag());
+  EXPECT_EQ(bad.exit_code, 1) << bad.out << bad.err;
+  EXPECT_TRUE(contains(bad.err, "entry 3")) << bad.err;
+}
+
+TEST(RegistryCli, BundleVerifiesWithOpensslAndPythonAlone) {
+  Env env;
+  const std::string model = env.tmp.file("model.pt"), calibration = env.tmp.file("model.detect");
+  test::write_random_file(model, 6000, 3);
+  test::write_random_file(calibration, 700, 4);
+  const auto reg = env.bulwark("registry register m " + model + " --calibration " + calibration + " --key " + env.key +
+                               env.reg_flag());
+  ASSERT_EQ(reg.exit_code, 0) << reg.err;
+  const auto show = env.bulwark("registry show m@1 --bundle" + env.reg_flag());
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  const std::string bundle = env.tmp.file("bundle.json");
+  test::write_all(bundle, show.out);
+
+  const std::string script = std::string(BULWARK_FIXTURES_DIR) + "/../registry/oms_extract.py";
+  const auto py = test::run_command("python3 " + script + " " + bundle + " " + env.tmp.path());
+  ASSERT_EQ(py.exit_code, 0) << py.output;
+  const json s = json::parse(py.output);
+  EXPECT_EQ(s["payload_type"], "application/vnd.in-toto+json");
+  EXPECT_EQ(s["signatures"], 1);
+  EXPECT_EQ(s["subjects"], 1);
+  EXPECT_EQ(s["subject_name"], "m");
+  EXPECT_EQ(s["subject_sha256"], s["computed_root_sha256"]);
+  EXPECT_EQ(s["resources_sorted"], true);
+  EXPECT_EQ(s["algorithms"], json::array({"sha256"}));
+  EXPECT_EQ(s["key_hint"], test::sha256_of_file(env.pub));
+  const auto sha256sum = [](const std::string& path) {
+    const auto r = test::run_command("sha256sum " + path);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return r.output.substr(0, 64);
+  };
+  ASSERT_EQ(s["resources"].size(), 2u) << s.dump();
+  EXPECT_EQ(s["resources"]["model.pt"], sha256sum(model));
+  EXPECT_EQ(s["resources"]["model.detect"], sha256sum(calibration));
+
+  const std::string openssl = "openssl dgst -sha256 -verify " + env.pub + " -signature " + env.tmp.file("sig.der") + " ";
+  const auto good = test::run_command(openssl + env.tmp.file("pae.bin"));
+  EXPECT_EQ(good.exit_code, 0) << good.output;
+  EXPECT_TRUE(contains(good.output, "Verified OK")) << good.output;
+  const auto tampered = test::run_command(openssl + env.tmp.file("pae-tampered.bin"));
+  EXPECT_NE(tampered.exit_code, 0) << tampered.output;
+  EXPECT_FALSE(contains(tampered.output, "Verified OK")) << tampered.output;
+}
+
+TEST(RegistryCli, BadInputFailsWithTheRightCodeAndChangesNothing) {
+  Env env;
+  const std::string model = env.tmp.file("m.pt");
+  test::write_random_file(model, 3000, 5);
+  {
+    Registry reg(env.dir, "setup");
+    RegisterRequest r;
+    r.model = "m";
+    r.files["model.pt"] = model;
+    const SigningKey key = SigningKey::load(env.key);
+    reg.register_version(r, &key);
+  }
+  const std::string garbage = env.tmp.file("garbage.key");
+  test::write_all(garbage, "this is not a PEM key\n");
+  ASSERT_EQ(::chmod(garbage.c_str(), 0600), 0);
+  const std::string loose = env.tmp.file("loose.key");
+  generate_key_pair(loose, env.tmp.file("loose.pub"));
+  ASSERT_EQ(::chmod(loose.c_str(), 0644), 0);
+
+  struct Case {
+    std::string args;
+    int exit_code;
+    std::vector<std::string> message;
+  };
+  const std::vector<Case> cases = {
+      {"registry show nope@1", 1, {"nope"}},
+      {"registry show m@99", 1, {"99"}},
+      {"registry promote m@1 --stage prod", 2, {"'prod'"}},
+      {"registry register m " + model + " --key " + garbage, 1, {garbage}},
+      {"registry register m " + model + " --key " + loose, 2, {loose, "permissions"}},
+  };
+  const auto check = [&](const Case& c) {
+    const std::string before = snapshot(env.dir);
+    const auto r = env.bulwark(c.args + env.reg_flag());
+    EXPECT_EQ(r.exit_code, c.exit_code) << c.args << "\n" << r.err;
+    for (const auto& part : c.message) EXPECT_TRUE(contains(r.err, part)) << c.args << ": " << r.err;
+    EXPECT_EQ(snapshot(env.dir), before) << c.args << " changed the registry";
+  };
+  for (const auto& c : cases) check(c);
+
+  fs::remove_all(env.dir + "/objects");
+  check({"registry list", 1, {env.dir + "/objects"}});
+}
+
+TEST(RegistryCli, KeysGenWritesAPrivateKeyOnlyTheOwnerCanReadAndNeverOverwrites) {
+  test::TempDir tmp;
+  const std::string prefix = tmp.file("signer");
+  const auto gen = test::run_bulwark("keys gen --json --out " + prefix, tmp);
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  EXPECT_EQ(test::file_mode(prefix + ".key"), 0600u);
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  EXPECT_EQ(test::file_mode(prefix + ".pub"), 0644u & ~mask);
+  const json out = json::parse(gen.out);
+  EXPECT_EQ(out["key_id"], test::sha256_of_file(prefix + ".pub"));
+  const auto verify_pub = test::run_command("openssl pkey -pubin -in " + prefix + ".pub -noout -text");
+  EXPECT_EQ(verify_pub.exit_code, 0) << verify_pub.output;
+  EXPECT_TRUE(contains(verify_pub.output, "prime256v1") || contains(verify_pub.output, "P-256")) << verify_pub.output;
+
+  const std::string key_before = test::read_all(prefix + ".key"), pub_before = test::read_all(prefix + ".pub");
+  const auto again = test::run_bulwark("keys gen --out " + prefix, tmp);
+  EXPECT_EQ(again.exit_code, 2) << again.err;
+  EXPECT_TRUE(contains(again.err, prefix + ".key")) << again.err;
+  EXPECT_EQ(test::read_all(prefix + ".key"), key_before) << "keys gen overwrote a private key";
+  EXPECT_EQ(test::read_all(prefix + ".pub"), pub_before);
+  EXPECT_EQ(test::file_mode(prefix + ".key"), 0600u);
+}
+
+}  // namespace
+}  // namespace bulwark::registry

@@ -1,0 +1,199 @@
+// `bulwark serve` with models by registry stage: verified before loading, hot-swapped when another
+// process promotes or rolls back, every load and swap audited; tampered, unsigned or untrusted
+// versions refused with the failed check named.
+#include <atomic>
+#include <functional>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "registry/registry.h"
+#include "server_fixture.h"
+#include "server_process.h"
+
+namespace bulwark::testing {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+std::string bin() { return BULWARK_BIN; }
+
+// A registry with versions 1 and 2 of `m` (two different models), signed by a trusted key.
+struct SignedRegistry {
+  TempDir dir;
+  std::string reg = dir.file("reg");
+  SignedRegistry() {
+    must(bin() + " registry init --registry " + reg);
+    must(bin() + " keys gen --out " + dir.file("k"));
+    must(bin() + " keys trust " + dir.file("k.pub") + " --registry " + reg);
+    must(bin() + " registry register m " + write_model(dir, "a.pt", "mlp", 1) + " --key " + dir.file("k.key") +
+         " --registry " + reg);
+    must(bin() + " registry register m " + write_model(dir, "b.pt", "mlp", 2) + " --key " + dir.file("k.key") +
+         " --parent 1 --registry " + reg);
+  }
+  static CommandResult must(const std::string& cmd) {
+    auto r = run_command(cmd);
+    if (r.exit_code != 0) throw std::runtime_error(cmd + " failed: " + r.output);
+    return r;
+  }
+  CommandResult cli(const std::string& args) const { return run_command(bin() + " " + args + " --registry " + reg); }
+  std::string object_of(int version) const {
+    registry::Registry r(reg, "test");
+    const auto v = r.resolve(registry::parse_reference("m@" + std::to_string(version)));
+    return reg + "/objects/sha256/" + v.files.at("model.pt").substr(0, 2) + "/" + v.files.at("model.pt");
+  }
+  // Rewrites version 1's bundle with `edit` applied to its decoded payload or signature.
+  void edit_bundle(const std::string& field, const std::function<void(std::string&)>& edit) const {
+    registry::Registry r(reg, "test");
+    auto bundle = json::parse(r.resolve(registry::parse_reference("m@1")).bundle);
+    auto& target = field == "payload" ? bundle["dsseEnvelope"]["payload"] : bundle["dsseEnvelope"]["signatures"][0]["sig"];
+    std::string bytes = registry::base64_decode(target.get<std::string>());
+    edit(bytes);
+    target = registry::base64_encode(bytes);
+    SQLite::Statement q(r.db(), "UPDATE versions SET bundle = ? WHERE model = 'm' AND version = 1");
+    q.bind(1, bundle.dump());
+    q.exec();
+  }
+};
+
+double registry_version_served(httplib::Client& c) {
+  const auto m = c.Get("/metrics");
+  if (!m) return -1;
+  std::smatch match;
+  static const std::regex re("bulwark_model_registry_version\\{model=\"fashion\"\\} ([0-9]+)");
+  return std::regex_search(m->body, match, re) ? std::stod(match[1]) : -1;
+}
+
+TEST(ServeRegistry, FollowsTheProductionStageHotSwapsWithoutFailuresAndAuditsIt) {
+  SignedRegistry r;
+  ASSERT_EQ(r.cli("registry promote m@1").exit_code, 0);
+  ServerProcess p({"--json", "serve", "--registry", r.reg, "--model", "fashion=registry:m@production", "--http-port",
+                   "0", "--grpc-port", "-1", "--access-log", "off"});
+  const auto line = p.first_line();
+  ASSERT_FALSE(line.empty()) << "server printed nothing";
+  const int port = json::parse(line)["http_port"];
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(30, 0);
+  EXPECT_EQ(registry_version_served(c), 1);
+  const auto metrics = c.Get("/metrics")->body;
+  EXPECT_NE(metrics.find("bulwark_model_signed{model=\"fashion\"} 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("bulwark_allow_unsigned 0"), std::string::npos);
+
+  // Clients keep sending while another process promotes version 2, then rolls back.
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::thread client([&] {
+    httplib::Client t("127.0.0.1", port);
+    t.set_read_timeout(30, 0);
+    while (!stop) {
+      const auto res = t.Post("/v2/models/fashion/infer", infer_body().dump(), "application/json");
+      (res && res->status == 200 ? ok : failed)++;
+    }
+    t.stop();
+  });
+  ASSERT_EQ(r.cli("registry promote m@2").exit_code, 0);
+  const auto promoted = std::chrono::steady_clock::now();
+  ASSERT_TRUE(eventually([&] { return registry_version_served(c) == 2; })) << "never swapped to version 2";
+  const double swap_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - promoted).count();
+  EXPECT_LT(swap_s, 2.0) << "the swap took " << swap_s << " s";
+  ASSERT_EQ(r.cli("registry rollback m").exit_code, 0);
+  ASSERT_TRUE(eventually([&] { return registry_version_served(c) == 1; })) << "never rolled back to version 1";
+  const int before = ok.load();
+  ASSERT_TRUE(eventually([&] { return ok.load() > before + 10; }));
+  stop = true;
+  client.join();
+  EXPECT_EQ(failed.load(), 0);
+
+  // Every step is in the audit log, and the log verifies.
+  const auto shown = r.cli("--json audit show");
+  ASSERT_EQ(shown.exit_code, 0) << shown.output;
+  std::vector<std::string> actions;
+  for (const auto& e : json::parse(shown.output.substr(shown.output.find('[')))) {
+    actions.push_back(e["action"].get<std::string>() + " " + e["subject"].get<std::string>());
+  }
+  const auto has = [&actions](const std::string& a) { return std::count(actions.begin(), actions.end(), a); };
+  EXPECT_EQ(has("registry.register m@1"), 1);
+  EXPECT_EQ(has("registry.promote m@1"), 1);
+  EXPECT_EQ(has("serve.load fashion"), 1);
+  EXPECT_EQ(has("registry.promote m@2"), 1);
+  EXPECT_EQ(has("registry.rollback m@1"), 1);
+  EXPECT_EQ(has("serve.swap fashion"), 2);
+  EXPECT_EQ(r.cli("audit verify").exit_code, 0);
+}
+
+TEST(ServeRegistry, RefusesTamperedUnsignedAndUntrustedVersionsNamingTheCheck) {
+  const auto serve = [](const SignedRegistry& r, const std::string& ref, const std::string& extra = "") {
+    return run_command(bin() + " serve --registry " + r.reg + " --model fashion=" + ref + " --http-port 0 " +
+                       "--grpc-port -1 --access-log off " + extra);
+  };
+  {  // one byte of the artifact
+    SignedRegistry r;
+    const auto obj = r.object_of(1);
+    fs::permissions(obj, fs::perms::owner_write, fs::perm_options::add);
+    std::fstream f(obj, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(100);
+    const char c = static_cast<char>(f.get());
+    f.seekp(100);
+    f.put(static_cast<char>(c ^ 1));
+    f.close();
+    const auto out = serve(r, "registry:m@1");
+    EXPECT_EQ(out.exit_code, 1) << out.output;
+    EXPECT_NE(out.output.find("failed verification (digest)"), std::string::npos) << out.output;
+    EXPECT_NE(r.cli("--json audit show").output.find("registry.verify-failed"), std::string::npos);
+  }
+  for (const std::string field : {"payload", "sig"}) {  // one byte of the statement, of the signature
+    SignedRegistry r;
+    r.edit_bundle(field, [](std::string& b) { b[b.size() / 2] ^= 1; });
+    const auto out = serve(r, "registry:m@1");
+    EXPECT_EQ(out.exit_code, 1) << field << ": " << out.output;
+    EXPECT_NE(out.output.find("failed verification (signature)"), std::string::npos) << field << ": " << out.output;
+  }
+  {  // unsigned: a registry version, and a plain file
+    SignedRegistry r;
+    TempDir d;
+    ASSERT_EQ(r.cli("registry register m " + write_model(d, "c.pt", "mlp", 3) + " --allow-unsigned").exit_code, 0);
+    auto out = serve(r, "registry:m@3");
+    EXPECT_EQ(out.exit_code, 1) << out.output;
+    EXPECT_NE(out.output.find("(unsigned)"), std::string::npos) << out.output;
+    out = serve(r, d.file("c.pt"));
+    EXPECT_EQ(out.exit_code, 1) << out.output;
+    EXPECT_NE(out.output.find("--allow-unsigned"), std::string::npos) << out.output;
+  }
+  {  // the signing key removed from the trust list
+    SignedRegistry r;
+    registry::Registry reg(r.reg, "test");
+    reg.untrust_key(reg.trust().key_ids().front());
+    const auto out = serve(r, "registry:m@1");
+    EXPECT_EQ(out.exit_code, 1) << out.output;
+    EXPECT_NE(out.output.find("(untrusted-key)"), std::string::npos) << out.output;
+  }
+}
+
+TEST(ServeRegistry, ATamperedVersionPutInProductionBehindTheRegistrysBackIsNotSwappedIn) {
+  SignedRegistry r;
+  ASSERT_EQ(r.cli("registry promote m@1").exit_code, 0);
+  ServerProcess p({"--json", "serve", "--registry", r.reg, "--model", "fashion=registry:m@production", "--http-port",
+                   "0", "--grpc-port", "-1", "--access-log", "off"});
+  const auto line = p.first_line();
+  ASSERT_FALSE(line.empty());
+  httplib::Client c("127.0.0.1", json::parse(line)["http_port"].get<int>());
+  ASSERT_EQ(registry_version_served(c), 1);
+  // An attacker with write access edits the database directly: version 2, its bytes altered,
+  // moved to production without `promote` (which would have verified it).
+  {
+    registry::Registry reg(r.reg, "test");
+    const auto obj = r.object_of(2);
+    fs::permissions(obj, fs::perms::owner_write, fs::perm_options::add);
+    std::ofstream(obj, std::ios::app) << "tampered";
+    reg.db().exec("UPDATE versions SET stage = 'archived' WHERE model = 'm' AND version = 1;"
+                  "UPDATE versions SET stage = 'production' WHERE model = 'm' AND version = 2;");
+  }
+  ASSERT_TRUE(eventually([&] { return r.cli("--json audit show").output.find("serve.load-refused") != std::string::npos; }))
+      << "the follower never tried the tampered version";
+  EXPECT_EQ(registry_version_served(c), 1);  // still serving the verified version
+  EXPECT_EQ(c.Post("/v2/models/fashion/infer", infer_body().dump(), "application/json")->status, 200);
+}
+
+}  // namespace
+}  // namespace bulwark::testing
