@@ -283,7 +283,32 @@ Principal InferenceCore::authorize(const std::string& authorization, Role role) 
     std::lock_guard<std::mutex> lock(mu_);
     tokens = tokens_;
   }
-  return tokens->authorize(authorization, role);
+  try {
+    return tokens->authorize(authorization, role);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kUnauthenticated || e.kind() == ErrorKind::kPermissionDenied) note_auth_failure();
+    throw;
+  }
+}
+
+void InferenceCore::note_auth_failure() {
+  // Fixed one-minute windows: one audit entry when a window reaches kAuthBurst failures. Two
+  // numbers of state, whatever the attacker sends.
+  constexpr int kAuthBurst = 20;
+  constexpr double kWindowS = 60;
+  const double now = unix_now_s();
+  int count = 0;
+  {
+    std::lock_guard<std::mutex> lock(auth_mu_);
+    if (now - auth_window_start_ >= kWindowS) {
+      auth_window_start_ = now;
+      auth_failures_ = 0;
+    }
+    count = ++auth_failures_;
+  }
+  if (count == kAuthBurst) {
+    source_->audit("serve.auth-failures", "server", {{"failures", count}, {"window_s", kWindowS}}, "serve");
+  }
 }
 
 Principal InferenceCore::authorize_repository(const std::string& authorization) {

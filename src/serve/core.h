@@ -96,6 +96,7 @@ class InferenceCore {
   std::string load(const std::string& name, const std::string& reference, bool from_client, const std::string& actor);
   void publish_model_info();
   void follow_stages();  // the follower thread's loop
+  void note_auth_failure();  // audits a burst of failed authentications
 
   const CoreOptions options_;
   Metrics metrics_;
@@ -115,6 +116,9 @@ class InferenceCore {
   std::condition_variable follow_cv_;
   bool follow_stop_ = false;
   std::map<std::string, int64_t> refused_version_;  // follower thread only
+  std::mutex auth_mu_;  // guards the two below
+  double auth_window_start_ = 0;
+  int auth_failures_ = 0;
 };
 
 // Seconds since the Unix epoch: the guard's clock (events carry it).

@@ -195,5 +195,31 @@ TEST(ServeRegistry, ATamperedVersionPutInProductionBehindTheRegistrysBackIsNotSw
   EXPECT_EQ(c.Post("/v2/models/fashion/infer", infer_body().dump(), "application/json")->status, 200);
 }
 
+TEST(ServeRegistry, ABurstOfFailedAuthenticationsIsAudited) {
+  SignedRegistry r;
+  ASSERT_EQ(r.cli("registry promote m@1").exit_code, 0);
+  const auto minted = run_command(bin() + " --json token --id ops --roles infer");
+  ASSERT_EQ(minted.exit_code, 0);
+  const auto tok = json::parse(minted.output.substr(minted.output.find('{')));
+  const auto tokens = r.dir.file("tokens.yaml");
+  std::ofstream(tokens) << "tokens:\n  - id: ops\n    sha256: " << tok["sha256"].get<std::string>()
+                        << "\n    roles: [infer]\n";
+  ServerProcess p({"--json", "serve", "--registry", r.reg, "--model", "fashion=registry:m@production", "--tokens",
+                   tokens, "--http-port", "0", "--grpc-port", "-1", "--access-log", "off"});
+  const auto line = p.first_line();
+  ASSERT_FALSE(line.empty());
+  httplib::Client c("127.0.0.1", json::parse(line)["http_port"].get<int>());
+  const auto audited = [&r] { return r.cli("--json audit show").output.find("serve.auth-failures") != std::string::npos; };
+  httplib::Headers good{{"Authorization", "Bearer " + tok["token"].get<std::string>()}};
+  EXPECT_EQ(c.Post("/v2/models/fashion/infer", good, infer_body().dump(), "application/json")->status, 200);
+  for (int i = 0; i < 19; ++i) {
+    httplib::Headers bad{{"Authorization", "Bearer wrong" + std::to_string(i)}};
+    EXPECT_EQ(c.Post("/v2/models/fashion/infer", bad, infer_body().dump(), "application/json")->status, 401);
+  }
+  EXPECT_FALSE(audited()) << "19 failures are not a burst";
+  EXPECT_EQ(c.Post("/v2/models/fashion/infer", infer_body().dump(), "application/json")->status, 401);
+  EXPECT_TRUE(audited());
+}
+
 }  // namespace
 }  // namespace bulwark::testing
