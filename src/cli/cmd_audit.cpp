@@ -74,15 +74,20 @@ void run_verify(const AuditFlags& f, const GlobalOptions& g) {
   auto reg = open_registry(f);
   const std::string external = f.checkpoint.empty() ? "" : read_file(f.checkpoint);
   const auto v = reg.audit().verify(external);
-  json j{{"ok", v.ok}, {"entries", v.entries}, {"checked", v.checked}};
+  json j{{"ok", v.ok}, {"entries", v.entries}, {"checked", v.checked}, {"uncovered", v.uncovered}};
   if (!v.ok) {
     j["problem"] = v.problem;
     j["first_bad_entry"] = v.first_bad;
   }
   std::string checked;
   for (const auto& c : v.checked) checked += (checked.empty() ? "" : ", ") + c;
-  print_result(g, j, {{"audit log", v.ok ? "OK" : "FAILED"}, {"entries", std::to_string(v.entries)},
-                      {"checked", checked.empty() ? "-" : checked}});
+  std::vector<std::pair<std::string, std::string>> rows{
+      {"audit log", v.ok ? "OK" : "FAILED"}, {"entries", std::to_string(v.entries)},
+      {"checked", checked.empty() ? "-" : checked}};
+  if (v.uncovered > 0) {
+    rows.push_back({"WARNING", std::to_string(v.uncovered) + " newest entries are not yet covered by a signed checkpoint"});
+  }
+  print_result(g, j, rows);
   if (!v.ok) throw data_format("audit log: " + v.problem);
 }
 

@@ -48,6 +48,10 @@ struct AuditVerdict {
   int64_t first_bad = 0;   // the first entry found bad (0 when none, or when only the root differs)
   std::string problem;     // empty when ok
   std::vector<std::string> checked;  // what was checked, e.g. "chain of 12 entries", "checkpoint 12"
+  // Entries after the registry's checkpoint: chained but not yet signed. After a crash between a
+  // commit and its checkpoint there is one; anything more deserves a look (they could have been
+  // appended by someone without the log key).
+  int64_t uncovered = 0;
 };
 
 class AuditLog {

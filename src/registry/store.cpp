@@ -8,6 +8,7 @@
 #include <iostream>
 #include <random>
 
+#include "core/digest.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "registry/db.h"
@@ -313,8 +314,12 @@ std::map<std::string, std::string> Registry::verify(const VersionRecord& v) {
   try {
     if (!v.is_signed()) {
       if (!allow_unsigned_) throw SignatureError("unsigned", v.ref() + " is unsigned (registered with --allow-unsigned)");
+      // No signature to check, but the bytes must still be the ones registered.
       for (const auto& [name, path] : paths) {
         if (!file_exists(path)) throw not_found(v.ref() + ": object for " + name + " is missing");
+        if (sha256_file_hex(path) != v.files.at(name)) {
+          throw SignatureError("digest", name + ": the stored bytes are not the ones registered");
+        }
       }
       return paths;
     }

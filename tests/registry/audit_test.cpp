@@ -26,17 +26,17 @@ class Audit : public ::testing::Test {
   static void SetUpTestSuite() {
     base_ = new test::TempDir();
     const std::string dir = base_->file("reg");
-    Registry::init(dir);                                                     // 1 registry.init
+    Registry::init(dir);  // 1 registry.init
     generate_key_pair(base_->file("k.key"), base_->file("k.pub"));
     Registry reg(dir, "tester");
-    reg.trust_key(base_->file("k.pub"));                                     // 2 keys.trust
+    reg.trust_key(base_->file("k.pub"));  // 2 keys.trust
     const SigningKey key = SigningKey::load(base_->file("k.key"));
-    for (int i = 0; i < 2; ++i) add(reg, key, i);                            // 3, 4 registry.register
-    reg.promote("m", 1, Stage::kProduction);                                 // 5 registry.promote
-    reg.promote("m", 2, Stage::kProduction);                                 // 6 registry.promote
+    for (int i = 0; i < 2; ++i) add(reg, key, i);  // 3, 4 registry.register
+    reg.promote("m", 1, Stage::kProduction);       // 5 registry.promote
+    reg.promote("m", 2, Stage::kProduction);       // 6 registry.promote
     test::write_all(base_->file("cp6"), test::read_all(dir + "/audit.checkpoint"));
-    reg.rollback("m");                                                       // 7 registry.rollback
-    add(reg, key, 2);                                                        // 8 registry.register
+    reg.rollback("m");  // 7 registry.rollback
+    add(reg, key, 2);   // 8 registry.register
     test::write_all(base_->file("cp8"), test::read_all(dir + "/audit.checkpoint"));
   }
   static void TearDownTestSuite() {
@@ -77,10 +77,8 @@ test::TempDir* Audit::base_ = nullptr;
 TEST_F(Audit, MerkleRootMatchesTheCertificateTransparencyVectors) {
   // RFC 6962 reference test data (certificate-transparency-go, merkle tree tests); the roots were
   // also recomputed with a few lines of Python hashlib before being written down here.
-  const std::vector<std::string> leaves_hex = {"",         "00",
-                                               "10",       "2021",
-                                               "3031",     "40414243",
-                                               "5051525354555657", "606162636465666768696a6b6c6d6e6f"};
+  const std::vector<std::string> leaves_hex = {
+      "", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"};
   const std::vector<std::string> roots = {
       "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
       "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
@@ -103,8 +101,9 @@ TEST_F(Audit, MerkleRootMatchesTheCertificateTransparencyVectors) {
 
 // Writes `e`'s columns into row `seq`.
 void write_row(SQLite::Database& db, int64_t seq, const AuditEntry& e) {
-  SQLite::Statement q(db, "UPDATE audit SET time = ?, actor = ?, action = ?, subject = ?, details = ?, prev_hash = ?, "
-                          "entry_hash = ? WHERE seq = ?");
+  SQLite::Statement q(db,
+                      "UPDATE audit SET time = ?, actor = ?, action = ?, subject = ?, details = ?, prev_hash = ?, "
+                      "entry_hash = ? WHERE seq = ?");
   q.bind(1, e.time);
   q.bind(2, e.actor);
   q.bind(3, e.action);
@@ -119,7 +118,7 @@ void write_row(SQLite::Database& db, int64_t seq, const AuditEntry& e) {
 TEST_F(Audit, IntactLogVerifies) {
   const auto entries = all_entries(base_->file("reg"));
   ASSERT_EQ(entries.size(), 8u);
-  const std::vector<std::string> actions = {"registry.init",    "keys.trust",       "registry.register",
+  const std::vector<std::string> actions = {"registry.init",     "keys.trust",       "registry.register",
                                             "registry.register", "registry.promote", "registry.promote",
                                             "registry.rollback", "registry.register"};
   for (size_t i = 0; i < entries.size(); ++i) {

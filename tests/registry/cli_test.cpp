@@ -6,9 +6,8 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "registry/store.h"
 #include "registry_test_util.h"
@@ -59,7 +58,8 @@ TEST(RegistryCli, RegisterPromoteRollbackAreAuditedAndTamperingIsReported) {
   test::write_random_file(f2, 5000, 2);
   const auto r1 = env.bulwark("registry register m " + f1 + " --key " + env.key + env.reg_flag());
   ASSERT_EQ(r1.exit_code, 0) << r1.err;
-  const auto r2 = env.bulwark("registry register m " + f2 + " --method pgd-at --key " + env.key + env.reg_flag() + " --json");
+  const auto r2 =
+      env.bulwark("registry register m " + f2 + " --method pgd-at --key " + env.key + env.reg_flag() + " --json");
   ASSERT_EQ(r2.exit_code, 0) << r2.err;
   const json v2 = json::parse(r2.out);
   EXPECT_EQ(v2["version"], 2);
@@ -79,13 +79,11 @@ TEST(RegistryCli, RegisterPromoteRollbackAreAuditedAndTamperingIsReported) {
   ASSERT_EQ(show.exit_code, 0) << show.err;
   const json log = json::parse(show.out);
   ASSERT_EQ(log.size(), 7u) << log.dump(2);
-  const std::vector<std::pair<std::string, std::string>> steps = {{"registry.init", env.dir},
-                                                                  {"keys.trust", SigningKey::load(env.key).key_id()},
-                                                                  {"registry.register", "m@1"},
-                                                                  {"registry.register", "m@2"},
-                                                                  {"registry.promote", "m@1"},
-                                                                  {"registry.promote", "m@2"},
-                                                                  {"registry.rollback", "m@1"}};
+  const std::vector<std::pair<std::string, std::string>> steps = {
+      {"registry.init", env.dir},   {"keys.trust", SigningKey::load(env.key).key_id()},
+      {"registry.register", "m@1"}, {"registry.register", "m@2"},
+      {"registry.promote", "m@1"},  {"registry.promote", "m@2"},
+      {"registry.rollback", "m@1"}};
   for (size_t i = 0; i < steps.size(); ++i) {
     EXPECT_EQ(log[i]["seq"], i + 1);
     EXPECT_EQ(log[i]["action"], steps[i].first) << "entry " << i + 1;
@@ -143,7 +141,8 @@ TEST(RegistryCli, BundleVerifiesWithOpensslAndPythonAlone) {
   EXPECT_EQ(s["resources"]["model.pt"], sha256sum(model));
   EXPECT_EQ(s["resources"]["model.detect"], sha256sum(calibration));
 
-  const std::string openssl = "openssl dgst -sha256 -verify " + env.pub + " -signature " + env.tmp.file("sig.der") + " ";
+  const std::string openssl =
+      "openssl dgst -sha256 -verify " + env.pub + " -signature " + env.tmp.file("sig.der") + " ";
   const auto good = test::run_command(openssl + env.tmp.file("pae.bin"));
   EXPECT_EQ(good.exit_code, 0) << good.output;
   EXPECT_TRUE(contains(good.output, "Verified OK")) << good.output;

@@ -212,8 +212,9 @@ TEST(Registry, StagesAndReferencesParseOrNameWhatIsWrong) {
   EXPECT_EQ(parse_reference("registry:fashion-v2.1_x").model, "fashion-v2.1_x");
   EXPECT_EQ(parse_reference(std::string(64, 'a')).model, std::string(64, 'a'));
 
-  for (const std::string& text : std::vector<std::string>{"", "Fashion", "-fashion", ".fashion", "fa shion", "a/b", "fashion@0", "fashion@",
-                                 "fashion@prod", "fashion@-1", "registry:", std::string(65, 'a')}) {
+  for (const std::string& text :
+       std::vector<std::string>{"", "Fashion", "-fashion", ".fashion", "fa shion", "a/b", "fashion@0", "fashion@",
+                                "fashion@prod", "fashion@-1", "registry:", std::string(65, 'a')}) {
     const Error e = error_of([&] { parse_reference(text); });
     EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument) << "'" << text << "': " << e.what();
   }
@@ -228,7 +229,8 @@ TEST(Registry, UnsignedVersionsNeedAllowUnsignedToRegisterAndToPromote) {
   const Error refused = error_of([&] { strict.register_version(r, nullptr); });
   EXPECT_EQ(refused.kind(), ErrorKind::kInvalidArgument);
   EXPECT_TRUE(contains(refused.what(), "allow-unsigned")) << refused.what();
-  EXPECT_EQ(error_of([&] { strict.versions("m"); }).kind(), ErrorKind::kNotFound) << "a refused register left a version";
+  EXPECT_EQ(error_of([&] { strict.versions("m"); }).kind(), ErrorKind::kNotFound)
+      << "a refused register left a version";
 
   Registry dev(env.dir, "dev", /*allow_unsigned=*/true);
   const auto v = dev.register_version(r, nullptr);
@@ -245,6 +247,14 @@ TEST(Registry, UnsignedVersionsNeedAllowUnsignedToRegisterAndToPromote) {
   EXPECT_EQ(json::parse(promotes[0].details)["unsigned"], true) << "an unsigned promotion is audited as such";
   // Serving it through a strict handle still refuses it.
   EXPECT_EQ(signature_check_of([&] { strict.verify(strict.resolve(parse_reference("m"))); }), "unsigned");
+  // Unsigned is not unchecked: changed bytes fail the digest check even with allow_unsigned.
+  const std::string sha = promoted.files.at("model.pt");
+  const std::string object = env.dir + "/objects/sha256/" + sha.substr(0, 2) + "/" + sha;
+  std::filesystem::permissions(object, std::filesystem::perms::owner_write, std::filesystem::perm_options::add);
+  std::string bytes = test::read_all(object);
+  bytes[10] ^= 1;
+  test::write_all(object, bytes);
+  EXPECT_EQ(signature_check_of([&] { dev.verify(promoted); }), "digest");
 }
 
 TEST(Registry, ChangedObjectFailsTheDigestCheckAndIsAudited) {
@@ -252,7 +262,8 @@ TEST(Registry, ChangedObjectFailsTheDigestCheckAndIsAudited) {
   Registry reg(env.dir, "t");
   const SigningKey key = env.key();
   const auto v = env.add(reg, "m", &key);
-  const std::string object = env.dir + "/objects/sha256/" + v.files.at("model.pt").substr(0, 2) + "/" + v.files.at("model.pt");
+  const std::string object =
+      env.dir + "/objects/sha256/" + v.files.at("model.pt").substr(0, 2) + "/" + v.files.at("model.pt");
   ASSERT_EQ(::chmod(object.c_str(), 0644), 0);
   std::string bytes = test::read_all(object);
   bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x01);
@@ -260,7 +271,8 @@ TEST(Registry, ChangedObjectFailsTheDigestCheckAndIsAudited) {
 
   EXPECT_EQ(signature_check_of([&] { reg.verify(v); }), "digest");
   EXPECT_EQ(signature_check_of([&] { reg.promote("m", 1, Stage::kProduction); }), "digest");
-  EXPECT_EQ(reg.resolve(parse_reference("m@1")).stage, Stage::kNone) << "a version that fails verification was promoted";
+  EXPECT_EQ(reg.resolve(parse_reference("m@1")).stage, Stage::kNone)
+      << "a version that fails verification was promoted";
   const auto failed = entries_with(reg, "registry.verify-failed");
   ASSERT_EQ(failed.size(), 2u);
   EXPECT_EQ(failed[0].subject, "m@1");
@@ -555,7 +567,8 @@ TEST(Registry, TwoProcessesPromotingConcurrentlyLoseNoUpdate) {
   }
   EXPECT_EQ(production[0], holder);
   for (const auto& v : reg.versions("m")) EXPECT_EQ(to_string(v.stage), stage[v.version]) << v.ref();
-  EXPECT_EQ(count_rows(reg.db(), "SELECT COUNT(*) FROM stage_changes WHERE to_stage = 'production'"), kChildren * kRounds);
+  EXPECT_EQ(count_rows(reg.db(), "SELECT COUNT(*) FROM stage_changes WHERE to_stage = 'production'"),
+            kChildren * kRounds);
   EXPECT_EQ(count_rows(reg.db(), "SELECT COUNT(*) FROM stage_changes WHERE to_stage = 'archived'"), archived_count);
   EXPECT_EQ(count_rows(reg.db(), "SELECT COUNT(*) FROM stage_changes"), kChildren * kRounds + archived_count);
   std::set<std::string> actors;
