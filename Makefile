@@ -10,7 +10,7 @@ DEB_PACKAGES := cmake make g++ ccache pkg-config zlib1g-dev \
   libtorch-dev python3-torch python3-numpy libopenblas0-pthread dataset-fashion-mnist \
   libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev \
   libcpp-httplib-dev libssl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
-  libyaml-cpp-dev libsqlite3-dev libsqlitecpp-dev sqlite3 prometheus wrk openssl curl
+  libyaml-cpp-dev libsqlite3-dev libsqlitecpp-dev sqlite3 prometheus wrk openssl curl libjs-chart.js chromium
 
 # ccache across precompiled headers (see docs/BUILDING.md).
 export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "cli/common.h"
+#include "cli/serve_command.h"
 #include "core/error.h"
 #include "detect/detector.h"
 #include "serve/auth.h"
@@ -20,30 +21,7 @@
 namespace bulwark::cli {
 namespace {
 
-struct ServeFlags {
-  std::vector<std::string> models;  // NAME=PATH
-  std::string host = "127.0.0.1";
-  int http_port = 8000;
-  int grpc_port = 8001;
-  int threads = 32;
-  std::string tokens;
-  std::string tls_cert, tls_key;
-  std::string config;
-  uint64_t max_body_bytes = 64u << 20;
-  serve::CoreOptions core;
-  // Detection (built into core.guard by guard_options()).
-  std::vector<std::string> calibrations;  // NAME=FILE
-  std::string detectors;
-  std::string expose_scores = "admin";
-  std::string stateful = "off";
-  int stateful_hits = 3;
-  double stateful_block_s = 600;
-  int64_t stateful_max_clients = 256;
-  int64_t stateful_max_queries = 1000;
-  std::string monitor = "on";
-  double monitor_arl0_hours = 24;
-  double monitor_rate_hz = 50;
-};
+
 
 // The detection flags as GuardOptions (validated; errors name the flag).
 void build_guard_options(ServeFlags& f) {
@@ -70,8 +48,8 @@ void build_guard_options(ServeFlags& f) {
 }
 
 // Values from --config fill every flag not given on the command line.
-void apply_config(CLI::App* cmd, const std::string& path) {
-  for (const auto& e : serve::load_config_file(path)) {
+void apply_config(CLI::App* cmd, const std::string& path, const std::string& section) {
+  for (const auto& e : serve::load_config_file(path, section)) {
     CLI::Option* opt = nullptr;
     try {
       opt = cmd->get_option("--" + e.key);
@@ -93,7 +71,7 @@ void apply_config(CLI::App* cmd, const std::string& path) {
 // line gave them (it wins, as at start). Other keys need a restart (ports, threads, batching).
 void reread_config(ServeFlags& f, bool models_on_cli, bool tokens_on_cli) {
   if (f.config.empty()) return;
-  for (const auto& e : serve::load_config_file(f.config)) {
+  for (const auto& e : serve::load_config_file(f.config, f.config_section)) {
     if (e.key == "model" && !models_on_cli) f.models = e.values;
     if (e.key == "tokens" && !tokens_on_cli && !e.values.empty()) f.tokens = e.values.back();
   }
@@ -120,10 +98,34 @@ void warn_unsigned(const ServeFlags& f) {
   }
 }
 
-void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
+void run_token(const std::string& id, const std::vector<std::string>& roles, double rate, const GlobalOptions& g) {
+  if (id.empty()) throw invalid_argument("--id must not be empty");
+  for (const auto& r : roles) serve::parse_role(r, "--roles");
+  const auto token = serve::generate_token();
+  const auto hash = serve::sha256_hex(token);
+  std::string role_list;
+  for (const auto& r : roles) role_list += (role_list.empty() ? "" : ", ") + r;
+  std::string entry = "  - id: " + id + "\n    sha256: " + hash + "\n    roles: [" + role_list + "]\n";
+  if (rate > 0) {
+    char line[64];
+    std::snprintf(line, sizeof line, "    rate_per_s: %g\n", rate);
+    entry += line;
+  }
+  if (g.json) {
+    std::cout << nlohmann::json{{"id", id}, {"token", token}, {"sha256", hash}, {"roles", roles}}.dump() << '\n';
+    return;
+  }
+  std::cout << "token (give to the client; it is not stored anywhere):\n  " << token
+            << "\n\nentry for the tokens file (under 'tokens:'):\n"
+            << entry;
+}
+
+}  // namespace
+
+void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g, const Attach& attach) {
   const bool models_on_cli = cmd->get_option("--model")->count() > 0;
   const bool tokens_on_cli = cmd->get_option("--tokens")->count() > 0;
-  if (!f.config.empty()) apply_config(cmd, f.config);
+  if (!f.config.empty()) apply_config(cmd, f.config, f.config_section);
   apply_threads(g);
   build_guard_options(f);
   if (f.models.empty()) throw invalid_argument("--model NAME=registry:MODEL@STAGE (or NAME=PATH) is required (at least one model)");
@@ -139,6 +141,7 @@ void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
   serve::InferenceCore core(f.core);
   warn_unsigned(f);
   load_state(core, f);
+  const std::shared_ptr<void> attached = attach ? attach(core, f) : nullptr;
   if (f.tokens.empty()) std::cerr << "warning: no --tokens file: authentication is off, every caller has every role\n";
 
   std::unique_ptr<serve::HttpFrontend> http;
@@ -202,84 +205,64 @@ void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g) {
   }
 }
 
-void run_token(const std::string& id, const std::vector<std::string>& roles, double rate, const GlobalOptions& g) {
-  if (id.empty()) throw invalid_argument("--id must not be empty");
-  for (const auto& r : roles) serve::parse_role(r, "--roles");
-  const auto token = serve::generate_token();
-  const auto hash = serve::sha256_hex(token);
-  std::string role_list;
-  for (const auto& r : roles) role_list += (role_list.empty() ? "" : ", ") + r;
-  std::string entry = "  - id: " + id + "\n    sha256: " + hash + "\n    roles: [" + role_list + "]\n";
-  if (rate > 0) {
-    char line[64];
-    std::snprintf(line, sizeof line, "    rate_per_s: %g\n", rate);
-    entry += line;
-  }
-  if (g.json) {
-    std::cout << nlohmann::json{{"id", id}, {"token", token}, {"sha256", hash}, {"roles", roles}}.dump() << '\n';
-    return;
-  }
-  std::cout << "token (give to the client; it is not stored anywhere):\n  " << token
-            << "\n\nentry for the tokens file (under 'tokens:'):\n"
-            << entry;
+void add_serve_options(CLI::App* cmd, ServeFlags& f) {
+  cmd->add_option("--model", f.models,
+                  "NAME=registry:MODEL@STAGE (or @N), or NAME=PATH with --allow-unsigned (repeatable)");
+  cmd->add_option("--registry", f.core.source.registry, "Registry directory for registry: references");
+  cmd->add_option("--model-root", f.core.source.model_root,
+                  "Directory the repository API may load plain files from (relative paths only)");
+  cmd->add_flag("--allow-unsigned", f.core.source.allow_unsigned,
+                "Serve unsigned files (development only: logged and shown in /metrics)");
+  cmd->add_option("--follow-interval-ms", f.core.source.follow_interval_ms,
+                  "How often registry stage references are checked for a new version")
+      ->capture_default_str();
+  cmd->add_option("--host", f.host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--http-port", f.http_port, "REST port (0 = any free port, -1 = off)")->capture_default_str();
+  cmd->add_option("--grpc-port", f.grpc_port, "gRPC port (0 = any free port, -1 = off)")->capture_default_str();
+  cmd->add_option("--threads", f.threads, "Request threads per frontend (a keep-alive connection holds one)")
+      ->capture_default_str();
+  cmd->add_option("--max-batch", f.core.batching.max_batch, "Rows per batched forward pass")->capture_default_str();
+  cmd->add_option("--max-queue-delay-us", f.core.batching.max_queue_delay_us,
+                  "How long the oldest queued request waits for a fuller batch")
+      ->capture_default_str();
+  cmd->add_option("--max-queue", f.core.batching.max_queue, "Queued requests per model before answering 503")
+      ->capture_default_str();
+  cmd->add_option("--tokens", f.tokens, "Tokens file (YAML, hashed tokens with roles); none = auth off");
+  cmd->add_option("--tls-cert", f.tls_cert, "PEM certificate: serve HTTPS and gRPC over TLS");
+  cmd->add_option("--tls-key", f.tls_key, "PEM private key for --tls-cert");
+  cmd->add_option("--config", f.config, "YAML file of flag values (flags given here win)");
+  cmd->add_option("--guard", f.core.guard.scorer,
+                  "Attack scorer for models without --calibration: max-softmax, entropy or none")
+      ->capture_default_str();
+  cmd->add_option("--guard-threshold", f.core.guard.threshold, "Flag inputs whose uncalibrated score exceeds this")
+      ->capture_default_str();
+  cmd->add_option("--calibration", f.calibrations, "NAME=FILE: the model's detector calibration (detect calibrate)");
+  cmd->add_option("--detectors", f.detectors, "Subset of the calibrated detectors to run (default: all)");
+  cmd->add_option("--expose-scores", f.expose_scores, "Who sees attack scores in responses: off, admin, all")
+      ->capture_default_str();
+  cmd->add_option("--stateful", f.stateful, "Query-similarity detection per client: off, flag, throttle, block")
+      ->capture_default_str();
+  cmd->add_option("--stateful-hits", f.stateful_hits, "Near-duplicate hits that flag a client")->capture_default_str();
+  cmd->add_option("--stateful-block-s", f.stateful_block_s, "How long a throttle or block lasts")->capture_default_str();
+  cmd->add_option("--stateful-max-clients", f.stateful_max_clients, "Clients whose query history is kept")
+      ->capture_default_str();
+  cmd->add_option("--stateful-max-queries", f.stateful_max_queries, "Queries kept per client")->capture_default_str();
+  cmd->add_option("--monitor", f.monitor, "Stream monitor for calibrated models: on or off")->capture_default_str();
+  cmd->add_option("--monitor-arl0-hours", f.monitor_arl0_hours, "Mean time between false alarms on clean traffic")
+      ->capture_default_str();
+  cmd->add_option("--monitor-rate-hz", f.monitor_rate_hz, "Expected inputs per second (sets the alarm thresholds)")
+      ->capture_default_str();
+  cmd->add_option("--events", f.core.guard.events_path, "JSON-lines event log (alarms, flagged clients)");
+  cmd->add_option("--max-body-bytes", f.max_body_bytes, "Largest request body (413 above)")->capture_default_str();
+  cmd->add_option("--max-elements", f.core.max_elements, "Largest input tensor, in elements")->capture_default_str();
+  cmd->add_option("--access-log", f.core.access_log, "JSON-lines access log: a file, - (stderr) or off")
+      ->capture_default_str();
 }
-
-}  // namespace
 
 void register_serve(CLI::App& app, GlobalOptions& g) {
   auto f = std::make_shared<ServeFlags>();
   auto* cmd = app.add_subcommand("serve", "Serve models over the KServe V2 protocol (REST and gRPC)");
-  cmd->add_option("--model", f->models,
-                  "NAME=registry:MODEL@STAGE (or @N), or NAME=PATH with --allow-unsigned (repeatable)");
-  cmd->add_option("--registry", f->core.source.registry, "Registry directory for registry: references");
-  cmd->add_option("--model-root", f->core.source.model_root,
-                  "Directory the repository API may load plain files from (relative paths only)");
-  cmd->add_flag("--allow-unsigned", f->core.source.allow_unsigned,
-                "Serve unsigned files (development only: logged and shown in /metrics)");
-  cmd->add_option("--follow-interval-ms", f->core.source.follow_interval_ms,
-                  "How often registry stage references are checked for a new version")
-      ->capture_default_str();
-  cmd->add_option("--host", f->host, "Address to listen on")->capture_default_str();
-  cmd->add_option("--http-port", f->http_port, "REST port (0 = any free port, -1 = off)")->capture_default_str();
-  cmd->add_option("--grpc-port", f->grpc_port, "gRPC port (0 = any free port, -1 = off)")->capture_default_str();
-  cmd->add_option("--threads", f->threads, "Request threads per frontend (a keep-alive connection holds one)")
-      ->capture_default_str();
-  cmd->add_option("--max-batch", f->core.batching.max_batch, "Rows per batched forward pass")->capture_default_str();
-  cmd->add_option("--max-queue-delay-us", f->core.batching.max_queue_delay_us,
-                  "How long the oldest queued request waits for a fuller batch")
-      ->capture_default_str();
-  cmd->add_option("--max-queue", f->core.batching.max_queue, "Queued requests per model before answering 503")
-      ->capture_default_str();
-  cmd->add_option("--tokens", f->tokens, "Tokens file (YAML, hashed tokens with roles); none = auth off");
-  cmd->add_option("--tls-cert", f->tls_cert, "PEM certificate: serve HTTPS and gRPC over TLS");
-  cmd->add_option("--tls-key", f->tls_key, "PEM private key for --tls-cert");
-  cmd->add_option("--config", f->config, "YAML file of flag values (flags given here win)");
-  cmd->add_option("--guard", f->core.guard.scorer,
-                  "Attack scorer for models without --calibration: max-softmax, entropy or none")
-      ->capture_default_str();
-  cmd->add_option("--guard-threshold", f->core.guard.threshold, "Flag inputs whose uncalibrated score exceeds this")
-      ->capture_default_str();
-  cmd->add_option("--calibration", f->calibrations, "NAME=FILE: the model's detector calibration (detect calibrate)");
-  cmd->add_option("--detectors", f->detectors, "Subset of the calibrated detectors to run (default: all)");
-  cmd->add_option("--expose-scores", f->expose_scores, "Who sees attack scores in responses: off, admin, all")
-      ->capture_default_str();
-  cmd->add_option("--stateful", f->stateful, "Query-similarity detection per client: off, flag, throttle, block")
-      ->capture_default_str();
-  cmd->add_option("--stateful-hits", f->stateful_hits, "Near-duplicate hits that flag a client")->capture_default_str();
-  cmd->add_option("--stateful-block-s", f->stateful_block_s, "How long a throttle or block lasts")->capture_default_str();
-  cmd->add_option("--stateful-max-clients", f->stateful_max_clients, "Clients whose query history is kept")
-      ->capture_default_str();
-  cmd->add_option("--stateful-max-queries", f->stateful_max_queries, "Queries kept per client")->capture_default_str();
-  cmd->add_option("--monitor", f->monitor, "Stream monitor for calibrated models: on or off")->capture_default_str();
-  cmd->add_option("--monitor-arl0-hours", f->monitor_arl0_hours, "Mean time between false alarms on clean traffic")
-      ->capture_default_str();
-  cmd->add_option("--monitor-rate-hz", f->monitor_rate_hz, "Expected inputs per second (sets the alarm thresholds)")
-      ->capture_default_str();
-  cmd->add_option("--events", f->core.guard.events_path, "JSON-lines event log (alarms, flagged clients)");
-  cmd->add_option("--max-body-bytes", f->max_body_bytes, "Largest request body (413 above)")->capture_default_str();
-  cmd->add_option("--max-elements", f->core.max_elements, "Largest input tensor, in elements")->capture_default_str();
-  cmd->add_option("--access-log", f->core.access_log, "JSON-lines access log: a file, - (stderr) or off")
-      ->capture_default_str();
+  add_serve_options(cmd, *f);
   cmd->callback([cmd, f, &g] { run_serve(cmd, *f, g); });
 
   auto id = std::make_shared<std::string>();

@@ -42,6 +42,9 @@ void register_serve(CLI::App& app, GlobalOptions& g);  // and `token`
 void register_detect(CLI::App& app, GlobalOptions& g);
 void register_registry(CLI::App& app, GlobalOptions& g);  // and `keys`
 void register_audit(CLI::App& app, GlobalOptions& g);     // and `runs`
+void register_guard(CLI::App& app, GlobalOptions& g);
+void register_report(CLI::App& app, GlobalOptions& g);
+void register_traffic(CLI::App& app, GlobalOptions& g);
 
 std::string version_text();
 

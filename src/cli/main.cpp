@@ -34,6 +34,9 @@ int run(int argc, char** argv) {
   bulwark::cli::register_detect(app, g);
   bulwark::cli::register_registry(app, g);
   bulwark::cli::register_audit(app, g);
+  bulwark::cli::register_guard(app, g);
+  bulwark::cli::register_report(app, g);
+  bulwark::cli::register_traffic(app, g);
 
   try {
     app.parse(argc, argv);

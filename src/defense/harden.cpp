@@ -126,6 +126,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
                         .seed(o.seed)
                         .budget_seconds(o.budget_seconds)
                         .cyclic_lr(o.effective_lr_schedule() == "one-cycle")
+                        .cancel_flag(o.cancel)
                         .progress(o.progress);
   result.train = train::fit(m, train, validation, opts, *objective, hook);
   return result;

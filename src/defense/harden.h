@@ -3,6 +3,8 @@
 // catastrophic overfitting.
 #pragma once
 
+#include <atomic>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,7 @@ struct HardenOptions {
   bool guard = true;             // Fast-AT catastrophic-overfitting guard
   uint64_t seed = 0;
   bool progress = true;
+  std::shared_ptr<const std::atomic<bool>> cancel;  // true: stop at the next batch (closed loop)
 
   // Throws invalid_argument naming the flag.
   void validate() const;

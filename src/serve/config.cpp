@@ -5,8 +5,13 @@
 
 namespace bulwark::serve {
 
-std::vector<ConfigEntry> load_config_file(const std::string& path) {
-  const YAML::Node root = detail::load_yaml_file(path, "--config");
+std::vector<ConfigEntry> load_config_file(const std::string& path_in, const std::string& section) {
+  const YAML::Node file = detail::load_yaml_file(path_in, "--config");
+  const std::string path = section.empty() ? path_in : path_in + ": " + section;
+  if (!section.empty() && (!file.IsMap() || !file[section])) {
+    throw data_format(path_in + ": no '" + section + "' section");
+  }
+  const YAML::Node root = section.empty() ? file : file[section];  // copies share the node: no assignment
   if (root.IsNull()) return {};
   if (!root.IsMap()) throw data_format(path + ": expected a map of flag names to values");
   std::vector<ConfigEntry> out;

@@ -21,7 +21,9 @@ struct ConfigEntry {
 };
 
 // Throws naming the file and key: unreadable file, not a map, nested values, "model" not a map/list.
-std::vector<ConfigEntry> load_config_file(const std::string& path);
+// `section` non-empty: the flags are the map under that top-level key (guard.yaml's `serve:`), and
+// the file's other keys are someone else's.
+std::vector<ConfigEntry> load_config_file(const std::string& path, const std::string& section = "");
 
 // "NAME=PATH" -> {NAME, PATH}; throws invalid_argument naming --model.
 std::pair<std::string, std::string> parse_model_arg(const std::string& arg);

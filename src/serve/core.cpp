@@ -140,16 +140,20 @@ std::string InferenceCore::load(const std::string& name, const std::string& refe
     shape.insert(shape.begin(), 1);
     batch_runner(slot->model, slot->detectors)(torch::full(shape, slot->model.spec().lo));
   }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    slot->version = std::to_string(++versions_[name]);  // a load that fails from here on skips a number
+  }
+  auto monitor = guard_.make_monitor(name, slot->version, slot->detectors.get(), slot->model.spec().num_classes());
   std::shared_ptr<Slot> old;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    slot->version = std::to_string(++versions_[name]);
     references_[name] = is_registry_reference(reference) ? reference : resolved.path;
     auto& s = slots_[name];
     old = std::move(s);
     s = slot;
   }
-  guard_.model_loaded(name, slot->version, slot->detectors.get(), slot->model.spec().num_classes());
+  guard_.model_loaded(name, std::move(monitor));
   publish_model_info();
   metrics_.counter("bulwark_model_loads_total", {{"model", name}, {"result", "ok"}});
   source_->audit(replacing ? "serve.swap" : "serve.load", name,
@@ -309,6 +313,22 @@ void InferenceCore::note_auth_failure() {
   if (count == kAuthBurst) {
     source_->audit("serve.auth-failures", "server", {{"failures", count}, {"window_s", kWindowS}}, "serve");
   }
+}
+
+std::optional<ResolvedModel> InferenceCore::source_of(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto it = slots_.find(name);
+  if (it == slots_.end()) return std::nullopt;
+  return it->second->source;
+}
+
+nlohmann::json InferenceCore::guard_status() {
+  return {{"guard", guard_.status(unix_now_s())}, {"controller", control_.status ? control_.status() : nullptr}};
+}
+
+nlohmann::json InferenceCore::request_hardening(const std::string& actor) {
+  if (!control_.harden) throw not_found("no closed-loop controller runs in this server (start it with `bulwark guard`)");
+  return control_.harden(actor);
 }
 
 Principal InferenceCore::authorize_repository(const std::string& authorization) {

@@ -13,7 +13,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -82,6 +84,21 @@ class InferenceCore {
     source_->audit(action, subject, details, "operator");
   }
 
+  // Where the model `name` now being served came from (registry version, signed...); nullopt when
+  // it is not loaded.
+  std::optional<ResolvedModel> source_of(const std::string& name) const;
+
+  // The closed loop's controller, when one runs in this process (`bulwark guard`): GET /v2/guard
+  // reports its status and POST /v2/guard/harden asks it to harden now. Set before serving starts.
+  struct ControlHooks {
+    std::function<nlohmann::json()> status;
+    std::function<nlohmann::json(const std::string& actor)> harden;
+  };
+  void set_control(ControlHooks hooks) { control_ = std::move(hooks); }
+  // {"guard": detectors, monitors and recent events, "controller": ... or null}.
+  nlohmann::json guard_status();
+  nlohmann::json request_hardening(const std::string& actor);
+
   // After this, ready() is false; requests already admitted finish.
   void begin_drain() { draining_ = true; }
   Metrics& metrics() { return metrics_; }
@@ -116,6 +133,7 @@ class InferenceCore {
   std::condition_variable follow_cv_;
   bool follow_stop_ = false;
   std::map<std::string, int64_t> refused_version_;  // follower thread only
+  ControlHooks control_;
   std::mutex auth_mu_;  // guards the two below
   double auth_window_start_ = 0;
   int auth_failures_ = 0;

@@ -76,8 +76,8 @@ std::shared_ptr<const detect::DetectorSet> Guard::detectors_for(const std::strin
       detect::DetectorSet::uncalibrated(detect::make_detector(options_.scorer, 0, 1, {}), options_.threshold));
 }
 
-void Guard::model_loaded(const std::string& name, const std::string& version, const detect::DetectorSet* set,
-                         int64_t num_classes) {
+std::shared_ptr<detect::StreamMonitor> Guard::make_monitor(const std::string& name, const std::string& version,
+                                                           const detect::DetectorSet* set, int64_t num_classes) const {
   std::shared_ptr<detect::StreamMonitor> monitor;
   if (options_.monitor && set && set->calibrated() && !set->monitor_reference().empty()) {
     auto ref = detect::MonitorReference::from_json(set->monitor_reference());
@@ -87,8 +87,12 @@ void Guard::model_loaded(const std::string& name, const std::string& version, co
                                                         version);
     }
   }
+  return monitor;
+}
+
+void Guard::model_loaded(const std::string& name, std::shared_ptr<detect::StreamMonitor> monitor) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (monitor) monitors_[name] = monitor;
+  if (monitor) monitors_[name] = std::move(monitor);
   else monitors_.erase(name);
 }
 

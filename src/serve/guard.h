@@ -70,9 +70,13 @@ class Guard {
   std::shared_ptr<const detect::DetectorSet> detectors_for(const std::string& name, const model::Model& m,
                                                            const std::string& path,
                                                            const std::string& calibration = "") const;
-  // A model (version) went live: a fresh monitor when it has a calibrated reference.
-  void model_loaded(const std::string& name, const std::string& version, const detect::DetectorSet* set,
-                    int64_t num_classes);
+  // The monitor for a model version about to go live (null when it has no calibrated reference).
+  // Slow — thresholds are set by simulation — so it runs before the swap, not after it.
+  std::shared_ptr<detect::StreamMonitor> make_monitor(const std::string& name, const std::string& version,
+                                                      const detect::DetectorSet* set, int64_t num_classes) const;
+  // The version went live: its monitor replaces the old one (requests between the swap and this
+  // call still count for the old version's monitor).
+  void model_loaded(const std::string& name, std::shared_ptr<detect::StreamMonitor> monitor);
   void model_unloaded(const std::string& name);
 
   // Before the model runs: throws kPermissionDenied (blocked) or RateLimitedError (throttled).

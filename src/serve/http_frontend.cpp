@@ -243,6 +243,14 @@ void HttpFrontend::register_routes() {
            core.unload_model(req.matches[1]);
            send_json(res, 200, json::object());
          }));
+  s.Get("/v2/guard", guarded([&core](const httplib::Request& req, httplib::Response& res) {
+          core.authorize_repository(req.get_header_value("Authorization"));
+          send_json(res, 200, core.guard_status());
+        }));
+  s.Post("/v2/guard/harden", guarded([&core](const httplib::Request& req, httplib::Response& res) {
+           const auto who = core.authorize_repository(req.get_header_value("Authorization"));
+           send_json(res, 202, core.request_hardening("token:" + who.token_id));
+         }));
   s.Get("/metrics", guarded([&core](const httplib::Request&, httplib::Response& res) {
           res.set_content(core.render_metrics(), "text/plain; version=0.0.4; charset=utf-8");
         }));

@@ -85,6 +85,9 @@ Metrics::Metrics() {
   family("bulwark_model_signed", "gauge", "1 when the model being served was verified against a trusted signature");
   family("bulwark_model_registry_version", "gauge", "Registry version being served, for models loaded from the registry");
   family("bulwark_model_loads_total", "counter", "Model loads and swaps, by result (ok, refused, failed)");
+  family("bulwark_guard_state", "gauge", "The closed loop's state (1 for the current one), by model and state");
+  family("bulwark_guard_transitions_total", "counter", "Closed-loop state transitions, by model and new state");
+  family("bulwark_guard_gate_total", "counter", "Candidates gated, by model and result (passed, refused)");
 }
 
 void Metrics::counter(const std::string& name, const Labels& l, double v) { add(name, l, v); }

@@ -36,6 +36,11 @@ TrainOptions& TrainOptions::seed(uint64_t v) {
   seed_ = v;
   return *this;
 }
+TrainOptions& TrainOptions::cancel_flag(std::shared_ptr<const std::atomic<bool>> flag) {
+  cancel_ = std::move(flag);
+  return *this;
+}
+
 TrainOptions& TrainOptions::budget_seconds(double v) {
   if (!(v >= 0 && std::isfinite(v))) throw invalid_argument("--budget-minutes must be >= 0");
   budget_seconds_ = v;

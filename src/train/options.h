@@ -1,7 +1,9 @@
 // train/options.h — settings for the training loop, validated when built.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +26,9 @@ class TrainOptions {
   // the run, then falls linearly to 0. Off: constant lr(). Under a time budget the run's progress is
   // whichever is further along, steps or the clock, so the rate still reaches 0 when time runs out.
   TrainOptions& cyclic_lr(bool v);
+  // Set to true from any thread to stop the run at the next batch, as if the budget ran out (the
+  // best checkpoint so far is kept). Used by the closed loop to cancel a hardening job.
+  TrainOptions& cancel_flag(std::shared_ptr<const std::atomic<bool>> flag);
 
   int64_t epochs() const { return epochs_; }
   int64_t batch_size() const { return batch_size_; }
@@ -34,6 +39,7 @@ class TrainOptions {
   double budget_seconds() const { return budget_seconds_; }
   bool progress() const { return progress_; }
   bool cyclic_lr() const { return cyclic_lr_; }
+  bool cancelled() const { return cancel_ && cancel_->load(); }
   // The learning rate at step `step` of `total` under the schedule, `elapsed_s` into the run.
   double lr_at(int64_t step, int64_t total, double elapsed_s = 0.0) const;
 
@@ -49,6 +55,7 @@ class TrainOptions {
   double budget_seconds_ = 0.0;
   bool progress_ = true;
   bool cyclic_lr_ = false;
+  std::shared_ptr<const std::atomic<bool>> cancel_;
 };
 
 }  // namespace bulwark::train

@@ -95,7 +95,7 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
     EpochStats stats;
     stats.epoch = epoch + 1;
     for (size_t b = 0; b < batches.size(); ++b) {
-      if (o.budget_seconds() > 0 && seconds_since(run_start) > o.budget_seconds()) {
+      if ((o.budget_seconds() > 0 && seconds_since(run_start) > o.budget_seconds()) || o.cancelled()) {
         result.stopped_by_budget = true;
         stats.partial = true;
         break;

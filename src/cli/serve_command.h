@@ -1,0 +1,53 @@
+// cli/serve_command.h — `bulwark serve`'s flags and run loop, shared with `bulwark guard`, which
+// is the same server with the closed-loop controller attached.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/common.h"
+#include "serve/core.h"
+
+namespace bulwark::cli {
+
+struct ServeFlags {
+  std::vector<std::string> models;  // NAME=PATH
+  std::string host = "127.0.0.1";
+  int http_port = 8000;
+  int grpc_port = 8001;
+  int threads = 32;
+  std::string tokens;
+  std::string tls_cert, tls_key;
+  std::string config;
+  std::string config_section;  // "" for serve; "serve" inside guard.yaml
+  uint64_t max_body_bytes = 64u << 20;
+  serve::CoreOptions core;
+  // Detection (built into core.guard by guard_options()).
+  std::vector<std::string> calibrations;  // NAME=FILE
+  std::string detectors;
+  std::string expose_scores = "admin";
+  std::string stateful = "off";
+  int stateful_hits = 3;
+  double stateful_block_s = 600;
+  int64_t stateful_max_clients = 256;
+  int64_t stateful_max_queries = 1000;
+  std::string monitor = "on";
+  double monitor_arl0_hours = 24;
+  double monitor_rate_hz = 50;
+};
+
+// Adds every serve flag to `cmd`, bound to `f`.
+void add_serve_options(CLI::App* cmd, ServeFlags& f);
+
+// Runs after the models are loaded and before the frontends start; what it returns lives until
+// the server has drained (the guard's controller).
+using Attach = std::function<std::shared_ptr<void>(serve::InferenceCore& core, const ServeFlags& f)>;
+
+// Applies --config, starts the core, the frontends and `attach`, then serves until SIGTERM/SIGINT.
+void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g, const Attach& attach = {});
+
+}  // namespace bulwark::cli

@@ -1,0 +1,118 @@
+// control/controller.h — the closed loop: a state machine driven by the monitor's events and the
+// policy,
+//
+//   serving → alarm → hardening → gating → promoting → watching → stable | rolled-back
+//                 ↘ serving (alarm cleared)   ↘ failed (job or gate)    (then, after the cooldown, serving)
+//
+// serving: waiting for an alarm of a trigger statistic on the served model. alarm: the alarm must
+// persist `trigger.persistence_s`. hardening: a job (runner.h) fine-tunes the production version
+// adversarially. gating: the candidate gets its own detector calibration, then the gate (gate.h)
+// compares it with production. promoting: the candidate is registered (signed) and promoted; the
+// server, following the production stage, verifies and swaps it in. watching: labelled feedback
+// on the new version is compared with the replaced version's; worse → rollback. At most one job
+// at a time; every transition is an audit entry, an event ("guard.state") and a metric; the state
+// is persisted (write, fsync, rename) so a restarted guard resumes or cleanly abandons the job.
+//
+// Thread-safety: start(), stop(), status(), request_hardening() may be called from any thread; the
+// loop runs on the controller's own thread; event callbacks only enqueue.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "control/policy.h"
+#include "control/runner.h"
+#include "detect/events.h"
+
+namespace bulwark::serve {
+class InferenceCore;
+}
+namespace bulwark::registry {
+class Registry;
+}
+
+namespace bulwark::control {
+
+enum class State { kServing, kAlarm, kHardening, kGating, kPromoting, kWatching, kStable, kRolledBack, kFailed };
+std::string to_string(State s);
+State parse_state(const std::string& s);  // throws data_format naming it
+
+struct ControllerOptions {
+  std::string registry_dir;
+  std::string model;        // the registry model
+  std::string served_name;  // the name clients use
+  std::string state_file;   // default <registry>/guard/<model>.state.json
+  std::string work_dir;     // default <registry>/guard/jobs
+  std::string bulwark_binary = "/proc/self/exe";
+  double tick_s = 0.1;
+  double promote_deadline_s = 30;  // for the server to swap the promoted version in
+};
+
+class Controller {
+ public:
+  Controller(ControllerOptions options, Policy policy, serve::InferenceCore& core);
+  ~Controller();
+
+  // Recovers the persisted state (a half-done job is abandoned; a promotion that happened is
+  // watched), subscribes to the events, starts the loop.
+  void start();
+  void stop();  // cancels a running job (deadline 10 s) and joins the loop
+
+  nlohmann::json status() const;
+  State state() const;
+  // Hardening now, as if a trigger alarm had persisted (POST /v2/guard/harden). Refused, with the
+  // reason, unless the controller is serving (or in stable/failed/rolled-back: the cooldown is
+  // skipped for an explicit request).
+  nlohmann::json request_hardening(const std::string& actor);
+
+ private:
+  struct Persisted;
+  void loop();
+  void tick(const std::vector<detect::Event>& events);
+  void transition(State to, const std::string& reason, nlohmann::json details = nlohmann::json::object());
+  void persist();
+  void recover();
+  void start_hardening(const std::string& reason);
+  void gate_and_promote();
+  void finish_promotion();
+  void judge_watch(const std::vector<detect::Event>& events);
+  void rollback(const std::string& reason);
+  void abandon_job();
+  double feedback_accuracy(int64_t* labels) const;  // the served model's monitor window
+
+  const ControllerOptions options_;
+  const Policy policy_;
+  serve::InferenceCore& core_;
+  std::unique_ptr<registry::Registry> registry_;  // loop thread only (after start)
+
+  mutable std::mutex mu_;  // guards everything below up to the thread
+  State state_ = State::kServing;
+  double since_s_ = 0;
+  std::string reason_;
+  std::string alarm_detector_;
+  std::string job_id_, job_dir_;
+  double job_started_s_ = 0;
+  std::string job_progress_;
+  int64_t production_version_ = 0, candidate_version_ = 0;
+  double accuracy_before_ = -1;
+  int64_t labels_before_ = 0;
+  nlohmann::json last_gate_ = nullptr;
+  std::deque<nlohmann::json> history_;  // the last 50 transitions
+  std::string manual_request_;          // actor of a pending request_hardening
+  std::deque<detect::Event> inbox_;     // bounded: events arrive faster than a gate runs
+  bool stop_ = false;
+  std::condition_variable cv_;
+
+  std::unique_ptr<JobRunner> runner_;  // loop thread only
+  int subscription_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace bulwark::control

@@ -1,0 +1,159 @@
+#include "control/policy.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <set>
+
+#include "core/error.h"
+
+namespace bulwark::control {
+namespace {
+
+// Reads `section` of `root`, refusing keys it does not know.
+class Section {
+ public:
+  Section(const YAML::Node& root, const std::string& name, const std::string& where)
+      : node_(root[name]), where_(where + "." + name) {
+    if (node_ && !node_.IsMap()) throw invalid_argument(where_ + " must be a mapping");
+  }
+  template <typename T>
+  void read(const std::string& key, T& out) {
+    known_.insert(key);
+    if (!node_ || !node_[key]) return;
+    try {
+      out = node_[key].as<T>();
+    } catch (const YAML::Exception&) {
+      throw invalid_argument(where_ + "." + key + ": wrong type");
+    }
+  }
+  void done() const {
+    if (!node_) return;
+    for (const auto& kv : node_) {
+      const auto key = kv.first.as<std::string>();
+      if (!known_.count(key)) throw invalid_argument(where_ + ": unknown key '" + key + "'");
+    }
+  }
+
+ private:
+  YAML::Node node_;
+  std::string where_;
+  std::set<std::string> known_;
+};
+
+void require(bool ok, const std::string& key, const std::string& limit) {
+  if (!ok) throw invalid_argument("policy." + key + " must be " + limit);
+}
+
+}  // namespace
+
+Policy Policy::from_yaml(const YAML::Node& node, const std::string& where) {
+  if (!node.IsMap()) throw invalid_argument(where + " must be a mapping");
+  Policy p;
+  for (const auto& kv : node) {
+    const auto key = kv.first.as<std::string>();
+    static const std::set<std::string> kSections{"trigger", "hardening", "gate", "watch", "cooldown_s"};
+    if (!kSections.count(key)) throw invalid_argument(where + ": unknown key '" + key + "'");
+  }
+  Section t(node, "trigger", where);
+  t.read("alarms", p.trigger.alarms);
+  t.read("persistence_s", p.trigger.persistence_s);
+  t.done();
+  Section h(node, "hardening", where);
+  h.read("method", p.hardening.method);
+  h.read("eps", p.hardening.eps);
+  h.read("epochs", p.hardening.epochs);
+  h.read("limit", p.hardening.limit);
+  h.read("budget_minutes", p.hardening.budget_minutes);
+  h.read("data", p.hardening.data);
+  h.read("runner", p.hardening.runner);
+  h.read("key", p.hardening.key);
+  h.read("batch", p.hardening.batch);
+  h.read("pgd_steps", p.hardening.pgd_steps);
+  h.read("seed", p.hardening.seed);
+  h.read("detectors", p.hardening.detectors);
+  h.done();
+  Section g(node, "gate", where);
+  g.read("n", p.gate.n);
+  g.read("offset", p.gate.offset);
+  g.read("attacks", p.gate.attacks);
+  g.read("eps", p.gate.eps);
+  g.read("max_clean_drop", p.gate.max_clean_drop);
+  g.read("min_robust_accuracy", p.gate.min_robust_accuracy);
+  g.read("pgd_steps", p.gate.pgd_steps);
+  g.done();
+  Section w(node, "watch", where);
+  w.read("window_s", p.watch.window_s);
+  w.read("max_accuracy_drop", p.watch.max_accuracy_drop);
+  w.read("min_feedback_accuracy", p.watch.min_feedback_accuracy);
+  w.read("rollback_on_accuracy_alarm", p.watch.rollback_on_accuracy_alarm);
+  w.read("min_feedback", p.watch.min_feedback);
+  w.done();
+  if (node["cooldown_s"]) {
+    try {
+      p.cooldown_s = node["cooldown_s"].as<double>();
+    } catch (const YAML::Exception&) {
+      throw invalid_argument(where + ".cooldown_s: wrong type");
+    }
+  }
+  p.validate();
+  return p;
+}
+
+void Policy::validate() const {
+  static const std::set<std::string> kAlarms{"detector_rate", "confidence", "class_mix", "accuracy"};
+  require(!trigger.alarms.empty(), "trigger.alarms", "a non-empty list");
+  for (const auto& a : trigger.alarms) {
+    require(kAlarms.count(a) != 0, "trigger.alarms", "from detector_rate, confidence, class_mix, accuracy (got '" + a + "')");
+  }
+  require(trigger.persistence_s >= 0 && trigger.persistence_s <= 3600, "trigger.persistence_s", "in [0, 3600]");
+  require(hardening.method == "pgd-at" || hardening.method == "trades" || hardening.method == "fast-at",
+          "hardening.method", "pgd-at, trades or fast-at");
+  require(hardening.eps > 0 && hardening.eps <= 1, "hardening.eps", "in (0, 1]");
+  require(hardening.epochs >= 1 && hardening.epochs <= 1000, "hardening.epochs", "in [1, 1000]");
+  require(hardening.limit >= 0, "hardening.limit", ">= 0");
+  require(hardening.budget_minutes > 0 && hardening.budget_minutes <= 24 * 60, "hardening.budget_minutes",
+          "in (0, 1440]");
+  require(hardening.runner == "thread" || hardening.runner == "subprocess", "hardening.runner", "thread or subprocess");
+  require(!hardening.key.empty(), "hardening.key", "a signing key file (bulwark keys gen): candidates are signed");
+  require(hardening.batch >= 1 && hardening.batch <= 4096, "hardening.batch", "in [1, 4096]");
+  require(hardening.pgd_steps >= 1 && hardening.pgd_steps <= 100, "hardening.pgd_steps", "in [1, 100]");
+  require(gate.n >= 10 && gate.n <= 10000, "gate.n", "in [10, 10000]");
+  require(gate.offset >= 0, "gate.offset", ">= 0");
+  require(!gate.attacks.empty(), "gate.attacks", "a non-empty list");
+  require(gate.eps > 0 && gate.eps <= 1, "gate.eps", "in (0, 1]");
+  require(gate.max_clean_drop >= 0 && gate.max_clean_drop <= 1, "gate.max_clean_drop", "in [0, 1] (a fraction)");
+  require(gate.min_robust_accuracy >= 0 && gate.min_robust_accuracy <= 1, "gate.min_robust_accuracy", "in [0, 1]");
+  require(gate.pgd_steps >= 1 && gate.pgd_steps <= 1000, "gate.pgd_steps", "in [1, 1000]");
+  require(watch.window_s >= 0 && watch.window_s <= 86400, "watch.window_s", "in [0, 86400]");
+  require(watch.max_accuracy_drop >= 0 && watch.max_accuracy_drop <= 1, "watch.max_accuracy_drop", "in [0, 1]");
+  require(watch.min_feedback_accuracy >= 0 && watch.min_feedback_accuracy <= 1, "watch.min_feedback_accuracy",
+          "in [0, 1]");
+  require(watch.min_feedback >= 1, "watch.min_feedback", ">= 1");
+  require(cooldown_s >= 0 && cooldown_s <= 7 * 86400, "cooldown_s", "in [0, 604800]");
+}
+
+double HardeningPolicy::validation_fraction(int64_t train_size) const {
+  if (train_size <= 0) return 0.05;
+  return std::min(0.5, std::max(0.05, 400.0 / static_cast<double>(train_size)));
+}
+
+nlohmann::json Policy::to_json() const {
+  return {{"trigger", {{"alarms", trigger.alarms}, {"persistence_s", trigger.persistence_s}}},
+          {"hardening",
+           {{"method", hardening.method}, {"eps", hardening.eps}, {"epochs", hardening.epochs},
+            {"limit", hardening.limit}, {"budget_minutes", hardening.budget_minutes}, {"data", hardening.data},
+            {"runner", hardening.runner}, {"key", hardening.key}, {"batch", hardening.batch},
+            {"pgd_steps", hardening.pgd_steps}, {"seed", hardening.seed}, {"detectors", hardening.detectors}}},
+          {"gate",
+           {{"n", gate.n}, {"offset", gate.offset}, {"attacks", gate.attacks}, {"eps", gate.eps},
+            {"max_clean_drop", gate.max_clean_drop}, {"min_robust_accuracy", gate.min_robust_accuracy},
+            {"pgd_steps", gate.pgd_steps}}},
+          {"watch",
+           {{"window_s", watch.window_s}, {"max_accuracy_drop", watch.max_accuracy_drop},
+            {"min_feedback_accuracy", watch.min_feedback_accuracy}, {"min_feedback", watch.min_feedback},
+            {"rollback_on_accuracy_alarm", watch.rollback_on_accuracy_alarm}}},
+          {"cooldown_s", cooldown_s}};
+}
+
+}  // namespace bulwark::control

@@ -1,0 +1,78 @@
+// control/policy.h — the closed loop's policy, read from YAML (`policy:` in guard.yaml): what
+// triggers hardening, how to harden, the gate a candidate must pass, the watch after promotion,
+// and the cooldown. Every key is validated when read; errors name the key and the limit.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace YAML {
+class Node;
+}
+
+namespace bulwark::control {
+
+struct TriggerPolicy {
+  // Monitor statistics whose alarms start hardening: detector_rate, confidence, class_mix, accuracy.
+  std::vector<std::string> alarms{"detector_rate", "confidence", "accuracy"};
+  double persistence_s = 1.0;  // the alarm must still stand this long after it was raised
+};
+
+struct HardeningPolicy {
+  std::string method = "fast-at";  // pgd-at | trades | fast-at
+  double eps = 0.1;                // L∞, in the model's input range
+  int64_t epochs = 2;
+  int64_t limit = 0;               // training images (0 = the whole training split)
+  double budget_minutes = 10;      // the job stops at its best checkpoint when time runs out
+  std::string data = "fashion-mnist";
+  std::string runner = "thread";   // thread | subprocess
+  std::string key;                 // signing key for the candidate (required)
+  int64_t batch = 128;
+  int64_t pgd_steps = 7;           // pgd-at / trades inner steps
+  uint64_t seed = 0;
+  std::vector<std::string> detectors{"max-softmax", "pca"};  // calibrated for the candidate before the gate
+
+  // The held-out share of the (limited) training split: 5 %, but at least 400 images (the
+  // candidate's calibration needs >= 200), at most half. The job and the calibration use the same.
+  double validation_fraction(int64_t train_size) const;
+};
+
+struct GatePolicy {
+  int64_t n = 500;                            // held-out test images, from `offset`
+  int64_t offset = 0;
+  std::vector<std::string> attacks{"pgd"};    // the attack set (names as in `bulwark attack`)
+  double eps = 0.1;
+  double max_clean_drop = 0.05;               // candidate clean accuracy >= production's - this
+  double min_robust_accuracy = 0.4;           // worst case over the attack set
+  int64_t pgd_steps = 20;
+};
+
+// After the swap, the new version is judged on labelled feedback (POST .../feedback) against the
+// version it replaced, measured the same way just before the swap: under the same traffic, attack
+// included. An attack still going on lowers both, so the comparison, not the clean reference, says
+// whether the new version does worse.
+struct WatchPolicy {
+  double window_s = 60;
+  double max_accuracy_drop = 0.05;    // roll back when feedback accuracy falls more than this below the replaced version's
+  double min_feedback_accuracy = 0;   // ...or below this floor (0: off)
+  int64_t min_feedback = 20;          // labels needed in the window before either rule applies
+  bool rollback_on_accuracy_alarm = false;  // the monitor's accuracy alarm on the new version rolls back at once
+};
+
+struct Policy {
+  TriggerPolicy trigger;
+  HardeningPolicy hardening;
+  GatePolicy gate;
+  WatchPolicy watch;
+  double cooldown_s = 120;  // after stable, rolled-back or failed, before another job may start
+
+  // `where` names the source in errors ("guard.yaml: policy"). Unknown keys are errors.
+  static Policy from_yaml(const YAML::Node& node, const std::string& where);
+  void validate() const;  // throws invalid_argument naming "policy.<section>.<key>"
+  nlohmann::json to_json() const;
+};
+
+}  // namespace bulwark::control

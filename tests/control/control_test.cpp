@@ -1,0 +1,302 @@
+// The closed loop's controller on a real server core, registry and hardening job: the gate
+// refuses a weak candidate naming the threshold; the watch rolls back a promoted version that
+// does worse on labelled feedback; a guard killed mid-hardening restarts into a consistent state;
+// the subprocess runner is cancelled within its deadline; bad policies name the key.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "control/control.h"
+#include "core/digest.h"
+#include "data/dataset.h"
+#include "detect/calibration.h"
+#include "detect/monitor_fit.h"
+#include "registry/registry.h"
+#include "serve/server_fixture.h"
+#include "serve/server_process.h"
+
+namespace bulwark::testing {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// A calibration (detectors + the monitor's reference) for `model_path`, on Fashion-MNIST.
+std::string calibrate(const TempDir& dir, const std::string& model_path) {
+  auto m = model::Model::load(model_path);
+  m.set_training(false);
+  const auto train = data::load_dataset("fashion-mnist", data::Split::kTrain).head(1500);
+  const auto fit = train.select(torch::arange(0, 1000)), ref = train.select(torch::arange(1000, 1500));
+  detect::CalibrationOptions co;
+  co.detectors = {"max-softmax"};
+  auto set = detect::DetectorSet::calibrate(m, sha256_file_hex(model_path), co, fit.inputs(), fit.targets(), ref.inputs());
+  set.monitor_reference() = detect::fit_monitor_reference(set, m, ref.inputs(), ref.targets());
+  const auto path = dir.file("v1.detect");
+  set.save(path);
+  return path;
+}
+
+// A registry whose model `m` version 1 (an mlp with its calibration) is in production, signed.
+struct LoopRegistry {
+  TempDir dir;
+  std::string reg = dir.file("reg"), key = dir.file("k.key");
+  LoopRegistry() {
+    registry::Registry::init(reg);
+    registry::generate_key_pair(key, dir.file("k.pub"));
+    registry::Registry r(reg, "test");
+    r.trust_key(dir.file("k.pub"));
+    const auto model = write_model(dir, "v1.pt", "mlp", 1);
+    registry::RegisterRequest req;
+    req.model = "m";
+    req.files = {{"model.pt", model}, {"model.detect", calibrate(dir, model)}};
+    const auto k = registry::SigningKey::load(key);
+    r.register_version(req, &k);
+    r.promote("m", 1, registry::Stage::kProduction);
+  }
+  int64_t production() const {
+    registry::Registry r(reg, "test");
+    return r.resolve(registry::parse_reference("m@production")).version;
+  }
+  std::vector<registry::AuditEntry> audit() const {
+    registry::Registry r(reg, "test");
+    return r.audit().entries();
+  }
+  bool audit_ok() const {
+    registry::Registry r(reg, "test");
+    return r.audit().verify().ok;
+  }
+};
+
+control::Policy small_policy(const std::string& key) {
+  control::Policy p;
+  p.hardening.method = "fast-at";
+  p.hardening.epochs = 1;
+  p.hardening.limit = 1200;
+  p.hardening.budget_minutes = 5;
+  p.hardening.key = key;
+  p.hardening.detectors = {"max-softmax"};
+  p.gate.n = 50;
+  p.gate.pgd_steps = 5;
+  p.watch.window_s = 2;
+  p.watch.min_feedback = 10;
+  p.cooldown_s = 3600;
+  return p;
+}
+
+// The server core following m@production, a REST frontend (auth off: feedback allowed, no admin),
+// and the controller.
+struct Loop {
+  serve::InferenceCore core;
+  std::unique_ptr<serve::HttpFrontend> http;
+  std::unique_ptr<control::Controller> controller;
+  Loop(const LoopRegistry& r, const control::Policy& policy) : core(options(r)) {
+    core.load_model("fashion", "registry:m@production");
+    serve::HttpOptions h;
+    h.port = 0;
+    http = std::make_unique<serve::HttpFrontend>(core, h);
+    http->start();
+    control::ControllerOptions o;
+    o.registry_dir = r.reg;
+    o.model = "m";
+    o.served_name = "fashion";
+    o.tick_s = 0.05;
+    controller = std::make_unique<control::Controller>(o, policy, core);
+    controller->start();
+  }
+  ~Loop() {
+    controller->stop();
+    http->stop();
+  }
+  static serve::CoreOptions options(const LoopRegistry& r) {
+    serve::CoreOptions o;
+    o.source.registry = r.reg;
+    o.source.follow_interval_ms = 100;
+    o.access_log = "off";
+    return o;
+  }
+  bool wait_for(control::State s, double seconds) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < until) {
+      const auto now = controller->state();
+      if (now == s) return true;
+      if (now == control::State::kFailed) return false;  // no use waiting: the status says why
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  // Sends `n` test images and labels each answer: the model's own prediction (agree) or another class.
+  void labelled_traffic(int n, bool agree, int offset) {
+    httplib::Client c("127.0.0.1", http->port());
+    static const auto test = data::load_dataset("fashion-mnist", data::Split::kTest);
+    for (int i = 0; i < n; ++i) {
+      const auto x = test.inputs(torch::tensor({offset + i})).contiguous();
+      const std::vector<float> pixels(x.data_ptr<float>(), x.data_ptr<float>() + x.numel());
+      const json body{{"id", "q" + std::to_string(offset + i)},
+                      {"inputs", {{{"name", "input"}, {"shape", {1, 1, 28, 28}}, {"datatype", "FP32"}, {"data", pixels}}}}};
+      const auto r = c.Post("/v2/models/fashion/infer", body.dump(), "application/json");
+      ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+      const auto logits = json::parse(r->body)["outputs"][0]["data"].get<std::vector<float>>();
+      const int pred = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      const json fb{{"id", body["id"]}, {"labels", {std::to_string(agree ? pred : (pred + 1) % 10)}}};
+      const auto f = c.Post("/v2/models/fashion/feedback", fb.dump(), "application/json");
+      ASSERT_TRUE(f && f->status == 200) << (f ? f->body : "no answer");
+    }
+    c.stop();
+  }
+  std::vector<detect::Event> guard_events() {
+    std::vector<detect::Event> out;
+    for (const auto& e : core.guard().events().recent(256)) {
+      if (e.kind.rfind("guard.", 0) == 0) out.push_back(e);
+    }
+    return out;
+  }
+};
+
+TEST(Control, TheGateRefusesAWeakCandidateAndSaysWhichThreshold) {
+  LoopRegistry r;
+  auto policy = small_policy(r.key);
+  policy.gate.min_robust_accuracy = 0.99;  // no one-epoch candidate reaches this
+  Loop loop(r, policy);
+  loop.controller->request_hardening("test");
+  ASSERT_TRUE(loop.wait_for(control::State::kFailed, 240)) << loop.controller->status().dump(2);
+  ASSERT_TRUE(loop.controller->status()["last_gate"].is_object()) << "failed before the gate: "
+                                                                   << loop.controller->status().dump(2);
+  const auto status = loop.controller->status();
+  EXPECT_NE(status["reason"].get<std::string>().find("gate.min_robust_accuracy"), std::string::npos) << status.dump(2);
+  EXPECT_FALSE(status["last_gate"]["passed"].get<bool>());
+  // Not registered, not promoted; the event and the audit entry say why.
+  EXPECT_EQ(r.production(), 1);
+  registry::Registry reg(r.reg, "test");
+  EXPECT_EQ(reg.versions("m").size(), 1u);
+  const auto events = loop.guard_events();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().details["to"], "failed");
+  EXPECT_NE(events.back().details["reason"].get<std::string>().find("gate.min_robust_accuracy"), std::string::npos);
+  std::vector<std::string> path;
+  for (const auto& e : r.audit()) {
+    if (e.action == "guard.transition") path.push_back(json::parse(e.details)["to"]);
+  }
+  EXPECT_EQ(path, (std::vector<std::string>{"hardening", "gating", "failed"}));
+  EXPECT_TRUE(r.audit_ok());
+  EXPECT_EQ(loop.core.source_of("fashion")->registry_version, 1);
+}
+
+TEST(Control, TheWatchRollsBackAPromotedVersionThatDoesWorse) {
+  LoopRegistry r;
+  auto policy = small_policy(r.key);
+  policy.gate.min_robust_accuracy = 0;  // let any candidate through: the watch is under test
+  policy.gate.max_clean_drop = 1;
+  policy.watch.window_s = 8;  // room for the 20 labelled requests below
+  Loop loop(r, policy);
+  loop.labelled_traffic(20, /*agree=*/true, 0);  // version 1: 100 % on its feedback
+  loop.controller->request_hardening("test");
+  ASSERT_TRUE(loop.wait_for(control::State::kWatching, 240)) << loop.controller->status().dump(2);
+  EXPECT_EQ(r.production(), 2);
+  EXPECT_EQ(loop.core.source_of("fashion")->registry_version, 2);
+  loop.labelled_traffic(20, /*agree=*/false, 100);  // the scripted regression: version 2 is always wrong
+  ASSERT_TRUE(loop.wait_for(control::State::kRolledBack, 30))
+      << loop.controller->status().dump(2) << loop.core.guard_status()["guard"]["monitors"].dump(2);
+  const auto status = loop.controller->status();
+  EXPECT_NE(status["reason"].get<std::string>().find("watch.max_accuracy_drop"), std::string::npos) << status.dump(2);
+  EXPECT_EQ(r.production(), 1);
+  EXPECT_TRUE(eventually([&] { return loop.core.source_of("fashion")->registry_version == 1; }));
+  bool rolled_back_event = false;
+  for (const auto& e : loop.guard_events()) rolled_back_event = rolled_back_event || e.kind == "guard.rolled-back";
+  EXPECT_TRUE(rolled_back_event);
+  EXPECT_TRUE(r.audit_ok());
+}
+
+TEST(Control, AGuardKilledMidHardeningRestartsConsistent) {
+  LoopRegistry r;
+  const auto config = r.dir.file("guard.yaml");
+  std::ofstream(config) << "serve:\n  registry: " << r.reg << "\n  model: {fashion: \"registry:m@production\"}\n"
+                        << "  http-port: 0\n  grpc-port: -1\n  access-log: \"off\"\n  tokens: " << r.dir.file("tokens.yaml")
+                        << "\npolicy:\n  hardening: {method: pgd-at, epochs: 50, limit: 20000, budget_minutes: 60, key: "
+                        << r.key << "}\n  cooldown_s: 3600\n";
+  const auto minted = run_command(std::string(BULWARK_BIN) + " --json token --id ops --roles infer,admin");
+  const auto tok = json::parse(minted.output.substr(minted.output.find('{')));
+  std::ofstream(r.dir.file("tokens.yaml")) << "tokens:\n  - id: ops\n    sha256: " << tok["sha256"].get<std::string>()
+                                           << "\n    roles: [infer, admin]\n";
+  const httplib::Headers admin{{"Authorization", "Bearer " + tok["token"].get<std::string>()}};
+  const auto guard_state = [&admin](httplib::Client& c) {
+    const auto res = c.Get("/v2/guard", admin);
+    return res && res->status == 200 ? json::parse(res->body)["controller"] : json(nullptr);
+  };
+  std::string job_dir;
+  {
+    ServerProcess p({"--json", "guard", "--config", config});
+    const auto line = p.first_line();
+    ASSERT_FALSE(line.empty());
+    httplib::Client c("127.0.0.1", json::parse(line)["http_port"].get<int>());
+    ASSERT_EQ(c.Post("/v2/guard/harden", admin, "", "application/json")->status, 202);
+    ASSERT_TRUE(eventually([&] {
+      const auto s = guard_state(c);
+      return s.is_object() && s["state"] == "hardening";
+    }));
+    job_dir = r.reg + "/guard/jobs/" + guard_state(c)["job"]["id"].get<std::string>();
+    ASSERT_TRUE(fs::exists(job_dir));
+    p.signal(SIGKILL);
+    p.wait_exit();
+  }
+  ServerProcess p({"--json", "guard", "--config", config});
+  const auto line = p.first_line();
+  ASSERT_FALSE(line.empty());
+  httplib::Client c("127.0.0.1", json::parse(line)["http_port"].get<int>());
+  const auto s = guard_state(c);
+  EXPECT_EQ(s["state"], "failed") << s.dump(2);
+  EXPECT_NE(s["reason"].get<std::string>().find("restarted during hardening"), std::string::npos) << s.dump(2);
+  EXPECT_FALSE(fs::exists(job_dir)) << "the abandoned job's files are left behind";
+  EXPECT_EQ(r.production(), 1);
+  EXPECT_TRUE(r.audit_ok());
+  // And it can work again: the state file is whole and the controller takes a new request.
+  EXPECT_EQ(c.Post("/v2/guard/harden", admin, "", "application/json")->status, 202);
+}
+
+TEST(Control, TheSubprocessRunnerIsCancelledWithinItsDeadline) {
+  LoopRegistry r;
+  control::HardenJob job;
+  job.id = "job-test";
+  job.dir = r.dir.file("job");
+  fs::create_directories(job.dir);
+  job.base_model = r.dir.file("v1.pt");
+  job.out = job.dir + "/candidate.pt";
+  job.policy = small_policy(r.key).hardening;
+  job.policy.epochs = 100;  // short epochs (limit 1200), so the log shows the first within seconds
+  auto runner = control::make_runner("subprocess", BULWARK_BIN);
+  runner->start(job);
+  ASSERT_TRUE(eventually([&] { return runner->poll().progress.find("epoch") != std::string::npos; }))
+      << "no progress read back from the child: " << runner->poll().progress;
+  const auto t0 = std::chrono::steady_clock::now();
+  runner->cancel(3);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(runner->poll().phase, control::JobStatus::Phase::kCancelled);
+  EXPECT_LT(took, 4.0);
+  EXPECT_FALSE(fs::exists(job.out));
+}
+
+TEST(Control, PolicyErrorsNameTheKeyAndTheLimit) {
+  const auto error_of = [](const std::string& yaml) {
+    try {
+      control::Policy::from_yaml(YAML::Load(yaml), "guard.yaml: policy");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(error_of("hardening: {key: k, method: adam}").find("policy.hardening.method"), std::string::npos);
+  EXPECT_NE(error_of("hardening: {key: k, eps: 2}").find("policy.hardening.eps must be in (0, 1]"), std::string::npos);
+  EXPECT_NE(error_of("hardening: {}").find("policy.hardening.key"), std::string::npos);
+  EXPECT_NE(error_of("hardening: {key: k}\ngate: {n: 5}").find("policy.gate.n"), std::string::npos);
+  EXPECT_NE(error_of("hardening: {key: k}\ntrigger: {alarms: [loud]}").find("'loud'"), std::string::npos);
+  EXPECT_NE(error_of("hardening: {key: k}\nwatch: {windows: 3}").find("unknown key 'windows'"), std::string::npos);
+  EXPECT_NE(error_of("hardening: {key: k}\ngate: {eps: fast}").find("policy.gate.eps: wrong type"), std::string::npos);
+  EXPECT_EQ(error_of("hardening: {key: k}"), "accepted");
+}
+
+}  // namespace
+}  // namespace bulwark::testing
+
