@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "registry/store.h"
@@ -217,6 +218,50 @@ TEST(RegistryCli, KeysGenWritesAPrivateKeyOnlyTheOwnerCanReadAndNeverOverwrites)
   EXPECT_EQ(test::read_all(prefix + ".key"), key_before) << "keys gen overwrote a private key";
   EXPECT_EQ(test::read_all(prefix + ".pub"), pub_before);
   EXPECT_EQ(test::file_mode(prefix + ".key"), 0600u);
+}
+
+}  // namespace
+}  // namespace bulwark::registry
+
+namespace bulwark::registry {
+namespace {
+
+TEST(RegistryCli, TrainAndAttackRecordRunsWithParamsEpochMetricsAndArtifact) {
+  test::TempDir tmp;
+  const std::string reg = tmp.file("reg");
+  ASSERT_EQ(test::run_bulwark("registry init --registry " + reg, tmp).exit_code, 0);
+  const std::string model = tmp.file("m.pt");
+  const auto train = test::run_bulwark("train --model mlp --epochs 2 --limit 600 --test-limit 100 --quiet --out " + model +
+                                           " --registry " + reg, tmp);
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  // A failing command is recorded as FAILED, not lost.
+  const auto bad = test::run_bulwark("attack --model " + tmp.file("missing.pt") + " --n 10 --quiet --registry " + reg, tmp);
+  EXPECT_NE(bad.exit_code, 0);
+  const auto list = test::run_bulwark("--json runs list --registry " + reg, tmp);
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  const auto runs = nlohmann::json::parse(list.out);
+  ASSERT_EQ(runs.size(), 2u) << list.out;
+  EXPECT_EQ(runs[0]["kind"], "attack");
+  EXPECT_EQ(runs[0]["info"]["status"], "FAILED");
+  EXPECT_EQ(runs[1]["kind"], "train");
+  EXPECT_EQ(runs[1]["info"]["status"], "FINISHED");
+  const auto show = test::run_bulwark("--json runs show " + runs[1]["info"]["run_id"].get<std::string>().substr(0, 8) +
+                                          " --registry " + reg, tmp);
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  const auto run = nlohmann::json::parse(show.out);
+  EXPECT_EQ(run["data"]["params"]["epochs"], "2");
+  EXPECT_EQ(run["data"]["params"]["limit"], "600");
+  EXPECT_EQ(run["info"]["artifact_uri"], model);
+  EXPECT_EQ(run["info"]["artifact_sha256"], test::sha256_of_file(model));
+  std::set<int64_t> loss_steps;
+  double test_accuracy = -1;
+  for (const auto& m : run["data"]["metrics"]) {
+    if (m["key"] == "train.epochs.train_loss") loss_steps.insert(m["step"].get<int64_t>());
+    if (m["key"] == "test_accuracy") test_accuracy = m["value"];
+  }
+  EXPECT_EQ(loss_steps, (std::set<int64_t>{1, 2})) << "one train_loss per epoch, stepped by epoch";
+  EXPECT_GE(test_accuracy, 0.0);
+  EXPECT_LE(test_accuracy, 1.0);
 }
 
 }  // namespace
