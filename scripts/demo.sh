@@ -28,7 +28,7 @@ echo
 echo "== 4. attack it: FGSM and PGD-20 at two budgets, then the AutoAttack-style cascade =="
 "$BULWARK" attack --model "$OUT/baseline.pt" --attacks fgsm,pgd --eps 0.05,0.1 --n 1000 --quiet --registry "$REG"
 echo
-"$BULWARK" attack --model "$OUT/baseline.pt" --attacks auto --eps 0.1 --n 1000 --quiet
+"$BULWARK" attack --model "$OUT/baseline.pt" --attacks auto --eps 0.1 --n 500 --quiet
 echo
 echo "== 5. watch: calibrate the attack detectors on held-out data, then test them (and an adaptive attacker) =="
 "$BULWARK" detect calibrate --model "$OUT/baseline.pt" --out "$OUT/baseline.detect"
@@ -44,5 +44,5 @@ echo "== 6. register the model with its calibration (signed, OMS format), promot
 "$BULWARK" runs list --limit 5 --registry "$REG"
 "$BULWARK" audit verify --registry "$REG"
 echo
-echo "serve it (signed, verified, hot-swapped when the stage moves):"
-echo "  $BULWARK serve --registry $REG --model fashion=registry:fashion@production"
+echo "== 7. the closed loop: serve under bulwark guard, attack with FGSM, alarm, harden, gate, promote, recover =="
+"$(dirname "$0")/loop.sh" "$BULWARK" "$OUT"

@@ -1,6 +1,8 @@
 // bulwark traffic — the load generator of the closed-loop experiment: replays labelled test images
 // to a V2 endpoint in timed benign/attack phases, posts feedback, writes per-second JSON lines.
 #include <cmath>
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -103,6 +105,15 @@ void print_summary(const traffic::TrafficReport& r, const std::string& out) {
   std::fflush(stdout);
 }
 
+// SIGINT/SIGTERM end the run cleanly (the log stays whole): a signal handler may only touch a
+// lock-free atomic, so the flag lives here for the process's lifetime.
+std::shared_ptr<std::atomic<bool>> stop_flag() {
+  static const auto flag = std::make_shared<std::atomic<bool>>(false);
+  return flag;
+}
+
+extern "C" void on_stop_signal(int) { stop_flag()->store(true); }
+
 void run_traffic_command(TrafficFlags& f, const GlobalOptions& g) {
   apply_threads(g);
   auto& o = f.options;
@@ -118,6 +129,9 @@ void run_traffic_command(TrafficFlags& f, const GlobalOptions& g) {
   resolve_tokens(f, o.client);
 
   auto workload = traffic::prepare_workload(o);
+  o.stop = stop_flag();
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
   const auto report = traffic::run_traffic(workload, o);
   if (g.json) {
     auto j = report.to_json();
@@ -174,6 +188,8 @@ void register_traffic(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--feedback-token-file", flags->feedback_token_file,
                   "Feedback token file; default env BULWARK_FEEDBACK_TOKEN, else the inference token");
   cmd->add_flag("--no-feedback", flags->no_feedback, "Do not post the true labels");
+  cmd->add_flag("--append", flags->options.append,
+                "Append to --out, continuing its clock (one log across runs, for bulwark report)");
   cmd->add_flag("--quiet", flags->quiet, "No progress bars");
   cmd->callback([flags, &g] { run_traffic_command(*flags, g); });
 }

@@ -2,7 +2,9 @@
 // defaults; validate() checks it all before any data, model or network is touched.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,12 @@ struct TrafficOptions {
   int64_t craft_batch = 256;     // images crafted together (memory bound)
   bool feedback = true;          // post each answer's true label (role feedback)
   bool progress = true;          // progress bars on stderr
+  // Append to `out` and continue its clock: t counts from the file's first line, so two runs (say,
+  // one against the old model and one against the new) make one log for `bulwark report`.
+  bool append = false;
+  // Set from any thread (a signal handler) to end the run early: no new requests; the seconds
+  // already scheduled finish and are written, so the log stays whole.
+  std::shared_ptr<std::atomic<bool>> stop;
 
   // Throws invalid_argument naming the flag: --rate in (0, 10000], --attacked-share in [0, 1],
   // --concurrency in [1, 256], --n >= 1, --offset >= 0, --pgd-steps in [1, 1000],

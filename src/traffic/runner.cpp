@@ -95,6 +95,11 @@ class Run {
 
 bool Run::claim(Slot* s) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (o_.stop && o_.stop->load()) {
+    claims_done_ = true;
+    changed_.notify_all();
+    return false;
+  }
   while (next_phase_ < phase_slots_.size() && next_j_ >= phase_slots_[next_phase_]) {
     ++next_phase_;
     next_j_ = 0;
@@ -223,6 +228,25 @@ void Run::work() {
   changed_.notify_all();
 }
 
+// --append: the t of this run's first second, so t keeps counting from the file's first line
+// (and stays increasing). A missing or empty file starts at 0.
+int64_t continued_clock(const std::string& path, double t0_unix) {
+  std::ifstream in(path);
+  std::string line, first, last;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    if (first.empty()) first = line;
+    last = line;
+  }
+  if (first.empty()) return 0;
+  const auto a = nlohmann::json::parse(first, nullptr, false), b = nlohmann::json::parse(last, nullptr, false);
+  if (a.is_discarded() || b.is_discarded() || !a.contains("time_s") || !b.contains("t")) {
+    throw data_format("--append: " + path + " is not a traffic log");
+  }
+  const auto since_first = static_cast<int64_t>(std::llround(t0_unix - a["time_s"].get<double>()));
+  return std::max<int64_t>(since_first, b["t"].get<int64_t>() + 1);
+}
+
 size_t Run::phase_of_second(int64_t t) const {
   size_t p = 0;
   while (p + 1 < phase_start_s_.size() && t >= phase_start_s_[p + 1]) ++p;
@@ -242,15 +266,16 @@ std::string Run::progress_status(size_t phase, const SecondStats& s) const {
 TrafficReport Run::execute() {
   std::ofstream file;
   std::ostream* out = &std::cout;
-  if (o_.out != "-") {
-    file.open(o_.out, std::ios::out | std::ios::trunc);
-    if (!file) throw io_error("--out: cannot write '" + o_.out + "'");
-    out = &file;
-  }
   TrafficReport report;
   report.seed = o_.seed;
   t0_ = Clock::now();
   const double t0_unix = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const int64_t t_offset = o_.append ? continued_clock(o_.out, t0_unix) : 0;
+  if (o_.out != "-") {
+    file.open(o_.out, std::ios::out | (o_.append ? std::ios::app : std::ios::trunc));
+    if (!file) throw io_error("--out: cannot write '" + o_.out + "'");
+    out = &file;
+  }
   report.start_unix_s = t0_unix;
   std::vector<SquareAttacker::Counts> warm(w_.plans.size());
   for (size_t p = 0; p < w_.plans.size(); ++p) {
@@ -290,13 +315,17 @@ TrafficReport Run::execute() {
       }
     }
     const size_t phase = phase_of_second(t);
-    *out << second_line(t, t0_unix + static_cast<double>(t), summaries_[phase].kind, done)
+    *out << second_line(t + t_offset, t0_unix + static_cast<double>(t), summaries_[phase].kind, done)
                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
          << '\n'
          << std::flush;
     write_failed = write_failed || !out->good();  // thrown after the workers are joined
     bar.update(t + 1, progress_status(phase, done));
     report.seconds = t + 1;
+    if (o_.stop && o_.stop->load()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (claims_done_ && frontier_s_ <= t) break;  // every scheduled second is written
+    }
   }
   for (auto& t : workers) t.join();
   bar.finish();

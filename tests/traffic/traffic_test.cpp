@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <atomic>
 #include <future>
 #include <set>
 #include <sstream>
@@ -378,6 +379,44 @@ TEST(TrafficRun, DeadUrlGivesFailedCountsNotAHang) {
 }
 
 // The command: tokens from a file and the environment (never flags), --json summary, exit codes.
+TEST(TrafficRun, AStopEndsTheRunEarlyAndAppendContinuesTheClock) {
+  TestServer s;
+  const auto out = s.dir.file("log.jsonl");
+  auto o = options_for(s, out, {"benign:60"}, s.model_a);
+  o.stop = std::make_shared<std::atomic<bool>>(false);
+  auto w = traffic::prepare_workload(o);
+  auto run = std::async(std::launch::async, [&] { return traffic::run_traffic(w, o); });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const auto complete_lines = [&out] {  // counts newlines: a line being written is not parsed
+    std::ifstream in(out);
+    return std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n');
+  };
+  while (complete_lines() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // polled until two seconds are written
+  }
+  ASSERT_GE(complete_lines(), 2) << "no lines written within 20 s";
+  o.stop->store(true);
+  ASSERT_EQ(run.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "a stopped run kept going";
+  run.get();
+  auto first = read_lines(out);
+  ASSERT_GE(first.size(), 2u);
+  ASSERT_LT(first.size(), 10u) << "the stop did not end the 60 s phase early";
+  EXPECT_EQ(sum_field(first, "ok"), sum_field(first, "sent")) << "requests already scheduled were lost";
+
+  // A second run appended to the same log: t continues from the first line's clock.
+  auto o2 = options_for(s, out, {"benign:2"}, s.model_a);
+  o2.append = true;
+  auto w2 = traffic::prepare_workload(o2);
+  traffic::run_traffic(w2, o2);
+  const auto all = read_lines(out);
+  ASSERT_EQ(all.size(), first.size() + 2);
+  for (size_t i = 1; i < all.size(); ++i) EXPECT_LT(all[i - 1]["t"].get<double>(), all[i]["t"].get<double>());
+  const double t0 = all[0]["time_s"].get<double>();
+  for (const auto& line : all) {
+    EXPECT_NEAR(line["t"].get<double>(), line["time_s"].get<double>() - t0, 1.5) << line.dump();
+  }
+}
+
 TEST(TrafficCli, RunsAgainstServerWithTokensFromFileAndEnv) {
   TestServer s;
   const auto out = s.dir.file("cli.jsonl");
