@@ -16,7 +16,8 @@ LOOP="$OUT/loop${3:+-$ATTACK}"
 rm -rf "$LOOP"
 mkdir -p "$LOOP"
 
-# Each run starts from the baseline in production.
+# Each run starts from the baseline in production, with a controller that has no history.
+rm -f "$REG/guard/fashion.state.json"
 "$BULWARK" registry register fashion "$OUT/baseline.pt" --calibration "$OUT/baseline.detect" \
   --key "$OUT/signing.key" --method train --dataset fashion-mnist --registry "$REG" > /dev/null
 "$BULWARK" registry promote fashion@latest --registry "$REG" > /dev/null

@@ -115,7 +115,11 @@ void Controller::stop() {
   }
   cv_.notify_all();
   thread_.join();
-  if (runner_) runner_->cancel(10);
+  // A clean stop leaves no job half-done: cancelled, its files removed, the state says so.
+  if (state() == State::kHardening || state() == State::kGating) {
+    abandon_job();
+    transition(State::kFailed, "guard stopped during " + to_string(state()) + ": job " + job_id_ + " cancelled");
+  }
 }
 
 void Controller::loop() {

@@ -63,7 +63,9 @@ class Controller {
   // Recovers the persisted state (a half-done job is abandoned; a promotion that happened is
   // watched), subscribes to the events, starts the loop.
   void start();
-  void stop();  // cancels a running job (deadline 10 s) and joins the loop
+  // Joins the loop; a running job is cancelled (deadline 10 s), its files removed, and the state
+  // becomes failed ("guard stopped during hardening").
+  void stop();
 
   nlohmann::json status() const;
   State state() const;

@@ -12,6 +12,7 @@
 
 #include "control/control.h"
 #include "core/digest.h"
+#include "core/files.h"
 #include "data/dataset.h"
 #include "detect/calibration.h"
 #include "detect/monitor_fit.h"
@@ -254,6 +255,25 @@ TEST(Control, AGuardKilledMidHardeningRestartsConsistent) {
   EXPECT_TRUE(r.audit_ok());
   // And it can work again: the state file is whole and the controller takes a new request.
   EXPECT_EQ(c.Post("/v2/guard/harden", admin, "", "application/json")->status, 202);
+}
+
+TEST(Control, AStopDuringHardeningCancelsTheJobAndSaysSo) {
+  LoopRegistry r;
+  auto policy = small_policy(r.key);
+  policy.hardening.epochs = 200;  // far longer than the test
+  Loop loop(r, policy);
+  loop.controller->request_hardening("test");
+  ASSERT_TRUE(loop.wait_for(control::State::kHardening, 30));
+  const auto job = loop.controller->status()["job"]["id"].get<std::string>();
+  const auto t0 = std::chrono::steady_clock::now();
+  loop.controller->stop();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 12.0);
+  EXPECT_EQ(loop.controller->state(), control::State::kFailed);
+  EXPECT_NE(loop.controller->status()["reason"].get<std::string>().find("stopped during hardening"), std::string::npos);
+  EXPECT_FALSE(fs::exists(r.reg + "/guard/jobs/" + job));
+  const auto saved = json::parse(read_file(r.reg + "/guard/m.state.json"));
+  EXPECT_EQ(saved["state"], "failed");
+  EXPECT_EQ(r.production(), 1);
 }
 
 TEST(Control, TheSubprocessRunnerIsCancelledWithinItsDeadline) {
