@@ -1,6 +1,7 @@
 #include "core/digest.h"
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <cstdio>
 #include <memory>
@@ -26,6 +27,27 @@ struct CtxFree {
 };
 
 }  // namespace
+
+std::string hex_encode(const std::string& raw) {
+  return to_hex(reinterpret_cast<const unsigned char*>(raw.data()), static_cast<unsigned int>(raw.size()));
+}
+
+std::string random_hex(size_t bytes) {
+  std::string raw(bytes, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(bytes)) != 1) {
+    throw internal_error("random bytes failed (OpenSSL)");
+  }
+  return hex_encode(raw);
+}
+
+std::string sha256_raw(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) {
+    throw internal_error("SHA-256 failed (OpenSSL)");
+  }
+  return std::string(reinterpret_cast<const char*>(md), len);
+}
 
 std::string sha256_hex(const std::string& data) {
   unsigned char md[EVP_MAX_MD_SIZE];

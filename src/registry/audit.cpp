@@ -1,10 +1,9 @@
 #include "registry/audit.h"
 
-#include <openssl/sha.h>
-
 #include <cstdio>
 #include <iostream>
 
+#include "core/digest.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "registry/db.h"
@@ -16,23 +15,6 @@ namespace {
 using nlohmann::json;
 
 const std::string kZeroHash(64, '0');
-
-std::string sha256_raw(const std::string& data) {
-  std::string out(SHA256_DIGEST_LENGTH, '\0');
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), reinterpret_cast<unsigned char*>(out.data()));
-  return out;
-}
-
-std::string hex(const std::string& raw) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(raw.size() * 2);
-  for (const unsigned char c : raw) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
 
 std::string leaf_hash(const std::string& data) { return sha256_raw(std::string(1, '\0') + data); }
 
@@ -79,7 +61,7 @@ std::string check_checkpoint(const std::string& note, const std::string& label, 
   }
   std::vector<std::string> leaves;
   for (int64_t i = 0; i < cp.size; ++i) leaves.push_back(entries[static_cast<size_t>(i)].canonical());
-  if (hex(merkle_root(leaves)) != cp.root_hex) {
+  if (hex_encode(merkle_root(leaves)) != cp.root_hex) {
     return "history rewritten: entries 1.." + std::to_string(cp.size) + " do not hash to the root signed in " + label;
   }
   verdict.checked.push_back(label + " (" + std::to_string(cp.size) + " entries)");
@@ -127,7 +109,7 @@ Checkpoint parse_checkpoint_body(const std::string& body) {
   }
   const std::string root = base64_decode(lines[2]);
   if (root.size() != 32) throw data_format("checkpoint: root hash is not 32 bytes");
-  cp.root_hex = hex(root);
+  cp.root_hex = hex_encode(root);
   return cp;
 }
 
@@ -154,7 +136,7 @@ AuditEntry AuditLog::append(const std::string& actor, const std::string& action,
   e.action = action;
   e.subject = subject;
   e.details = details.dump();
-  e.entry_hash = hex(sha256_raw(e.canonical()));
+  e.entry_hash = hex_encode(sha256_raw(e.canonical()));
   SQLite::Statement ins(db_, "INSERT INTO audit(seq, time, actor, action, subject, details, prev_hash, entry_hash) "
                              "VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
   ins.bind(1, static_cast<int64_t>(e.seq));
@@ -208,7 +190,7 @@ AuditVerdict AuditLog::verify(const std::string& external_checkpoint) const {
       return fail(expected, "entry " + std::to_string(expected) + " is missing (the next entry is " +
                                 std::to_string(e.seq) + "): deleted");
     }
-    if (hex(sha256_raw(e.canonical())) != e.entry_hash) {
+    if (hex_encode(sha256_raw(e.canonical())) != e.entry_hash) {
       return fail(e.seq, "entry " + std::to_string(e.seq) + " (" + e.action + " " + e.subject +
                              ") does not match its hash: edited");
     }

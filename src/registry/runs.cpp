@@ -12,13 +12,7 @@ namespace {
 
 using nlohmann::json;
 
-std::string new_run_id() {
-  std::random_device rd;
-  static const char* digits = "0123456789abcdef";
-  std::string id;
-  for (int i = 0; i < 32; ++i) id.push_back(digits[rd() & 15u]);
-  return id;
-}
+std::string new_run_id() { return random_hex(16); }  // 32 hex characters, like MLflow's
 
 std::string as_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 

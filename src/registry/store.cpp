@@ -19,18 +19,6 @@ using nlohmann::json;
 
 namespace {
 
-std::string random_hex(int bytes) {
-  std::random_device rd;
-  std::string out;
-  static const char* digits = "0123456789abcdef";
-  for (int i = 0; i < bytes; ++i) {
-    const unsigned v = rd() & 0xffu;
-    out.push_back(digits[v >> 4]);
-    out.push_back(digits[v & 15]);
-  }
-  return out;
-}
-
 void check_file_name(const std::string& name) {
   if (name.empty() || name.size() > 128 || name == "." || name == ".." ||
       name.find_first_of("/\\\n\r\t ") != std::string::npos) {

@@ -1,7 +1,5 @@
 #include "serve/auth.h"
 
-#include <openssl/rand.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -12,16 +10,6 @@
 
 namespace bulwark::serve {
 namespace {
-
-std::string to_hex(const unsigned char* p, size_t n) {
-  static const char* kDigits = "0123456789abcdef";
-  std::string s(2 * n, '0');
-  for (size_t i = 0; i < n; ++i) {
-    s[2 * i] = kDigits[p[i] >> 4];
-    s[2 * i + 1] = kDigits[p[i] & 15];
-  }
-  return s;
-}
 
 Error unauthenticated(const std::string& what) { return Error(ErrorKind::kUnauthenticated, what); }
 
@@ -43,11 +31,7 @@ Role parse_role(const std::string& s, const std::string& where) {
   throw invalid_argument(where + ": unknown role '" + s + "' (known: infer, feedback, admin)");
 }
 
-std::string generate_token() {
-  unsigned char buf[32];
-  if (RAND_bytes(buf, sizeof buf) != 1) throw internal_error("no randomness for a token (OpenSSL RAND_bytes)");
-  return to_hex(buf, sizeof buf);
-}
+std::string generate_token() { return random_hex(32); }
 
 std::shared_ptr<TokenStore> TokenStore::from_entries(std::vector<TokenEntry> entries) {
   auto store = std::make_shared<TokenStore>();
