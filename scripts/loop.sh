@@ -103,8 +103,10 @@ done
   --robustness baseline="$LOOP/robustness-baseline.json" --robustness hardened="$LOOP/robustness-hardened.json" \
   > "$LOOP/summary.json"
 
+"$BULWARK" --json eval --model "$PROD_MODEL" > "$LOOP/eval-production.json"
+
 # The experiment table: accuracy by phase and served model version.
-$PY - "$LOOP/traffic.jsonl" "$LOOP/summary.json" "$LOOP/robustness-hardened.json" <<'PYEOF'
+$PY - "$LOOP/traffic.jsonl" "$LOOP/summary.json" "$LOOP/eval-production.json" <<'PYEOF'
 import json, sys
 rows, order = {}, []
 for line in open(sys.argv[1]):
@@ -129,8 +131,8 @@ fmt = lambda v: "-" if v is None else "%.2f s" % v
 print("\ntime to alarm      %s after attack traffic started" % fmt(summary.get("time_to_alarm_s")))
 print("time to promotion  %s after attack traffic started" % fmt(summary.get("time_to_promotion_s")))
 print("failed requests    %d of %d" % (sum(r["failed"] for r in rows.values()), sum(r["sent"] for r in rows.values())))
-hard = json.load(open(sys.argv[3]))
-print("promoted model     clean accuracy %.1f%% on 300 test images" % (100 * hard["clean_accuracy"]))
+prod = json.load(open(sys.argv[3]))
+print("production model   clean accuracy %.2f%% on the %d test images" % (100 * prod["accuracy"], prod["n"]))
 PYEOF
 "$BULWARK" registry verify fashion@production --registry "$REG"
 "$BULWARK" audit verify --registry "$REG"
