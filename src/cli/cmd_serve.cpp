@@ -1,8 +1,11 @@
 // bulwark serve — the V2 inference server; bulwark token — mint a bearer token for it.
-// main only creates the core and the enabled frontends, then waits for signals: SIGHUP re-reads
+// main only creates the core and the enabled frontends, then waits for signals (through a pipe): SIGHUP re-reads
 // the config's models and tokens and reloads them (hot swap), SIGTERM/SIGINT drain and exit.
-#include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdio>
 #include <iostream>
@@ -120,9 +123,36 @@ void run_token(const std::string& id, const std::vector<std::string>& roles, dou
             << entry;
 }
 
+// The write end for the handler (a handler may only call async-signal-safe functions: write is).
+int g_signal_write_fd = -1;
+
+extern "C" void forward_signal(int sig) {
+  const char c = static_cast<char>(sig);
+  const int saved = errno;
+  [[maybe_unused]] const auto n = ::write(g_signal_write_fd, &c, 1);
+  errno = saved;
+}
+
+// SIGTERM, SIGINT and SIGHUP written into a pipe; returns its read end.
+int install_signal_pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw io_error("cannot create the signal pipe");
+  g_signal_write_fd = fds[1];
+  struct sigaction sa {};
+  sa.sa_handler = forward_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  for (const int sig : {SIGTERM, SIGINT, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+  return fds[0];
+}
+
 }  // namespace
 
 void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g, const Attach& attach) {
+  // Signals reach the loop below through a pipe, whichever thread the kernel delivers them to
+  // (blocking them with sigwait missed threads some libraries start: a SIGHUP landing there ended
+  // the process).
+  const int signal_fd = install_signal_pipe();
   const bool models_on_cli = cmd->get_option("--model")->count() > 0;
   const bool tokens_on_cli = cmd->get_option("--tokens")->count() > 0;
   if (!f.config.empty()) apply_config(cmd, f.config, f.config_section);
@@ -130,13 +160,6 @@ void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g, const Attac
   build_guard_options(f);
   if (f.models.empty()) throw invalid_argument("--model NAME=registry:MODEL@STAGE (or NAME=PATH) is required (at least one model)");
   if (f.http_port < 0 && f.grpc_port < 0) throw invalid_argument("--http-port and --grpc-port cannot both be off (-1)");
-  // Signals go to sigwait below, never to a request thread: block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   serve::InferenceCore core(f.core);
   warn_unsigned(f);
@@ -181,7 +204,9 @@ void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g, const Attac
 
   for (;;) {
     int sig = 0;
-    if (sigwait(&signals, &sig) != 0) continue;
+    char c = 0;
+    if (::read(signal_fd, &c, 1) != 1) continue;  // EINTR
+    sig = static_cast<unsigned char>(c);
     if (sig == SIGHUP) {
       std::cerr << "SIGHUP: re-reading the config, reloading tokens and models\n";
       try {
