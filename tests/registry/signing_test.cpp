@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/digest.h"
+#include "registry_test_util.h"
 
 namespace bulwark::registry {
 namespace {
@@ -40,12 +41,6 @@ class TempDir {
 
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 
-unsigned file_mode(const std::string& path) {
-  struct stat st {};
-  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
-  return st.st_mode & 07777;
-}
-
 // Runs `f`, which must throw SignatureError; returns its check and message.
 template <typename F>
 std::pair<std::string, std::string> signature_failure(F f) {
@@ -58,16 +53,8 @@ std::pair<std::string, std::string> signature_failure(F f) {
   return {};
 }
 
-template <typename F>
-Error error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  ADD_FAILURE() << "expected a bulwark::Error";
-  return Error(ErrorKind::kInternal, "none");
-}
+using test::error_of;  // registry_test_util.h
+using test::file_mode;
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
