@@ -9,7 +9,10 @@
 namespace bulwark::attack {
 
 LogitsFn logits_of(const model::Model& m) {
-  return [&m](const torch::Tensor& x) { return m.logits(x); };
+  return [&m](const torch::Tensor& x) {
+    model::EvalMode eval(m);
+    return m.logits(x);
+  };
 }
 
 InputGradient input_gradient(const LogitsFn& f, const torch::Tensor& x, const ChunkLoss& loss, int64_t chunk) {

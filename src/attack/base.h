@@ -25,7 +25,9 @@ using LogitsFn = std::function<torch::Tensor(const torch::Tensor&)>;
 // Throws invalid_argument naming `flag` unless lo <= v <= hi.
 void check_range(const char* flag, double v, double lo, double hi);
 
-// Logits of a Model; callers freeze its parameters (model::FrozenParameters) while attacking.
+// Logits of a Model, each call in eval mode (model::EvalMode), whatever mode the model is in
+// between calls: attacks see the model as it is deployed and leave its BatchNorm statistics
+// alone. Callers freeze its parameters (model::FrozenParameters) while attacking.
 LogitsFn logits_of(const model::Model& m);
 
 // Cost counters of the last perturb() call.

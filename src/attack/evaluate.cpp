@@ -102,7 +102,7 @@ void masking_probes(const LogitsFn& f, const torch::Tensor& x, const torch::Tens
   const double big = s.norm == Norm::kLinf ? range : range * std::sqrt(static_cast<double>(xs[0].numel()));
   Pgd pgd(PgdOptions(big).norm(s.norm).range(s.lo, s.hi).seed(s.seed).steps(20).batch_size(o.settings.batch_size));
   const auto adv = pgd.perturb(f, xs, ys);
-  const double acc = predict(f, adv, o.settings.batch_size).argmax(1).eq(ys).to(torch::kFloat).mean().item<double>();
+  const double acc = robust_points(f, xs, adv, ys, o.settings.batch_size).to(torch::kFloat).mean().item<double>();
   if (acc > 0.1) {
     report.warnings.push_back(fmt("PGD-20 at a very large eps (the whole input range) still leaves %.1f%% robust "
                                   "accuracy; it should be ~0: gradients are likely masked",
@@ -135,6 +135,12 @@ nlohmann::json RobustnessReport::to_json() const {
   for (const auto& c : worst) w.push_back({{"eps", c.eps}, {"robust", c.robust}, {"robust_accuracy", c.robust_accuracy}});
   return {{"n", n},   {"clean_accuracy", clean_accuracy}, {"norm", norm},         {"results", r},
           {"worst_case", w}, {"warnings", warnings},     {"seconds", seconds}};
+}
+
+torch::Tensor robust_points(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& adv, const torch::Tensor& y,
+                            int64_t batch_size) {
+  const auto clean_correct = predict(f, x, batch_size).argmax(1).eq(y);
+  return clean_correct.logical_and(predict(f, adv, batch_size).argmax(1).eq(y));
 }
 
 void check_report_consistency(RobustnessReport& report) {

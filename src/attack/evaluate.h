@@ -62,6 +62,12 @@ struct RobustnessReport {
 RobustnessReport evaluate_robustness(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y,
                                      SuiteOptions options);
 
+// Per point, whether it is robust: classified correctly both clean (x) and at its adversarial
+// (adv), the robust accuracy of RobustBench and AutoAttack. A point misclassified clean is never
+// robust, wherever its adversarial lands. f runs in chunks of batch_size.
+torch::Tensor robust_points(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& adv, const torch::Tensor& y,
+                            int64_t batch_size);
+
 // Raises the gradient-masking warnings that need no extra attack runs: Square beating the
 // white-box attacks, robust accuracy rising with eps.
 void check_report_consistency(RobustnessReport& report);

@@ -122,7 +122,7 @@ void register_harden(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--beta", f->o.trades_beta, "TRADES beta")->capture_default_str();
   cmd->add_option("--alpha", f->o.fast_alpha, "Fast-AT step size in units of eps")->capture_default_str();
   cmd->add_flag("--no-random-init", f->no_random_init, "Fast-AT without random start (overfits; for testing the guard)");
-  cmd->add_option("--clean-weight", f->o.clean_weight, "PGD-AT: weight of the clean loss")->capture_default_str();
+  cmd->add_option("--clean-weight", f->o.clean_weight, "PGD-AT and Fast-AT: weight of the clean loss (the rest on the adversarial loss)")->capture_default_str();
   cmd->add_option("--warmup-epochs", f->o.warmup_epochs, "Ramp eps from 0 over this many epochs")->capture_default_str();
   cmd->add_option("--budget-minutes", f->budget_minutes, "Stop at the best checkpoint when time runs out");
   cmd->add_option("--data", f->data, "fashion-mnist or an MNIST-layout directory")->capture_default_str();

@@ -70,6 +70,7 @@ Policy Policy::from_yaml(const YAML::Node& node, const std::string& where) {
   h.read("key", p.hardening.key);
   h.read("batch", p.hardening.batch);
   h.read("pgd_steps", p.hardening.pgd_steps);
+  h.read("clean_weight", p.hardening.clean_weight);
   h.read("seed", p.hardening.seed);
   h.read("detectors", p.hardening.detectors);
   h.done();
@@ -118,6 +119,9 @@ void Policy::validate() const {
   require(!hardening.key.empty(), "hardening.key", "a signing key file (bulwark keys gen): candidates are signed");
   require(hardening.batch >= 1 && hardening.batch <= 4096, "hardening.batch", "in [1, 4096]");
   require(hardening.pgd_steps >= 1 && hardening.pgd_steps <= 100, "hardening.pgd_steps", "in [1, 100]");
+  require(hardening.clean_weight >= 0 && hardening.clean_weight < 1, "hardening.clean_weight", "in [0, 1)");
+  require(hardening.clean_weight == 0 || hardening.method != "trades", "hardening.clean_weight",
+          "0 with method trades (TRADES weighs its clean loss against beta)");
   require(gate.n >= 10 && gate.n <= 10000, "gate.n", "in [10, 10000]");
   require(gate.offset >= 0, "gate.offset", ">= 0");
   require(!gate.attacks.empty(), "gate.attacks", "a non-empty list");
@@ -144,7 +148,7 @@ nlohmann::json Policy::to_json() const {
            {{"method", hardening.method}, {"eps", hardening.eps}, {"epochs", hardening.epochs},
             {"limit", hardening.limit}, {"budget_minutes", hardening.budget_minutes}, {"data", hardening.data},
             {"runner", hardening.runner}, {"key", hardening.key}, {"batch", hardening.batch},
-            {"pgd_steps", hardening.pgd_steps}, {"seed", hardening.seed}, {"detectors", hardening.detectors}}},
+            {"pgd_steps", hardening.pgd_steps}, {"clean_weight", hardening.clean_weight}, {"seed", hardening.seed}, {"detectors", hardening.detectors}}},
           {"gate",
            {{"n", gate.n}, {"offset", gate.offset}, {"attacks", gate.attacks}, {"eps", gate.eps},
             {"max_clean_drop", gate.max_clean_drop}, {"min_robust_accuracy", gate.min_robust_accuracy},

@@ -32,6 +32,7 @@ struct HardeningPolicy {
   std::string key;                 // signing key for the candidate (required)
   int64_t batch = 128;
   int64_t pgd_steps = 7;           // pgd-at / trades inner steps
+  double clean_weight = 0;         // pgd-at / fast-at: weight of the clean loss (trades: use beta)
   uint64_t seed = 0;
   std::vector<std::string> detectors{"max-softmax", "pca"};  // calibrated for the candidate before the gate
 

@@ -31,6 +31,7 @@ defense::HardenOptions harden_options(const HardeningPolicy& p) {
   o.epochs = p.epochs;
   o.batch_size = p.batch;
   o.pgd_steps = p.pgd_steps;
+  o.clean_weight = p.clean_weight;
   o.budget_seconds = p.budget_minutes * 60;
   o.seed = p.seed;
   o.progress = false;
@@ -112,7 +113,8 @@ class SubprocessRunner : public JobRunner {
     std::vector<std::string> args{binary_, "--json", "--seed", std::to_string(p.seed), "harden", "--model",
                                   job.base_model, "--method", p.method, "--eps", std::to_string(p.eps), "--epochs",
                                   std::to_string(p.epochs), "--batch", std::to_string(p.batch), "--steps",
-                                  std::to_string(p.pgd_steps), "--budget-minutes", std::to_string(p.budget_minutes),
+                                  std::to_string(p.pgd_steps), "--clean-weight", std::to_string(p.clean_weight),
+                                  "--budget-minutes", std::to_string(p.budget_minutes),
                                   "--data", p.data, "--eval-n", "200", "--out", job.out + ".tmp"};
     if (p.limit > 0) {
       args.push_back("--limit");

@@ -15,17 +15,33 @@
 namespace bulwark::defense {
 namespace {
 
-double fgsm_accuracy(const model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y) {
+constexpr int64_t kEvalBatch = 500;
+
+double mean_of(const torch::Tensor& mask) { return mask.to(torch::kFloat).mean().item<double>(); }
+
+// FGSM on the validation points, for the overfitting guard. `robust` is FGSM robust accuracy
+// (attack::robust_points), the figure reported; `leaking` the points misclassified clean that FGSM
+// makes right: label leaking (Kurakin et al. 2017), a model that reads the one-step perturbation.
+struct FgsmFigures {
+  double robust = 0;
+  double leaking = 0;
+};
+
+FgsmFigures fgsm_figures(const model::Model& m, const attack::Threat& t, const torch::Tensor& x,
+                         const torch::Tensor& y) {
   attack::Fgsm fgsm(attack::FgsmOptions(t.eps).norm(t.norm).range(t.lo, t.hi));
-  const auto adv = fgsm.perturb(attack::logits_of(m), x, y);
-  return m.predict_logits(adv).argmax(1).eq(y).to(torch::kFloat).mean().item<double>();
+  const auto f = attack::logits_of(m);
+  const auto adv = fgsm.perturb(f, x, y);
+  const auto clean_right = attack::forward_chunked(f, x, kEvalBatch).argmax(1).eq(y);
+  const auto adv_right = attack::forward_chunked(f, adv, kEvalBatch).argmax(1).eq(y);
+  return {mean_of(clean_right.logical_and(adv_right)), mean_of(clean_right.logical_not().logical_and(adv_right))};
 }
 
 std::unique_ptr<train::Objective> make_objective(const HardenOptions& o) {
   AdversarialSettings s{o.threat, o.warmup_epochs, o.seed};
   if (o.method == "pgd-at") return std::make_unique<PgdAtObjective>(s, o.pgd_steps, 0.25, o.clean_weight);
   if (o.method == "trades") return std::make_unique<TradesObjective>(s, o.trades_beta, o.pgd_steps);
-  return std::make_unique<FastAtObjective>(s, o.fast_alpha, o.fast_random_init);
+  return std::make_unique<FastAtObjective>(s, o.fast_alpha, o.fast_random_init, o.clean_weight);
 }
 
 }  // namespace
@@ -44,6 +60,9 @@ void HardenOptions::validate() const {
   if (!(trades_beta >= 0 && trades_beta <= 1000)) throw invalid_argument("--beta must be in [0, 1000]");
   if (!(fast_alpha > 0 && fast_alpha <= 10)) throw invalid_argument("--alpha must be in (0, 10]");
   if (!(clean_weight >= 0 && clean_weight <= 1)) throw invalid_argument("--clean-weight must be in [0, 1]");
+  if (clean_weight > 0 && method == "trades") {
+    throw invalid_argument("--clean-weight applies to pgd-at and fast-at (TRADES weighs its clean loss against --beta)");
+  }
   if (!(warmup_epochs >= 0)) throw invalid_argument("--warmup-epochs must be >= 0");
   if (!(budget_seconds >= 0)) throw invalid_argument("--budget-minutes must be >= 0");
   if (validation_n < 1) throw invalid_argument("--val-n must be positive");
@@ -69,8 +88,9 @@ nlohmann::json HardenResult::to_json() const { return {{"train", train.to_json()
 double pgd_accuracy(const model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y,
                     int64_t steps, uint64_t seed) {
   attack::Pgd pgd(attack::PgdOptions(t.eps).norm(t.norm).range(t.lo, t.hi).steps(steps).seed(seed));
-  const auto adv = pgd.perturb(attack::logits_of(m), x, y);
-  return m.predict_logits(adv).argmax(1).eq(y).to(torch::kFloat).mean().item<double>();
+  const auto f = attack::logits_of(m);
+  const auto adv = pgd.perturb(f, x, y);
+  return mean_of(attack::robust_points(f, x, adv, y, kEvalBatch));
 }
 
 HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dataset& validation,
@@ -83,7 +103,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
   const auto vx = val.inputs(), vy = val.targets();
 
   HardenResult result;
-  std::vector<torch::Tensor> best = m.snapshot_parameters();
+  model::ModelState best = m.snapshot();  // the guard's roll-back point: weights and buffers
   double best_pgd = -1, last_fgsm = -1;
   const auto hook = [&](model::Model& mm, train::EpochStats& stats) {
     model::FrozenParameters frozen(mm);
@@ -91,23 +111,27 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
     stats.extra["pgd10_validation_accuracy"] = pgd;
     stats.selection_score = pgd;
     if (fast && o.guard && !fast->fell_back()) {
-      const double fgsm = fgsm_accuracy(mm, o.threat, vx, vy);
-      stats.extra["fgsm_validation_accuracy"] = fgsm;
+      const auto figures = fgsm_figures(mm, o.threat, vx, vy);
+      stats.extra["fgsm_validation_accuracy"] = figures.robust;
+      stats.extra["fgsm_label_leaking"] = figures.leaking;
       // Catastrophic overfitting (Wong et al. 2020): the model learns to defeat the one-step attack
       // only — PGD accuracy collapses while FGSM accuracy holds, or FGSM accuracy runs far ahead
-      // of PGD accuracy (a gradient-masking gap no robust model shows).
+      // of PGD accuracy (a gradient-masking gap no robust model shows). The guard reads accuracy
+      // at the FGSM points, label leaking included: it is a symptom of the same collapse.
+      const double fgsm = figures.robust + figures.leaking;
       const bool collapsed = best_pgd >= 0 && pgd < best_pgd - 0.15 && fgsm >= last_fgsm - 0.02;
       const bool masked = fgsm > pgd + 0.25;
       if (collapsed || masked) {
         char msg[256];
         std::snprintf(msg, sizeof msg,
-                      "epoch %lld: catastrophic overfitting (PGD-10 %.1f%%, best %.1f%%, FGSM %.1f%%): "
-                      "rolled back to the best checkpoint and switched Fast-AT to PGD-2",
-                      static_cast<long long>(stats.epoch), 100 * pgd, 100 * std::max(best_pgd, 0.0), 100 * fgsm);
+                      "epoch %lld: catastrophic overfitting (PGD-10 %.1f%%, best %.1f%%, FGSM %.1f%% + %.1f%% "
+                      "label leaking): rolled back to the best checkpoint and switched Fast-AT to PGD-2",
+                      static_cast<long long>(stats.epoch), 100 * pgd, 100 * std::max(best_pgd, 0.0),
+                      100 * figures.robust, 100 * figures.leaking);
         result.events.push_back(msg);
         if (o.progress) std::cerr << "guard: " << msg << '\n';
         stats.extra["guard"] = msg;
-        mm.restore_parameters(best);
+        mm.restore(best);
         fast->fall_back();
         stats.selection_score = -std::numeric_limits<double>::infinity();
         return;
@@ -116,7 +140,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
     }
     if (pgd > best_pgd) {
       best_pgd = pgd;
-      best = mm.snapshot_parameters();
+      best = mm.snapshot();
     }
   };
   const auto opts = train::TrainOptions()

@@ -28,7 +28,7 @@ struct HardenOptions {
   double trades_beta = 6.0;
   double fast_alpha = 1.25;      // Fast-AT step, in units of eps
   bool fast_random_init = true;
-  double clean_weight = 0.0;     // PGD-AT: weight of the clean loss
+  double clean_weight = 0.0;     // PGD-AT and Fast-AT: weight of the clean loss
   double warmup_epochs = 1.0;    // eps ramps from 0 over this many epochs
   double budget_seconds = 0.0;   // 0 = none; stops at the best checkpoint
   int64_t validation_n = 500;    // held-out points for PGD-10 robust validation
@@ -50,12 +50,15 @@ struct HardenResult {
   nlohmann::json to_json() const;
 };
 
-// Robust accuracy of m on (x, y) under PGD with `steps` steps of eps/4 (random start).
+// Robust accuracy of m on (x, y) under PGD with `steps` steps of eps/4 (random start): the
+// fraction of points classified correctly both clean and attacked (attack::robust_points), with
+// the model in eval mode whatever mode it is in (it is handed back in that mode).
 double pgd_accuracy(const model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y,
                     int64_t steps, uint64_t seed);
 
 // Hardens `m` in place (fine-tuning from its current weights) on `train`, validating on
-// `validation`. m ends with the checkpoint of best PGD-10 validation accuracy.
+// `validation`. It trains in train mode and validates in eval mode, whatever mode m arrives in;
+// m ends in eval mode with the checkpoint (weights and buffers) of best PGD-10 validation accuracy.
 HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dataset& validation,
                     const HardenOptions& o);
 

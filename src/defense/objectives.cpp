@@ -25,12 +25,13 @@ torch::Tensor ce(const torch::Tensor& logits, const torch::Tensor& y) {
   return torch::nn::functional::cross_entropy(logits, y);
 }
 
-// Inner maximisation runs with frozen parameters (only the input needs a gradient) in eval mode.
+// Inner maximisation runs with frozen parameters (only the input needs a gradient) and in eval mode
+// (BatchNorm on its running statistics, left alone); the training step then runs in the mode the
+// model was in (train mode under train::fit).
 struct AttackScope {
-  explicit AttackScope(model::Model& m) : m_(m), frozen_(m) { m_.set_training(false); }
-  ~AttackScope() { m_.set_training(true); }
-  model::Model& m_;
+  explicit AttackScope(model::Model& m) : frozen_(m), eval_(m) {}
   model::FrozenParameters frozen_;
+  model::EvalMode eval_;
 };
 
 torch::Tensor pgd_points(model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y,
@@ -118,8 +119,8 @@ nlohmann::json TradesObjective::to_json() const {
           {"warmup_epochs", s_.warmup_epochs}};
 }
 
-FastAtObjective::FastAtObjective(AdversarialSettings s, double alpha_ratio, bool random_init)
-    : s_(std::move(s)), alpha_ratio_(alpha_ratio), random_init_(random_init) {}
+FastAtObjective::FastAtObjective(AdversarialSettings s, double alpha_ratio, bool random_init, double clean_weight)
+    : s_(std::move(s)), alpha_ratio_(alpha_ratio), random_init_(random_init), clean_weight_(clean_weight) {}
 
 void FastAtObjective::fall_back() { fell_back_ = true; }
 
@@ -144,12 +145,15 @@ train::StepOutput FastAtObjective::step(model::Model& m, const torch::Tensor& x,
     x_adv = fgsm.perturb(attack::logits_of(m), x, y).detach();
   }
   auto logits = m.logits(x_adv);
-  return {ce(logits, y), logits};
+  auto loss = ce(logits, y);
+  if (clean_weight_ > 0) loss = (1 - clean_weight_) * loss + clean_weight_ * ce(m.logits(x), y);
+  return {loss, logits};
 }
 
 nlohmann::json FastAtObjective::to_json() const {
   return {{"method", "fast-at"},       {"eps", s_.threat.eps},        {"norm", attack::to_string(s_.threat.norm)},
-          {"alpha_over_eps", alpha_ratio_}, {"random_init", random_init_}, {"fell_back_to_pgd2", fell_back_},
+          {"alpha_over_eps", alpha_ratio_}, {"random_init", random_init_}, {"clean_weight", clean_weight_},
+          {"fell_back_to_pgd2", fell_back_},
           {"warmup_epochs", s_.warmup_epochs}};
 }
 

@@ -53,7 +53,8 @@ class TradesObjective : public train::Objective {
 // fall_back() switches to PGD-2 after catastrophic overfitting.
 class FastAtObjective : public train::Objective {
  public:
-  FastAtObjective(AdversarialSettings s, double alpha_over_eps = 1.25, bool random_init = true);
+  FastAtObjective(AdversarialSettings s, double alpha_over_eps = 1.25, bool random_init = true,
+                  double clean_weight = 0);
   std::string name() const override { return "fast-at"; }
   train::StepOutput step(model::Model& m, const torch::Tensor& x, const torch::Tensor& y,
                          const train::StepContext& ctx) override;
@@ -65,6 +66,7 @@ class FastAtObjective : public train::Objective {
   AdversarialSettings s_;
   double alpha_ratio_;
   bool random_init_;
+  double clean_weight_;
   bool fell_back_ = false;
 };
 

@@ -44,6 +44,12 @@ ModelSpec assumed_spec(torch::jit::Module& module, const std::string& path) {
   return spec;
 }
 
+void check_fits(const std::vector<torch::Tensor>& model, const std::vector<torch::Tensor>& saved, const char* what) {
+  bool fits = model.size() == saved.size();
+  for (size_t i = 0; fits && i < model.size(); ++i) fits = model[i].sizes().equals(saved[i].sizes());
+  if (!fits) throw invalid_argument(std::string("checkpoint does not match the model's ") + what);
+}
+
 // TorchScript's optimizing executor profiles the first runs, then rewrites the graph into
 // differentiable subgraphs; on CPU that made training ~10% slower than plain LibTorch and the
 // first calls slower still (bench/train_throughput). The plain interpreter runs the same ops.
@@ -78,6 +84,7 @@ Model Model::load(const std::string& path) {
   std::string spec_text = extra[kSpecExtraFile];
   const std::string sidecar = path + ".json";
   if (spec_text.empty() && file_exists(sidecar)) spec_text = read_file(sidecar);
+  module.eval();  // before the probe below: in train mode it would update BatchNorm statistics
   ModelSpec spec;
   if (spec_text.empty()) {
     spec = assumed_spec(module, path);
@@ -86,7 +93,6 @@ Model Model::load(const std::string& path) {
     if (j.is_discarded()) throw data_format(path + ": spec (bulwark.json) is not valid JSON");
     spec = ModelSpec::from_json(j, path);
   }
-  module.eval();
   return Model(std::move(module), std::move(spec));
 }
 
@@ -139,6 +145,7 @@ std::pair<torch::Tensor, torch::Tensor> Model::logits_and_features(const torch::
 
 torch::Tensor Model::predict_logits(const torch::Tensor& x, int64_t batch_size) const {
   torch::NoGradGuard no_grad;  // not InferenceMode: a TorchScript module run under it cannot train afterwards
+  EvalMode eval(*this);
   std::vector<torch::Tensor> parts;
   for (int64_t start = 0; start < x.size(0); start += batch_size) {
     parts.push_back(logits(x.narrow(0, start, std::min(batch_size, x.size(0) - start))));
@@ -152,17 +159,23 @@ std::vector<torch::Tensor> Model::parameters() const {
   return out;
 }
 
-std::vector<torch::Tensor> Model::snapshot_parameters() const {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : module_.parameters()) out.push_back(p.detach().clone());
+ModelState Model::snapshot() const {
+  ModelState out;
+  for (const auto& p : module_.parameters()) out.parameters.push_back(p.detach().clone());
+  for (const auto& b : module_.buffers()) out.buffers.push_back(b.detach().clone());
   return out;
 }
 
-void Model::restore_parameters(const std::vector<torch::Tensor>& saved) {
+void Model::restore(const ModelState& saved) {
   torch::NoGradGuard no_grad;
-  auto params = parameters();
-  if (saved.size() != params.size()) throw invalid_argument("checkpoint does not match the model's parameters");
-  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
+  const auto params = parameters();
+  std::vector<torch::Tensor> buffers;
+  for (const auto& b : module_.buffers()) buffers.push_back(b);
+  // Both checked before anything is written: a checkpoint that does not fit changes nothing.
+  check_fits(params, saved.parameters, "parameters");
+  check_fits(buffers, saved.buffers, "buffers");
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved.parameters[i]);
+  for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(saved.buffers[i]);
 }
 
 int64_t Model::parameter_count() const {
@@ -175,6 +188,20 @@ void Model::set_training(bool on) { on ? module_.train() : module_.eval(); }
 
 void Model::set_parameters_require_grad(bool on) {
   for (auto p : module_.parameters()) p.requires_grad_(on);
+}
+
+EvalMode::EvalMode(const Model& m) {
+  for (auto sub : m.module_.modules()) {
+    // Modules built in C++ (the zoo) may have no flag: nothing in them can read it.
+    if (sub.hasattr("training") && sub.is_training()) were_training_.push_back(sub);
+  }
+  // One module's flag at a time (train(false) would set the whole subtree), so the destructor
+  // turns back exactly these.
+  for (auto& sub : were_training_) sub.setattr("training", false);
+}
+
+EvalMode::~EvalMode() {
+  for (auto& sub : were_training_) sub.setattr("training", true);
 }
 
 }  // namespace bulwark::model

@@ -13,6 +13,14 @@
 
 namespace bulwark::model {
 
+// A checkpoint in memory: detached copies of the parameters and of the buffers (BatchNorm running
+// statistics and batch count, ...), each in the module's order. Weights without their buffers
+// are not the model that was validated.
+struct ModelState {
+  std::vector<torch::Tensor> parameters;
+  std::vector<torch::Tensor> buffers;
+};
+
 // A Model is a handle: copies share parameters (like torch::jit::Module). Use clone() for an
 // independent copy. Not thread-safe for training; concurrent logits() calls in eval mode are
 // safe (TorchScript's interpreter is re-entrant).
@@ -36,7 +44,7 @@ class Model {
   // Both in one forward pass when the model's head is a linear layer over features() (zoo models:
   // head_weight, head_bias); otherwise two passes. features is undefined without has_features().
   std::pair<torch::Tensor, torch::Tensor> logits_and_features(const torch::Tensor& x) const;
-  // Inference-mode logits over a large tensor, in chunks of `batch_size`.
+  // Inference-mode logits over a large tensor, in chunks of `batch_size`, in eval mode (EvalMode).
   torch::Tensor predict_logits(const torch::Tensor& x, int64_t batch_size = 500) const;
 
   // Throws invalid_argument if x is not [N, C, H, W] matching the spec's input shape.
@@ -44,9 +52,11 @@ class Model {
 
   std::vector<torch::Tensor> parameters() const;
   int64_t parameter_count() const;
-  // Detached copies of the parameters (a checkpoint in memory), and writing them back.
-  std::vector<torch::Tensor> snapshot_parameters() const;
-  void restore_parameters(const std::vector<torch::Tensor>& saved);
+  // A checkpoint in memory, and writing it back (throws invalid_argument if it is not this
+  // model's, or a clone's).
+  ModelState snapshot() const;
+  void restore(const ModelState& saved);
+  // Every submodule in train (on) or eval mode. Evaluation and attacks use EvalMode instead.
   void set_training(bool on);
   // Attacks freeze parameters so only the input gets a gradient.
   void set_parameters_require_grad(bool on);
@@ -56,6 +66,7 @@ class Model {
   torch::jit::Module& module() { return module_; }
 
  private:
+  friend class EvalMode;
   torch::jit::Module module_;
   ModelSpec spec_;
   bool has_features_ = false;
@@ -72,6 +83,22 @@ class FrozenParameters {
 
  private:
   Model& model_;
+};
+
+// RAII: the model in eval mode for the scope, then each submodule back in the mode it had (a
+// model being fine-tuned may hold some in eval mode). Evaluation and attacks judge the model as it
+// is deployed: BatchNorm normalises with its running statistics and leaves them alone, dropout is
+// off. A no-op, and safe from concurrent threads, when the model is already in eval mode; switching
+// writes the modules' flags, like set_training().
+class EvalMode {
+ public:
+  explicit EvalMode(const Model& m);
+  ~EvalMode();
+  EvalMode(const EvalMode&) = delete;
+  EvalMode& operator=(const EvalMode&) = delete;
+
+ private:
+  std::vector<torch::jit::Module> were_training_;
 };
 
 }  // namespace bulwark::model

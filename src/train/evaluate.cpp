@@ -19,6 +19,7 @@ EvalResult evaluate(const model::Model& m, const data::Dataset& d, int64_t batch
   r.n = d.size();
   r.confusion.assign(static_cast<size_t>(k), std::vector<int64_t>(static_cast<size_t>(k), 0));
   torch::NoGradGuard no_grad;  // not InferenceMode: a TorchScript module run under it cannot train afterwards
+  model::EvalMode eval(m);
   for (int64_t start = 0; start < d.size(); start += batch_size) {
     const auto idx = torch::arange(start, std::min(start + batch_size, d.size()));
     const auto pred = m.logits(d.inputs(idx)).argmax(1);

@@ -23,6 +23,7 @@ struct EvalResult {
   nlohmann::json to_json(const std::vector<std::string>& class_names) const;
 };
 
+// In eval mode (model::EvalMode), whatever mode m is in; m is handed back in that mode.
 EvalResult evaluate(const model::Model& m, const data::Dataset& d, int64_t batch_size = 500);
 
 // Fraction of `y` that argmax(logits) gets right.

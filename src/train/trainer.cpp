@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <limits>
+#include <optional>
 
 #include "core/error.h"
 #include "core/progress.h"
@@ -77,7 +78,7 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
   torch::optim::Adam optimizer(m.parameters(), torch::optim::AdamOptions(o.lr()).weight_decay(o.weight_decay()));
 
   TrainResult result;
-  std::vector<torch::Tensor> best;
+  std::optional<model::ModelState> best;  // weights and buffers (BatchNorm statistics)
   double best_score = -std::numeric_limits<double>::infinity();
   int64_t images_seen = 0;
   const auto run_start = Clock::now();
@@ -133,11 +134,11 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
     if (validation.size() == 0 || stats.selection_score > best_score) {
       best_score = stats.selection_score;
       result.best_epoch = stats.epoch;
-      if (validation.size() > 0) best = m.snapshot_parameters();
+      if (validation.size() > 0) best = m.snapshot();
     }
     result.epochs.push_back(stats);
   }
-  if (!best.empty()) m.restore_parameters(best);
+  if (best) m.restore(*best);
   result.seconds = seconds_since(run_start);
   result.images_per_s = result.seconds > 0 ? images_seen / result.seconds : 0;
   return result;

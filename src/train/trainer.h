@@ -69,8 +69,9 @@ struct TrainResult {
 // After each epoch, may set stats.selection_score / stats.extra (e.g. robust validation).
 using EpochHook = std::function<void(model::Model&, EpochStats&)>;
 
-// Trains `m` in place. With a non-empty validation set, `m` ends holding the weights of the
-// epoch with the best selection score.
+// Trains `m` in place: training steps in train mode, validation and the hook in eval mode,
+// whatever mode m arrives in; m ends in eval mode. With a non-empty validation set, `m` ends
+// holding the state (weights and buffers) of the epoch with the best selection score.
 TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset& validation, const TrainOptions& o,
                 Objective& objective, const EpochHook& on_epoch_end = {});
 

@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <map>
+#include <stdexcept>
 
 #include "attack/attack.h"
 #include "core/error.h"
@@ -42,6 +44,22 @@ model::Model tiny_model(uint64_t seed) {
   model::ModelSpec spec = model::default_spec();
   spec.input_shape = {1, 8, 8};
   auto m = model::create_model("mlp", spec, seed);
+  m.set_parameters_require_grad(false);
+  return m;
+}
+
+// A conv-BatchNorm classifier exported by Debian's PyTorch (fixtures/make_batchnorm_model.py),
+// loaded fresh on each call; the script runs once per test binary.
+model::Model batchnorm_model() {
+  static const testing::TempDir dir;
+  static const bool made = [] {
+    const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR +
+                                        "/make_batchnorm_model.py " + dir.path());
+    if (r.exit_code != 0) throw std::runtime_error("make_batchnorm_model.py failed: " + r.output);
+    return true;
+  }();
+  (void)made;
+  auto m = model::Model::load(dir.file("batchnorm_model.pt"));
   m.set_parameters_require_grad(false);
   return m;
 }
@@ -276,6 +294,34 @@ TEST(Evaluate, ConsistencyChecksFlagMasking) {
   ASSERT_EQ(r.warnings.size(), 2u);
   EXPECT_NE(r.warnings[0].find("must not increase"), std::string::npos) << r.warnings[0];
   EXPECT_NE(r.warnings[1].find("beats the white-box"), std::string::npos) << r.warnings[1];
+}
+
+// Attacks judge the model as it is deployed, in eval mode, whatever mode it arrives in: BatchNorm
+// normalises with its running statistics and leaves them alone. Each submodule gets its own mode
+// back (here a model being fine-tuned with its head frozen in eval mode).
+TEST(Attacks, RunTheModelInEvalModeAndHandBackItsMode) {
+  const auto test = data::load_dataset("fashion-mnist", data::Split::kTest).head(32);
+  const auto x = test.inputs(), y = test.targets();
+  const auto reference = batchnorm_model();  // loaded in eval mode
+  auto m = batchnorm_model();
+  m.set_training(true);
+  for (auto child : m.module().named_children()) {
+    if (child.name == "fc") child.value.eval();
+  }
+  std::map<std::string, bool> modes;
+  for (const auto& sub : m.module().named_modules()) modes[sub.name] = sub.value.is_training();
+  std::map<std::string, torch::Tensor> buffers;
+  for (const auto& b : m.module().named_buffers()) buffers[b.name] = b.value.clone();
+
+  for (const std::string name : {"fgsm", "pgd", "apgd-ce", "square"}) {
+    const auto expected = small_attack(name, 0.1, Norm::kLinf, 3)->perturb(logits_of(reference), x, y);
+    const auto adv = small_attack(name, 0.1, Norm::kLinf, 3)->perturb(logits_of(m), x, y);
+    EXPECT_TRUE(torch::allclose(adv, expected)) << name << ": not the eval-mode attack";
+  }
+  for (const auto& b : m.module().named_buffers()) EXPECT_TRUE(torch::equal(b.value, buffers[b.name])) << b.name;
+  for (const auto& sub : m.module().named_modules()) {
+    EXPECT_EQ(sub.value.is_training(), modes[sub.name]) << "module '" << sub.name << "'";
+  }
 }
 
 TEST(Factory, BadArgumentsNameTheFlag) {

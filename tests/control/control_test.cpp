@@ -310,6 +310,10 @@ TEST(Control, PolicyErrorsNameTheKeyAndTheLimit) {
   EXPECT_NE(error_of("hardening: {key: k, method: adam}").find("policy.hardening.method"), std::string::npos);
   EXPECT_NE(error_of("hardening: {key: k, eps: 2}").find("policy.hardening.eps must be in (0, 1]"), std::string::npos);
   EXPECT_NE(error_of("hardening: {}").find("policy.hardening.key"), std::string::npos);
+  EXPECT_NE(error_of("hardening: {key: k, clean_weight: 1}").find("policy.hardening.clean_weight must be in [0, 1)"),
+            std::string::npos);
+  EXPECT_NE(error_of("hardening: {key: k, method: trades, clean_weight: 0.2}").find("policy.hardening.clean_weight"),
+            std::string::npos);
   EXPECT_NE(error_of("hardening: {key: k}\ngate: {n: 5}").find("policy.gate.n"), std::string::npos);
   EXPECT_NE(error_of("hardening: {key: k}\ntrigger: {alarms: [loud]}").find("'loud'"), std::string::npos);
   EXPECT_NE(error_of("hardening: {key: k}\nwatch: {windows: 3}").find("unknown key 'windows'"), std::string::npos);

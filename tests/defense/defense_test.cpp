@@ -2,11 +2,15 @@
 
 #include <torch/torch.h>
 
+#include <map>
+#include <stdexcept>
+
 #include "attack/attack.h"
 #include "core/error.h"
 #include "data/dataset.h"
 #include "defense/defense.h"
 #include "model/zoo.h"
+#include "test_util.h"
 #include "train/train.h"
 
 namespace bulwark::defense {
@@ -42,6 +46,42 @@ double pgd10(const model::Model& m, double eps) {
   return pgd_accuracy(copy, {attack::Norm::kLinf, eps, 0, 1}, test_set().inputs(), test_set().targets(), 10, 0);
 }
 
+// A conv-BatchNorm classifier exported by Debian's PyTorch (fixtures/make_batchnorm_model.py),
+// loaded fresh on each call. With blind_class >= 0 it can never predict that class.
+model::Model batchnorm_model(int blind_class = -1) {
+  static const testing::TempDir dir;
+  static std::map<int, std::string> made;  // blind class -> archive
+  if (!made.count(blind_class)) {
+    const std::string sub = dir.file("blind" + std::to_string(blind_class));
+    std::filesystem::create_directories(sub);
+    const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR +
+                                        "/make_batchnorm_model.py " + sub + " " + std::to_string(blind_class));
+    if (r.exit_code != 0) throw std::runtime_error("make_batchnorm_model.py failed: " + r.output);
+    made[blind_class] = sub + "/batchnorm_model.pt";
+  }
+  return model::Model::load(made[blind_class]);
+}
+
+// Copies of the model's buffers by name: bn.running_mean, bn.running_var, bn.num_batches_tracked, ...
+std::map<std::string, torch::Tensor> buffers_of(model::Model& m) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& b : m.module().named_buffers()) out[b.name] = b.value.detach().clone();
+  return out;
+}
+
+// Answers "lit" (class 1) for an image with any pixel above 0, "blank" (0) otherwise, with a zero
+// input gradient everywhere: PGD stays where its random start put it.
+model::Model lit_detector() {
+  torch::jit::Module module("__torch__.bulwark_test.LitDetector");
+  module.define(R"(
+def forward(self, x):
+    flat = torch.flatten(x, 1)
+    lit = torch.gt(flat.amax(1), 0.0).float().unsqueeze(1)
+    return 10.0 * torch.cat([1.0 - lit, lit], 1) + 0.0 * flat.sum(1, keepdim=True)
+)");
+  return model::Model(module, model::default_spec(2));
+}
+
 HardenOptions small(const std::string& method) {
   HardenOptions o;
   o.method = method;
@@ -64,6 +104,19 @@ TEST(Trades, BetaZeroIsPlainCrossEntropy) {
   // With beta > 0 the KL term is added, and it is non-negative.
   TradesObjective with_kl({{attack::Norm::kLinf, 0.1, 0, 1}, 0, 1}, /*beta=*/6.0, 3);
   EXPECT_GE(with_kl.step(m, x, y, {0, 0, 1}).loss.item<double>(), expected.item<double>() - 1e-6);
+}
+
+// The clean-loss weight mixes (1 - w) x adversarial CE with w x clean CE, in Fast-AT as in PGD-AT.
+TEST(FastAt, CleanWeightMixesTheCleanLoss) {
+  auto m = baseline().clone();
+  const auto x = test_set().inputs(torch::arange(32)), y = test_set().targets(torch::arange(32));
+  const AdversarialSettings s{{attack::Norm::kLinf, 0.1, 0, 1}, 0, 7};
+  const double adv = FastAtObjective(s).step(m, x, y, {0, 0, 1}).loss.item<double>();
+  const double clean = torch::nn::functional::cross_entropy(m.logits(x), y).item<double>();
+  ASSERT_GT(adv, clean + 0.1);  // the baseline is not robust: its FGSM loss is well above the clean one
+  EXPECT_NEAR(FastAtObjective(s, 1.25, true, 1.0).step(m, x, y, {0, 0, 1}).loss.item<double>(), clean, 1e-5);
+  EXPECT_NEAR(FastAtObjective(s, 1.25, true, 0.25).step(m, x, y, {0, 0, 1}).loss.item<double>(),
+              0.75 * adv + 0.25 * clean, 1e-4);
 }
 
 TEST(Harden, RaisesPgdAccuracyByTwentyPoints) {
@@ -140,6 +193,74 @@ TEST(Harden, GuardCatchesCatastrophicOverfitting) {
   EXPECT_GE(final_pgd, best_before_collapse - 0.1) << "final PGD accuracy collapsed";
 }
 
+// Validation on class 9 alone, which this model can never predict: every epoch scores 0, so epoch 1
+// stays the best, and what epochs 2 and 3 did must be undone, BatchNorm statistics included.
+TEST(Harden, KeepsTheBatchNormStatisticsOfTheBestCheckpoint) {
+  const auto d = train_set().head(1000);
+  const auto nine = d.labels.eq(9);
+  const auto train = d.select(nine.logical_not().nonzero().squeeze(1)).head(256);
+  const auto validation = d.select(nine.nonzero().squeeze(1));
+  auto o = small("pgd-at");
+  o.pgd_steps = 2;
+  o.validation_n = 20;
+  auto m = batchnorm_model(9);
+  const auto fresh = buffers_of(m);
+  const auto r = harden(m, train, validation, o);
+  ASSERT_EQ(r.train.epochs.size(), 3u);
+  ASSERT_EQ(r.train.best_epoch, 1);
+  // Epoch 1 alone, replayed: the state the kept checkpoint must have.
+  auto one = batchnorm_model(9);
+  o.epochs = 1;
+  harden(one, train, validation, o);
+  const auto expected = buffers_of(one);
+  ASSERT_FALSE(torch::equal(expected.at("bn.running_mean"), fresh.at("bn.running_mean")))
+      << "epoch 1 did not train BatchNorm in train mode";
+  for (const auto& [name, value] : buffers_of(m)) {
+    EXPECT_TRUE(torch::allclose(value.to(torch::kDouble), expected.at(name).to(torch::kDouble), 1e-5, 1e-6))
+        << name << ": " << value << " kept, epoch 1 had " << expected.at(name);
+  }
+  const auto params = m.parameters(), params1 = one.parameters();
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(torch::allclose(params[i], params1[i], 1e-5, 1e-6));
+}
+
+// A point is robust only if the model gets it right clean and under attack (RobustBench,
+// AutoAttack): blank images labelled "lit" are wrong clean, and stay wrong for the checkpoint
+// score even where the attack's random start makes them look lit.
+TEST(PgdAccuracy, CountsOnlyPointsRightCleanAndUnderAttack) {
+  const auto m = lit_detector();
+  const auto x = torch::cat({torch::zeros({8, 1, 28, 28}), torch::ones({8, 1, 28, 28})});
+  const auto y = torch::ones({16}, torch::kLong);
+  const attack::Threat t{attack::Norm::kLinf, 0.1, 0, 1};
+  ASSERT_EQ(m.predict_logits(x).argmax(1).eq(y).sum().item<int64_t>(), 8) << "right on the lit half only";
+  EXPECT_DOUBLE_EQ(pgd_accuracy(m, t, x, y, 10, 0), 0.5);
+  // The same figure as `bulwark attack` reports.
+  attack::SuiteOptions suite;
+  suite.attacks = {"pgd"};
+  suite.eps = {t.eps};
+  suite.progress = false;
+  suite.masking_checks = false;
+  EXPECT_DOUBLE_EQ(attack::evaluate_robustness(attack::logits_of(m), x, y, suite).worst[0].robust_accuracy, 0.5);
+}
+
+// Robust validation judges the model in eval mode whatever mode it arrives in, and leaves its
+// BatchNorm statistics and its mode alone.
+TEST(Harden, ValidatesInEvalModeWhateverModeTheModelArrivesIn) {
+  auto m = batchnorm_model();
+  train::CrossEntropyObjective ce;
+  train::fit(m, train_set().head(1000), {}, train::TrainOptions().epochs(1).batch_size(64).progress(false), ce);
+  model::FrozenParameters frozen(m);
+  const attack::Threat t{attack::Norm::kLinf, 0.05, 0, 1};
+  const auto x = test_set().inputs(torch::arange(100)), y = test_set().targets(torch::arange(100));
+  m.set_training(false);
+  const double expected = pgd_accuracy(m, t, x, y, 10, 0);
+  ASSERT_GT(expected, 0.0);
+  m.set_training(true);
+  const auto before = buffers_of(m);
+  EXPECT_DOUBLE_EQ(pgd_accuracy(m, t, x, y, 10, 0), expected);
+  for (const auto& [name, value] : buffers_of(m)) EXPECT_TRUE(torch::equal(value, before.at(name))) << name;
+  EXPECT_TRUE(m.module().is_training());
+}
+
 TEST(Harden, BadOptionsNameTheFlag) {
   auto expect_flag = [](HardenOptions o, const std::string& flag) {
     try {
@@ -161,6 +282,12 @@ TEST(Harden, BadOptionsNameTheFlag) {
   o = small("pgd-at");
   o.pgd_steps = 0;
   expect_flag(o, "--steps");
+  o = small("trades");
+  o.clean_weight = 0.2;
+  expect_flag(o, "--clean-weight");
+  o = small("fast-at");
+  o.clean_weight = 1.5;
+  expect_flag(o, "--clean-weight");
   o = small("pgd-at");
   o.lr_schedule = "cosine";
   expect_flag(o, "--lr-schedule");

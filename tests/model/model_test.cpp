@@ -161,6 +161,29 @@ TEST(PyTorchInterop, TorchScriptFromPythonLoadsAndMatches) {
   EXPECT_EQ(with_spec.spec().class_names[0], "T-shirt/top");
 }
 
+// An archive saved in train mode without a spec is probed for its class count in eval mode: loading
+// leaves its BatchNorm statistics as they were saved.
+TEST(PyTorchInterop, LoadingLeavesBatchNormStatisticsAlone) {
+  TempDir dir;
+  const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR +
+                                      "/make_batchnorm_model.py " + dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  Model m = Model::load(dir.file("batchnorm_model.pt"));
+  ASSERT_TRUE(m.spec().assumed);
+  int64_t checked = 0;
+  for (const auto& b : m.module().named_buffers()) {
+    if (b.name == "bn.num_batches_tracked") {
+      EXPECT_EQ(b.value.item<int64_t>(), 0) << "the probe ran in train mode";
+      ++checked;
+    } else if (b.name == "bn.running_mean") {
+      EXPECT_TRUE(torch::equal(b.value, torch::zeros(4))) << b.value;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 2);
+  EXPECT_FALSE(m.module().is_training());
+}
+
 // What Bulwark saves loads in Python's torch.jit.load with the same logits.
 TEST(PyTorchInterop, BulwarkModelLoadsInPythonWithIdenticalLogits) {
   TempDir dir;

@@ -2,9 +2,13 @@
 
 #include <torch/torch.h>
 
+#include <map>
+#include <stdexcept>
+
 #include "core/error.h"
 #include "data/dataset.h"
 #include "model/zoo.h"
+#include "test_util.h"
 #include "train/train.h"
 
 namespace bulwark::train {
@@ -23,6 +27,27 @@ model::Model fresh(const std::string& arch, uint64_t seed) {
   model::ModelSpec spec = model::default_spec();
   spec.class_names = fashion_train().class_names;
   return model::create_model(arch, spec, seed);
+}
+
+// A conv-BatchNorm classifier exported by Debian's PyTorch (fixtures/make_batchnorm_model.py),
+// loaded fresh on each call; the script runs once per test binary.
+model::Model batchnorm_model() {
+  static const testing::TempDir dir;
+  static const bool made = [] {
+    const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR +
+                                        "/make_batchnorm_model.py " + dir.path());
+    if (r.exit_code != 0) throw std::runtime_error("make_batchnorm_model.py failed: " + r.output);
+    return true;
+  }();
+  (void)made;
+  return model::Model::load(dir.file("batchnorm_model.pt"));
+}
+
+// Copies of the model's buffers by name: bn.running_mean, bn.running_var, bn.num_batches_tracked, ...
+std::map<std::string, torch::Tensor> buffers_of(model::Model& m) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& b : m.module().named_buffers()) out[b.name] = b.value.detach().clone();
+  return out;
 }
 
 TEST(Train, ShortRunOn2kImagesReaches75PercentOn1kTest) {
@@ -67,6 +92,27 @@ TEST(Train, KeepsTheBestValidationEpoch) {
   EXPECT_EQ(result.best_epoch, 1);
   const auto params = m.parameters();
   for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(torch::equal(params[i], epoch1[i]));
+}
+
+// The best checkpoint is the whole state of the model: BatchNorm's running statistics and batch
+// count come back with the weights instead of staying as the last epoch left them.
+TEST(Train, BestCheckpointRestoresBatchNormStatistics) {
+  auto m = batchnorm_model();
+  CrossEntropyObjective ce;
+  const auto split = data::split_train_validation(fashion_train().head(600), 0.2, 1);
+  std::map<std::string, torch::Tensor> epoch1, epoch3;
+  const auto result = fit(m, split.train, split.validation, TrainOptions().epochs(3).batch_size(64).progress(false), ce,
+                          [&](model::Model& mm, EpochStats& s) {
+                            s.selection_score = -static_cast<double>(s.epoch);  // epoch 1 is the best
+                            if (s.epoch == 1) epoch1 = buffers_of(mm);
+                            if (s.epoch == 3) epoch3 = buffers_of(mm);
+                          });
+  ASSERT_EQ(result.best_epoch, 1);
+  ASSERT_EQ(epoch1.count("bn.running_mean"), 1u);
+  ASSERT_FALSE(torch::equal(epoch1["bn.running_mean"], epoch3["bn.running_mean"])) << "epochs 2-3 changed nothing";
+  const auto kept = buffers_of(m);
+  ASSERT_EQ(kept.size(), epoch1.size());
+  for (const auto& [name, value] : kept) EXPECT_TRUE(torch::equal(value, epoch1[name])) << name;
 }
 
 TEST(Train, BudgetStopsEarly) {
@@ -136,6 +182,23 @@ TEST(Evaluate, ConfusionMatrixAgreesWithAccuracy) {
   EXPECT_EQ(diagonal, r.correct);
   const double direct = accuracy_of(m.predict_logits(test.inputs()), test.targets());
   EXPECT_DOUBLE_EQ(r.accuracy(), direct);
+}
+
+// Evaluation runs the model in eval mode whatever mode it arrives in: BatchNorm normalises with its
+// running statistics and leaves them alone, and the model goes back in its own mode.
+TEST(Evaluate, RunsInEvalModeWhateverModeTheModelArrivesIn) {
+  auto m = batchnorm_model();
+  CrossEntropyObjective ce;
+  fit(m, fashion_train().head(600), {}, TrainOptions().epochs(1).batch_size(64).progress(false), ce);
+  const auto test = fashion_test().head(300);
+  m.set_training(false);
+  const auto expected = evaluate(m, test, 100);
+  m.set_training(true);
+  const auto before = buffers_of(m);
+  const auto r = evaluate(m, test, 100);
+  EXPECT_EQ(r.confusion, expected.confusion);
+  for (const auto& [name, value] : buffers_of(m)) EXPECT_TRUE(torch::equal(value, before.at(name))) << name;
+  EXPECT_TRUE(m.module().is_training());
 }
 
 }  // namespace
