@@ -80,13 +80,18 @@ void reread_config(ServeFlags& f, bool models_on_cli, bool tokens_on_cli) {
   }
 }
 
-// Loads tokens and models; on SIGHUP the same again (a failed reload keeps what was serving).
+// Loads tokens and models as one change, at start and on SIGHUP: everything is checked before
+// anything goes live, a failure keeps what was serving, and an unchanged model keeps its version.
 void load_state(serve::InferenceCore& core, const ServeFlags& f) {
-  if (!f.tokens.empty()) core.set_tokens(serve::TokenStore::load(f.tokens));
+  std::vector<serve::ModelAssignment> models;
   for (const auto& m : f.models) {
     const auto [name, path] = serve::parse_model_arg(m);
-    const auto version = core.load_model(name, path);
-    std::cerr << "loaded model '" << name << "' version " << version << " from " << path << '\n';
+    models.push_back({name, path});
+  }
+  const auto results = core.reload(f.tokens.empty() ? nullptr : serve::TokenStore::load(f.tokens), models);
+  for (size_t i = 0; i < results.size(); ++i) {
+    std::cerr << (results[i].changed ? "loaded" : "unchanged:") << " model '" << results[i].name << "' version "
+              << results[i].version << " from " << models[i].reference << '\n';
   }
 }
 
@@ -165,7 +170,13 @@ void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g, const Attac
   warn_unsigned(f);
   load_state(core, f);
   const std::shared_ptr<void> attached = attach ? attach(core, f) : nullptr;
-  if (f.tokens.empty()) std::cerr << "warning: no --tokens file: authentication is off, every caller has every role\n";
+  if (f.tokens.empty()) {
+    std::cerr << "warning: no --tokens file: authentication is off; anyone may infer, nobody is admin\n";
+  }
+  if (f.core.batching.max_queue >= f.threads) {
+    std::cerr << "warning: --max-queue " << f.core.batching.max_queue << " rows fills only with requests of several "
+              << "rows: each waiting request holds one of the --threads " << f.threads << " request threads\n";
+  }
 
   std::unique_ptr<serve::HttpFrontend> http;
   std::unique_ptr<serve::GrpcFrontend> grpc;
@@ -246,11 +257,20 @@ void add_serve_options(CLI::App* cmd, ServeFlags& f) {
   cmd->add_option("--grpc-port", f.grpc_port, "gRPC port (0 = any free port, -1 = off)")->capture_default_str();
   cmd->add_option("--threads", f.threads, "Request threads per frontend (a keep-alive connection holds one)")
       ->capture_default_str();
-  cmd->add_option("--max-batch", f.core.batching.max_batch, "Rows per batched forward pass")->capture_default_str();
+  cmd->add_option("--max-batch", f.core.batching.max_batch,
+                  "Rows per batched forward pass, and the most rows one request may carry")
+      ->capture_default_str();
   cmd->add_option("--max-queue-delay-us", f.core.batching.max_queue_delay_us,
                   "How long the oldest queued request waits for a fuller batch")
       ->capture_default_str();
-  cmd->add_option("--max-queue", f.core.batching.max_queue, "Queued requests per model before answering 503")
+  cmd->add_option("--max-queue", f.core.batching.max_queue,
+                  "Rows per model waiting or in a forward pass before answering 503")
+      ->capture_default_str();
+  cmd->add_option("--request-timeout-ms", f.core.request_timeout_ms,
+                  "Longest a request may take from admission to answer (then 504 / DEADLINE_EXCEEDED)")
+      ->capture_default_str();
+  cmd->add_option("--drain-timeout-ms", f.core.batching.drain_timeout_ms,
+                  "On shutdown or unload, how long to wait for a running forward pass")
       ->capture_default_str();
   cmd->add_option("--tokens", f.tokens, "Tokens file (YAML, hashed tokens with roles); none = auth off");
   cmd->add_option("--tls-cert", f.tls_cert, "PEM certificate: serve HTTPS and gRPC over TLS");

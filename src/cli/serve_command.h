@@ -19,7 +19,7 @@ struct ServeFlags {
   std::string host = "127.0.0.1";
   int http_port = 8000;
   int grpc_port = 8001;
-  int threads = 32;
+  int threads = 128;  // above the default --max-queue (64 rows), so the queue can fill
   std::string tokens;
   std::string tls_cert, tls_key;
   std::string config;

@@ -47,6 +47,8 @@ std::shared_ptr<TokenStore> TokenStore::from_entries(std::vector<TokenEntry> ent
 
 std::shared_ptr<TokenStore> TokenStore::load(const std::string& path) {
   const YAML::Node root = detail::load_yaml_file(path, "--tokens");
+  // operator[] on a scalar or a list throws YAML::BadSubscript, not our Error.
+  if (!root.IsMap()) throw data_format(path + ": expected a map with a 'tokens' list");
   const auto list = root["tokens"];
   if (!list || !list.IsSequence()) throw data_format(path + ": expected a 'tokens' list");
   std::vector<TokenEntry> entries;

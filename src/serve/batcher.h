@@ -1,28 +1,31 @@
 // serve/batcher.h — dynamic batching: requests from many connections are concatenated into one
 // forward pass of up to max_batch rows, waiting at most max_queue_delay_us after the oldest
-// request arrived. A full queue refuses at once (kUnavailable -> 503), so memory stays bounded.
+// request arrived. Admission is bounded in rows: past max_queue rows waiting or in a forward
+// pass a request is refused at once (kUnavailable -> 503), so memory and latency stay bounded.
+// A request carries a deadline: still queued when it passes, it is dropped without running.
 //
 // Thread-safety: submit() may be called from any thread. One batch thread per batcher runs the
-// model. The destructor stops accepting, finishes everything queued, and joins the thread.
+// model. The destructor stops accepting and lets the thread finish everything queued; if a
+// forward pass is still running after drain_timeout_ms (a hung model), it fails what is queued
+// and leaves the thread behind (it owns its state and ends when the forward pass returns).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <future>
-#include <mutex>
+#include <memory>
 #include <thread>
 
 namespace bulwark::serve {
 
 struct BatcherOptions {
-  int64_t max_batch = 32;            // rows per forward pass
+  int64_t max_batch = 32;            // rows per forward pass, and the most rows one request may carry
   int64_t max_queue_delay_us = 500;  // how long the oldest request may wait for company
-  int64_t max_queue = 1024;          // pending requests before refusing
+  int64_t max_queue = 64;            // rows admitted (queued or in a forward pass) before refusing
+  int64_t drain_timeout_ms = 30000;  // how long unloading waits for a running forward pass
 
   void validate() const;  // throws invalid_argument naming the flag
 };
@@ -37,8 +40,9 @@ struct BatchResult {
 
 class DynamicBatcher {
  public:
-  // run: inputs [B, ...] -> {logits [B, K], scores [B] or undefined}. Exceptions it throws reach
-  // every request of that batch.
+  using Clock = std::chrono::steady_clock;
+  // run: inputs [B, ...] -> {logits [B, ...], scores [B] or undefined}. An exception it throws,
+  // or an answer without B rows, fails every request of that batch (kInternal).
   using RunFn = std::function<std::pair<at::Tensor, at::Tensor>(const at::Tensor&)>;
 
   DynamicBatcher(BatcherOptions options, RunFn run);
@@ -46,27 +50,18 @@ class DynamicBatcher {
   DynamicBatcher(const DynamicBatcher&) = delete;
   DynamicBatcher& operator=(const DynamicBatcher&) = delete;
 
-  // x: [n, ...] with n >= 1. Throws kUnavailable when the queue is full.
-  std::future<BatchResult> submit(at::Tensor x);
+  // x: [n, ...] with 1 <= n <= max_batch. Throws kUnavailable when admitting n more rows would
+  // pass max_queue. `deadline`: when the caller stops waiting; a request still queued then gets
+  // DeadlineExceededError without running.
+  std::future<BatchResult> submit(at::Tensor x, Clock::time_point deadline = Clock::time_point::max());
   const BatcherOptions& options() const { return options_; }
 
  private:
-  using Clock = std::chrono::steady_clock;
-  struct Pending {
-    at::Tensor x;
-    std::promise<BatchResult> promise;
-    Clock::time_point enqueued;
-  };
-  void loop();
-  void run_batch(std::deque<Pending>& batch);
+  struct State;
+  static void loop(const std::shared_ptr<State>& s);
 
   const BatcherOptions options_;
-  const RunFn run_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Pending> queue_;  // guarded by mu_
-  int64_t queued_rows_ = 0;    // guarded by mu_
-  bool stop_ = false;          // guarded by mu_
+  std::shared_ptr<State> state_;  // shared with the batch thread, which may outlive this object
   std::thread thread_;
 };
 

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <set>
 
 #include "core/digest.h"
 #include "core/error.h"
@@ -15,9 +16,16 @@ namespace bulwark::serve {
 struct InferenceCore::Slot {
   std::string name, version;
   ResolvedModel source;  // where it came from: reference, verified path, registry version
+  std::string sha256;    // of the model file as loaded: a reload of the same bytes keeps the slot
   model::Model model;
   std::shared_ptr<const detect::DetectorSet> detectors;  // null: detection off
   std::unique_ptr<DynamicBatcher> batcher;               // declared last: destroyed (drained) first
+};
+
+struct InferenceCore::Prepared {
+  std::string name, reference;
+  std::shared_ptr<Slot> slot;  // null: unchanged, keep what serves
+  std::shared_ptr<detect::StreamMonitor> monitor;
 };
 
 namespace {
@@ -26,8 +34,15 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// The batch thread's work: one forward pass (with features when a detector needs them), then
-// every detector on the batch. Returns logits and the combined attack score per row.
+std::string shape_text(at::IntArrayRef dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+// The batch thread's work: one forward pass (with features when a detector needs them), its
+// output checked against the spec, then every detector on the batch. Returns logits and the
+// combined attack score per row.
 DynamicBatcher::RunFn batch_runner(model::Model m, std::shared_ptr<const detect::DetectorSet> detectors) {
   return [m, detectors](const at::Tensor& x) {
     torch::NoGradGuard ng;
@@ -35,6 +50,13 @@ DynamicBatcher::RunFn batch_runner(model::Model m, std::shared_ptr<const detect:
     b.x = x;
     if (detectors && detectors->needs_features()) std::tie(b.logits, b.features) = m.logits_and_features(x);
     else b.logits = m.logits(x);
+    const int64_t k = m.spec().num_classes();
+    if (!b.logits.defined() || b.logits.dim() != 2 || b.logits.size(0) != x.size(0) || b.logits.size(1) != k) {
+      throw internal_error("the model answered " + (b.logits.defined() ? shape_text(b.logits.sizes()) : "nothing") +
+                           " for " + std::to_string(x.size(0)) + " rows; its spec says [" +
+                           std::to_string(x.size(0)) + ", " + std::to_string(k) + "] (" + std::to_string(k) +
+                           " classes)");
+    }
     at::Tensor scores;
     if (detectors) scores = detectors->score(m, b).combined;
     return std::make_pair(b.logits, scores);
@@ -60,6 +82,29 @@ int64_t parse_label(const std::string& label, const model::ModelSpec& spec, size
                          " or a class name)");
 }
 
+// Model names become metric labels and URL parts: 1..128 bytes of printable ASCII or UTF-8,
+// without '/', '?', '#' or spaces.
+void check_model_name(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 128 && name.find_first_of("/ ?#") == std::string::npos;
+  for (size_t i = 0; ok && i < name.size();) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    size_t n = 0;
+    if (c < 0x20 || c == 0x7F) ok = false;
+    else if (c >= 0xC2 && c <= 0xDF) n = 1;
+    else if (c >= 0xE0 && c <= 0xEF) n = 2;
+    else if (c >= 0xF0 && c <= 0xF4) n = 3;
+    else if (c >= 0x80) ok = false;
+    for (size_t k = 1; ok && k <= n; ++k) {
+      ok = i + k < name.size() && (static_cast<unsigned char>(name[i + k]) & 0xC0) == 0x80;
+    }
+    i += n + 1;
+  }
+  if (!ok) {
+    throw invalid_argument("model name must be 1..128 characters of UTF-8 without control characters, '/', '?', "
+                           "'#' or spaces");
+  }
+}
+
 }  // namespace
 
 double unix_now_s() {
@@ -70,6 +115,9 @@ void CoreOptions::validate() const {
   batching.validate();
   guard.validate();
   if (max_elements < 1) throw invalid_argument("--max-elements must be positive");
+  if (request_timeout_ms < 1 || request_timeout_ms > 3'600'000) {
+    throw invalid_argument("--request-timeout-ms must be in 1..3600000");
+  }
 }
 
 InferenceCore::InferenceCore(CoreOptions options)
@@ -89,8 +137,12 @@ InferenceCore::~InferenceCore() {
     follow_cv_.notify_all();
     follower_.join();
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  slots_.clear();
+  std::map<std::string, std::shared_ptr<Slot>> slots;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    slots.swap(slots_);
+  }
+  // Each batcher drains (bounded by --drain-timeout-ms) as its slot goes, outside the lock.
 }
 
 std::string InferenceCore::load_model(const std::string& name, const std::string& reference) {
@@ -104,63 +156,137 @@ std::string InferenceCore::load_model_for_client(const std::string& name, const 
 
 std::string InferenceCore::load(const std::string& name, const std::string& reference_in, bool from_client_in,
                                 const std::string& actor) {
+  check_model_name(name);
+  std::lock_guard<std::mutex> serial(load_mu_);
   bool from_client = from_client_in;
-  if (name.empty() || name.find_first_of("/ \t\n?#") != std::string::npos || name.size() > 128) {
-    throw invalid_argument("model name '" + name + "' must be 1..128 characters without '/', '?', '#' or spaces");
-  }
   std::string reference = reference_in;
-  bool replacing = false;
-  {
+  if (reference.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
     const auto it = references_.find(name);
-    if (reference.empty()) {
-      if (it == references_.end()) throw invalid_argument("model '" + name + "' has no known source: give parameters.path");
-      reference = it->second;  // what we stored: a registry reference or an already-confined path
-      from_client = false;
+    if (it == references_.end()) {
+      throw invalid_argument("model '" + name + "' has no known source: give parameters.path over REST, or --model");
     }
-    replacing = slots_.count(name) != 0;
+    reference = it->second;  // what we stored: a registry reference or an already-confined path
+    from_client = false;
   }
   ResolvedModel resolved;
-  std::shared_ptr<Slot> slot;
   try {
     resolved = source_->resolve(reference, from_client);
-    slot = std::make_shared<Slot>(Slot{name, "", resolved, model::Model::load(resolved.path), nullptr, nullptr});
-    slot->model.set_training(false);
-    slot->model.set_parameters_require_grad(false);
-    slot->detectors = guard_.detectors_for(name, slot->model, resolved.path, resolved.calibration);
   } catch (const std::exception& e) {
     metrics_.counter("bulwark_model_loads_total", {{"model", name}, {"result", "refused"}});
     source_->audit("serve.load-refused", name, {{"reference", reference}, {"error", e.what()}}, actor);
     throw;
   }
-  slot->batcher = std::make_unique<DynamicBatcher>(options_.batching, batch_runner(slot->model, slot->detectors));
-  // Warm up (TorchScript profiles the first calls) so the first client does not pay for it.
-  {
+  std::vector<Prepared> one;
+  one.push_back(prepare(name, reference, resolved, actor));
+  return commit(std::move(one), nullptr, actor).front().version;
+}
+
+InferenceCore::Prepared InferenceCore::prepare(const std::string& name, const std::string& reference,
+                                               const ResolvedModel& resolved, const std::string& actor) {
+  Prepared p{name, reference, nullptr, nullptr};
+  try {
+    auto m = model::Model::load(resolved.path);  // first: its errors name a missing or bad file best
+    auto slot = std::make_shared<Slot>(
+        Slot{name, "", resolved, sha256_file_hex(resolved.path), std::move(m), nullptr, nullptr});
+    slot->model.set_training(false);
+    slot->model.set_parameters_require_grad(false);
+    slot->detectors = guard_.detectors_for(name, slot->model, resolved.path, resolved.calibration);
+    // Warm up (TorchScript profiles the first calls) so the first client does not pay for it;
+    // this also checks the model's output against its spec before anyone depends on it.
     auto shape = slot->model.spec().input_shape;
     shape.insert(shape.begin(), 1);
-    batch_runner(slot->model, slot->detectors)(torch::full(shape, slot->model.spec().lo));
+    try {
+      batch_runner(slot->model, slot->detectors)(torch::full(shape, slot->model.spec().lo));
+    } catch (const Error& e) {
+      throw data_format(resolved.path + ": " + e.what());
+    }
+    slot->batcher = std::make_unique<DynamicBatcher>(options_.batching, batch_runner(slot->model, slot->detectors));
+    p.slot = std::move(slot);
+  } catch (const std::exception& e) {
+    metrics_.counter("bulwark_model_loads_total", {{"model", name}, {"result", "refused"}});
+    source_->audit("serve.load-refused", name, {{"reference", reference}, {"error", e.what()}}, actor);
+    throw;
   }
   {
+    // The version it will have; load_mu_ keeps anyone else from taking the number meanwhile.
     std::lock_guard<std::mutex> lock(mu_);
-    slot->version = std::to_string(++versions_[name]);  // a load that fails from here on skips a number
+    const auto it = versions_.find(name);
+    p.slot->version = std::to_string((it == versions_.end() ? 0 : it->second) + 1);
   }
-  auto monitor = guard_.make_monitor(name, slot->version, slot->detectors.get(), slot->model.spec().num_classes());
-  std::shared_ptr<Slot> old;
+  // Slow (thresholds by simulation): before the swap, not after it.
+  p.monitor = guard_.make_monitor(name, p.slot->version, p.slot->detectors.get(), p.slot->model.spec().num_classes());
+  return p;
+}
+
+std::vector<ReloadResult> InferenceCore::commit(std::vector<Prepared> prepared, std::shared_ptr<TokenStore> tokens,
+                                                const std::string& actor) {
+  std::vector<ReloadResult> results;
+  std::vector<std::shared_ptr<Slot>> old;  // released after the lock: their batchers drain then
+  std::vector<bool> replacing;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    references_[name] = is_registry_reference(reference) ? reference : resolved.path;
-    auto& s = slots_[name];
-    old = std::move(s);
-    s = slot;
+    if (tokens) tokens_ = std::move(tokens);
+    for (auto& p : prepared) {
+      auto& s = slots_[p.name];
+      if (!p.slot) {
+        results.push_back({p.name, s->version, false});
+        continue;
+      }
+      versions_[p.name] = std::stoll(p.slot->version);
+      references_[p.name] = is_registry_reference(p.reference) ? p.reference : p.slot->source.path;
+      replacing.push_back(s != nullptr);
+      old.push_back(std::move(s));
+      s = p.slot;
+      results.push_back({p.name, p.slot->version, true});
+    }
   }
-  guard_.model_loaded(name, std::move(monitor));
+  size_t k = 0;
+  for (auto& p : prepared) {
+    if (!p.slot) continue;
+    guard_.model_loaded(p.name, std::move(p.monitor));
+    metrics_.counter("bulwark_model_loads_total", {{"model", p.name}, {"result", "ok"}});
+    source_->audit(replacing[k++] ? "serve.swap" : "serve.load", p.name,
+                   {{"reference", p.reference}, {"origin", p.slot->source.origin},
+                    {"served_version", p.slot->version}, {"signed", p.slot->source.is_signed},
+                    {"sha256", p.slot->sha256}},
+                   actor);
+  }
   publish_model_info();
-  metrics_.counter("bulwark_model_loads_total", {{"model", name}, {"result", "ok"}});
-  source_->audit(replacing ? "serve.swap" : "serve.load", name,
-                 {{"reference", reference}, {"origin", resolved.origin}, {"served_version", slot->version},
-                  {"signed", resolved.is_signed}, {"sha256", sha256_file_hex(resolved.path)}},
-                 actor);
-  return slot->version;  // `old` is released here; its batcher drains once its requests finish
+  return results;
+}
+
+std::vector<ReloadResult> InferenceCore::reload(std::shared_ptr<TokenStore> tokens,
+                                                const std::vector<ModelAssignment>& models) {
+  std::set<std::string> names;
+  for (const auto& m : models) {
+    check_model_name(m.name);
+    if (!names.insert(m.name).second) throw invalid_argument("--model: '" + m.name + "' is given twice");
+  }
+  std::lock_guard<std::mutex> serial(load_mu_);
+  std::vector<Prepared> prepared;
+  for (const auto& m : models) {
+    ResolvedModel resolved;
+    try {
+      resolved = source_->resolve(m.reference, false);
+    } catch (const std::exception& e) {
+      source_->audit("serve.load-refused", m.name, {{"reference", m.reference}, {"error", e.what()}}, "operator");
+      throw;
+    }
+    std::shared_ptr<Slot> current;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (const auto it = slots_.find(m.name); it != slots_.end()) current = it->second;
+    }
+    if (current && current->source.reference == resolved.reference && current->source.path == resolved.path &&
+        current->source.calibration == resolved.calibration && current->sha256 == sha256_file_hex(resolved.path)) {
+      prepared.push_back({m.name, m.reference, nullptr, nullptr});  // the same bytes: keep serving them
+      continue;
+    }
+    prepared.push_back(prepare(m.name, m.reference, resolved, "operator"));
+  }
+  // Everything was built and checked: nothing can fail from here on.
+  return commit(std::move(prepared), std::move(tokens), "operator");
 }
 
 void InferenceCore::follow_stages() {
@@ -192,6 +318,7 @@ void InferenceCore::follow_stages() {
 }
 
 void InferenceCore::unload_model(const std::string& name) {
+  std::lock_guard<std::mutex> serial(load_mu_);
   std::shared_ptr<Slot> old;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -240,6 +367,11 @@ std::shared_ptr<InferenceCore::Slot> InferenceCore::find(const std::string& name
                     it->second->version + ")");
   }
   return it->second;
+}
+
+bool InferenceCore::known_model(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return versions_.count(name) != 0;
 }
 
 bool InferenceCore::ready() const {
@@ -340,16 +472,25 @@ Principal InferenceCore::authorize_repository(const std::string& authorization) 
   return who;
 }
 
-InferResponse InferenceCore::infer(const InferRequest& r, const std::string& authorization,
+InferResponse InferenceCore::infer(const InferRequest& request, const std::string& authorization,
                                    const std::string& transport) {
+  return infer(RequestHead{request.model, request.version, request.peer}, authorization, transport,
+               [&request](const BodyLimits&) { return request; });
+}
+
+InferResponse InferenceCore::infer(const RequestHead& head, const std::string& authorization,
+                                   const std::string& transport, const BodyDecoder& decode) {
   const auto start = Clock::now();
-  const std::string request_id = r.id.empty() ? "bw-" + std::to_string(++request_counter_) : r.id;
+  const auto deadline = start + std::chrono::milliseconds(options_.request_timeout_ms);
   AccessRecord rec;
   Principal who;
-  rec.request_id = request_id;
   rec.transport = transport;
-  rec.model = r.model;
-  rec.version = r.version;
+  rec.model = head.model;
+  rec.version = head.version;
+  // Metric labels: a model name only once the caller is authenticated and the name is one the
+  // server has loaded, the version only when it is the one served; else fixed values. Names a
+  // client makes up never become series.
+  std::string metric_model = "unknown", metric_version;
   metrics_.inflight_add(1);
   struct InflightGuard {
     Metrics& m;
@@ -358,16 +499,29 @@ InferResponse InferenceCore::infer(const InferRequest& r, const std::string& aut
   try {
     who = authorize(authorization, Role::kInfer);
     rec.token_id = who.token_id;
+    if (known_model(head.model)) metric_model = head.model;
     // Query history is attributed to the token; without auth, to the peer address.
-    const std::string client = who.token_id != "anonymous" ? "token:" + who.token_id : "peer:" + r.peer;
+    const std::string client = who.token_id != "anonymous" ? "token:" + who.token_id : "peer:" + head.peer;
     guard_.admit(client, unix_now_s());
     if (draining_) throw unavailable("the server is shutting down");
-    const auto slot = find(r.model, r.version);  // held until the response is built: hot swap safe
-    rec.version = slot->version;
+    const auto slot = find(head.model, head.version);  // held until the response is built: hot swap safe
+    metric_version = rec.version = slot->version;
     const auto& spec = slot->model.spec();
-    const auto x = to_model_input(r, spec, options_.max_elements);
+    const BodyLimits limits{options_.max_elements, options_.batching.max_batch,
+                            spec.input_shape[0] * spec.input_shape[1] * spec.input_shape[2]};
+    InferRequest r = decode(limits);
+    r.model = head.model;
+    r.version = head.version;
+    r.peer = head.peer;
+    rec.request_id = r.id.empty() ? next_request_id() : r.id;
+    const auto x = to_model_input(r, spec, options_.max_elements, options_.batching.max_batch);
     check_requested_outputs(r);
-    auto result = slot->batcher->submit(x).get();
+    auto pending = slot->batcher->submit(x, deadline);
+    if (pending.wait_until(deadline) != std::future_status::ready) {
+      throw DeadlineExceededError("model '" + head.model + "' did not answer within " +
+                                  std::to_string(options_.request_timeout_ms) + " ms (--request-timeout-ms)");
+    }
+    auto result = pending.get();
     // Scores and flags read in plain loops: no ATen kernels on request threads (see guard.h).
     std::vector<uint8_t> flagged;
     const double* score = nullptr;
@@ -378,12 +532,12 @@ InferResponse InferenceCore::infer(const InferRequest& r, const std::string& aut
       const double threshold = slot->detectors->combined_threshold();
       for (int64_t i = 0; i < scores.size(0); ++i) flagged.push_back(score[i] > threshold);
     }
-    guard_.after_inference(r.model, slot->version, client, request_id, x, result.logits, flagged, unix_now_s());
+    guard_.after_inference(r.model, slot->version, client, rec.request_id, x, result.logits, flagged, unix_now_s());
 
     InferResponse resp;
     resp.model = r.model;
     resp.version = slot->version;
-    resp.id = request_id;
+    resp.id = rec.request_id;
     resp.outputs = build_outputs(r, result.logits, spec);
     if (score) {
       const bool expose = guard_.expose_to(who.admin);
@@ -408,20 +562,19 @@ InferResponse InferenceCore::infer(const InferRequest& r, const std::string& aut
     metrics_.batch_size(r.model, slot->version, result.batch_rows);
     access_log_.write(rec);
     return resp;
-  } catch (const Error& e) {
-    rec.latency_s = seconds_since(start);
-    rec.status = http_status(e.kind());
-    rec.error = e.what();
-    metrics_.request_failure(r.model, rec.version, reason_label(e.kind()));
-    access_log_.write(rec);
-    throw;
   } catch (const std::exception& e) {
+    if (rec.request_id.empty()) rec.request_id = next_request_id();
     rec.latency_s = seconds_since(start);
-    rec.status = 500;
-    rec.error = e.what();
-    metrics_.request_failure(r.model, rec.version, "internal");
+    rec.error = e.what();  // the whole detail, for the operator
+    const auto* error = dynamic_cast<const Error*>(&e);
+    const bool internal = !error || error->kind() == ErrorKind::kInternal || error->kind() == ErrorKind::kIo;
+    rec.status = internal ? 500 : http_status(*error);
+    metrics_.request_failure(metric_model, metric_version, internal ? "internal" : reason_label(*error));
     access_log_.write(rec);
-    throw internal_error(std::string("inference failed: ") + e.what());
+    if (!internal) throw;
+    // What failed inside the model (LibTorch messages carry stack traces and TorchScript source)
+    // stays on the server; the client gets the request id to quote.
+    throw internal_error("inference failed: " + internal_error_message(rec.request_id, e.what()));
   }
 }
 

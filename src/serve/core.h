@@ -1,13 +1,15 @@
 // serve/core.h — the inference core both frontends share: the model slots (hot swap) and the
 // request path, in stages that each live in their own file:
-//   auth (auth.h) -> guard admission (guard.h) -> validation (validate.h) -> batching and the
-//   detectors on the batch thread (batcher.h) -> guard bookkeeping (guard.h) -> output shaping
-//   (outputs.h) -> metrics (metrics.h) and the access log (access_log.h).
+//   auth (auth.h) -> guard admission (guard.h) -> the body, decoded by the frontend only now, to
+//   limits from the model's spec -> validation (validate.h) -> batching and the detectors on the
+//   batch thread (batcher.h), under the request's deadline -> guard bookkeeping (guard.h) ->
+//   output shaping (outputs.h) -> metrics (metrics.h) and the access log (access_log.h).
 // Frontends translate their wire format to InferRequest and map Error kinds to status.
 //
 // Thread-safety: every public method may be called from any thread. A model slot is a
 // shared_ptr swapped under a mutex: a request holds the model it started on until it finishes, so
 // a swap or unload never fails a request in flight and new requests see the new model at once.
+// Loads, reloads and unloads are serialized among themselves (load_mu_), never with requests.
 #pragma once
 
 #include <atomic>
@@ -20,6 +22,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "serve/access_log.h"
@@ -38,9 +41,35 @@ struct CoreOptions {
   GuardOptions guard;             // detectors, query-similarity detection, monitor, feedback
   ModelSourceOptions source;      // registry, model root, --allow-unsigned
   int64_t max_elements = 1 << 24;  // per input tensor
+  int64_t request_timeout_ms = 30000;  // admission to answer; past it 504 / DEADLINE_EXCEEDED
   std::string access_log = "-";    // JSON lines: a file, "-" = stderr, "off"
 
   void validate() const;  // throws invalid_argument naming the flag
+};
+
+// What a frontend knows of an inference request before it reads the body.
+struct RequestHead {
+  std::string model, version;  // from the URL or the message; empty version = the one served
+  std::string peer;            // the transport's peer address
+};
+
+// What a body may hold, known once the caller is authenticated and the model found.
+struct BodyLimits {
+  int64_t max_elements = 0;    // per tensor (--max-elements)
+  int64_t max_rows = 0;        // rows per request (--max-batch)
+  int64_t values_per_row = 0;  // the model's C*H*W
+};
+
+// Reads the body into a request (its model, version and peer are the head's).
+using BodyDecoder = std::function<InferRequest(const BodyLimits&)>;
+
+// One model of a reload: the name and the reference it is served from.
+struct ModelAssignment {
+  std::string name, reference;
+};
+struct ReloadResult {
+  std::string name, version;
+  bool changed = false;  // false: the same bytes were already serving; the version stayed
 };
 
 class InferenceCore {
@@ -50,13 +79,19 @@ class InferenceCore {
 
   // Model control (Triton's model-repository extension). load_model swaps atomically and returns
   // the new version ("1", "2", ... per name); a refused reference (unsigned, failed verification),
-  // a bad file or a calibration made for another model throws and leaves the old model serving.
+  // a bad file, a model whose output does not match its spec or a calibration made for another
+  // model throws and leaves the old model serving.
   // `reference` is registry:NAME@STAGE|N or a file (model_source.h); empty reloads the last one.
   // A stage reference is followed: when the stage moves, the new version is verified and swapped
   // in within source.follow_interval_ms. With a registry, loads, swaps and refusals are audited.
   std::string load_model(const std::string& name, const std::string& reference);
   // The repository API's load: plain paths only under the model root; audited as `who`.
   std::string load_model_for_client(const std::string& name, const std::string& reference, const Principal& who);
+  // SIGHUP (and start): tokens (null = keep the current ones) and models, as one change. Every
+  // model whose source changed is resolved, verified, loaded and warmed first; if anything fails
+  // this throws and nothing changed. Then the tokens and every changed model go live under one
+  // lock. A model whose reference still resolves to the same bytes keeps serving, version and all.
+  std::vector<ReloadResult> reload(std::shared_ptr<TokenStore> tokens, const std::vector<ModelAssignment>& models);
   void unload_model(const std::string& name);
   std::vector<RepositoryEntry> index() const;
 
@@ -67,7 +102,13 @@ class InferenceCore {
   std::vector<std::string> extensions() const;
 
   // Runs the request path above; records metrics and one access-log line whatever happens.
-  // Throws Error (RateLimitedError for 429).
+  // The body is decoded (by `decode`) only after the caller is authenticated and the model
+  // found, to limits from the model's spec. Throws Error (RateLimitedError for 429,
+  // DeadlineExceededError for 504); an internal failure reaches the client as a message naming
+  // the request id only, its detail the access log and stderr.
+  InferResponse infer(const RequestHead& head, const std::string& authorization, const std::string& transport,
+                      const BodyDecoder& decode);
+  // The same for a request decoded already (in-process callers).
   InferResponse infer(const InferRequest& request, const std::string& authorization, const std::string& transport);
   // Labels (class names or indices) for an earlier request's rows. The frontend authorizes role
   // feedback first, before it parses the body. Throws not_found naming an unknown or expired id.
@@ -99,7 +140,9 @@ class InferenceCore {
   nlohmann::json guard_status();
   nlohmann::json request_hardening(const std::string& actor);
 
-  // After this, ready() is false; requests already admitted finish.
+  // After this, ready() is false; requests already admitted finish (each within
+  // request_timeout_ms; a model still stuck after batching.drain_timeout_ms is left behind when
+  // the core goes).
   void begin_drain() { draining_ = true; }
   Metrics& metrics() { return metrics_; }
   // /metrics: the counters plus the guard's gauges as of now.
@@ -109,16 +152,24 @@ class InferenceCore {
 
  private:
   struct Slot;
+  struct Prepared;  // a model built and warmed, not yet serving
   std::shared_ptr<Slot> find(const std::string& name, const std::string& version) const;
+  bool known_model(const std::string& name) const;  // ever loaded: safe as a metric label
   std::string load(const std::string& name, const std::string& reference, bool from_client, const std::string& actor);
+  Prepared prepare(const std::string& name, const std::string& reference, const ResolvedModel& resolved,
+                   const std::string& actor);
+  std::vector<ReloadResult> commit(std::vector<Prepared> prepared, std::shared_ptr<TokenStore> tokens,
+                                   const std::string& actor);
   void publish_model_info();
   void follow_stages();  // the follower thread's loop
   void note_auth_failure();  // audits a burst of failed authentications
+  std::string next_request_id() { return "bw-" + std::to_string(++request_counter_); }
 
   const CoreOptions options_;
   Metrics metrics_;
   Guard guard_;
   AccessLog access_log_;
+  std::mutex load_mu_;                                  // serializes load, reload and unload
   mutable std::mutex mu_;                               // guards slots_, versions_, references_, tokens_
   std::map<std::string, std::shared_ptr<Slot>> slots_;  // name -> model being served
   std::map<std::string, int64_t> versions_;             // name -> last version number handed out

@@ -1,5 +1,6 @@
 #include "serve/grpc_frontend.h"
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
 
@@ -9,6 +10,7 @@
 #include "core/files.h"
 #include "core/version.h"
 #include "grpc_predict_v2.grpc.pb.h"
+#include "health.grpc.pb.h"
 #include "serve/rest_codec.h"
 #include "serve/status.h"
 
@@ -16,7 +18,7 @@ namespace bulwark::serve {
 namespace {
 
 grpc::Status to_grpc(const Error& e) {
-  return grpc::Status(static_cast<grpc::StatusCode>(grpc_code(e.kind())), e.what());
+  return grpc::Status(static_cast<grpc::StatusCode>(grpc_code(e)), e.what());
 }
 
 std::string authorization_of(const grpc::ServerContext* ctx) {
@@ -36,6 +38,8 @@ std::string peer_address(const std::string& peer) {
   return rest;
 }
 
+// Every handler goes through here: an Error maps through the one status table; anything else
+// (a library failure, a bug) is INTERNAL with its detail in the server's log only.
 template <typename Fn>
 grpc::Status guarded(Fn fn) {
   try {
@@ -44,18 +48,19 @@ grpc::Status guarded(Fn fn) {
   } catch (const Error& e) {
     return to_grpc(e);
   } catch (const std::exception& e) {
-    return grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what());
+    return grpc::Status(grpc::StatusCode::INTERNAL, internal_error_message("", e.what()));
   }
 }
 
-InferInput decode_input(const inference::ModelInferRequest& req, int k, int64_t max_elements) {
+InferInput decode_input(const inference::ModelInferRequest& req, int k, const BodyLimits& limits) {
   const auto& in = req.inputs(k);
   InferInput x;
   x.name = in.name();
   x.datatype = in.datatype();
   x.shape.assign(in.shape().begin(), in.shape().end());
   const std::string named = "input '" + x.name + "'";
-  const int64_t count = checked_element_count(x.shape, max_elements, named);
+  const int64_t count = checked_element_count(x.shape, limits.max_elements, named);
+  check_rows(x.shape, limits.max_rows, named);
   if (x.datatype != "FP32" && x.datatype != "UINT8") {
     throw invalid_argument(named + ": datatype '" + x.datatype + "' is not supported (FP32 or UINT8)");
   }
@@ -80,10 +85,15 @@ InferInput decode_input(const inference::ModelInferRequest& req, int k, int64_t 
     return x;
   }
   const auto& c = in.contents();
+  const int64_t given = x.datatype == "FP32" ? c.fp32_contents_size() : c.uint_contents_size();
+  if (given != count) {  // checked before copying anything
+    throw invalid_argument(named + ": shape holds " + std::to_string(count) + " values, got " + std::to_string(given) +
+                           (x.datatype == "FP32" ? " in contents.fp32_contents" : " in contents.uint_contents"));
+  }
   if (x.datatype == "FP32") {
     x.values.assign(c.fp32_contents().begin(), c.fp32_contents().end());
   } else {
-    x.values.reserve(c.uint_contents_size());
+    x.values.reserve(static_cast<size_t>(count));
     for (const auto v : c.uint_contents()) x.values.push_back(static_cast<float>(v));  // range checked by the core
   }
   return x;
@@ -99,6 +109,8 @@ void set_parameters(const nlohmann::json& params, google::protobuf::Map<std::str
     (*out)[key] = p;
   }
 }
+
+constexpr const char* kInferenceService = "inference.GRPCInferenceService";
 
 }  // namespace
 
@@ -150,21 +162,17 @@ class GrpcFrontend::Service final : public inference::GRPCInferenceService::Serv
   grpc::Status ModelInfer(grpc::ServerContext* ctx, const inference::ModelInferRequest* q,
                           inference::ModelInferResponse* r) override {
     return guarded([&] {
-      InferRequest req;
-      req.model = q->model_name();
-      req.version = q->model_version();
-      req.id = q->id();
-      req.peer = peer_address(ctx->peer());
-      if (req.id.size() > 256) throw invalid_argument("id is longer than 256 characters");
-      try {
-        for (int k = 0; k < q->inputs_size(); ++k) req.inputs.push_back(decode_input(*q, k, core_.options().max_elements));
-      } catch (const Error& e) {
-        core_.metrics().request_failure(req.model, req.version, reason_label(e.kind()));
-        throw;
-      }
-      for (const auto& o : q->outputs()) req.outputs.push_back({o.name(), false});
+      const RequestHead head{q->model_name(), q->model_version(), peer_address(ctx->peer())};
+      // The message's tensors are decoded only once the caller is authenticated.
+      const auto resp = core_.infer(head, authorization_of(ctx), "grpc", [q](const BodyLimits& limits) {
+        InferRequest req;
+        req.id = q->id();
+        if (req.id.size() > 256) throw invalid_argument("id is longer than 256 characters");
+        for (int k = 0; k < q->inputs_size(); ++k) req.inputs.push_back(decode_input(*q, k, limits));
+        for (const auto& o : q->outputs()) req.outputs.push_back({o.name(), false});
+        return req;
+      });
       const bool raw = q->raw_input_contents_size() > 0;
-      const auto resp = core_.infer(req, authorization_of(ctx), "grpc");
       r->set_model_name(resp.model);
       r->set_model_version(resp.version);
       r->set_id(resp.id);
@@ -194,6 +202,61 @@ class GrpcFrontend::Service final : public inference::GRPCInferenceService::Serv
       }
     });
   }
+  // The model-repository RPCs: an authenticated admin token, as over REST.
+  grpc::Status RepositoryIndex(grpc::ServerContext* ctx, const inference::RepositoryIndexRequest* q,
+                               inference::RepositoryIndexResponse* r) override {
+    return guarded([&] {
+      core_.authorize_repository(authorization_of(ctx));
+      for (const auto& e : core_.index()) {
+        if (q->ready() && e.state != "READY") continue;
+        auto* m = r->add_models();
+        m->set_name(e.name);
+        m->set_version(e.version);
+        m->set_state(e.state);
+        m->set_reason(e.reason);
+      }
+    });
+  }
+  grpc::Status RepositoryModelLoad(grpc::ServerContext* ctx, const inference::RepositoryModelLoadRequest* q,
+                                   inference::RepositoryModelLoadResponse* r) override {
+    return guarded([&] {
+      const auto who = core_.authorize_repository(authorization_of(ctx));
+      core_.load_model_for_client(q->model_name(), "", who);  // KServe's message names no source: reload
+      r->set_model_name(q->model_name());
+      r->set_isloaded(true);
+    });
+  }
+  grpc::Status RepositoryModelUnload(grpc::ServerContext* ctx, const inference::RepositoryModelUnloadRequest* q,
+                                     inference::RepositoryModelUnloadResponse* r) override {
+    return guarded([&] {
+      core_.authorize_repository(authorization_of(ctx));
+      core_.unload_model(q->model_name());
+      r->set_model_name(q->model_name());
+      r->set_isunloaded(true);
+    });
+  }
+
+ private:
+  InferenceCore& core_;
+};
+
+// grpc.health.v1.Health: Check answers the server's readiness (SERVING while ready, NOT_SERVING
+// with no model or while draining) for "" and the inference service. Watch is left
+// unimplemented: a sync stream would hold a request thread per watcher, a cheap way for anyone
+// to starve the server; clients fall back to Check.
+class GrpcFrontend::Health final : public grpc::health::v1::Health::Service {
+ public:
+  explicit Health(InferenceCore& core) : core_(core) {}
+  grpc::Status Check(grpc::ServerContext*, const grpc::health::v1::HealthCheckRequest* q,
+                     grpc::health::v1::HealthCheckResponse* r) override {
+    if (!q->service().empty() && q->service() != kInferenceService) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service (known: '' and " +
+                                                           std::string(kInferenceService) + ")");
+    }
+    r->set_status(core_.ready() ? grpc::health::v1::HealthCheckResponse::SERVING
+                                : grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+    return grpc::Status::OK;
+  }
 
  private:
   InferenceCore& core_;
@@ -206,7 +269,8 @@ void GrpcOptions::validate() const {
 }
 
 GrpcFrontend::GrpcFrontend(InferenceCore& core, GrpcOptions options)
-    : core_(core), options_(std::move(options)), service_(std::make_unique<Service>(core)) {
+    : core_(core), options_(std::move(options)), service_(std::make_unique<Service>(core)),
+      health_(std::make_unique<Health>(core)) {
   options_.validate();
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!options_.tls_cert.empty()) {
@@ -214,9 +278,13 @@ GrpcFrontend::GrpcFrontend(InferenceCore& core, GrpcOptions options)
     ssl.pem_key_cert_pairs.push_back({read_file(options_.tls_key), read_file(options_.tls_cert)});
     creds = grpc::SslServerCredentials(ssl);
   }
+  // Server reflection (grpcurl without -proto): gRPC offers it only as a process-wide plugin
+  // that every server built afterwards gets; registering it again is a no-op.
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.host + ":" + std::to_string(options_.port), creds, &port_);
   builder.RegisterService(service_.get());
+  builder.RegisterService(health_.get());
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
   grpc::ResourceQuota quota("bulwark");
@@ -232,7 +300,9 @@ GrpcFrontend::~GrpcFrontend() { stop(); }
 
 void GrpcFrontend::stop() {
   if (!server_) return;
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  // Calls still running at the drain deadline are cancelled.
+  server_->Shutdown(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(core_.options().batching.drain_timeout_ms));
   server_->Wait();
   server_.reset();
 }

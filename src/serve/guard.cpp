@@ -251,8 +251,9 @@ void Guard::publish_gauges(double now_s) {
     std::lock_guard<std::mutex> lock(mu_);
     monitors = monitors_;
   }
-  for (const auto& [name, m] : monitors) {
-    const auto s = m->snapshot(now_s);
+  for (const auto& entry : monitors) {
+    const std::string& name = entry.first;  // structured bindings cannot be captured before C++20 (clang)
+    const auto s = entry.second->snapshot(now_s);
     auto value = [&](const char* stat, double v) {
       metrics_.gauge("bulwark_monitor_value", {{"model", name}, {"statistic", stat}}, std::isfinite(v) ? v : 0.0);
     };

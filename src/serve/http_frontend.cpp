@@ -1,7 +1,9 @@
 #include "serve/http_frontend.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <chrono>
 #include <cmath>
 
 #include "core/error.h"
@@ -27,7 +29,9 @@ void send_error(httplib::Response& res, int status, const std::string& message) 
   send_json(res, status, error_json(message));
 }
 
-// Every handler goes through here: handlers never let an exception reach the HTTP library.
+// Every handler goes through here: handlers never let an exception reach the HTTP library. An
+// Error maps through the one status table; anything else (a library failure, a bug) is a 500
+// whose detail goes to the server's log only.
 template <typename Fn>
 httplib::Server::Handler guarded(Fn fn) {
   return [fn](const httplib::Request& req, httplib::Response& res) {
@@ -38,14 +42,32 @@ httplib::Server::Handler guarded(Fn fn) {
       send_error(res, http_status(e.kind()), e.what());
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::kUnauthenticated) res.set_header("WWW-Authenticate", "Bearer");
-      send_error(res, http_status(e.kind()), e.what());
+      send_error(res, http_status(e), e.what());
     } catch (const std::exception& e) {
-      send_error(res, 500, std::string("internal error: ") + e.what());
+      send_error(res, 500, internal_error_message("", e.what()));
     }
   };
 }
 
 std::string version_of(const httplib::Request& req) { return req.matches.size() > 2 ? req.matches[2].str() : ""; }
+
+// Reads an inference body (JSON, or JSON then binary tensors) to the limits the core gives once
+// the caller is authenticated and the model known.
+InferRequest decode_body(const httplib::Request& req, const BodyLimits& limits) {
+  std::optional<size_t> header_len;
+  if (req.has_header("Inference-Header-Content-Length")) {
+    const auto v = req.get_header_value("Inference-Header-Content-Length");
+    if (v.empty() || v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos) {
+      throw invalid_argument("Inference-Header-Content-Length must be a non-negative integer");
+    }
+    header_len = std::stoull(v);
+  }
+  RestLimits rest;
+  rest.max_elements = limits.max_elements;
+  rest.max_rows = limits.max_rows;
+  rest.values_per_row = limits.values_per_row;
+  return parse_infer_request(req.body, header_len, rest);
+}
 
 // Model path part of a URL: name, then optional /versions/{v}.
 const std::string kModel = R"(/v2/models/([^/]+)(?:/versions/([^/]+))?)";
@@ -99,21 +121,42 @@ HttpFrontend::HttpFrontend(InferenceCore& core, HttpOptions options) : core_(cor
     send_error(res, 500, "internal error");
   });
   register_routes();
+  int listen_fd = -1;
+  server_->set_socket_options([&listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;  // the last socket tried is the one that bound
+  });
   port_ = options_.port == 0 ? server_->bind_to_any_port(options_.host)
                              : (server_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
   if (port_ < 0) {
     throw Error(ErrorKind::kIo, "--http-port: cannot listen on " + options_.host + ":" + std::to_string(options_.port));
   }
+  // cpp-httplib listens with a backlog of 5: a burst of connections past it is dropped or reset by
+  // the kernel before the server sees a byte, which no client can tell from a crash. With the
+  // kernel's cap, a burst waits its turn and is answered — 503 when the queue is full.
+  if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
+  server_->set_socket_options(httplib::default_socket_options);  // the lambda above refers to this frame
 }
 
 HttpFrontend::~HttpFrontend() { stop(); }
 
 void HttpFrontend::start() {
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  listen_returned_ = false;
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_ = true;  // or done trying: stop() must not wait for it
+  });
 }
 
 void HttpFrontend::stop() {
   if (!thread_.joinable()) return;
+  // httplib's stop() does nothing before its loop runs, and the loop then blocks in accept()
+  // for good: a server stopped right after start() (no request yet) would never join. Wait for
+  // the loop first (it starts within microseconds; the bound only guards a broken library).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!server_->is_running() && !listen_returned_ && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   server_->stop();
   thread_.join();
 }
@@ -121,49 +164,33 @@ void HttpFrontend::stop() {
 void HttpFrontend::register_routes() {
   auto& s = *server_;
   auto& core = core_;
-  auto health = [](httplib::Response& res, bool ok) {
-    res.status = ok ? 200 : 400;  // the protocol: 200 = true, 4xx = false, empty body
-  };
+  // The protocol: 200 = true, 4xx = false; the body says it too, as KServe's servers do (its
+  // Python client calls .json() on the answer).
+  auto health = [](httplib::Response& res, bool ok, json body) { send_json(res, ok ? 200 : 400, body); };
   s.Get("/v2/health/live", guarded([&core, health](const httplib::Request&, httplib::Response& res) {
-          health(res, core.live());
+          health(res, core.live(), {{"live", core.live()}});
         }));
   s.Get("/v2/health/ready", guarded([&core, health](const httplib::Request&, httplib::Response& res) {
-          health(res, core.ready());
+          const bool ready = core.ready();
+          health(res, ready, {{"ready", ready}});
         }));
   s.Get("/v2", guarded([&core](const httplib::Request&, httplib::Response& res) {
           send_json(res, 200, {{"name", "bulwark"}, {"version", BULWARK_VERSION}, {"extensions", core.extensions()}});
         }));
   s.Get(kModel + "/ready", guarded([&core, health](const httplib::Request& req, httplib::Response& res) {
           core.authorize(req.get_header_value("Authorization"), Role::kInfer);
-          health(res, core.model_ready(req.matches[1], version_of(req)));
+          const bool ready = core.model_ready(req.matches[1], version_of(req));
+          health(res, ready, {{"name", req.matches[1].str()}, {"ready", ready}});
         }));
   s.Get(kModel, guarded([&core](const httplib::Request& req, httplib::Response& res) {
           core.authorize(req.get_header_value("Authorization"), Role::kInfer);
           send_json(res, 200, model_metadata_json(core.model_metadata(req.matches[1], version_of(req))));
         }));
   s.Post(kModel + "/infer", guarded([&core](const httplib::Request& req, httplib::Response& res) {
-           std::optional<size_t> header_len;
-           if (req.has_header("Inference-Header-Content-Length")) {
-             const auto v = req.get_header_value("Inference-Header-Content-Length");
-             if (v.empty() || v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos) {
-               throw invalid_argument("Inference-Header-Content-Length must be a non-negative integer");
-             }
-             header_len = std::stoull(v);
-           }
-           RestLimits limits;
-           limits.max_elements = core.options().max_elements;
-           InferRequest r;
-           try {
-             r = parse_infer_request(req.body, header_len, limits);
-           } catch (const Error& e) {
-             // Count malformed bodies too: they are what an attacker probing the parser sends.
-             core.metrics().request_failure(req.matches[1], version_of(req), reason_label(e.kind()));
-             throw;
-           }
-           r.model = req.matches[1];
-           r.version = version_of(req);
-           r.peer = req.remote_addr;
-           const auto resp = core.infer(r, req.get_header_value("Authorization"), "http");
+           // The body is parsed only once the caller is authenticated and the model known.
+           const RequestHead head{req.matches[1], version_of(req), req.remote_addr};
+           const auto resp = core.infer(head, req.get_header_value("Authorization"), "http",
+                                        [&req](const BodyLimits& limits) { return decode_body(req, limits); });
            std::optional<size_t> json_len;
            auto body = format_infer_response(resp, &json_len);
            if (json_len) {

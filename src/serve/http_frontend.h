@@ -3,6 +3,7 @@
 // (serves on its own thread), stop (stops accepting, finishes requests in flight, joins).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -19,7 +20,7 @@ namespace bulwark::serve {
 struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8000;                       // 0 = any free port
-  int threads = 32;                      // connection threads (a keep-alive connection holds one)
+  int threads = 128;                     // connection threads (a keep-alive connection holds one)
   size_t max_body_bytes = 64u << 20;     // larger bodies get 413
   std::string tls_cert, tls_key;         // both or neither: HTTPS
 
@@ -46,6 +47,7 @@ class HttpFrontend {
   std::unique_ptr<httplib::Server> server_;
   int port_ = 0;
   std::thread thread_;
+  std::atomic<bool> listen_returned_{false};  // listen_after_bind() has returned
 };
 
 }  // namespace bulwark::serve

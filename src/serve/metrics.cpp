@@ -37,11 +37,30 @@ std::string label_text(const Labels& l, const std::string& extra_key = "", const
 std::string escape_label_value(const std::string& v) {
   std::string out;
   out.reserve(v.size());
-  for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+  for (size_t i = 0; i < v.size();) {
+    const auto c = static_cast<unsigned char>(v[i]);
+    if (c < 0x80) {
+      if (c == '\\') out += "\\\\";
+      else if (c == '"') out += "\\\"";
+      else if (c == '\n') out += "\\n";
+      else out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // The exposition format is UTF-8: a byte that does not start a well-formed sequence becomes
+    // U+FFFD, so no label value can break a scrape.
+    const size_t n = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : 0;
+    bool ok = n > 0;
+    for (size_t k = 1; ok && k <= n; ++k) {
+      ok = i + k < v.size() && (static_cast<unsigned char>(v[i + k]) & 0xC0) == 0x80;
+    }
+    if (ok) {
+      out.append(v, i, n + 1);
+      i += n + 1;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
   }
   return out;
 }

@@ -55,7 +55,7 @@ class Metrics {
   int64_t inflight_ = 0;
 };
 
-// Escapes a label value for the exposition format (backslash, quote, newline).
+// Escapes a label value for the exposition format (backslash, quote, newline; invalid UTF-8 -> U+FFFD).
 std::string escape_label_value(const std::string& v);
 
 }  // namespace bulwark::serve

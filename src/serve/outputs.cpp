@@ -35,7 +35,7 @@ InferOutput label_output(const torch::Tensor& logits, const model::ModelSpec& sp
 
 std::vector<InferOutput> build_outputs(const InferRequest& r, const at::Tensor& logits, const model::ModelSpec& spec) {
   auto requested = r.outputs;
-  if (requested.empty()) requested.push_back({"logits", r.binary_outputs});
+  if (requested.empty()) requested = {{"logits", false}, {"probabilities", false}, {"label", false}};
   std::vector<InferOutput> out;
   for (const auto& o : requested) {
     const bool binary = o.binary || r.binary_outputs;

@@ -11,7 +11,8 @@
 
 namespace bulwark::serve {
 
-// logits [n, K] of this request's rows; no outputs requested = logits only.
+// logits [n, K] of this request's rows; no outputs requested = every output (logits,
+// probabilities, label), as the protocol says.
 std::vector<InferOutput> build_outputs(const InferRequest& r, const at::Tensor& logits, const model::ModelSpec& spec);
 
 }  // namespace bulwark::serve

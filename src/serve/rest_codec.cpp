@@ -95,13 +95,27 @@ InferRequest parse_infer_request(const std::string& body, std::optional<size_t> 
   }
   json j;
   try {
-    // The callback aborts deep documents before they are built.
+    // The callback sees every value as it is parsed: it aborts deep documents, and documents
+    // holding more values than the model could take, before they are built.
     const int max_depth = limits.max_json_depth;
+    const int64_t max_values = limits.max_rows > 0 && limits.values_per_row > 0
+                                   ? limits.max_rows * limits.values_per_row + kJsonOverheadValues
+                                   : 0;
+    int64_t values = 0;
     j = json::parse(body.begin(), body.begin() + static_cast<std::ptrdiff_t>(header_len),
-                    [max_depth](int depth, json::parse_event_t, json&) {
+                    [&](int depth, json::parse_event_t event, json&) {
                       if (depth > max_depth) {
                         throw invalid_argument("request JSON nests deeper than " + std::to_string(max_depth) +
                                                " levels");
+                      }
+                      const bool counts = event != json::parse_event_t::object_end &&
+                                          event != json::parse_event_t::array_end;
+                      if (max_values > 0 && counts && ++values > max_values) {
+                        throw invalid_argument(
+                            "request JSON holds more than " + std::to_string(max_values) +
+                            " values: the model takes at most " + std::to_string(limits.max_rows) + " rows of " +
+                            std::to_string(limits.values_per_row) + " values per request (--max-batch), and " +
+                            std::to_string(kJsonOverheadValues) + " more for the rest of the document");
                       }
                       return true;
                     });
@@ -129,6 +143,7 @@ InferRequest parse_infer_request(const std::string& body, std::optional<size_t> 
     x.shape = shape_field(in, where);
     const std::string named = "input '" + x.name + "'";
     const int64_t count = checked_element_count(x.shape, limits.max_elements, named);
+    check_rows(x.shape, limits.max_rows, named);
     if (const auto bytes = binary_size(in, where)) {
       if (x.datatype != "FP32" && x.datatype != "UINT8") {
         throw invalid_argument(named + ": datatype '" + x.datatype + "' is not supported (FP32 or UINT8)");

@@ -15,9 +15,17 @@
 namespace bulwark::serve {
 
 struct RestLimits {
-  int64_t max_elements = 1 << 24;  // per tensor
+  int64_t max_elements = 1 << 24;  // per tensor (--max-elements)
+  // Rows per request (--max-batch) and the model's values per row; when both are set, a JSON
+  // document holding more than max_rows * values_per_row + kJsonOverheadValues values (every
+  // number, string, key, array and object counts) is refused while it is parsed, so the parsed
+  // document never grows past what the model could take. 0 = no limit.
+  int64_t max_rows = 0;
+  int64_t values_per_row = 0;
   int max_json_depth = 32;
 };
+// Values a request may hold besides its input data: id, names, shapes, parameters, outputs.
+constexpr int64_t kJsonOverheadValues = 1024;
 
 // body: the whole HTTP body; json_length: the Inference-Header-Content-Length header (nullopt
 // when absent, then the whole body is JSON and no binary data may follow).

@@ -1,5 +1,9 @@
 #include "serve/status.h"
 
+#include <iostream>
+
+#include "core/digest.h"
+
 namespace bulwark::serve {
 
 int http_status(ErrorKind kind) {
@@ -45,6 +49,24 @@ const char* reason_label(ErrorKind kind) {
     case ErrorKind::kInternal: return "internal";
   }
   return "internal";
+}
+
+int http_status(const Error& e) {
+  return dynamic_cast<const DeadlineExceededError*>(&e) ? 504 : http_status(e.kind());
+}
+
+int grpc_code(const Error& e) {
+  return dynamic_cast<const DeadlineExceededError*>(&e) ? 4 : grpc_code(e.kind());  // DEADLINE_EXCEEDED
+}
+
+const char* reason_label(const Error& e) {
+  return dynamic_cast<const DeadlineExceededError*>(&e) ? "deadline_exceeded" : reason_label(e.kind());
+}
+
+std::string internal_error_message(const std::string& request_id, const std::string& detail) {
+  const std::string incident = request_id.empty() ? "incident " + random_hex(4) : "request " + request_id;
+  std::cerr << ("bulwark serve: internal error (" + incident + "): " + detail + "\n");
+  return "internal error (" + incident + "); the server's log has the detail";
 }
 
 }  // namespace bulwark::serve

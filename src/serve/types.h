@@ -30,7 +30,7 @@ struct InferRequest {
   std::string id;       // echoed when given; the server assigns one otherwise (for feedback)
   std::string peer;     // the transport's peer address: who the query history belongs to without auth
   std::vector<InferInput> inputs;
-  std::vector<RequestedOutput> outputs;  // empty = logits only
+  std::vector<RequestedOutput> outputs;  // empty = every output the model has
   bool binary_outputs = false;           // request-level "binary_data_output"
 };
 

@@ -37,7 +37,15 @@ int64_t checked_element_count(const std::vector<int64_t>& shape, int64_t max_ele
   return count;
 }
 
-at::Tensor to_model_input(const InferRequest& r, const model::ModelSpec& spec, int64_t max_elements) {
+void check_rows(const std::vector<int64_t>& shape, int64_t max_rows, const std::string& where) {
+  if (max_rows > 0 && !shape.empty() && shape[0] > max_rows) {
+    throw invalid_argument(where + ": " + std::to_string(shape[0]) + " rows exceed the limit of " +
+                           std::to_string(max_rows) + " rows per request (--max-batch)");
+  }
+}
+
+at::Tensor to_model_input(const InferRequest& r, const model::ModelSpec& spec, int64_t max_elements,
+                          int64_t max_rows) {
   if (r.inputs.size() != 1) {
     throw invalid_argument("inputs: the model takes exactly 1 input ('" + std::string(kInputName) + "'), got " +
                            std::to_string(r.inputs.size()));
@@ -51,6 +59,7 @@ at::Tensor to_model_input(const InferRequest& r, const model::ModelSpec& spec, i
     throw invalid_argument(where + ": datatype '" + in.datatype + "' is not supported (FP32 or UINT8)");
   }
   const int64_t count = checked_element_count(in.shape, max_elements, where);
+  check_rows(in.shape, max_rows, where);
   const auto& chw = spec.input_shape;  // C, H, W
   const std::vector<int64_t> rest(in.shape.begin() + 1, in.shape.end());
   const int64_t per_row = chw[0] * chw[1] * chw[2];

@@ -18,8 +18,13 @@ namespace bulwark::serve {
 // errors name `where`. Decoders call it before allocating anything.
 int64_t checked_element_count(const std::vector<int64_t>& shape, int64_t max_elements, const std::string& where);
 
+// A request carries at most max_rows rows (shape[0]; --max-batch), so it is at most one forward
+// pass and a rate-limit token buys at most that many rows. max_rows 0 = no limit.
+void check_rows(const std::vector<int64_t>& shape, int64_t max_rows, const std::string& where);
+
 // The model's input as a float tensor [N, C, H, W] in the spec's range (UINT8 pixels scaled).
-at::Tensor to_model_input(const InferRequest& r, const model::ModelSpec& spec, int64_t max_elements);
+at::Tensor to_model_input(const InferRequest& r, const model::ModelSpec& spec, int64_t max_elements,
+                          int64_t max_rows);
 
 // Throws unless every requested output is one the server produces (logits, probabilities, label).
 void check_requested_outputs(const InferRequest& r);

@@ -109,11 +109,11 @@ TEST(Grpc, InferTypedAndRawAgreeWithTheModel) {
     ASSERT_TRUE(status.ok()) << status.error_message();
     EXPECT_EQ(r.id(), "g-1");
     EXPECT_EQ(r.model_version(), "1");
-    ASSERT_EQ(r.outputs_size(), 1);
+    ASSERT_EQ(r.outputs_size(), 3);  // none named: every output, as the protocol says
     EXPECT_EQ(r.outputs(0).name(), "logits");
     std::vector<float> got(20);
     if (raw) {
-      ASSERT_EQ(r.raw_output_contents_size(), 1);
+      ASSERT_EQ(r.raw_output_contents_size(), 3);
       ASSERT_EQ(r.raw_output_contents(0).size(), 80u);
       std::memcpy(got.data(), r.raw_output_contents(0).data(), 80);
     } else {

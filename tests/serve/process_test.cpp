@@ -10,6 +10,7 @@
 #include <future>
 #include <regex>
 
+#include "core/files.h"
 #include "server_fixture.h"
 #include "server_process.h"
 
@@ -72,6 +73,72 @@ TEST(ServeProcess, ConfigFilePortZeroSighupReloadAndSigtermDrain) {
   EXPECT_EQ(p.wait_exit(), 0);
 }
 
+// SIGHUP: every model and the tokens are checked before anything changes, then swapped at once;
+// a reload that fails anywhere changes nothing, and a model whose file did not change keeps its
+// version.
+TEST(ServeProcess, SighupReloadIsAllOrNothingAndKeepsUnchangedVersions) {
+  TempDir dir;
+  const auto a = write_model(dir, "a.pt", "mlp", 1), b = write_model(dir, "b.pt", "mlp", 2);
+  const auto live = dir.file("live.pt");
+  std::filesystem::copy_file(a, live);
+  const auto tokens = dir.file("tokens.yaml");
+  auto write_tokens = [&tokens](const std::string& secret) {
+    std::ofstream(tokens) << "tokens:\n  - id: ops\n    sha256: " << serve::sha256_hex(secret)
+                          << "\n    roles: [infer, admin]\n";
+  };
+  write_tokens("first-secret");
+  const auto config = dir.file("serve.yaml");
+  auto write_config = [&](const std::string& extra_models) {
+    std::ofstream(config) << "model:\n  fashion: " << live << "\n  second: " << b << "\n" << extra_models
+                          << "tokens: " << tokens
+                          << "\nhttp-port: 0\ngrpc-port: -1\naccess-log: off\nallow-unsigned: true\n";
+  };
+  write_config("");
+  const auto log = dir.file("stderr.txt");
+  ServerProcess p({"--json", "serve", "--config", config}, log);
+  const auto line = p.first_line();
+  ASSERT_FALSE(line.empty()) << "server printed nothing: " << read_file(log);
+  httplib::Client c("127.0.0.1", json::parse(line)["http_port"].get<int>());
+  c.set_read_timeout(30, 0);
+  auto version_of = [&c](const std::string& model, const std::string& secret) -> std::string {
+    const auto r = c.Get("/v2/models/" + model, {{"Authorization", "Bearer " + secret}});
+    if (!r || r->status != 200) return r ? "status " + std::to_string(r->status) : "no answer";
+    return json::parse(r->body)["versions"][0].get<std::string>();
+  };
+  ASSERT_EQ(version_of("fashion", "first-secret"), "1");
+  ASSERT_EQ(version_of("second", "first-secret"), "1");
+
+  // A SIGHUP with nothing changed, then one that adds a model: signals are handled in order, so
+  // once `third` serves, the first reload is done too.
+  p.signal(SIGHUP);
+  write_config("  third: " + a + "\n");
+  p.signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return version_of("third", "first-secret") == "1"; })) << read_file(log);
+  EXPECT_EQ(version_of("fashion", "first-secret"), "1") << "an unchanged model kept serving the same version";
+  EXPECT_EQ(version_of("second", "first-secret"), "1");
+
+  // New tokens, fashion's file changed, and a broken model: the reload fails as a whole.
+  write_tokens("second-secret");
+  std::filesystem::copy_file(b, live, std::filesystem::copy_options::overwrite_existing);
+  std::ofstream(dir.file("broken.pt")) << "not a model";
+  write_config("  third: " + a + "\n  broken: " + dir.file("broken.pt") + "\n");
+  p.signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return read_file(log).find("reload failed") != std::string::npos; })) << read_file(log);
+  EXPECT_EQ(version_of("fashion", "first-secret"), "1") << "the old tokens and the old model still serve";
+  EXPECT_EQ(version_of("fashion", "second-secret"), "status 401") << "the new tokens did not go live";
+  EXPECT_EQ(version_of("broken", "first-secret"), "status 404");
+
+  // Fixed: everything goes live together; only the model whose file changed gets a new version.
+  write_config("  third: " + a + "\n");
+  p.signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return version_of("fashion", "second-secret") == "2"; })) << read_file(log);
+  EXPECT_EQ(version_of("second", "second-secret"), "1");
+  EXPECT_EQ(version_of("third", "second-secret"), "1");
+  EXPECT_EQ(version_of("fashion", "first-secret"), "status 401");
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait_exit(), 0);
+}
+
 TEST(ServeProcess, BadStartupExitsWithAClearError) {
   TempDir dir;
   const auto r = run_command(std::string(BULWARK_BIN) + " serve --allow-unsigned --model fashion=" + dir.file("none.pt") +
@@ -89,6 +156,12 @@ TEST(ServeProcess, BadStartupExitsWithAClearError) {
   const auto r4 = run_command(std::string(BULWARK_BIN) + " serve --model a=b.pt --max-batch 0 --http-port 0");
   EXPECT_EQ(r4.exit_code, 2) << r4.output;
   EXPECT_NE(r4.output.find("--max-batch"), std::string::npos) << r4.output;
+  const auto r5 = run_command(std::string(BULWARK_BIN) + " serve --model a=b.pt --max-batch 32 --max-queue 8 --http-port 0");
+  EXPECT_EQ(r5.exit_code, 2) << r5.output;
+  EXPECT_NE(r5.output.find("--max-queue (8 rows) must be >= --max-batch (32)"), std::string::npos) << r5.output;
+  const auto r6 = run_command(std::string(BULWARK_BIN) + " serve --model a=b.pt --request-timeout-ms 0 --http-port 0");
+  EXPECT_EQ(r6.exit_code, 2) << r6.output;
+  EXPECT_NE(r6.output.find("--request-timeout-ms must be in 1..3600000"), std::string::npos) << r6.output;
 }
 
 TEST(ServeProcess, TokenCommandPrintsAWorkingEntry) {

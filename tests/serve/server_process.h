@@ -1,6 +1,7 @@
 // A `bulwark serve` child process for black-box tests, and a deadline-bounded wait.
 #pragma once
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,16 +15,21 @@
 
 namespace bulwark::testing {
 
-// A child `bulwark serve ...` with stdout piped back; killed if still running at the end.
+// A child `bulwark serve ...` with stdout piped back (and stderr into `stderr_path` when given);
+// killed if still running at the end.
 class ServerProcess {
  public:
-  explicit ServerProcess(const std::vector<std::string>& args) {
+  explicit ServerProcess(const std::vector<std::string>& args, const std::string& stderr_path = "") {
     int out[2];
     if (::pipe(out) != 0) throw std::runtime_error("pipe");
     pid_ = ::fork();
     if (pid_ == 0) {
       ::dup2(out[1], 1);
       ::close(out[0]);
+      if (!stderr_path.empty()) {
+        const int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (err >= 0) ::dup2(err, 2);
+      }
       std::vector<char*> argv{const_cast<char*>(BULWARK_BIN)};
       for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
       argv.push_back(nullptr);

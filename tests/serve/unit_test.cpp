@@ -1,6 +1,7 @@
 // The serve module's parts on their own: status mapping, metrics text, tokens, batching, config.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
 #include <thread>
 
@@ -49,6 +50,8 @@ TEST(Metrics, HistogramBucketsAreCumulativeAndLabelsEscaped) {
   EXPECT_NE(text.find("bulwark_batch_size_bucket{model=\"a\\\"b\",version=\"1\",le=\"+Inf\"} 3\n"), std::string::npos);
   EXPECT_NE(text.find("bulwark_batch_size_sum{model=\"a\\\"b\",version=\"1\"} 106\n"), std::string::npos);
   EXPECT_NE(text.find("# TYPE bulwark_inflight_requests gauge\nbulwark_inflight_requests 0\n"), std::string::npos);
+  // The exposition format is UTF-8: no label value can put anything else into a scrape.
+  EXPECT_EQ(escape_label_value("a\xff\xc3(b\xc3\xa9"), "a\xef\xbf\xbd\xef\xbf\xbd(b\xc3\xa9");
 }
 
 TEST(Auth, TokensFileRolesAndErrors) {
@@ -113,7 +116,7 @@ TEST(Batcher, FullQueueRefusesAtOnceAndErrorsReachEveryRequest) {
   std::promise<void> started, release;
   auto release_f = release.get_future().share();
   std::atomic<bool> first{true};
-  DynamicBatcher b({1, 0, /*max_queue=*/1}, [&](const at::Tensor& x) {
+  DynamicBatcher b({1, 0, /*max_queue=*/2}, [&](const at::Tensor& x) {  // rows queued or running
     if (first.exchange(false)) {
       started.set_value();
       release_f.wait();
@@ -136,6 +139,26 @@ TEST(Batcher, FullQueueRefusesAtOnceAndErrorsReachEveryRequest) {
   EXPECT_THROW(queued.get(), Error);
 }
 
+TEST(Batcher, AnAnswerWithTooFewRowsFailsTheWholeBatchAndTheThreadLives) {
+  std::atomic<int> calls{0};
+  DynamicBatcher b({/*max_batch=*/2, /*max_queue_delay_us=*/5'000'000, /*max_queue=*/4}, [&](const at::Tensor& x) {
+    // The first batch gets one row back, whatever its size; later ones are answered in full.
+    return std::make_pair(calls++ == 0 ? x.narrow(0, 0, 1) : x, at::Tensor());
+  });
+  auto first = b.submit(torch::ones({1, 3})), second = b.submit(torch::ones({1, 3}));  // one batch of 2
+  for (auto* f : {&first, &second}) {
+    try {
+      f->get();
+      ADD_FAILURE() << "a request got a row that was never computed for it";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInternal);
+      EXPECT_NE(std::string(e.what()).find("for a batch of 2 rows"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(b.submit(torch::ones({2, 3})).get().logits.size(0), 2);  // the batch thread lives on
+}
+
 TEST(Batcher, OptionsNameTheFlag) {
   EXPECT_THROW(BatcherOptions({0, 1, 1}).validate(), Error);
   try {
@@ -143,6 +166,39 @@ TEST(Batcher, OptionsNameTheFlag) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--max-queue-delay-us"), std::string::npos);
+  }
+  try {
+    BatcherOptions{8, 0, 4}.validate();  // a full request would never fit
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--max-queue"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--max-batch"), std::string::npos) << e.what();
+  }
+}
+
+TEST(RestCodec, ADocumentWithMoreValuesThanTheModelTakesIsRefusedWhileParsed) {
+  RestLimits limits;
+  limits.max_rows = 2;
+  limits.values_per_row = 3;
+  std::string body = R"({"inputs":[{"name":"input","shape":[1,3],"datatype":"FP32","data":[)";
+  for (int i = 0; i < 5000; ++i) body += "[],";  // empty arrays count too
+  try {
+    parse_infer_request(body, std::nullopt, limits);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than 1030 values"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("2 rows of 3 values"), std::string::npos) << e.what();
+  }
+  const std::string ok = R"({"inputs":[{"name":"input","shape":[2,3],"datatype":"FP32","data":[1,2,3,4,5,6]}]})";
+  EXPECT_EQ(parse_infer_request(ok, std::nullopt, limits).inputs[0].values.size(), 6u);
+  const std::string rows = R"({"inputs":[{"name":"input","shape":[3,3],"datatype":"FP32","data":[]}]})";
+  try {
+    parse_infer_request(rows, std::nullopt, limits);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("3 rows exceed the limit of 2 rows per request (--max-batch)"),
+              std::string::npos)
+        << e.what();
   }
 }
 
