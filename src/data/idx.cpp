@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "core/error.h"
@@ -73,9 +74,19 @@ IdxArray read_idx(const std::string& path) {
     out.dims.push_back(dim);
   }
 
-  out.values.resize(static_cast<size_t>(total));
-  const size_t got = read_some(f.get(), out.values.data(), out.values.size(), path);
-  if (got != out.values.size()) {
+  // The header is untrusted: the buffer grows as data arrives (geometrically, by resize), so a
+  // few bytes declaring 2^31 elements fail as truncated instead of first allocating 2 GiB.
+  constexpr size_t kChunk = size_t{1} << 20;
+  const size_t want = static_cast<size_t>(total);
+  size_t got = 0;
+  while (got < want) {
+    const size_t n = std::min(want - got, kChunk);
+    out.values.resize(got + n);
+    const size_t read = read_some(f.get(), out.values.data() + got, n, path);
+    got += read;
+    if (read < n) break;
+  }
+  if (got != want) {
     throw data_format(path + ": truncated: header declares " + std::to_string(total) + " bytes of data, file has " +
                       std::to_string(got));
   }

@@ -1,5 +1,9 @@
 #include "model/spec.h"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 #include "core/error.h"
 
 namespace bulwark::model {
@@ -13,19 +17,31 @@ nlohmann::json ModelSpec::to_json() const {
 ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where) {
   auto fail = [&](const std::string& what) { return data_format(where + ": spec " + what); };
   if (!j.is_object()) throw fail("is not a JSON object");
-  if (j.value("format", "") != kSpecFormat) {
+  const auto format = j.find("format");  // j.value() would throw type_error for a non-string
+  if (format == j.end() || !format->is_string() || *format != kSpecFormat) {
     throw fail("field 'format' must be \"" + std::string(kSpecFormat) + "\"");
   }
   ModelSpec s;
   try {
+    // nlohmann converts a float to an integer type with a static_cast (undefined for 1e300) and
+    // a double to float likewise: check types and ranges before every conversion.
     s.arch = j.at("arch").get<std::string>();
-    s.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
-    const auto range = j.at("value_range").get<std::vector<float>>();
+    const auto& shape = j.at("input_shape");
+    if (!shape.is_array() ||
+        !std::all_of(shape.begin(), shape.end(), [](const nlohmann::json& d) { return d.is_number_integer(); })) {
+      throw fail("field 'input_shape' must be [C, H, W] integers");
+    }
+    s.input_shape = shape.get<std::vector<int64_t>>();
+    const auto range = j.at("value_range").get<std::vector<double>>();
     if (range.size() != 2) throw fail("field 'value_range' must have 2 numbers");
-    s.lo = range[0];
-    s.hi = range[1];
+    for (const double v : range) {
+      if (!(std::abs(v) <= std::numeric_limits<float>::max())) throw fail("field 'value_range' must be finite floats");
+    }
+    s.lo = static_cast<float>(range[0]);
+    s.hi = static_cast<float>(range[1]);
     s.class_names = j.at("class_names").get<std::vector<std::string>>();
     s.dataset = j.value("dataset", "");
+    if (j.contains("seed") && !j["seed"].is_number_unsigned()) throw fail("field 'seed' must be a non-negative integer");
     s.seed = j.value("seed", uint64_t{0});
     s.training = j.value("training", nlohmann::json::object());
     s.hardening = j.value("hardening", nlohmann::json::object());

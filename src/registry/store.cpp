@@ -315,9 +315,11 @@ std::map<std::string, std::string> Registry::verify(const VersionRecord& v) {
     if (verified.model_name != v.model) {
       throw SignatureError("statement", v.ref() + ": the signature is for model '" + verified.model_name + "'");
     }
-    for (const auto& [name, sha] : v.files) {
-      const bool listed = std::any_of(verified.files.begin(), verified.files.end(),
-                                      [&](const FileDigest& f) { return f.name == name && f.sha256_hex == sha; });
+    for (const auto& file : v.files) {
+      const std::string& name = file.first;  // structured bindings cannot be captured before C++20 (clang)
+      const bool listed = std::any_of(verified.files.begin(), verified.files.end(), [&](const FileDigest& f) {
+        return f.name == name && f.sha256_hex == file.second;
+      });
       if (!listed) throw SignatureError("digest", v.ref() + ": file " + name + " is not the one that was signed");
     }
     verify_files(verified, paths);

@@ -1,4 +1,9 @@
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
 
 #include "core/error.h"
 #include "data/data.h"
@@ -55,6 +60,42 @@ TEST(Idx, ZeroSizedDimension) { expect_idx_error(idx_bytes({2, 0}, {}), "dimensi
 
 TEST(Idx, HugeDeclaredSize) {
   expect_idx_error(idx_bytes({0xFFFFFFFF, 0xFFFFFFFF}, {}), "more than");
+}
+
+// Reads `path` with the address space capped at 1 GiB above what the process holds; the exit code
+// says how it went: 0 an Error saying "truncated", 3 any other exception (std::bad_alloc).
+int read_idx_with_capped_memory(const std::string& path) {
+  size_t pages = 0;
+  std::ifstream("/proc/self/statm") >> pages;
+  const rlim_t cap = pages * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE)) + (rlim_t{1} << 30);
+  const rlimit limit{cap, cap};
+  if (::setrlimit(RLIMIT_AS, &limit) != 0) return 5;
+  try {
+    read_idx(path);
+  } catch (const Error& e) {
+    return std::string(e.what()).find("truncated") != std::string::npos ? 0 : 2;
+  } catch (...) {
+    return 3;
+  }
+  return 4;
+}
+
+// Found by fuzz/idx.cpp: 12 bytes declaring 65536 x 32768 elements made the reader allocate the
+// declared 2 GiB before it noticed the data was missing. With the address space capped at 1 GiB
+// above what the process holds, the file must still fail as truncated, not with std::bad_alloc.
+TEST(IdxDeathTest, HugeHeaderOverFewBytesFailsWithoutAllocatingItsSize) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "ASan reserves address space: RLIMIT_AS cannot be capped";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  GTEST_SKIP() << "ASan reserves address space: RLIMIT_AS cannot be capped";
+#endif
+#endif
+  TempDir dir;
+  const auto path = dir.file("huge");
+  write_bytes(path, idx_bytes({65536, 32768}, {1, 2, 3}));
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(std::_Exit(read_idx_with_capped_memory(path)), ::testing::ExitedWithCode(0), "");
 }
 
 TEST(Idx, TruncatedMagic) { expect_idx_error({0, 0}, "truncated"); }

@@ -133,6 +133,31 @@ TEST(Spec, MalformedSpecNamesTheField) {
   EXPECT_THROW(ModelSpec::from_json(nlohmann::json::array(), "m.pt"), Error);
 }
 
+// Found by fuzz/model_spec.cpp: a non-string format escaped as nlohmann's type_error, and numbers
+// of the wrong kind were converted silently (1.5 -> 1) or with undefined behaviour (1e300 to an
+// integer or to float). Each is a data_format error naming the field.
+TEST(Spec, FieldsOfTheWrongTypeAreDataFormatErrors) {
+  const std::vector<std::pair<std::string, nlohmann::json>> cases = {
+      {"format", 1},
+      {"input_shape", {1.5, 28, 28}},
+      {"input_shape", {1e300, 28, 28}},
+      {"value_range", {0.0, 1e300}},
+      {"seed", -1},
+      {"seed", 1e30},
+  };
+  for (const auto& c : cases) {
+    auto j = default_spec().to_json();
+    j[c.first] = c.second;
+    try {
+      ModelSpec::from_json(j, "m.pt");
+      ADD_FAILURE() << c.first << " = " << c.second.dump() << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kDataFormat) << e.what();
+      EXPECT_NE(std::string(e.what()).find(c.first), std::string::npos) << e.what();
+    }
+  }
+}
+
 // A model exported by Debian's python3-torch loads, gives PyTorch's logits, and evaluates.
 TEST(PyTorchInterop, TorchScriptFromPythonLoadsAndMatches) {
   TempDir dir;
