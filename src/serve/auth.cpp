@@ -83,7 +83,15 @@ std::shared_ptr<TokenStore> TokenStore::load(const std::string& path) {
 }
 
 Principal TokenStore::authorize(const std::string& authorization, Role role) {
-  if (!enabled()) return Principal{};
+  if (!enabled()) {
+    // No tokens: anyone may read and infer, nobody is admin (the repository API says so), and
+    // nobody may label answers: labels drive the accuracy alarm and the loop's roll-back.
+    if (role == Role::kFeedback) {
+      throw Error(ErrorKind::kPermissionDenied,
+                  "feedback needs a token with the 'feedback' role: start the server with --tokens");
+    }
+    return Principal{};
+  }
   const std::string prefix = "Bearer ";
   if (authorization.empty()) throw unauthenticated("missing bearer token (Authorization: Bearer <token>)");
   if (authorization.compare(0, prefix.size(), prefix) != 0 || authorization.size() == prefix.size()) {

@@ -56,7 +56,7 @@ std::string generate_token();
 
 class TokenStore {
  public:
-  // Empty store: authentication disabled, every request is "anonymous" with every role.
+  // Empty store: authentication disabled; every request is "anonymous": infer and read, no admin, no feedback.
   TokenStore() = default;
   // Throws naming the file and the entry on any malformed field.
   static std::shared_ptr<TokenStore> load(const std::string& path);
@@ -65,7 +65,8 @@ class TokenStore {
   bool enabled() const { return !by_hash_.empty(); }
   // Checks the Authorization header value ("Bearer <token>") for `role`: throws kUnauthenticated
   // (missing or unknown token), kPermissionDenied (known token without the role) or
-  // RateLimitedError (over its rate).
+  // RateLimitedError (over its rate). Without tokens every caller is an anonymous non-admin
+  // principal, refused only the feedback role.
   Principal authorize(const std::string& authorization, Role role);
 
  private:

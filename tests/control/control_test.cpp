@@ -88,13 +88,17 @@ control::Policy small_policy(const std::string& key) {
   return p;
 }
 
-// The server core following m@production, a REST frontend (auth off: feedback allowed, no admin),
-// and the controller.
+// The server core following m@production, a REST frontend (one token with infer + feedback: labels
+// need a token), and the controller.
+constexpr const char* kLabelerToken = "labeler-secret";
+
 struct Loop {
   serve::InferenceCore core;
   std::unique_ptr<serve::HttpFrontend> http;
   std::unique_ptr<control::Controller> controller;
   Loop(const LoopRegistry& r, const control::Policy& policy) : core(options(r)) {
+    core.set_tokens(serve::TokenStore::from_entries(
+        {{"labeler", serve::sha256_hex(kLabelerToken), {serve::Role::kInfer, serve::Role::kFeedback}}}));
     core.load_model("fashion", "registry:m@production");
     serve::HttpOptions h;
     h.port = 0;
@@ -132,6 +136,7 @@ struct Loop {
   // Sends `n` test images and labels each answer: the model's own prediction (agree) or another class.
   void labelled_traffic(int n, bool agree, int offset) {
     httplib::Client c("127.0.0.1", http->port());
+    c.set_bearer_token_auth(kLabelerToken);
     static const auto test = data::load_dataset("fashion-mnist", data::Split::kTest);
     for (int i = 0; i < n; ++i) {
       const auto x = test.inputs(torch::tensor({offset + i})).contiguous();

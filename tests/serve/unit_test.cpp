@@ -94,6 +94,22 @@ TEST(Auth, TokensFileRolesAndErrors) {
   EXPECT_NE(generate_token(), generate_token());
 }
 
+// Without tokens: anonymous infer, never admin (Principal::admin false), never feedback (labels
+// steer the monitor's accuracy alarm and the loop's roll-back).
+TEST(Auth, WithoutTokensAnyoneInfersNobodyLabels) {
+  TokenStore none;
+  EXPECT_FALSE(none.enabled());
+  EXPECT_FALSE(none.authorize("", Role::kInfer).admin);
+  EXPECT_FALSE(none.authorize("", Role::kAdmin).admin);
+  try {
+    none.authorize("", Role::kFeedback);
+    FAIL() << "anonymous feedback accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kPermissionDenied);
+    EXPECT_NE(std::string(e.what()).find("--tokens"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Batcher, ConcurrentRequestsShareOneForwardPass) {
   std::vector<int64_t> batch_rows;
   std::mutex mu;
