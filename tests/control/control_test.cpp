@@ -127,8 +127,10 @@ struct Loop {
     const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
     while (std::chrono::steady_clock::now() < until) {
       const auto now = controller->state();
-      if (now == s) return true;
-      if (now == control::State::kFailed) return false;  // no use waiting: the status says why
+      // The state is visible before the transition's audit entry and event are written: wait for
+      // the event too, so callers can read both.
+      if (now == s && last_transition_to() == control::to_string(s)) return true;
+      if (now == control::State::kFailed && s != now) return false;  // no use waiting: the status says why
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return false;
@@ -152,6 +154,13 @@ struct Loop {
       ASSERT_TRUE(f && f->status == 200) << (f ? f->body : "no answer");
     }
     c.stop();
+  }
+  std::string last_transition_to() {
+    const auto events = core.guard().events().recent(256);
+    for (auto it = events.rbegin(); it != events.rend(); ++it) {
+      if (it->kind == "guard.state") return it->details.value("to", "");
+    }
+    return "";
   }
   std::vector<detect::Event> guard_events() {
     std::vector<detect::Event> out;
