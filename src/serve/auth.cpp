@@ -82,6 +82,21 @@ std::shared_ptr<TokenStore> TokenStore::load(const std::string& path) {
   return from_entries(std::move(entries));
 }
 
+const TokenEntry& TokenStore::entry_for(const std::string& authorization) const {
+  const std::string prefix = "Bearer ";
+  if (authorization.empty()) throw unauthenticated("missing bearer token (Authorization: Bearer <token>)");
+  if (authorization.compare(0, prefix.size(), prefix) != 0 || authorization.size() == prefix.size()) {
+    throw unauthenticated("Authorization must be 'Bearer <token>'");
+  }
+  const auto it = by_hash_.find(sha256_hex(authorization.substr(prefix.size())));
+  if (it == by_hash_.end()) throw unauthenticated("unknown token");
+  return it->second;
+}
+
+void TokenStore::authenticate(const std::string& authorization) const {
+  if (enabled()) entry_for(authorization);
+}
+
 Principal TokenStore::authorize(const std::string& authorization, Role role) {
   if (!enabled()) {
     // No tokens: anyone may read and infer, nobody is admin (the repository API says so), and
@@ -92,14 +107,7 @@ Principal TokenStore::authorize(const std::string& authorization, Role role) {
     }
     return Principal{};
   }
-  const std::string prefix = "Bearer ";
-  if (authorization.empty()) throw unauthenticated("missing bearer token (Authorization: Bearer <token>)");
-  if (authorization.compare(0, prefix.size(), prefix) != 0 || authorization.size() == prefix.size()) {
-    throw unauthenticated("Authorization must be 'Bearer <token>'");
-  }
-  const auto it = by_hash_.find(sha256_hex(authorization.substr(prefix.size())));
-  if (it == by_hash_.end()) throw unauthenticated("unknown token");
-  const auto& e = it->second;
+  const auto& e = entry_for(authorization);
   if (!e.roles.count(role)) {
     throw Error(ErrorKind::kPermissionDenied,
                 "token '" + e.id + "' lacks the '" + std::string(to_string(role)) + "' role");

@@ -68,8 +68,12 @@ class TokenStore {
   // RateLimitedError (over its rate). Without tokens every caller is an anonymous non-admin
   // principal, refused only the feedback role.
   Principal authorize(const std::string& authorization, Role role);
+  // Only that the header names a known token (any role, no rate charged): what a frontend checks
+  // before it reads a request's body. Throws kUnauthenticated; without tokens, never.
+  void authenticate(const std::string& authorization) const;
 
  private:
+  const TokenEntry& entry_for(const std::string& authorization) const;
   struct Bucket {
     double tokens = 0;
     std::chrono::steady_clock::time_point last;

@@ -427,6 +427,32 @@ Principal InferenceCore::authorize(const std::string& authorization, Role role) 
   }
 }
 
+void InferenceCore::authenticate(const RequestHead& head, const std::string& authorization,
+                                 const std::string& transport) {
+  std::shared_ptr<const TokenStore> tokens;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tokens = tokens_;
+  }
+  try {
+    tokens->authenticate(authorization);
+  } catch (const Error& e) {
+    note_auth_failure();
+    if (!head.model.empty()) {
+      AccessRecord rec;
+      rec.request_id = next_request_id();
+      rec.transport = transport;
+      rec.model = head.model;
+      rec.version = head.version;
+      rec.status = http_status(e);
+      rec.error = e.what();
+      metrics_.request_failure("unknown", "", reason_label(e));
+      access_log_.write(rec);
+    }
+    throw;
+  }
+}
+
 void InferenceCore::note_auth_failure() {
   // Fixed one-minute windows: one audit entry when a window reaches kAuthBurst failures. Two
   // numbers of state, whatever the attacker sends.

@@ -115,6 +115,10 @@ class InferenceCore {
   FeedbackResult feedback(const std::string& model, const std::string& id, const std::vector<std::string>& labels);
   // For non-inference endpoints: throws like infer's authentication.
   Principal authorize(const std::string& authorization, Role role);
+  // Before a frontend reads a request's body: throws kUnauthenticated unless the header names a
+  // known token (roles and rates are the route's to check). A refused inference request (`head`
+  // names a model) is counted and logged as infer would, under the model label `unknown`.
+  void authenticate(const RequestHead& head, const std::string& authorization, const std::string& transport);
   // The repository API (index, load, unload): an authenticated admin token; with authentication
   // off nobody is admin, so it is refused (no anonymous admin).
   Principal authorize_repository(const std::string& authorization);

@@ -5,10 +5,12 @@
 
 #include <chrono>
 #include <cmath>
+#include <regex>
 
 #include "core/error.h"
 #include "core/files.h"
 #include "core/version.h"
+#include "serve/http_connection.h"
 #include "serve/rest_codec.h"
 #include "serve/status.h"
 
@@ -69,6 +71,28 @@ InferRequest decode_body(const httplib::Request& req, const BodyLimits& limits) 
   return parse_infer_request(req.body, header_len, rest);
 }
 
+// True when `req` carries a body but no known token: the answer (401) is in `res` and the
+// connection ends after it, so the unread body is not taken for the next request.
+bool refused_before_body(InferenceCore& core, const httplib::Request& req, httplib::Response& res) {
+  const bool body = req.has_header("Transfer-Encoding") ||
+                    (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
+  if (!body) return false;
+  static const std::regex infer_path(R"(/v2/models/([^/]+)(?:/versions/([^/]+))?/infer)");
+  RequestHead head;
+  std::smatch m;
+  if (std::regex_match(req.path, m, infer_path)) head = RequestHead{m[1], m[2], req.remote_addr};
+  try {
+    core.authenticate(head, req.get_header_value("Authorization"), "http");
+    return false;
+  } catch (const Error& e) {
+    res.set_header("WWW-Authenticate", "Bearer");
+    send_error(res, http_status(e), e.what());
+    const_cast<httplib::Request&>(req).headers.emplace("Connection", "close");
+    close_connection_after_response();
+    return true;
+  }
+}
+
 // Model path part of a URL: name, then optional /versions/{v}.
 const std::string kModel = R"(/v2/models/([^/]+)(?:/versions/([^/]+))?)";
 
@@ -90,7 +114,7 @@ HttpFrontend::HttpFrontend(InferenceCore& core, HttpOptions options) : core_(cor
     if (!ssl->is_valid()) throw invalid_argument("--tls-cert/--tls-key: OpenSSL rejected the certificate or key");
     server_ = std::move(ssl);
   } else {
-    server_ = std::make_unique<httplib::Server>();
+    server_ = std::make_unique<BoundedHttpServer>(options_.max_body_bytes);
   }
   const int threads = options_.threads;
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
@@ -108,14 +132,21 @@ HttpFrontend::HttpFrontend(InferenceCore& core, HttpOptions options) : core_(cor
     else if (res.status != 404) msg = "HTTP error " + std::to_string(res.status);
     res.set_content(error_json(msg).dump(), kJson);
   });
-  server_->set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+  server_->set_pre_routing_handler([&core = core_](const httplib::Request& req, httplib::Response& res) {
     // RFC 7230 3.3.3: a request with neither Content-Length nor Transfer-Encoding has an empty
     // body. httplib would instead read to EOF and fail with 400, which breaks the common
     // `curl -X POST .../v2/repository/index`. The request object is httplib's own mutable local.
     if (req.method == "POST" && !req.has_header("Content-Length") && !req.has_header("Transfer-Encoding")) {
       const_cast<httplib::Request&>(req).headers.emplace("Content-Length", "0");
     }
-    return httplib::Server::HandlerResponse::Unhandled;
+    // A stranger's body is never read: the token is checked here, before httplib reads the body.
+    return refused_before_body(core, req, res) ? httplib::Server::HandlerResponse::Handled
+                                               : httplib::Server::HandlerResponse::Unhandled;
+  });
+  // The same for clients that wait for "100 Continue" (curl, for large bodies): they are answered
+  // 401 and never send the body.
+  server_->set_expect_100_continue_handler([&core = core_](const httplib::Request& req, httplib::Response& res) {
+    return refused_before_body(core, req, res) ? res.status : 100;
   });
   server_->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
     send_error(res, 500, "internal error");

@@ -67,6 +67,133 @@ TEST(Transport, WrongContentLengthsGet4xxAndTheServerKeepsServing) {
   EXPECT_EQ(s.client().Post("/v2/models/fashion/infer", body, "application/json")->status, 200);
 }
 
+// A connected loopback socket whose reads give up after `timeout_s` (the test's deadline).
+int connect_raw(int port, int timeout_s = 5) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{timeout_s, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+// Reads one response head (to the empty line) and then Content-Length bytes of body, or what came
+// before the deadline or the close.
+std::string read_response(int fd) {
+  std::string out;
+  char c;
+  while (out.find("\r\n\r\n") == std::string::npos && ::recv(fd, &c, 1, 0) == 1) out += c;
+  const auto at = out.find("Content-Length: ");
+  if (at == std::string::npos) return out;
+  size_t left = std::stoul(out.substr(at + 16));
+  char buf[4096];
+  while (left > 0) {
+    const ssize_t n = ::recv(fd, buf, std::min(left, sizeof buf), 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    left -= static_cast<size_t>(n);
+  }
+  return out;
+}
+
+// cpp-httplib grows a request line until a newline comes; the server's connection loop ends the
+// connection once the head passes 64 KiB. Before: the server took all 64 MiB (and held them).
+TEST(Transport, AnEndlessRequestLineEndsTheConnectionAtTheHeadLimit) {
+  TestServer s;
+  const int fd = connect_raw(s.http->port());
+  ASSERT_GE(fd, 0);
+  const std::string chunk(64 * 1024, 'a');
+  size_t sent = 0;
+  const size_t budget = 64u << 20;
+  while (sent < budget) {
+    const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+    if (n <= 0) break;  // reset, broken pipe, or the 5 s send deadline: the server stopped reading
+    sent += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  EXPECT_LT(sent, budget) << "the server read " << sent << " bytes of one request line";
+  EXPECT_EQ(s.client().Post("/v2/models/fashion/infer", infer_body().dump(), "application/json")->status, 200);
+}
+
+// A caller without a known token is answered before its body is read, and the connection ends so
+// that the body is not parsed as the next request. Before: the server waited for (and buffered)
+// the whole declared body first.
+TEST(Transport, AStrangersBodyIsNeverRead) {
+  TestServer s({}, true, /*max_body=*/8 << 20);
+  const std::string head = "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                           "Content-Length: 8000000\r\n";
+  for (const std::string auth : {"", "Authorization: Bearer not-a-token\r\n"}) {
+    const int fd = connect_raw(s.http->port());
+    ASSERT_GE(fd, 0);
+    const std::string bytes = head + auth + "\r\n";  // and no body byte
+    ASSERT_EQ(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+    const auto response = read_response(fd);
+    EXPECT_EQ(status_of(response), 401) << auth << response;
+    EXPECT_NE(response.find("Connection: close"), std::string::npos) << response;
+    ::close(fd);
+  }
+  // "Expect: 100-continue": a stranger gets 401 instead of 100, a known caller gets 100 then its answer.
+  const std::string body = infer_body().dump();
+  const std::string expect = "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                             "Expect: 100-continue\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  {
+    const int fd = connect_raw(s.http->port());
+    const std::string bytes = expect + "Authorization: Bearer not-a-token\r\n\r\n";
+    ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    const auto response = read_response(fd);
+    EXPECT_EQ(status_of(response), 401) << response;
+    ::close(fd);
+  }
+  {
+    const int fd = connect_raw(s.http->port());
+    const std::string bytes = expect + "Authorization: Bearer " + kInferToken + "\r\n\r\n";
+    ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    std::string interim;
+    char c;
+    while (interim.find("\r\n\r\n") == std::string::npos && ::recv(fd, &c, 1, 0) == 1) interim += c;
+    EXPECT_EQ(status_of(interim), 100) << interim;
+    ::send(fd, body.data(), body.size(), MSG_NOSIGNAL);
+    const auto response = read_response(fd);
+    EXPECT_EQ(status_of(response), 200) << response;
+    ::close(fd);
+  }
+  // The refusals are counted under `unknown`, like any other unauthenticated request.
+  const auto m = s.client().Get("/metrics");
+  EXPECT_NE(m->body.find(R"(model="unknown")"), std::string::npos);
+}
+
+// Requests sent back to back on one connection (pipelining) are each answered, in order: the
+// connection's read buffer hands the second request on.
+TEST(Transport, PipelinedRequestsOnOneConnectionAreEachAnswered) {
+  TestServer s;
+  const int fd = connect_raw(s.http->port());
+  ASSERT_GE(fd, 0);
+  const std::string body = infer_body().dump();
+  const std::string infer = "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                            std::string(kInferToken) + "\r\nContent-Type: application/json\r\nContent-Length: " +
+                            std::to_string(body.size()) + "\r\n\r\n" + body;
+  const std::string bytes = "GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n" + infer +
+                            "GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n";
+  ASSERT_EQ(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+  const auto live = read_response(fd);
+  EXPECT_EQ(status_of(live), 200) << live;
+  EXPECT_NE(live.find(R"("live":true)"), std::string::npos) << live;
+  const auto answer = read_response(fd);
+  EXPECT_EQ(status_of(answer), 200) << answer;
+  EXPECT_NE(answer.find(R"("outputs")"), std::string::npos) << answer;
+  const auto ready = read_response(fd);
+  EXPECT_EQ(status_of(ready), 200) << ready;
+  EXPECT_NE(ready.find(R"("ready":true)"), std::string::npos) << ready;
+  ::close(fd);
+}
+
 struct Certificate {
   explicit Certificate(const TempDir& dir) : cert(dir.file("cert.pem")), key(dir.file("key.pem")) {
     const auto r = run_command("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
