@@ -71,6 +71,8 @@ ResolvedModel ModelSource::resolve_file(const std::string& path, bool from_clien
     if (climbs) throw permission_denied("parameters.path must be a relative path under the model root, without '..'");
     std::error_code ec;
     const fs::path root = fs::canonical(options_.model_root, ec);
+    // Without this check a vanished root made `root / rel` relative to the working directory.
+    if (ec) throw not_found("the model root (--model-root) is not available");
     const fs::path full = fs::canonical(root / rel, ec);
     if (ec) throw not_found("no model file '" + path + "' under the model root");
     const auto [root_end, _] = std::mismatch(root.begin(), root.end(), full.begin(), full.end());

@@ -1,4 +1,6 @@
 // The V2 REST frontend against a real server on loopback, with cpp-httplib's client.
+#include <unistd.h>
+
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -394,6 +396,23 @@ TEST(Http, RepositoryLoadTakesNoPathOutsideTheModelRoot) {
   const auto r = open_server.client("").Post("/v2/repository/models/fashion/load", "", "application/json");
   EXPECT_EQ(r->status, 403) << r->body;
   EXPECT_NE(r->body.find("--tokens"), std::string::npos) << r->body;
+}
+
+// A model root that disappears while the server runs confines as before: a relative path does not
+// fall back to the working directory (before: it resolved there and loaded).
+TEST(Http, RepositoryLoadWithAVanishedModelRootLoadsNothing) {
+  serve::CoreOptions o;
+  auto root = std::make_unique<TempDir>();
+  o.source.model_root = root->path();
+  TestServer s(o);
+  const std::string name = "bw-vanished-root-" + std::to_string(::getpid()) + ".pt";
+  std::filesystem::copy_file(s.model_a, name);  // in the test's working directory
+  root.reset();
+  const auto r = s.client(kAdminToken).Post("/v2/repository/models/fashion/load",
+                                            json{{"parameters", {{"path", name}}}}.dump(), "application/json");
+  std::filesystem::remove(name);
+  EXPECT_EQ(r->status, 404) << r->body;
+  EXPECT_NE(r->body.find("--model-root"), std::string::npos) << r->body;
 }
 
 TEST(Http, MetricsPassPromtoolAndCountRequests) {
