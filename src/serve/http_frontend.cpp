@@ -71,12 +71,26 @@ InferRequest decode_body(const httplib::Request& req, const BodyLimits& limits) 
   return parse_infer_request(req.body, header_len, rest);
 }
 
-// True when `req` carries a body but no known token: the answer (401) is in `res` and the
-// connection ends after it, so the unread body is not taken for the next request.
-bool refused_before_body(InferenceCore& core, const httplib::Request& req, httplib::Response& res) {
+// Answers `res` and ends the connection after it, so that the unread body is not taken for the
+// next request.
+void refuse_unread(const httplib::Request& req, httplib::Response& res, int status, const std::string& message) {
+  send_error(res, status, message);
+  const_cast<httplib::Request&>(req).headers.emplace("Connection", "close");
+  close_connection_after_response();
+}
+
+// True when `req` carries a body that will not be read: one declared over --max-body-bytes (413),
+// or one from a caller without a known token (401). The answer is in `res`.
+bool refused_before_body(InferenceCore& core, size_t max_body, const httplib::Request& req, httplib::Response& res) {
   const bool body = req.has_header("Transfer-Encoding") ||
                     (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
   if (!body) return false;
+  const auto declared = req.get_header_value("Content-Length");
+  if (!declared.empty() && declared.find_first_not_of("0123456789") == std::string::npos &&
+      (declared.size() > 18 || std::stoull(declared) > max_body)) {
+    refuse_unread(req, res, 413, "request body exceeds the limit (--max-body-bytes " + std::to_string(max_body) + ")");
+    return true;
+  }
   static const std::regex infer_path(R"(/v2/models/([^/]+)(?:/versions/([^/]+))?/infer)");
   RequestHead head;
   std::smatch m;
@@ -86,9 +100,7 @@ bool refused_before_body(InferenceCore& core, const httplib::Request& req, httpl
     return false;
   } catch (const Error& e) {
     res.set_header("WWW-Authenticate", "Bearer");
-    send_error(res, http_status(e), e.what());
-    const_cast<httplib::Request&>(req).headers.emplace("Connection", "close");
-    close_connection_after_response();
+    refuse_unread(req, res, http_status(e), e.what());
     return true;
   }
 }
@@ -126,27 +138,34 @@ HttpFrontend::HttpFrontend(InferenceCore& core, HttpOptions options) : core_(cor
     // Errors httplib itself produced (no route, body too large, bad request line): give them the
     // V2 JSON shape. Handler errors already have a body.
     if (!res.body.empty()) return;
+    // A request httplib could not frame (bad head, body over the limit) leaves the connection's
+    // bytes unaccounted for: the answer says so and the connection ends.
+    const_cast<httplib::Request&>(req).headers.emplace("Connection", "close");
+    close_connection_after_response();
     std::string msg = "no route for " + req.method + " " + req.path;
     if (res.status == 413) msg = "request body exceeds the limit (--max-body-bytes)";
     else if (res.status == 400) msg = "malformed HTTP request";
     else if (res.status != 404) msg = "HTTP error " + std::to_string(res.status);
     res.set_content(error_json(msg).dump(), kJson);
   });
-  server_->set_pre_routing_handler([&core = core_](const httplib::Request& req, httplib::Response& res) {
+  server_->set_pre_routing_handler([&core = core_, max_body = options_.max_body_bytes](const httplib::Request& req,
+                                                                                      httplib::Response& res) {
     // RFC 7230 3.3.3: a request with neither Content-Length nor Transfer-Encoding has an empty
     // body. httplib would instead read to EOF and fail with 400, which breaks the common
     // `curl -X POST .../v2/repository/index`. The request object is httplib's own mutable local.
     if (req.method == "POST" && !req.has_header("Content-Length") && !req.has_header("Transfer-Encoding")) {
       const_cast<httplib::Request&>(req).headers.emplace("Content-Length", "0");
     }
-    // A stranger's body is never read: the token is checked here, before httplib reads the body.
-    return refused_before_body(core, req, res) ? httplib::Server::HandlerResponse::Handled
-                                               : httplib::Server::HandlerResponse::Unhandled;
+    // A stranger's body is never read: the token is checked here, before httplib reads the body;
+    // nor is a body declared larger than the limit (httplib would read it all to discard it).
+    return refused_before_body(core, max_body, req, res) ? httplib::Server::HandlerResponse::Handled
+                                                         : httplib::Server::HandlerResponse::Unhandled;
   });
   // The same for clients that wait for "100 Continue" (curl, for large bodies): they are answered
-  // 401 and never send the body.
-  server_->set_expect_100_continue_handler([&core = core_](const httplib::Request& req, httplib::Response& res) {
-    return refused_before_body(core, req, res) ? res.status : 100;
+  // and never send the body.
+  server_->set_expect_100_continue_handler([&core = core_, max_body = options_.max_body_bytes](
+                                               const httplib::Request& req, httplib::Response& res) {
+    return refused_before_body(core, max_body, req, res) ? res.status : 100;
   });
   server_->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
     send_error(res, 500, "internal error");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <set>
 #include <sstream>
 
 namespace bulwark::serve {
@@ -162,6 +163,24 @@ void Metrics::set_models(const std::vector<std::pair<std::string, std::string>>&
   auto& f = families_.at("bulwark_model_info");
   f.values.clear();
   for (const auto& [n, v] : name_version) f.values[mv(n, v)] = 1;
+  // Series of a version no longer served go (as Triton drops an unloaded model's): a hot swap
+  // every few seconds must not grow /metrics and memory for good. Series without a version (the
+  // `unknown` model, per-model monitor values) stay.
+  std::set<std::pair<std::string, std::string>> served(name_version.begin(), name_version.end());
+  const auto retired = [&served](const Labels& l) {
+    std::string model, version;
+    for (const auto& [k, v] : l) {
+      if (k == "model") model = v;
+      if (k == "version") version = v;
+    }
+    return !version.empty() && !served.count({model, version});
+  };
+  for (auto& [name, family] : families_) {
+    for (auto it = family.values.begin(); it != family.values.end();) it = retired(it->first) ? family.values.erase(it) : std::next(it);
+    auto& h = family.hist;
+    for (auto it = h.counts.begin(); it != h.counts.end();) it = retired(it->first) ? h.counts.erase(it) : std::next(it);
+    for (auto it = h.sums.begin(); it != h.sums.end();) it = retired(it->first) ? h.sums.erase(it) : std::next(it);
+  }
 }
 
 std::string Metrics::render() const {

@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <fstream>
+#include <sstream>
 
 #include "grpc_predict_v2.grpc.pb.h"
 #include "server_fixture.h"
@@ -96,6 +97,36 @@ TEST(Hostile, NamesFromUnauthenticatedOrUnknownRequestsCreateNoMetricSeries) {
   std::ofstream(path) << m->body;
   const auto check = run_command("promtool check metrics < " + path);
   EXPECT_EQ(check.exit_code, 0) << check.output;
+}
+
+// Counts the exposition's sample lines (not HELP/TYPE) that carry `needle`.
+size_t series_with(const std::string& exposition, const std::string& needle) {
+  size_t n = 0;
+  std::istringstream lines(exposition);
+  for (std::string line; std::getline(lines, line);) n += line[0] != '#' && line.find(needle) != std::string::npos;
+  return n;
+}
+
+// Each hot swap serves a new version; the series of the versions no longer served go, so swaps
+// every few seconds do not grow /metrics (the soak bench saw 1,039 series become 9,572 in 10 min).
+TEST(Hostile, HotSwapsDoNotGrowMetricSeries) {
+  TestServer s;
+  auto c = s.client();
+  const auto body = infer_body().dump();
+  ASSERT_EQ(c.Post("/v2/models/fashion/infer", body, "application/json")->status, 200);
+  ASSERT_EQ(c.Post("/v2/models/fashion/infer", "{", "application/json")->status, 400);
+  const size_t first = series_with(s.client("").Get("/metrics")->body, R"(model="fashion")");
+  ASSERT_GT(first, 5u);
+  std::string version;
+  for (int i = 0; i < 6; ++i) {
+    version = s.core->load_model("fashion", i % 2 == 0 ? s.model_b : s.model_a);
+    ASSERT_EQ(c.Post("/v2/models/fashion/infer", body, "application/json")->status, 200);
+    ASSERT_EQ(c.Post("/v2/models/fashion/infer", "{", "application/json")->status, 400);
+  }
+  const auto m = s.client("").Get("/metrics")->body;
+  EXPECT_EQ(series_with(m, R"(model="fashion")"), first) << m;
+  EXPECT_EQ(series_with(m, R"(version="1")"), 0u) << m;
+  EXPECT_GT(series_with(m, "version=\"" + version + "\""), 5u) << m;
 }
 
 TEST(Hostile, TheBodyIsReadOnlyAfterAuthentication) {

@@ -169,6 +169,28 @@ TEST(Transport, AStrangersBodyIsNeverRead) {
   EXPECT_NE(m->body.find(R"(model="unknown")"), std::string::npos);
 }
 
+// A body declared over --max-body-bytes is refused before a byte of it is read, and the
+// connection ends (the soak bench found the 413 promising keep-alive on a connection the server
+// then dropped). Before: the server read the whole declared body to discard it.
+TEST(Transport, ABodyDeclaredOverTheLimitIsRefusedUnread) {
+  TestServer s;  // 1 MiB limit
+  const int fd = connect_raw(s.http->port());
+  ASSERT_GE(fd, 0);
+  const std::string bytes = "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                            std::string(kInferToken) + "\r\nContent-Type: application/json\r\n"
+                            "Content-Length: 50000000\r\n\r\n";
+  ASSERT_EQ(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+  const auto response = read_response(fd);
+  EXPECT_EQ(status_of(response), 413) << response;
+  EXPECT_NE(response.find("Connection: close"), std::string::npos) << response;
+  EXPECT_NE(response.find("--max-body-bytes"), std::string::npos) << response;
+  ::close(fd);
+  // A keep-alive client library sees the refusal and goes on on a new connection.
+  auto c = s.client();
+  EXPECT_EQ(c.Post("/v2/models/fashion/infer", std::string(2 << 20, ' '), "application/json")->status, 413);
+  EXPECT_EQ(c.Post("/v2/models/fashion/infer", infer_body().dump(), "application/json")->status, 200);
+}
+
 // Requests sent back to back on one connection (pipelining) are each answered, in order: the
 // connection's read buffer hands the second request on.
 TEST(Transport, PipelinedRequestsOnOneConnectionAreEachAnswered) {
