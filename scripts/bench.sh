@@ -40,3 +40,16 @@ if command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; t
   done
   rm -rf "$tmp"
 fi
+
+# Last: the soak is pass/fail (exit 1 fails `make bench`) and takes SOAK_SECONDS (default 600;
+# 0 skips it). It runs a copy of the binary, so a rebuild meanwhile does not pull it away.
+SOAK_SECONDS=${SOAK_SECONDS:-600}
+if [ "$SOAK_SECONDS" != 0 ]; then
+  echo "== soak: $SOAK_SECONDS s of hostile load on a real bulwark serve (REST + gRPC), then SIGTERM =="
+  soak_dir=$(mktemp -d)
+  cp "$BUILD/bulwark" "$soak_dir/bulwark"
+  status=0
+  "$BUILD/bench/soak" "$soak_dir/bulwark" "$MODEL" "$SOAK_SECONDS" || status=$?
+  rm -rf "$soak_dir"
+  [ "$status" = 0 ] || exit "$status"
+fi

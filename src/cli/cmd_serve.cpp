@@ -2,12 +2,14 @@
 // main only creates the core and the enabled frontends, then waits for signals (through a pipe): SIGHUP re-reads
 // the config's models and tokens and reloads them (hot swap), SIGTERM/SIGINT drain and exit.
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 
@@ -151,9 +153,19 @@ int install_signal_pipe() {
   return fds[0];
 }
 
+// glibc gives each request thread its own malloc arena (up to 8 per core): a server with 100+
+// threads then holds freed memory in dozens of arenas and grows for minutes under steady load (the
+// soak bench: +10 % RSS in 10 min, no leak; with two arenas +4 %, flat after 3 min, same
+// throughput). Two arenas unless the operator set MALLOC_ARENA_MAX or GLIBC_TUNABLES.
+void limit_malloc_arenas() {
+  if (std::getenv("MALLOC_ARENA_MAX") != nullptr || std::getenv("GLIBC_TUNABLES") != nullptr) return;
+  ::mallopt(M_ARENA_MAX, 2);
+}
+
 }  // namespace
 
 void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g, const Attach& attach) {
+  limit_malloc_arenas();
   // Signals reach the loop below through a pipe, whichever thread the kernel delivers them to
   // (blocking them with sigwait missed threads some libraries start: a SIGHUP landing there ended
   // the process).

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -51,9 +52,13 @@ void address_of(int fd, bool peer, std::string& ip, int& port) {
 // One connection's socket, read through a buffer, with the per-request bounds of the header.
 class BoundedStream : public httplib::Stream {
  public:
-  BoundedStream(int fd, size_t max_body_bytes, std::chrono::microseconds read_timeout,
-                std::chrono::microseconds write_timeout)
-      : fd_(fd), max_body_bytes_(max_body_bytes), read_timeout_(read_timeout), write_timeout_(write_timeout) {}
+  BoundedStream(int fd, const std::atomic<socket_t>& listening, size_t max_body_bytes,
+                std::chrono::microseconds read_timeout, std::chrono::microseconds write_timeout)
+      : fd_(fd),
+        listening_(listening),
+        max_body_bytes_(max_body_bytes),
+        read_timeout_(read_timeout),
+        write_timeout_(write_timeout) {}
 
   // A new request starts: its head and body budgets and its deadlines are fresh.
   void begin_request() {
@@ -117,13 +122,22 @@ class BoundedStream : public httplib::Stream {
     return -1;
   }
 
-  // Reads what the socket has, waiting at most the read timeout and never past the request's deadlines.
+  // Reads what the socket has, waiting at most the read timeout and never past the request's
+  // deadlines. Once the server stops, a request still arriving is given up (the drain waits for
+  // requests being answered, not for slow senders).
   bool fill() {
     auto deadline = std::min(Clock::now() + read_timeout_, request_deadline_);
     if (in_head_) deadline = std::min(deadline, head_deadline_);
-    if (!wait_for(fd_, POLLIN, deadline)) {
+    bool ready = false;
+    while (!ready && listening_ != INVALID_SOCKET && Clock::now() < deadline) {
+      ready = wait_for(fd_, POLLIN, std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
+    }
+    if (!ready) {
       // Past a request deadline: the client is too slow; past the read timeout: as httplib's own.
-      if (Clock::now() >= request_deadline_ || (in_head_ && Clock::now() >= head_deadline_)) over_bound_ = true;
+      if (Clock::now() >= request_deadline_ || (in_head_ && Clock::now() >= head_deadline_) ||
+          listening_ == INVALID_SOCKET) {
+        over_bound_ = true;
+      }
       last_read_ = -1;
       return false;
     }
@@ -139,6 +153,7 @@ class BoundedStream : public httplib::Stream {
   }
 
   const int fd_;
+  const std::atomic<socket_t>& listening_;  // INVALID_SOCKET once the server stops
   const size_t max_body_bytes_;
   const std::chrono::microseconds read_timeout_, write_timeout_;
   char buf_[kReadBufferBytes];
@@ -187,7 +202,7 @@ void close_gracefully(int fd) {
 void close_connection_after_response() { t_close_after_response = true; }
 
 bool BoundedHttpServer::process_and_close_socket(socket_t sock) {
-  BoundedStream stream(sock, max_body_bytes_,
+  BoundedStream stream(sock, svr_sock_, max_body_bytes_,
                        std::chrono::seconds(read_timeout_sec_) + std::chrono::microseconds(read_timeout_usec_),
                        std::chrono::seconds(write_timeout_sec_) + std::chrono::microseconds(write_timeout_usec_));
   bool ret = false;
