@@ -16,6 +16,13 @@ torch::Tensor random_sign(at::IntArrayRef shape, torch::Generator& gen) {
   return (2 * torch::rand(shape, gen) - 1).sign();
 }
 
+// The s×s window at (vh, vw) of every image and channel, as a view. Its index is spelled out here
+// rather than kept in a std::vector<TensorIndex>: copying a TensorIndex reads an uninitialized bool
+// for a Slice (LibTorch 1.13's header), which `make test SAN=1` stops on.
+torch::Tensor window(const torch::Tensor& t, int64_t vh, int64_t vw, int64_t s) {
+  return t.index({Slice(), Slice(), Slice(vh, vh + s), Slice(vw, vw + s)});
+}
+
 int64_t random_int(int64_t low, int64_t high, torch::Generator& gen) {
   return low + static_cast<int64_t>(static_cast<double>(high - low) * torch::rand({1}, gen).item<double>());
 }
@@ -160,23 +167,21 @@ torch::Tensor Square::run_l2(const LogitsFn& f, const torch::Tensor& x, const to
     if (s % 2 == 0) ++s;
     while (s > std::min(h, w)) s -= 2;
     const int64_t vh = random_int(0, h - s, gen), vw = random_int(0, w - s, gen);
-    const auto win1 = std::vector<at::indexing::TensorIndex>{Slice(), Slice(), Slice(vh, vh + s), Slice(vw, vw + s)};
     auto mask = torch::zeros_like(x_curr);
-    mask.index_put_(win1, 1.0);
-    const auto norms_window_1 = delta_curr.index(win1).pow(2).sum({-2, -1}, true).sqrt();
+    window(mask, vh, vw, s).fill_(1.0);
+    const auto norms_window_1 = window(delta_curr, vh, vw, s).pow(2).sum({-2, -1}, true).sqrt();
     const int64_t vh2 = random_int(0, h - s, gen), vw2 = random_int(0, w - s, gen);
-    const auto win2 = std::vector<at::indexing::TensorIndex>{Slice(), Slice(), Slice(vh2, vh2 + s), Slice(vw2, vw2 + s)};
     auto mask2 = torch::zeros_like(x_curr);
-    mask2.index_put_(win2, 1.0);
+    window(mask2, vh2, vw2, s).fill_(1.0);
     const auto norms_image = l2_norm_keepdim(x_best_curr - x_curr);
     const auto norms_windows = l2_norm_keepdim(delta_curr * torch::max(mask, mask2));
 
     auto new_deltas = eta(s, gen).view({1, 1, s, s}) * random_sign({x_curr.size(0), c, 1, 1}, gen);
-    new_deltas = new_deltas + delta_curr.index(win1) / (1e-12 + norms_window_1);
+    new_deltas = new_deltas + window(delta_curr, vh, vw, s) / (1e-12 + norms_window_1);
     new_deltas = new_deltas / (1e-12 + new_deltas.pow(2).sum({-2, -1}, true).sqrt()) *
                  (torch::clamp_min(t.eps * t.eps - norms_image.pow(2), 0.0) / c + norms_windows.pow(2)).sqrt();
-    delta_curr.index_put_(win2, 0.0);
-    delta_curr.index_put_(win1, new_deltas);
+    window(delta_curr, vh2, vw2, s).zero_();
+    window(delta_curr, vh, vw, s).copy_(new_deltas);
     return (x_curr + l2_normalize(delta_curr) * t.eps).clamp(t.lo, t.hi);
   };
   return search(f, x, y, init, propose, used);
