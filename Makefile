@@ -23,7 +23,8 @@ DEB_PACKAGES := cmake make g++ clang libclang-rt-dev ccache pkg-config zlib1g-de
   libtorch-dev python3-torch python3-numpy libopenblas0-pthread dataset-fashion-mnist \
   libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev \
   libcpp-httplib-dev libssl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
-  libyaml-cpp-dev libsqlite3-dev libsqlitecpp-dev sqlite3 prometheus wrk openssl curl libjs-chart.js chromium \
+  libyaml-cpp-dev libsqlite3-dev libsqlitecpp-dev sqlite3 libpqxx-dev postgresql libgloo-dev \
+  prometheus wrk openssl curl libjs-chart.js chromium \
   python3-jsonschema python3-yaml
 
 # ccache across precompiled headers (see docs/BUILDING.md).

@@ -50,6 +50,8 @@ struct AuditFlags {
   std::string kind;
 };
 
+constexpr const char* kRegistryHelp = "Registry: a directory, or postgresql://USER@HOST/DB?dir=SHARED_DIR";
+
 registry::Registry open_registry(const AuditFlags& f) { return registry::Registry(f.dir, registry::local_actor()); }
 
 void run_show(const AuditFlags& f, const GlobalOptions& g) {
@@ -132,17 +134,17 @@ void register_audit(CLI::App& app, GlobalOptions& g) {
   show->add_option("--after", f->after, "Entries after this sequence number")->check(CLI::NonNegativeNumber);
   show->add_option("--limit", f->limit, "At most the last N entries")->check(CLI::Range(int64_t{1}, int64_t{1000000}))
       ->capture_default_str();
-  show->add_option("--registry", f->dir, "Registry directory")->capture_default_str();
+  show->add_option("--registry", f->dir, kRegistryHelp)->capture_default_str();
   show->callback([f, &g] { run_show(*f, g); });
   auto* verify = audit->add_subcommand("verify", "Check every entry's hash, the chain and the signed checkpoint(s)");
   verify->add_option("--checkpoint", f->checkpoint, "A checkpoint kept elsewhere (audit checkpoint) to check against");
-  verify->add_option("--registry", f->dir, "Registry directory")->capture_default_str();
+  verify->add_option("--registry", f->dir, kRegistryHelp)->capture_default_str();
   verify->callback([f, &g] { run_verify(*f, g); });
   auto* cp = audit->add_subcommand("checkpoint", "Print the current signed checkpoint (keep a copy elsewhere)");
-  cp->add_option("--registry", f->dir, "Registry directory")->capture_default_str();
+  cp->add_option("--registry", f->dir, kRegistryHelp)->capture_default_str();
   cp->callback([f] {
-    open_registry(*f);  // refuses a directory that is not a registry
-    std::cout << read_file(f->dir + "/audit.checkpoint");
+    const auto reg = open_registry(*f);  // refuses a location that is not a registry
+    std::cout << read_file(reg.dir() + "/audit.checkpoint");
   });
 
   auto* runs = app.add_subcommand("runs", "Run records of train, harden, attack and detect evaluate");
@@ -150,12 +152,12 @@ void register_audit(CLI::App& app, GlobalOptions& g) {
   auto* list = runs->add_subcommand("list", "List runs, newest first");
   list->add_option("--kind", f->kind, "Only train, harden, attack or detect-evaluate");
   list->add_option("--limit", f->limit, "At most N runs")->check(CLI::Range(int64_t{1}, int64_t{1000000}));
-  list->add_option("--registry", f->dir, "Registry directory")->capture_default_str();
+  list->add_option("--registry", f->dir, kRegistryHelp)->capture_default_str();
   list->callback([f, &g] { run_runs_list(*f, g); });
   auto id = std::make_shared<std::string>();
   auto* rshow = runs->add_subcommand("show", "A run's params, metrics, tags and artifact");
   rshow->add_option("RUN_ID", *id, "Run id or a unique prefix")->required();
-  rshow->add_option("--registry", f->dir, "Registry directory")->capture_default_str();
+  rshow->add_option("--registry", f->dir, kRegistryHelp)->capture_default_str();
   rshow->callback([id, f, &g] { run_runs_show(*id, *f, g); });
 }
 

@@ -18,8 +18,10 @@ struct RegistryFlags {
   bool allow_unsigned = false;
 };
 
+// A directory (SQLite), or postgresql://USER@HOST:PORT/DB?dir=SHARED_DIR (docs/registry.md).
 void add_registry_flag(CLI::App* cmd, RegistryFlags& f) {
-  cmd->add_option("--registry", f.dir, "Registry directory")->capture_default_str();
+  cmd->add_option("--registry", f.dir, "Registry: a directory, or postgresql://USER@HOST/DB?dir=SHARED_DIR")
+      ->capture_default_str();
 }
 
 Registry open_registry(const RegistryFlags& f) {
@@ -226,11 +228,12 @@ void register_registry(CLI::App& app, GlobalOptions& g) {
   auto* reg = app.add_subcommand("registry", "Model registry: versions, stages, signatures");
   reg->require_subcommand(1);
 
-  auto* init = reg->add_subcommand("init", "Create a registry directory (database, objects, trust list, log key)");
+  auto* init = reg->add_subcommand("init", "Create a registry (database, objects, trust list, log key)");
   add_registry_flag(init, *rf);
   init->callback([rf, &g] {
     Registry::init(rf->dir);
-    print_result(g, {{"registry", rf->dir}}, {{"initialised", rf->dir}});
+    const std::string where = registry::parse_location(rf->dir).display;  // no password printed
+    print_result(g, {{"registry", where}}, {{"initialised", where}});
   });
 
   auto f = std::make_shared<RegisterFlags>();

@@ -256,7 +256,7 @@ void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g, const Attac
 void add_serve_options(CLI::App* cmd, ServeFlags& f) {
   cmd->add_option("--model", f.models,
                   "NAME=registry:MODEL@STAGE (or @N), or NAME=PATH with --allow-unsigned (repeatable)");
-  cmd->add_option("--registry", f.core.source.registry, "Registry directory for registry: references");
+  cmd->add_option("--registry", f.core.source.registry, "Registry for registry: references: a directory (SQLite) or postgresql://USER@HOST:PORT/DB?dir=SHARED_DIR");
   cmd->add_option("--model-root", f.core.source.model_root,
                   "Directory the repository API may load plain files from (relative paths only)");
   cmd->add_flag("--allow-unsigned", f.core.source.allow_unsigned,

@@ -15,6 +15,7 @@
 #include "detect/calibration.h"
 #include "detect/monitor_fit.h"
 #include "model/model.h"
+#include "registry/location.h"
 #include "registry/registry.h"
 #include "serve/core.h"
 
@@ -73,8 +74,10 @@ State parse_state(const std::string& s) {
 
 Controller::Controller(ControllerOptions options, Policy policy, serve::InferenceCore& core)
     : options_([&options] {
-        if (options.state_file.empty()) options.state_file = options.registry_dir + "/guard/" + options.model + ".state.json";
-        if (options.work_dir.empty()) options.work_dir = options.registry_dir + "/guard/jobs";
+        // The guard's files live in the registry's directory — for PostgreSQL its shared `dir`.
+        const auto dir = registry::parse_location(options.registry_dir).dir;
+        if (options.state_file.empty()) options.state_file = dir + "/guard/" + options.model + ".state.json";
+        if (options.work_dir.empty()) options.work_dir = dir + "/guard/jobs";
         return options;
       }()),
       policy_(std::move(policy)),

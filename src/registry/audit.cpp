@@ -28,16 +28,16 @@ std::string subtree_root(const std::vector<std::string>& leaf_hashes, size_t beg
                     subtree_root(leaf_hashes, begin + k, end));
 }
 
-AuditEntry read_entry(SQLite::Statement& q) {
+AuditEntry read_entry(const Row& r) {
   AuditEntry e;
-  e.seq = q.getColumn(0).getInt64();
-  e.time = q.getColumn(1).getString();
-  e.actor = q.getColumn(2).getString();
-  e.action = q.getColumn(3).getString();
-  e.subject = q.getColumn(4).getString();
-  e.details = q.getColumn(5).getString();
-  e.prev_hash = q.getColumn(6).getString();
-  e.entry_hash = q.getColumn(7).getString();
+  e.seq = r.int64(0);
+  e.time = r.text(1);
+  e.actor = r.text(2);
+  e.action = r.text(3);
+  e.subject = r.text(4);
+  e.details = r.text(5);
+  e.prev_hash = r.text(6);
+  e.entry_hash = r.text(7);
   return e;
 }
 
@@ -114,21 +114,21 @@ Checkpoint parse_checkpoint_body(const std::string& body) {
 }
 
 std::string AuditLog::origin() const {
-  SQLite::Statement q(db_, "SELECT value FROM meta WHERE key = 'origin'");
-  if (!q.executeStep()) throw data_format("registry database has no log origin (not made by `registry init`)");
-  return q.getColumn(0).getString();
+  const auto rows = db_.query("SELECT value FROM meta WHERE key = 'origin'");
+  if (rows.empty()) throw data_format("registry database has no log origin (not made by `registry init`)");
+  return rows[0].text(0);
 }
 
 AuditEntry AuditLog::append(const std::string& actor, const std::string& action, const std::string& subject,
                             const json& details) {
   AuditEntry e;
   e.prev_hash = kZeroHash;
-  {
-    SQLite::Statement last(db_, "SELECT seq, entry_hash FROM audit ORDER BY seq DESC LIMIT 1");
-    if (last.executeStep()) {
-      e.seq = last.getColumn(0).getInt64();
-      e.prev_hash = last.getColumn(1).getString();
-    }
+  // Held to the end of the caller's transaction: the entry read next stays the last one.
+  db_.lock_table("audit");
+  const auto last = db_.query("SELECT seq, entry_hash FROM audit ORDER BY seq DESC LIMIT 1");
+  if (!last.empty()) {
+    e.seq = last[0].int64(0);
+    e.prev_hash = last[0].text(1);
   }
   ++e.seq;
   e.time = utc_timestamp();
@@ -137,21 +137,14 @@ AuditEntry AuditLog::append(const std::string& actor, const std::string& action,
   e.subject = subject;
   e.details = details.dump();
   e.entry_hash = hex_encode(sha256_raw(e.canonical()));
-  SQLite::Statement ins(db_, "INSERT INTO audit(seq, time, actor, action, subject, details, prev_hash, entry_hash) "
-                             "VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
-  ins.bind(1, static_cast<int64_t>(e.seq));
-  ins.bind(2, e.time);
-  ins.bind(3, e.actor);
-  ins.bind(4, e.action);
-  ins.bind(5, e.subject);
-  ins.bind(6, e.details);
-  ins.bind(7, e.prev_hash);
-  ins.bind(8, e.entry_hash);
-  ins.exec();
+  db_.execute("INSERT INTO audit(seq, time, actor, action, subject, details, prev_hash, entry_hash) "
+              "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+              {e.seq, e.time, e.actor, e.action, e.subject, e.details, e.prev_hash, e.entry_hash});
   return e;
 }
 
 void AuditLog::write_checkpoint() {
+  const auto turn = db_.lock_checkpoints();
   const auto all = entries();
   std::vector<std::string> leaves;
   leaves.reserve(all.size());
@@ -163,17 +156,19 @@ void AuditLog::write_checkpoint() {
 }
 
 std::vector<AuditEntry> AuditLog::entries(int64_t after_seq, const std::string& since_time) const {
-  SQLite::Statement q(db_, "SELECT seq, time, actor, action, subject, details, prev_hash, entry_hash FROM audit "
-                           "WHERE seq > ? AND time >= ? ORDER BY seq");
-  q.bind(1, static_cast<int64_t>(after_seq));
-  q.bind(2, since_time);
+  const auto rows = db_.query("SELECT seq, time, actor, action, subject, details, prev_hash, entry_hash FROM audit "
+                              "WHERE seq > ? AND time >= ? ORDER BY seq",
+                              {after_seq, since_time});
   std::vector<AuditEntry> out;
-  while (q.executeStep()) out.push_back(read_entry(q));
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(read_entry(r));
   return out;
 }
 
 AuditVerdict AuditLog::verify(const std::string& external_checkpoint) const {
   AuditVerdict v;
+  // The entries and the checkpoint file read as one state: no checkpoint newer than the entries.
+  const auto turn = db_.lock_checkpoints();
   const auto all = entries();
   v.entries = static_cast<int64_t>(all.size());
   const auto fail = [&v](int64_t seq, std::string why) {

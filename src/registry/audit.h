@@ -8,16 +8,20 @@
 // no longer matches the checkpoint's signed root. A copy of a checkpoint kept elsewhere catches a
 // rewrite of both the database and the checkpoint file by someone holding the log key.
 //
+// Linear under concurrency: append locks the audit table (PostgreSQL; SQLite's write lock already
+// excludes every other writer) before it reads the last entry, inside the caller's transaction,
+// so two writers never both chain onto the same entry; seq is the primary key besides.
+//
 // Thread-safety: an AuditLog uses its registry's connection; one thread at a time.
 #pragma once
-
-#include <SQLiteCpp/Database.h>
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "registry/db.h"
 
 namespace bulwark::registry {
 
@@ -57,14 +61,15 @@ struct AuditVerdict {
 class AuditLog {
  public:
   // `dir` is the registry directory: log.key / log.pub sign and check its checkpoints there.
-  AuditLog(SQLite::Database& db, std::string dir) : db_(db), dir_(std::move(dir)) {}
+  AuditLog(Database& db, std::string dir) : db_(db), dir_(std::move(dir)) {}
 
   // Appends one entry; call inside the transaction that makes the change it records.
   AuditEntry append(const std::string& actor, const std::string& action, const std::string& subject,
                     const nlohmann::json& details);
   // Signs the log as it stands and replaces audit.checkpoint (write, fsync, rename). Call after
   // the transaction commits: a checkpoint may lag the log (a crash between the two) but never
-  // runs ahead of it.
+  // runs ahead of it. On PostgreSQL, writers on every machine take turns (an advisory lock), so
+  // the file only ever grows.
   void write_checkpoint();
 
   // Entries with seq > after_seq and time >= since_time (a utc_timestamp() prefix; "" = all).
@@ -77,7 +82,7 @@ class AuditLog {
   std::string origin() const;
 
  private:
-  SQLite::Database& db_;
+  Database& db_;
   std::string dir_;
 };
 

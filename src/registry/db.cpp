@@ -3,64 +3,85 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <limits>
 
 #include "core/error.h"
-#include "core/files.h"
+#include "registry/detail/postgres_database.h"
+#include "registry/detail/sqlite_database.h"
 
 namespace bulwark::registry {
 namespace {
 
-constexpr const char* kSchema = R"SQL(
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS models(
-  name TEXT PRIMARY KEY, created TEXT NOT NULL, created_by TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS versions(
-  model TEXT NOT NULL REFERENCES models(name), version INTEGER NOT NULL,
-  stage TEXT NOT NULL DEFAULT 'none' CHECK(stage IN ('none', 'staging', 'production', 'archived')),
-  files TEXT NOT NULL,   -- JSON object: file name in the version -> SHA-256 of its object
-  bundle TEXT,           -- Sigstore bundle (OMS v1.0); NULL when registered with --allow-unsigned
-  key_id TEXT,
-  parent INTEGER,
-  lineage TEXT NOT NULL, -- JSON: dataset, dataset_sha256, method, eps, seed, command
-  metrics TEXT NOT NULL, -- JSON: clean, robust per attack/eps, detector figures
-  created TEXT NOT NULL, created_by TEXT NOT NULL,
-  PRIMARY KEY(model, version));
-CREATE TABLE IF NOT EXISTS stage_changes(
-  id INTEGER PRIMARY KEY, model TEXT NOT NULL, version INTEGER NOT NULL,
-  from_stage TEXT NOT NULL, to_stage TEXT NOT NULL, time TEXT NOT NULL, actor TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS audit(
-  seq INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-  subject TEXT NOT NULL, details TEXT NOT NULL, prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs(
-  run_id TEXT PRIMARY KEY, run_name TEXT NOT NULL, kind TEXT NOT NULL,
-  status TEXT NOT NULL CHECK(status IN ('RUNNING', 'FINISHED', 'FAILED', 'KILLED')),
-  start_time TEXT NOT NULL, end_time TEXT, user TEXT NOT NULL, command TEXT NOT NULL,
-  artifact TEXT, artifact_sha256 TEXT);
-CREATE TABLE IF NOT EXISTS run_params(
-  run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value TEXT NOT NULL,
-  PRIMARY KEY(run_id, key));
-CREATE TABLE IF NOT EXISTS run_metrics(
-  run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value REAL NOT NULL,
-  step INTEGER NOT NULL, timestamp TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS run_tags(
-  run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value TEXT NOT NULL,
-  PRIMARY KEY(run_id, key));
-)SQL";
+const Value& cell(const std::vector<Value>& cells, size_t column) {
+  if (column >= cells.size()) {
+    throw internal_error("registry database: column " + std::to_string(column) + " of a row with " +
+                         std::to_string(cells.size()));
+  }
+  return cells[column];
+}
+
+[[noreturn]] void bad_cell(size_t column, const char* wanted) {
+  throw internal_error("registry database: column " + std::to_string(column) + " is not " + wanted);
+}
 
 }  // namespace
 
-std::unique_ptr<SQLite::Database> open_database(const std::string& path, bool create) {
-  if (!create && !file_exists(path)) throw not_found(path + ": no registry database here (run `bulwark registry init`)");
-  const int flags = SQLite::OPEN_READWRITE | (create ? SQLite::OPEN_CREATE : 0);
-  auto db = std::make_unique<SQLite::Database>(path, flags, 10000);
-  db->exec("PRAGMA journal_mode=WAL");
-  db->exec("PRAGMA synchronous=FULL");
-  db->exec("PRAGMA foreign_keys=ON");
-  if (create) db->exec(kSchema);
-  return db;
+bool Row::is_null(size_t column) const { return std::holds_alternative<std::nullptr_t>(cell(cells_, column)); }
+
+std::string Row::text(size_t column) const {
+  const Value& v = cell(cells_, column);
+  if (const auto* s = std::get_if<std::string>(&v)) return *s;
+  if (const auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
+  if (const auto* d = std::get_if<double>(&v)) {
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, *d);
+    return std::string(buf, r.ptr);
+  }
+  bad_cell(column, "text (it is NULL)");
+}
+
+int64_t Row::int64(size_t column) const {
+  const Value& v = cell(cells_, column);
+  if (const auto* i = std::get_if<int64_t>(&v)) return *i;
+  if (const auto* s = std::get_if<std::string>(&v)) {
+    int64_t out = 0;
+    const auto r = std::from_chars(s->data(), s->data() + s->size(), out);
+    if (r.ec == std::errc() && r.ptr == s->data() + s->size()) return out;
+  }
+  bad_cell(column, "an integer");
+}
+
+double Row::real(size_t column) const {
+  const Value& v = cell(cells_, column);
+  if (const auto* d = std::get_if<double>(&v)) return *d;
+  if (const auto* i = std::get_if<int64_t>(&v)) return static_cast<double>(*i);
+  if (const auto* s = std::get_if<std::string>(&v)) {
+    double out = 0;
+    const auto r = std::from_chars(s->data(), s->data() + s->size(), out);
+    if (r.ec == std::errc() && r.ptr == s->data() + s->size()) return out;
+    // PostgreSQL spells the non-finite values out.
+    if (*s == "NaN") return std::numeric_limits<double>::quiet_NaN();
+    if (*s == "Infinity") return std::numeric_limits<double>::infinity();
+    if (*s == "-Infinity") return -std::numeric_limits<double>::infinity();
+  }
+  bad_cell(column, "a number");
+}
+
+Database::operator SQLite::Database&() {
+  SQLite::Database* handle = sqlite_handle();
+  if (handle == nullptr) {
+    throw invalid_argument(std::string("this registry is on ") + to_string(backend()) + ", not SQLite");
+  }
+  return *handle;
+}
+
+std::unique_ptr<Database> open_database(const RegistryLocation& location, bool create) {
+  if (location.backend == Backend::kPostgres) return detail::open_postgres(location, create);
+  return detail::open_sqlite(location.dir + "/registry.db", create);
 }
 
 std::string utc_timestamp() {
@@ -70,8 +91,8 @@ std::string utc_timestamp() {
   std::tm tm{};
   gmtime_r(&seconds, &tm);
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
   return buf;
 }
 

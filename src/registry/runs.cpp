@@ -16,23 +16,25 @@ std::string new_run_id() { return random_hex(16); }  // 32 hex characters, like 
 
 std::string as_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
-RunRecord read_run(SQLite::Statement& q) {
+RunRecord read_run(const Row& q) {
   RunRecord r;
-  r.run_id = q.getColumn(0).getString();
-  r.run_name = q.getColumn(1).getString();
-  r.kind = q.getColumn(2).getString();
-  r.status = q.getColumn(3).getString();
-  r.start_time = q.getColumn(4).getString();
-  r.end_time = q.getColumn(5).isNull() ? "" : q.getColumn(5).getString();
-  r.user = q.getColumn(6).getString();
-  r.command = q.getColumn(7).getString();
-  r.artifact = q.getColumn(8).isNull() ? "" : q.getColumn(8).getString();
-  r.artifact_sha256 = q.getColumn(9).isNull() ? "" : q.getColumn(9).getString();
+  r.run_id = q.text(0);
+  r.run_name = q.text(1);
+  r.kind = q.text(2);
+  r.status = q.text(3);
+  r.start_time = q.text(4);
+  r.end_time = q.is_null(5) ? "" : q.text(5);
+  r.user = q.text(6);
+  r.command = q.text(7);
+  r.artifact = q.is_null(8) ? "" : q.text(8);
+  r.artifact_sha256 = q.is_null(9) ? "" : q.text(9);
   return r;
 }
 
+// "user" quoted: a reserved word in PostgreSQL.
 constexpr const char* kRunColumns =
-    "SELECT run_id, run_name, kind, status, start_time, end_time, user, command, artifact, artifact_sha256 FROM runs ";
+    "SELECT run_id, run_name, kind, status, start_time, end_time, \"user\", command, artifact, artifact_sha256 "
+    "FROM runs ";
 
 }  // namespace
 
@@ -41,21 +43,11 @@ RunRecorder::RunRecorder(Registry& registry, const std::string& kind, const json
   if (!params.is_object()) throw invalid_argument("run params must be a JSON object");
   auto& db = registry_.db();
   WriteTransaction tx(db);
-  SQLite::Statement q(db, "INSERT INTO runs(run_id, run_name, kind, status, start_time, user, command) "
-                          "VALUES(?, ?, ?, 'RUNNING', ?, ?, ?)");
-  q.bind(1, run_id_);
-  q.bind(2, kind + "-" + run_id_.substr(0, 8));
-  q.bind(3, kind);
-  q.bind(4, utc_timestamp());
-  q.bind(5, registry_.actor());
-  q.bind(6, command);
-  q.exec();
+  db.execute("INSERT INTO runs(run_id, run_name, kind, status, start_time, \"user\", command) "
+             "VALUES(?, ?, ?, 'RUNNING', ?, ?, ?)",
+             {run_id_, kind + "-" + run_id_.substr(0, 8), kind, utc_timestamp(), registry_.actor(), command});
   for (const auto& [key, value] : params.items()) {
-    SQLite::Statement p(db, "INSERT INTO run_params(run_id, key, value) VALUES(?, ?, ?)");
-    p.bind(1, run_id_);
-    p.bind(2, key);
-    p.bind(3, as_text(value));
-    p.exec();
+    db.execute("INSERT INTO run_params(run_id, key, value) VALUES(?, ?, ?)", {run_id_, key, as_text(value)});
   }
   tx.commit();
 }
@@ -70,40 +62,24 @@ RunRecorder::~RunRecorder() {
 }
 
 void RunRecorder::log_metric(const std::string& key, double value, int64_t step) {
-  SQLite::Statement q(registry_.db(), "INSERT INTO run_metrics(run_id, key, value, step, timestamp) VALUES(?, ?, ?, ?, ?)");
-  q.bind(1, run_id_);
-  q.bind(2, key);
-  q.bind(3, value);
-  q.bind(4, static_cast<int64_t>(step));
-  q.bind(5, utc_timestamp());
-  q.exec();
+  registry_.db().execute("INSERT INTO run_metrics(run_id, key, value, step, timestamp) VALUES(?, ?, ?, ?, ?)",
+                         {run_id_, key, value, step, utc_timestamp()});
 }
 
 void RunRecorder::set_tag(const std::string& key, const std::string& value) {
-  SQLite::Statement q(registry_.db(), "INSERT OR REPLACE INTO run_tags(run_id, key, value) VALUES(?, ?, ?)");
-  q.bind(1, run_id_);
-  q.bind(2, key);
-  q.bind(3, value);
-  q.exec();
+  registry_.db().execute("INSERT INTO run_tags(run_id, key, value) VALUES(?, ?, ?) "
+                         "ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value",
+                         {run_id_, key, value});
 }
 
 void RunRecorder::finish(const std::string& artifact) { end("FINISHED", artifact); }
 
 void RunRecorder::end(const std::string& status, const std::string& artifact) {
   ended_ = true;
-  SQLite::Statement q(registry_.db(), "UPDATE runs SET status = ?, end_time = ?, artifact = ?, artifact_sha256 = ? "
-                                      "WHERE run_id = ?");
-  q.bind(1, status);
-  q.bind(2, utc_timestamp());
-  if (artifact.empty()) {
-    q.bind(3);
-    q.bind(4);
-  } else {
-    q.bind(3, artifact);
-    q.bind(4, sha256_file_hex(artifact));
-  }
-  q.bind(5, run_id_);
-  q.exec();
+  const Value no_value = nullptr;
+  registry_.db().execute("UPDATE runs SET status = ?, end_time = ?, artifact = ?, artifact_sha256 = ? WHERE run_id = ?",
+                         {status, utc_timestamp(), artifact.empty() ? no_value : Value(artifact),
+                          artifact.empty() ? no_value : Value(sha256_file_hex(artifact)), run_id_});
 }
 
 json RunRecord::to_json() const {
@@ -118,12 +94,11 @@ json RunRecord::to_json() const {
 }
 
 std::vector<RunRecord> list_runs(Registry& registry, const std::string& kind, int64_t limit) {
-  SQLite::Statement q(registry.db(), std::string(kRunColumns) + "WHERE (? = '' OR kind = ?) ORDER BY start_time DESC LIMIT ?");
-  q.bind(1, kind);
-  q.bind(2, kind);
-  q.bind(3, static_cast<int64_t>(limit));
   std::vector<RunRecord> out;
-  while (q.executeStep()) out.push_back(read_run(q));
+  const std::string sql = std::string(kRunColumns) + "WHERE (? = '' OR kind = ?) ORDER BY start_time DESC LIMIT ?";
+  for (const auto& r : registry.db().query(sql, {kind, kind, limit})) {
+    out.push_back(read_run(r));
+  }
   return out;
 }
 
@@ -132,24 +107,24 @@ RunRecord show_run(Registry& registry, const std::string& prefix) {
     throw invalid_argument("run id '" + prefix + "' must be hex (see `bulwark runs list`)");
   }
   auto& db = registry.db();
-  SQLite::Statement q(db, std::string(kRunColumns) + "WHERE run_id LIKE ? || '%' LIMIT 2");
-  q.bind(1, prefix);
   std::vector<RunRecord> found;
-  while (q.executeStep()) found.push_back(read_run(q));
+  // The prefix is hex (checked above): no LIKE wildcards in it.
+  for (const auto& r : db.query(std::string(kRunColumns) + "WHERE run_id LIKE ? LIMIT 2", {prefix + "%"})) {
+    found.push_back(read_run(r));
+  }
   if (found.empty()) throw not_found("no run with id " + prefix);
   if (found.size() > 1) throw invalid_argument("run id prefix " + prefix + " is ambiguous: give more characters");
   auto r = found.front();
-  SQLite::Statement p(db, "SELECT key, value FROM run_params WHERE run_id = ? ORDER BY key");
-  p.bind(1, r.run_id);
-  while (p.executeStep()) r.params[p.getColumn(0).getString()] = p.getColumn(1).getString();
-  SQLite::Statement t(db, "SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key");
-  t.bind(1, r.run_id);
-  while (t.executeStep()) r.tags[t.getColumn(0).getString()] = t.getColumn(1).getString();
-  SQLite::Statement m(db, "SELECT key, value, step, timestamp FROM run_metrics WHERE run_id = ? ORDER BY rowid");
-  m.bind(1, r.run_id);
-  while (m.executeStep()) {
-    r.metrics.push_back({m.getColumn(0).getString(), m.getColumn(1).getDouble(), m.getColumn(2).getInt64(),
-                         m.getColumn(3).getString()});
+  for (const auto& p : db.query("SELECT key, value FROM run_params WHERE run_id = ? ORDER BY key", {r.run_id})) {
+    r.params[p.text(0)] = p.text(1);
+  }
+  for (const auto& t : db.query("SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key", {r.run_id})) {
+    r.tags[t.text(0)] = t.text(1);
+  }
+  // rowid: insertion order (SQLite's implicit row id; a BIGSERIAL column on PostgreSQL).
+  for (const auto& m : db.query("SELECT key, value, step, timestamp FROM run_metrics WHERE run_id = ? ORDER BY rowid",
+                                {r.run_id})) {
+    r.metrics.push_back({m.text(0), m.real(1), m.int64(2), m.text(3)});
   }
   return r;
 }

@@ -26,44 +26,40 @@ void check_file_name(const std::string& name) {
   }
 }
 
-VersionRecord read_version(SQLite::Statement& q) {
+VersionRecord read_version(const Row& r) {
   VersionRecord v;
-  v.model = q.getColumn(0).getString();
-  v.version = q.getColumn(1).getInt64();
-  v.stage = parse_stage(q.getColumn(2).getString());
-  const json files = json::parse(q.getColumn(3).getString());  // named: items() must not outlive it
+  v.model = r.text(0);
+  v.version = r.int64(1);
+  v.stage = parse_stage(r.text(2));
+  const json files = json::parse(r.text(3));  // named: items() must not outlive it
   for (const auto& [name, sha] : files.items()) v.files[name] = sha.get<std::string>();
-  if (!q.getColumn(4).isNull()) v.bundle = q.getColumn(4).getString();
-  if (!q.getColumn(5).isNull()) v.key_id = q.getColumn(5).getString();
-  if (!q.getColumn(6).isNull()) v.parent = q.getColumn(6).getInt64();
-  v.lineage = json::parse(q.getColumn(7).getString());
-  v.metrics = json::parse(q.getColumn(8).getString());
-  v.created = q.getColumn(9).getString();
-  v.created_by = q.getColumn(10).getString();
+  if (!r.is_null(4)) v.bundle = r.text(4);
+  if (!r.is_null(5)) v.key_id = r.text(5);
+  if (!r.is_null(6)) v.parent = r.int64(6);
+  v.lineage = json::parse(r.text(7));
+  v.metrics = json::parse(r.text(8));
+  v.created = r.text(9);
+  v.created_by = r.text(10);
   return v;
 }
 
 constexpr const char* kVersionColumns =
     "SELECT model, version, stage, files, bundle, key_id, parent, lineage, metrics, created, created_by FROM versions ";
 
-void insert_stage_change(SQLite::Database& db, const std::string& model, int64_t version, Stage from, Stage to,
+void insert_stage_change(Database& db, const std::string& model, int64_t version, Stage from, Stage to,
                          const std::string& actor) {
-  SQLite::Statement q(db, "INSERT INTO stage_changes(model, version, from_stage, to_stage, time, actor) VALUES(?,?,?,?,?,?)");
-  q.bind(1, model);
-  q.bind(2, static_cast<int64_t>(version));
-  q.bind(3, to_string(from));
-  q.bind(4, to_string(to));
-  q.bind(5, utc_timestamp());
-  q.bind(6, actor);
-  q.exec();
+  db.execute("INSERT INTO stage_changes(model, version, from_stage, to_stage, time, actor) VALUES(?,?,?,?,?,?)",
+             {model, version, to_string(from), to_string(to), utc_timestamp(), actor});
 }
 
-void update_stage(SQLite::Database& db, const std::string& model, int64_t version, Stage stage) {
-  SQLite::Statement q(db, "UPDATE versions SET stage = ? WHERE model = ? AND version = ?");
-  q.bind(1, to_string(stage));
-  q.bind(2, model);
-  q.bind(3, static_cast<int64_t>(version));
-  q.exec();
+void update_stage(Database& db, const std::string& model, int64_t version, Stage stage) {
+  db.execute("UPDATE versions SET stage = ? WHERE model = ? AND version = ?", {to_string(stage), model, version});
+}
+
+// Inside a write transaction: from here to its end no other transaction changes `model`'s versions
+// or stages (PostgreSQL: its row in models, FOR UPDATE; SQLite: the write lock already held).
+void lock_model(Database& db, const std::string& model) {
+  db.lock_rows("SELECT name FROM models WHERE name = ?", {model});
 }
 
 }  // namespace
@@ -126,30 +122,56 @@ json VersionRecord::to_json() const {
   return j;
 }
 
-void Registry::init(const std::string& dir) {
-  if (dir.empty()) throw invalid_argument("--registry: the directory is empty");
+namespace {
+
+bool holds_registry(Database& db) { return !db.query("SELECT value FROM meta WHERE key = 'origin'").empty(); }
+
+// Made before init writes anything: the directory is not already a registry's.
+void refuse_existing(const RegistryLocation& loc) {
+  const std::string& dir = loc.dir;
   if (file_exists(dir + "/registry.db")) throw invalid_argument(dir + " already holds a registry (registry.db exists)");
+  if (loc.backend == Backend::kPostgres && file_exists(dir + "/audit.checkpoint")) {
+    throw invalid_argument(dir + " already holds a registry's audit checkpoint: give PostgreSQL a new or empty "
+                           "directory");
+  }
+}
+
+}  // namespace
+
+void Registry::init(const std::string& location) {
+  const RegistryLocation loc = parse_location(location);
+  const std::string& dir = loc.dir;
+  refuse_existing(loc);
+  std::unique_ptr<Database> db;
+  if (loc.backend == Backend::kPostgres) {
+    db = open_database(loc, true);  // the tables, if missing; a registry already there is refused next
+    if (holds_registry(*db)) {
+      throw invalid_argument(loc.display + " already holds a registry (its meta table has an origin)");
+    }
+  }
   fs::create_directories(dir);
   ::chmod(dir.c_str(), 0700);
   ObjectStore::create(dir);
   fs::create_directories(dir + "/trust");
   if (!file_exists(dir + "/log.key")) generate_key_pair(dir + "/log.key", dir + "/log.pub");
-  auto db = open_database(dir + "/registry.db", true);
+  if (!db) db = open_database(loc, true);
   AuditLog log(*db, dir);
   {
     WriteTransaction tx(*db);
-    SQLite::Statement q(*db, "INSERT INTO meta(key, value) VALUES('origin', ?), ('schema', '1')");
-    q.bind(1, "bulwark-registry/" + random_hex(8));
-    q.exec();
-    log.append(local_actor(), "registry.init", dir, json::object());
+    db->lock_table("meta");  // two inits of one PostgreSQL database: the second finds the first's origin
+    if (holds_registry(*db)) throw invalid_argument(loc.display + " already holds a registry");
+    db->execute("INSERT INTO meta(key, value) VALUES('origin', ?), ('schema', '1')",
+                {"bulwark-registry/" + random_hex(8)});
+    log.append(local_actor(), "registry.init", loc.display, json::object());
     tx.commit();
   }
   log.write_checkpoint();
 }
 
-Registry::Registry(std::string dir, std::string actor, bool allow_unsigned)
-    : dir_(std::move(dir)), actor_(std::move(actor)), allow_unsigned_(allow_unsigned), objects_(dir_),
-      db_(open_database(dir_ + "/registry.db", false)), audit_(std::make_unique<AuditLog>(*db_, dir_)) {}
+Registry::Registry(const std::string& location, std::string actor, bool allow_unsigned)
+    : location_(parse_location(location)), actor_(std::move(actor)), allow_unsigned_(allow_unsigned),
+      objects_(location_.dir), db_(open_database(location_, false)),
+      audit_(std::make_unique<AuditLog>(*db_, location_.dir)) {}
 
 Registry::~Registry() = default;
 Registry::Registry(Registry&&) noexcept = default;
@@ -172,12 +194,12 @@ AuditEntry Registry::record(const std::string& action, const std::string& subjec
   return e;
 }
 
-TrustList Registry::trust() const { return TrustList::load_dir(dir_ + "/trust"); }
+TrustList Registry::trust() const { return TrustList::load_dir(dir() + "/trust"); }
 
 std::string Registry::trust_key(const std::string& public_pem_path) {
   const auto key = PublicKey::from_pem(read_file(public_pem_path), public_pem_path);
   WriteTransaction tx(*db_);
-  atomic_write_file(dir_ + "/trust/" + key.key_id() + ".pub", key.pem());
+  atomic_write_file(dir() + "/trust/" + key.key_id() + ".pub", key.pem());
   audit_->append(actor_, "keys.trust", key.key_id(), {{"source", public_pem_path}});
   tx.commit();
   checkpoint();
@@ -188,7 +210,7 @@ void Registry::untrust_key(const std::string& key_id) {
   if (key_id.size() != 64 || key_id.find_first_not_of("0123456789abcdef") != std::string::npos) {
     throw invalid_argument("key id '" + key_id + "' must be 64 lowercase hex characters (see `bulwark keys list`)");
   }
-  const std::string path = dir_ + "/trust/" + key_id + ".pub";
+  const std::string path = dir() + "/trust/" + key_id + ".pub";
   if (!file_exists(path)) throw not_found("key " + key_id + " is not in the trust list");
   WriteTransaction tx(*db_);
   fs::remove(path);
@@ -217,46 +239,24 @@ VersionRecord Registry::register_version(const RegisterRequest& r, const Signing
   const std::string bundle = key != nullptr ? sign_bundle(*key, r.model, signed_files) : "";
 
   WriteTransaction tx(*db_);
-  for (const auto& [name, sha] : digests) {
-    if (!objects_.has(sha)) objects_.put(r.files.at(name));  // a gc ran between the put and the lock
-  }
-  {
-    SQLite::Statement q(*db_, "INSERT OR IGNORE INTO models(name, created, created_by) VALUES(?, ?, ?)");
-    q.bind(1, r.model);
-    q.bind(2, utc_timestamp());
-    q.bind(3, actor_);
-    q.exec();
-  }
-  int64_t version = 1;
-  {
-    SQLite::Statement q(*db_, "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE model = ?");
-    q.bind(1, r.model);
-    q.executeStep();
-    version = q.getColumn(0).getInt64();
-  }
+  db_->execute("INSERT INTO models(name, created, created_by) VALUES(?, ?, ?) ON CONFLICT DO NOTHING",
+               {r.model, utc_timestamp(), actor_});
+  lock_model(*db_, r.model);  // the number read next stays free until this commits
+  const int64_t version =
+      db_->query("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE model = ?", {r.model}).at(0).int64(0);
   if (r.parent && (*r.parent < 1 || *r.parent >= version)) {
     throw not_found("parent version " + std::to_string(*r.parent) + " of " + r.model + " does not exist");
   }
-  {
-    SQLite::Statement q(*db_, "INSERT INTO versions(model, version, stage, files, bundle, key_id, parent, lineage, metrics, "
-                              "created, created_by) VALUES(?, ?, 'none', ?, ?, ?, ?, ?, ?, ?, ?)");
-    q.bind(1, r.model);
-    q.bind(2, static_cast<int64_t>(version));
-    q.bind(3, json(digests).dump());
-    if (key != nullptr) {
-      q.bind(4, bundle);
-      q.bind(5, key->key_id());
-    } else {
-      q.bind(4);
-      q.bind(5);
-    }
-    if (r.parent) q.bind(6, static_cast<int64_t>(*r.parent));
-    else q.bind(6);
-    q.bind(7, r.lineage.dump());
-    q.bind(8, r.metrics.dump());
-    q.bind(9, utc_timestamp());
-    q.bind(10, actor_);
-    q.exec();
+  const Value no_value = nullptr;
+  db_->execute("INSERT INTO versions(model, version, stage, files, bundle, key_id, parent, lineage, metrics, "
+               "created, created_by) VALUES(?, ?, 'none', ?, ?, ?, ?, ?, ?, ?, ?)",
+               {r.model, version, json(digests).dump(), key != nullptr ? Value(bundle) : no_value,
+                key != nullptr ? Value(key->key_id()) : no_value, r.parent ? Value(*r.parent) : no_value,
+                r.lineage.dump(), r.metrics.dump(), utc_timestamp(), actor_});
+  // After the insert, which waits for a gc holding the versions table (PostgreSQL) and is waited
+  // for by one that starts later: a gc that ran between the put and here is seen, and undone.
+  for (const auto& [name, sha] : digests) {
+    if (!objects_.has(sha)) objects_.put(r.files.at(name));
   }
   json details{{"files", digests}, {"signed", key != nullptr}, {"lineage", r.lineage}};
   if (key != nullptr) details["key_id"] = key->key_id();
@@ -268,17 +268,16 @@ VersionRecord Registry::register_version(const RegisterRequest& r, const Signing
 }
 
 std::vector<std::string> Registry::models() const {
-  SQLite::Statement q(*db_, "SELECT name FROM models ORDER BY name");
   std::vector<std::string> out;
-  while (q.executeStep()) out.push_back(q.getColumn(0).getString());
+  for (const auto& r : db_->query("SELECT name FROM models ORDER BY name")) out.push_back(r.text(0));
   return out;
 }
 
 std::vector<VersionRecord> Registry::versions(const std::string& model) const {
-  SQLite::Statement q(*db_, std::string(kVersionColumns) + "WHERE model = ? ORDER BY version");
-  q.bind(1, model);
   std::vector<VersionRecord> out;
-  while (q.executeStep()) out.push_back(read_version(q));
+  for (const auto& r : db_->query(std::string(kVersionColumns) + "WHERE model = ? ORDER BY version", {model})) {
+    out.push_back(read_version(r));
+  }
   if (out.empty()) throw not_found("model '" + model + "' is not in the registry");
   return out;
 }
@@ -335,6 +334,7 @@ std::map<std::string, std::string> Registry::verify(const VersionRecord& v) {
 
 VersionRecord Registry::set_stage(const VersionRecord& v, Stage stage, const std::string& action, const json& extra) {
   WriteTransaction tx(*db_);
+  lock_model(*db_, v.model);
   // Re-read inside the lock: another process may have moved stages since we looked.
   const auto now = resolve(Reference{v.model, v.version, Stage::kNone});
   json details = extra;
@@ -372,12 +372,11 @@ VersionRecord Registry::rollback(const std::string& model, std::optional<int64_t
   }
   int64_t target = to.value_or(0);
   if (target == 0) {
-    SQLite::Statement q(*db_, "SELECT version FROM stage_changes WHERE model = ? AND to_stage = 'production' "
-                              "AND version != ? ORDER BY id DESC LIMIT 1");
-    q.bind(1, model);
-    q.bind(2, static_cast<int64_t>(current.version));
-    if (!q.executeStep()) throw not_found("model '" + model + "' has no earlier production version to roll back to");
-    target = q.getColumn(0).getInt64();
+    const auto rows = db_->query("SELECT version FROM stage_changes WHERE model = ? AND to_stage = 'production' "
+                                 "AND version != ? ORDER BY id DESC LIMIT 1",
+                                 {model, current.version});
+    if (rows.empty()) throw not_found("model '" + model + "' has no earlier production version to roll back to");
+    target = rows[0].int64(0);
   }
   if (target == current.version) throw invalid_argument(current.ref() + " is already in production");
   const auto v = resolve(Reference{model, target, Stage::kNone});
@@ -387,15 +386,15 @@ VersionRecord Registry::rollback(const std::string& model, std::optional<int64_t
 
 ObjectStore::GcResult Registry::gc(bool dry_run) {
   WriteTransaction tx(*db_);
+  db_->lock_table("versions");  // no version is added (or its objects re-put) until this commits
   std::set<std::string> keep;
-  SQLite::Statement q(*db_, "SELECT files FROM versions");
-  while (q.executeStep()) {
-    const json files = json::parse(q.getColumn(0).getString());
+  for (const auto& row : db_->query("SELECT files FROM versions")) {
+    const json files = json::parse(row.text(0));
     for (const auto& [name, sha] : files.items()) keep.insert(sha.get<std::string>());
   }
   const auto r = objects_.gc(keep, dry_run);
   if (!dry_run) {
-    audit_->append(actor_, "registry.gc", dir_,
+    audit_->append(actor_, "registry.gc", location(),
                    {{"removed_objects", r.removed_objects}, {"removed_temp", r.removed_temp}, {"bytes", r.bytes_freed}});
   }
   tx.commit();

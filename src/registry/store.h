@@ -1,11 +1,13 @@
 // registry/store.h — the model registry: models by name, numbered versions with their files
 // (content-addressed objects), an OMS signature per version, lineage and metrics, and stages
 // (none → staging → production → archived; at most one version per model in staging and one in
-// production). Every change is one SQLite transaction together with its audit entry; a version is
-// visible only once its objects are durable and its signature is committed.
+// production). Every change is one database transaction together with its audit entry; a version
+// is visible only once its objects are durable and its signature is committed.
 //
 // Thread-safety: a Registry owns one database connection; use it from one thread at a time. Any
-// number of processes may open the same directory: writers serialise on SQLite's lock.
+// number of processes may open the same registry: on SQLite (one machine) writers serialise on
+// the database's lock; on PostgreSQL (many machines sharing the directory) changes to one model
+// serialise on its row in `models` (SELECT ... FOR UPDATE) and audit appends on the audit table.
 #pragma once
 
 #include <cstdint>
@@ -18,12 +20,10 @@
 #include <nlohmann/json.hpp>
 
 #include "registry/audit.h"
+#include "registry/db.h"
+#include "registry/location.h"
 #include "registry/objects.h"
 #include "registry/signing.h"
-
-namespace SQLite {
-class Database;
-}
 
 namespace bulwark::registry {
 
@@ -72,17 +72,24 @@ struct RegisterRequest {
 
 class Registry {
  public:
-  // Creates <dir>/registry.db, objects/, trust/ and the audit log's key (log.key 0600, log.pub);
-  // refuses a directory that already holds a registry.
-  static void init(const std::string& dir);
-  // Opens an initialised registry; throws not_found naming what is missing. `actor` goes into
-  // every audit entry this handle writes. `allow_unsigned` lets register, promote and verify
-  // accept unsigned versions (development only; audited as such).
-  Registry(std::string dir, std::string actor, bool allow_unsigned = false);
+  // `location` is a directory or a postgresql:// URL with ?dir= (registry/location.h). Creates the
+  // directory's objects/, trust/ and the audit log's key (log.key 0600, log.pub), and the database
+  // (<dir>/registry.db, or the tables in the PostgreSQL database); refuses a location that already
+  // holds a registry.
+  static void init(const std::string& location);
+  // Opens an initialised registry; throws not_found naming what is missing (unavailable when
+  // PostgreSQL cannot be reached). `actor` goes into every audit entry this handle writes.
+  // `allow_unsigned` lets register, promote and verify accept unsigned versions (development
+  // only; audited as such).
+  Registry(const std::string& location, std::string actor, bool allow_unsigned = false);
   ~Registry();
   Registry(Registry&&) noexcept;
 
-  const std::string& dir() const { return dir_; }
+  // The registry directory: objects, trust list, log key and checkpoint (shared, on PostgreSQL).
+  const std::string& dir() const { return location_.dir; }
+  // The location as given, any password masked: for messages.
+  const std::string& location() const { return location_.display; }
+  Backend backend() const { return location_.backend; }
   bool allow_unsigned() const { return allow_unsigned_; }
 
   // Stores the files, signs them with `key` (null: unsigned, refused unless allow_unsigned) and
@@ -115,17 +122,18 @@ class Registry {
   AuditEntry record(const std::string& action, const std::string& subject, const nlohmann::json& details,
                     const std::string& actor = "");
   AuditLog& audit() { return *audit_; }
-  SQLite::Database& db() { return *db_; }
+  Database& db() { return *db_; }
   const std::string& actor() const { return actor_; }
 
  private:
   VersionRecord set_stage(const VersionRecord& v, Stage stage, const std::string& action, const nlohmann::json& extra);
   void checkpoint();
 
-  std::string dir_, actor_;
+  RegistryLocation location_;
+  std::string actor_;
   bool allow_unsigned_ = false;
-  ObjectStore objects_;  // first: a registry without its objects directory is refused untouched
-  std::unique_ptr<SQLite::Database> db_;
+  ObjectStore objects_;  // before the database: a registry without its objects directory is refused untouched
+  std::unique_ptr<Database> db_;
   std::unique_ptr<AuditLog> audit_;
 };
 

@@ -1,16 +1,16 @@
 // The audit log: RFC 6962 Merkle roots against the certificate-transparency test vectors, and
 // each kind of tampering (edit, delete, reorder, truncate, rewrite, forged checkpoint) caught by
-// the layer meant to catch it.
+// the layer meant to catch it, on SQLite and on PostgreSQL.
 #include "registry/audit.h"
 
-#include <SQLiteCpp/Database.h>
-#include <SQLiteCpp/Statement.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <memory>
 
+#include "backends.h"
 #include "registry/store.h"
 #include "registry_test_util.h"
 
@@ -20,61 +20,71 @@ namespace {
 namespace fs = std::filesystem;
 using test::contains;
 
-// One registry with 8 audit entries, built once; each tampering case works on its own copy.
-class Audit : public ::testing::Test {
+// One registry per backend with 8 audit entries, built the first time a test needs it; each
+// tampering case works on its own copy (directory and database).
+class Audit : public test::BackendTest {
  protected:
-  static void SetUpTestSuite() {
-    base_ = new test::TempDir();
-    const std::string dir = base_->file("reg");
-    Registry::init(dir);  // 1 registry.init
-    generate_key_pair(base_->file("k.key"), base_->file("k.pub"));
-    Registry reg(dir, "tester");
-    reg.trust_key(base_->file("k.pub"));  // 2 keys.trust
-    const SigningKey key = SigningKey::load(base_->file("k.key"));
-    for (int i = 0; i < 2; ++i) add(reg, key, i);  // 3, 4 registry.register
-    reg.promote("m", 1, Stage::kProduction);       // 5 registry.promote
-    reg.promote("m", 2, Stage::kProduction);       // 6 registry.promote
-    test::write_all(base_->file("cp6"), test::read_all(dir + "/audit.checkpoint"));
-    reg.rollback("m");  // 7 registry.rollback
-    add(reg, key, 2);   // 8 registry.register
-    test::write_all(base_->file("cp8"), test::read_all(dir + "/audit.checkpoint"));
+  struct Base {
+    test::TempDir tmp;
+    test::Location where;
+  };
+
+  static void TearDownTestSuite() { bases_.clear(); }
+
+  const Base& base() {
+    auto& slot = bases_[backend()];
+    if (!slot) slot = build(backend());
+    return *slot;
   }
-  static void TearDownTestSuite() {
-    delete base_;
-    base_ = nullptr;
+  std::string file(const std::string& name) { return base().tmp.file(name); }
+  const test::Location& base_location() { return base().where; }
+
+  static std::unique_ptr<Base> build(Backend backend) {
+    auto b = std::make_unique<Base>();
+    b->where = test::new_location(backend, b->tmp);
+    Registry::init(b->where.location);  // 1 registry.init
+    generate_key_pair(b->tmp.file("k.key"), b->tmp.file("k.pub"));
+    Registry reg(b->where.location, "tester");
+    reg.trust_key(b->tmp.file("k.pub"));  // 2 keys.trust
+    const SigningKey key = SigningKey::load(b->tmp.file("k.key"));
+    for (int i = 0; i < 2; ++i) add(reg, *b, key, i);  // 3, 4 registry.register
+    reg.promote("m", 1, Stage::kProduction);           // 5 registry.promote
+    reg.promote("m", 2, Stage::kProduction);           // 6 registry.promote
+    test::write_all(b->tmp.file("cp6"), test::read_all(b->where.dir + "/audit.checkpoint"));
+    reg.rollback("m");    // 7 registry.rollback
+    add(reg, *b, key, 2);  // 8 registry.register
+    test::write_all(b->tmp.file("cp8"), test::read_all(b->where.dir + "/audit.checkpoint"));
+    return b;  // `reg` closes here: a PostgreSQL database with a session open cannot be copied
   }
-  static void add(Registry& reg, const SigningKey& key, int i) {
+  static void add(Registry& reg, const Base& b, const SigningKey& key, int i) {
     RegisterRequest r;
     r.model = "m";
-    r.files["model.pt"] = base_->file("model" + std::to_string(i));
+    r.files["model.pt"] = b.tmp.file("model" + std::to_string(i));
     test::write_random_file(r.files["model.pt"], 2048, 100 + i);
     reg.register_version(r, &key);
   }
 
-  // A copy of the registry directory to tamper with.
-  std::string fresh_copy() {
-    const std::string dir = scratch_.file("reg");
-    fs::copy(base_->file("reg"), dir, fs::copy_options::recursive);
-    return dir;
+  // A copy of the registry to tamper with.
+  test::Location fresh_copy() { return test::copy_location(backend(), base_location(), scratch_, "reg"); }
+  static std::unique_ptr<Database> open_db(const test::Location& where) {
+    return open_database(parse_location(where.location), false);
   }
-  static std::unique_ptr<SQLite::Database> open_db(const std::string& dir) {
-    return std::make_unique<SQLite::Database>(dir + "/registry.db", SQLite::OPEN_READWRITE);
-  }
-  static AuditVerdict verify(const std::string& dir, const std::string& external = "") {
-    Registry reg(dir, "auditor");
+  static AuditVerdict verify(const test::Location& where, const std::string& external = "") {
+    Registry reg(where.location, "auditor");
     return reg.audit().verify(external);
   }
-  static std::vector<AuditEntry> all_entries(const std::string& dir) {
-    Registry reg(dir, "auditor");
+  static std::vector<AuditEntry> all_entries(const test::Location& where) {
+    Registry reg(where.location, "auditor");
     return reg.audit().entries();
   }
 
-  static test::TempDir* base_;
+  static std::map<Backend, std::unique_ptr<Base>> bases_;
   test::TempDir scratch_;
 };
-test::TempDir* Audit::base_ = nullptr;
+std::map<Backend, std::unique_ptr<Audit::Base>> Audit::bases_;
+BULWARK_FOR_EACH_BACKEND(Audit);
 
-TEST_F(Audit, MerkleRootMatchesTheCertificateTransparencyVectors) {
+TEST(AuditLog, MerkleRootMatchesTheCertificateTransparencyVectors) {
   // RFC 6962 reference test data (certificate-transparency-go, merkle tree tests); the roots were
   // also recomputed with a few lines of Python hashlib before being written down here.
   const std::vector<std::string> leaves_hex = {
@@ -100,23 +110,15 @@ TEST_F(Audit, MerkleRootMatchesTheCertificateTransparencyVectors) {
 }
 
 // Writes `e`'s columns into row `seq`.
-void write_row(SQLite::Database& db, int64_t seq, const AuditEntry& e) {
-  SQLite::Statement q(db,
-                      "UPDATE audit SET time = ?, actor = ?, action = ?, subject = ?, details = ?, prev_hash = ?, "
-                      "entry_hash = ? WHERE seq = ?");
-  q.bind(1, e.time);
-  q.bind(2, e.actor);
-  q.bind(3, e.action);
-  q.bind(4, e.subject);
-  q.bind(5, e.details);
-  q.bind(6, e.prev_hash);
-  q.bind(7, e.entry_hash);
-  q.bind(8, static_cast<int64_t>(seq));
-  ASSERT_EQ(q.exec(), 1);
+void write_row(Database& db, int64_t seq, const AuditEntry& e) {
+  ASSERT_EQ(db.execute("UPDATE audit SET time = ?, actor = ?, action = ?, subject = ?, details = ?, prev_hash = ?, "
+                       "entry_hash = ? WHERE seq = ?",
+                       {e.time, e.actor, e.action, e.subject, e.details, e.prev_hash, e.entry_hash, seq}),
+            1);
 }
 
-TEST_F(Audit, IntactLogVerifies) {
-  const auto entries = all_entries(base_->file("reg"));
+TEST_P(Audit, IntactLogVerifies) {
+  const auto entries = all_entries(base_location());
   ASSERT_EQ(entries.size(), 8u);
   const std::vector<std::string> actions = {"registry.init",     "keys.trust",       "registry.register",
                                             "registry.register", "registry.promote", "registry.promote",
@@ -128,70 +130,70 @@ TEST_F(Audit, IntactLogVerifies) {
     EXPECT_EQ(entries[i].entry_hash, test::sha256_hex_of(entries[i].canonical()));
     EXPECT_EQ(entries[i].prev_hash, i == 0 ? std::string(64, '0') : entries[i - 1].entry_hash);
   }
-  const auto v = verify(base_->file("reg"), test::read_all(base_->file("cp8")));
+  const auto v = verify(base_location(), test::read_all(file("cp8")));
   EXPECT_TRUE(v.ok) << v.problem;
   EXPECT_EQ(v.entries, 8);
   EXPECT_EQ(v.first_bad, 0);
   EXPECT_TRUE(v.problem.empty());
   // An older checkpoint kept elsewhere is a prefix of the log: still consistent.
-  EXPECT_TRUE(verify(base_->file("reg"), test::read_all(base_->file("cp6"))).ok);
+  EXPECT_TRUE(verify(base_location(), test::read_all(file("cp6"))).ok);
 }
 
-TEST_F(Audit, EditedEntryIsNamed) {
-  const std::string dir = fresh_copy();
-  open_db(dir)->exec("UPDATE audit SET actor = 'mallory' WHERE seq = 4");
-  const auto v = verify(dir);
+TEST_P(Audit, EditedEntryIsNamed) {
+  const auto copy = fresh_copy();
+  open_db(copy)->exec("UPDATE audit SET actor = 'mallory' WHERE seq = 4");
+  const auto v = verify(copy);
   EXPECT_FALSE(v.ok);
   EXPECT_EQ(v.first_bad, 4);
   EXPECT_TRUE(contains(v.problem, "entry 4")) << v.problem;
 }
 
-TEST_F(Audit, DeletedEntryIsNamed) {
-  const std::string dir = fresh_copy();
-  open_db(dir)->exec("DELETE FROM audit WHERE seq = 3");
-  const auto v = verify(dir);
+TEST_P(Audit, DeletedEntryIsNamed) {
+  const auto copy = fresh_copy();
+  open_db(copy)->exec("DELETE FROM audit WHERE seq = 3");
+  const auto v = verify(copy);
   EXPECT_FALSE(v.ok);
   EXPECT_EQ(v.first_bad, 3);
   EXPECT_TRUE(contains(v.problem, "entry 3")) << v.problem;
 }
 
-TEST_F(Audit, ReorderedEntriesAreNamed) {
-  const std::string dir = fresh_copy();
-  const auto entries = all_entries(dir);
+TEST_P(Audit, ReorderedEntriesAreNamed) {
+  const auto copy = fresh_copy();
+  const auto entries = all_entries(copy);
   {
-    auto db = open_db(dir);
+    auto db = open_db(copy);
     write_row(*db, 3, entries[3]);
     write_row(*db, 4, entries[2]);
   }
-  const auto v = verify(dir);
+  const auto v = verify(copy);
   EXPECT_FALSE(v.ok);
   EXPECT_EQ(v.first_bad, 3);
   EXPECT_TRUE(contains(v.problem, "entry 3")) << v.problem;
 }
 
-TEST_F(Audit, TruncatedLogIsShorterThanTheCheckpoint) {
-  const std::string dir = fresh_copy();
-  open_db(dir)->exec("DELETE FROM audit WHERE seq > 6");
-  const auto v = verify(dir);
+TEST_P(Audit, TruncatedLogIsShorterThanTheCheckpoint) {
+  const auto copy = fresh_copy();
+  open_db(copy)->exec("DELETE FROM audit WHERE seq > 6");
+  const auto v = verify(copy);
   EXPECT_FALSE(v.ok);
   EXPECT_EQ(v.entries, 6);
   EXPECT_EQ(v.first_bad, 7);
   EXPECT_TRUE(contains(v.problem, "truncated")) << v.problem;
 }
 
-TEST_F(Audit, ConsistentlyRewrittenHistoryFailsOnTheCheckpoint) {
-  const std::string dir = fresh_copy();
-  auto entries = all_entries(dir);
+TEST_P(Audit, ConsistentlyRewrittenHistoryFailsOnTheCheckpoint) {
+  const auto copy = fresh_copy();
+  auto entries = all_entries(copy);
   entries[1].actor = "mallory";
   {
-    auto db = open_db(dir);
+    auto db = open_db(copy);
     for (size_t i = 1; i < entries.size(); ++i) {
       entries[i].prev_hash = entries[i - 1].entry_hash;
       entries[i].entry_hash = test::sha256_hex_of(entries[i].canonical());
       write_row(*db, entries[i].seq, entries[i]);
     }
   }
-  const auto v = verify(dir);
+  const auto v = verify(copy);
   EXPECT_FALSE(v.ok);
   ASSERT_FALSE(v.checked.empty());
   EXPECT_EQ(v.checked[0], "hash chain (8 entries)") << "the rewrite should pass the chain and fail only on the root";
@@ -199,14 +201,14 @@ TEST_F(Audit, ConsistentlyRewrittenHistoryFailsOnTheCheckpoint) {
   EXPECT_TRUE(contains(v.problem, "rewritten")) << v.problem;
 }
 
-TEST_F(Audit, TruncationWithAnOldCheckpointIsCaughtByACopyKeptElsewhere) {
-  const std::string dir = fresh_copy();
-  open_db(dir)->exec("DELETE FROM audit WHERE seq > 6");
-  test::write_all(dir + "/audit.checkpoint", test::read_all(base_->file("cp6")));
-  const auto own = verify(dir);
+TEST_P(Audit, TruncationWithAnOldCheckpointIsCaughtByACopyKeptElsewhere) {
+  const auto copy = fresh_copy();
+  open_db(copy)->exec("DELETE FROM audit WHERE seq > 6");
+  test::write_all(copy.dir + "/audit.checkpoint", test::read_all(file("cp6")));
+  const auto own = verify(copy);
   EXPECT_TRUE(own.ok) << "the registry's own checkpoint matches the truncated log: " << own.problem;
   EXPECT_EQ(own.entries, 6);
-  const auto v = verify(dir, test::read_all(base_->file("cp8")));
+  const auto v = verify(copy, test::read_all(file("cp8")));
   EXPECT_FALSE(v.ok);
   EXPECT_TRUE(contains(v.problem, "truncated")) << v.problem;
   EXPECT_TRUE(contains(v.problem, "given checkpoint")) << v.problem;
@@ -223,24 +225,24 @@ std::string forge_signature(std::string note) {
   return note;
 }
 
-TEST_F(Audit, CheckpointWithAChangedSignatureFails) {
-  const std::string dir = fresh_copy();
-  const std::string forged = forge_signature(test::read_all(dir + "/audit.checkpoint"));
-  ASSERT_NE(forged, test::read_all(dir + "/audit.checkpoint"));
-  const auto external = verify(dir, forged);
+TEST_P(Audit, CheckpointWithAChangedSignatureFails) {
+  const auto copy = fresh_copy();
+  const std::string forged = forge_signature(test::read_all(copy.dir + "/audit.checkpoint"));
+  ASSERT_NE(forged, test::read_all(copy.dir + "/audit.checkpoint"));
+  const auto external = verify(copy, forged);
   EXPECT_FALSE(external.ok);
   EXPECT_TRUE(contains(external.problem, "does not verify")) << external.problem;
-  test::write_all(dir + "/audit.checkpoint", forged);
-  const auto own = verify(dir);
+  test::write_all(copy.dir + "/audit.checkpoint", forged);
+  const auto own = verify(copy);
   EXPECT_FALSE(own.ok);
   EXPECT_TRUE(contains(own.problem, "checkpoint")) << own.problem;
   EXPECT_TRUE(contains(own.problem, "does not verify")) << own.problem;
 }
 
-TEST_F(Audit, EntriesFilterBySequenceAndTime) {
-  const auto all = all_entries(base_->file("reg"));
+TEST_P(Audit, EntriesFilterBySequenceAndTime) {
+  const auto all = all_entries(base_location());
   ASSERT_EQ(all.size(), 8u);
-  Registry reg(base_->file("reg"), "auditor");
+  Registry reg(base_location().location, "auditor");
   const auto after5 = reg.audit().entries(5);
   ASSERT_EQ(after5.size(), 3u);
   EXPECT_EQ(after5.front().seq, 6);

@@ -1,15 +1,22 @@
-// Black-box tests of `bulwark registry | keys | audit` through the real binary: the audit trail of
-// a register → promote → rollback flow, a signature checked with python3 and openssl alone, and
-// bad input that fails with the right exit code and leaves the registry untouched.
+// Black-box tests of `bulwark registry | keys | audit` through the real binary, on SQLite and on
+// PostgreSQL: the audit trail of a register → promote → rollback flow, a signature checked with
+// python3 and openssl alone, bad input that fails with the right exit code and leaves the registry
+// untouched, and two CLI processes promoting at once.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
+#include "backends.h"
 #include "registry/store.h"
 #include "registry_test_util.h"
 
@@ -22,20 +29,26 @@ using test::contains;
 
 // A registry made through the library (the CLI parts under test come after), with key "k" trusted.
 struct Env {
+  Backend backend;
   test::TempDir tmp;
-  std::string dir = tmp.file("reg");
+  test::Location where;
+  std::string loc, dir;
   std::string key = tmp.file("k.key"), pub = tmp.file("k.pub");
-  Env() {
-    Registry::init(dir);
+  explicit Env(Backend b) : backend(b), where(test::new_location(b, tmp)), loc(where.location), dir(where.dir) {
+    Registry::init(loc);
     generate_key_pair(key, pub);
-    Registry(dir, "setup").trust_key(pub);
+    Registry(loc, "setup").trust_key(pub);
   }
   test::CliResult bulwark(const std::string& args) const { return test::run_bulwark(args, tmp); }
-  std::string reg_flag() const { return " --registry " + dir; }
+  std::string reg_flag() const { return " --registry '" + loc + "'"; }  // quoted: a URL has ? and &
 };
 
-// Every path under `dir` with its type, mode, size and mtime, then the database's SHA-256.
-std::string snapshot(const std::string& dir) {
+class RegistryCli : public test::BackendTest {};
+BULWARK_FOR_EACH_BACKEND(RegistryCli);
+
+// Every path under the directory with its type, mode, size and mtime, then the database's contents.
+std::string snapshot(const Env& env) {
+  const std::string& dir = env.dir;
   std::vector<std::string> lines;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
     struct stat st {};
@@ -49,11 +62,11 @@ std::string snapshot(const std::string& dir) {
   std::sort(lines.begin(), lines.end());
   std::string out;
   for (const auto& l : lines) out += l + "\n";
-  return out + "registry.db sha256 " + test::sha256_of_file(dir + "/registry.db") + "\n";
+  return out + test::database_fingerprint(env.where, env.backend) + "\n";
 }
 
-TEST(RegistryCli, RegisterPromoteRollbackAreAuditedAndTamperingIsReported) {
-  Env env;
+TEST_P(RegistryCli, RegisterPromoteRollbackAreAuditedAndTamperingIsReported) {
+  Env env(backend());
   const std::string f1 = env.tmp.file("m1.pt"), f2 = env.tmp.file("m2.pt");
   test::write_random_file(f1, 5000, 1);
   test::write_random_file(f2, 5000, 2);
@@ -81,7 +94,7 @@ TEST(RegistryCli, RegisterPromoteRollbackAreAuditedAndTamperingIsReported) {
   const json log = json::parse(show.out);
   ASSERT_EQ(log.size(), 7u) << log.dump(2);
   const std::vector<std::pair<std::string, std::string>> steps = {
-      {"registry.init", env.dir},   {"keys.trust", SigningKey::load(env.key).key_id()},
+      {"registry.init", env.loc},   {"keys.trust", SigningKey::load(env.key).key_id()},
       {"registry.register", "m@1"}, {"registry.register", "m@2"},
       {"registry.promote", "m@1"},  {"registry.promote", "m@2"},
       {"registry.rollback", "m@1"}};
@@ -101,15 +114,16 @@ TEST(RegistryCli, RegisterPromoteRollbackAreAuditedAndTamperingIsReported) {
 
   const auto ok = env.bulwark("audit verify" + env.reg_flag());
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
-  const auto edit = test::run_command("sqlite3 " + env.dir + "/registry.db \"UPDATE audit SET actor='x' WHERE seq=3\"");
+  const std::string tamper = "UPDATE audit SET actor = actor || actor WHERE seq = 3";
+  const auto edit = test::run_command(test::sql_shell_command(env.where, backend(), tamper));
   ASSERT_EQ(edit.exit_code, 0) << edit.output;
   const auto bad = env.bulwark("audit verify" + env.reg_flag());
   EXPECT_EQ(bad.exit_code, 1) << bad.out << bad.err;
   EXPECT_TRUE(contains(bad.err, "entry 3")) << bad.err;
 }
 
-TEST(RegistryCli, BundleVerifiesWithOpensslAndPythonAlone) {
-  Env env;
+TEST_P(RegistryCli, BundleVerifiesWithOpensslAndPythonAlone) {
+  Env env(backend());
   const std::string model = env.tmp.file("model.pt"), calibration = env.tmp.file("model.detect");
   test::write_random_file(model, 6000, 3);
   test::write_random_file(calibration, 700, 4);
@@ -152,12 +166,12 @@ TEST(RegistryCli, BundleVerifiesWithOpensslAndPythonAlone) {
   EXPECT_FALSE(contains(tampered.output, "Verified OK")) << tampered.output;
 }
 
-TEST(RegistryCli, BadInputFailsWithTheRightCodeAndChangesNothing) {
-  Env env;
+TEST_P(RegistryCli, BadInputFailsWithTheRightCodeAndChangesNothing) {
+  Env env(backend());
   const std::string model = env.tmp.file("m.pt");
   test::write_random_file(model, 3000, 5);
   {
-    Registry reg(env.dir, "setup");
+    Registry reg(env.loc, "setup");
     RegisterRequest r;
     r.model = "m";
     r.files["model.pt"] = model;
@@ -184,11 +198,11 @@ TEST(RegistryCli, BadInputFailsWithTheRightCodeAndChangesNothing) {
       {"registry register m " + model + " --key " + loose, 2, {loose, "permissions"}},
   };
   const auto check = [&](const Case& c) {
-    const std::string before = snapshot(env.dir);
+    const std::string before = snapshot(env);
     const auto r = env.bulwark(c.args + env.reg_flag());
     EXPECT_EQ(r.exit_code, c.exit_code) << c.args << "\n" << r.err;
     for (const auto& part : c.message) EXPECT_TRUE(contains(r.err, part)) << c.args << ": " << r.err;
-    EXPECT_EQ(snapshot(env.dir), before) << c.args << " changed the registry";
+    EXPECT_EQ(snapshot(env), before) << c.args << " changed the registry";
   };
   for (const auto& c : cases) check(c);
 
@@ -196,7 +210,113 @@ TEST(RegistryCli, BadInputFailsWithTheRightCodeAndChangesNothing) {
   check({"registry list", 1, {env.dir + "/objects"}});
 }
 
-TEST(RegistryCli, KeysGenWritesAPrivateKeyOnlyTheOwnerCanReadAndNeverOverwrites) {
+// Starts `sh -c script` in a process group of its own, stderr to `log`.
+pid_t start_shell(const std::string& script, const std::string& log) {
+  const std::string command = "exec 2>" + log + "; " + script;
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Waits for every shell until `deadline`; exit codes by index, -1 for one killed at the deadline.
+std::vector<int> wait_shells(const std::vector<pid_t>& pids, std::chrono::seconds deadline) {
+  std::vector<int> codes(pids.size(), -2);
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  size_t done = 0;
+  while (done < pids.size() && std::chrono::steady_clock::now() < end) {
+    for (size_t i = 0; i < pids.size(); ++i) {
+      int st = 0;
+      if (codes[i] == -2 && ::waitpid(pids[i], &st, WNOHANG) == pids[i]) {
+        codes[i] = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        ++done;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (size_t i = 0; i < pids.size(); ++i) {
+    if (codes[i] != -2) continue;
+    ::kill(-pids[i], SIGKILL);
+    ::waitpid(pids[i], nullptr, 0);
+    codes[i] = -1;
+  }
+  return codes;
+}
+
+// Two shells each run `bulwark registry promote` in a loop against one registry at once: every
+// promotion lands, each saw the stages the one before it left (replayed from the audit log),
+// exactly one version ends in production, and `bulwark audit verify` passes over every entry.
+TEST_P(RegistryCli, TwoCliProcessesPromotingAtOnceLeaveAConsistentRegistry) {
+  constexpr int kRounds = 6;
+  Env env(backend());
+  {
+    Registry reg(env.loc, "setup");
+    const SigningKey key = SigningKey::load(env.key);
+    for (int i = 0; i < 3; ++i) {
+      RegisterRequest r;
+      r.model = "m";
+      r.files["model.pt"] = env.tmp.file("m" + std::to_string(i) + ".pt");
+      test::write_random_file(r.files["model.pt"], 3000, 40 + static_cast<uint64_t>(i));
+      reg.register_version(r, &key);
+    }
+  }
+  std::vector<pid_t> shells;
+  for (int c = 0; c < 2; ++c) {
+    std::string script;
+    for (int k = 0; k < kRounds; ++k) {
+      script += std::string(BULWARK_BIN) + " registry promote m@" + std::to_string(1 + (k + c) % 3) + env.reg_flag() +
+                " >/dev/null || exit 1; ";
+    }
+    shells.push_back(start_shell(script, env.tmp.file("shell" + std::to_string(c) + ".err")));
+  }
+  const auto codes = wait_shells(shells, std::chrono::seconds(180));
+  for (size_t c = 0; c < codes.size(); ++c) {
+    EXPECT_EQ(codes[c], 0) << "shell " << c << (codes[c] == -1 ? " did not finish in 180 s" : " failed") << ":\n"
+                           << test::read_all(env.tmp.file("shell" + std::to_string(c) + ".err"));
+  }
+
+  const auto verify = env.bulwark("--json audit verify" + env.reg_flag());
+  ASSERT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  const json verdict = json::parse(verify.out);
+  EXPECT_EQ(verdict["ok"], true) << verify.out;
+  EXPECT_EQ(verdict["entries"], 5 + 2 * kRounds) << "init, trust, 3 registers and every promotion";
+  if (backend() == Backend::kPostgres) {
+    EXPECT_EQ(verdict["uncovered"], 0) << "the last checkpoint covers every entry";
+  }
+
+  const auto show = env.bulwark("--json audit show" + env.reg_flag());
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  std::map<int64_t, std::string> stage{{1, "none"}, {2, "none"}, {3, "none"}};
+  int64_t holder = 0;
+  int promotes = 0;
+  for (const auto& e : json::parse(show.out)) {
+    if (e["action"] != "registry.promote") continue;
+    ++promotes;
+    const int64_t v = parse_reference(e["subject"].get<std::string>()).version;
+    EXPECT_EQ(e["details"]["from"], stage[v]) << e.dump();
+    if (holder != 0 && holder != v) {
+      EXPECT_EQ(e["details"].value("archived", int64_t{0}), holder) << e.dump();
+      stage[holder] = "archived";
+    }
+    stage[v] = "production";
+    holder = v;
+  }
+  EXPECT_EQ(promotes, 2 * kRounds);
+  const auto list = env.bulwark("--json registry list m" + env.reg_flag());
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  int production = 0;
+  for (const auto& v : json::parse(list.out)) {
+    production += v["stage"] == "production";
+    EXPECT_EQ(v["stage"], stage[v["version"].get<int64_t>()]) << v.dump();
+  }
+  EXPECT_EQ(production, 1);
+}
+
+TEST(RegistryKeysCli, KeysGenWritesAPrivateKeyOnlyTheOwnerCanReadAndNeverOverwrites) {
   test::TempDir tmp;
   const std::string prefix = tmp.file("signer");
   const auto gen = test::run_bulwark("keys gen --json --out " + prefix, tmp);
@@ -226,9 +346,9 @@ TEST(RegistryCli, KeysGenWritesAPrivateKeyOnlyTheOwnerCanReadAndNeverOverwrites)
 namespace bulwark::registry {
 namespace {
 
-TEST(RegistryCli, TrainAndAttackRecordRunsWithParamsEpochMetricsAndArtifact) {
+TEST_P(RegistryCli, TrainAndAttackRecordRunsWithParamsEpochMetricsAndArtifact) {
   test::TempDir tmp;
-  const std::string reg = tmp.file("reg");
+  const std::string reg = "'" + test::new_location(backend(), tmp).location + "'";
   ASSERT_EQ(test::run_bulwark("registry init --registry " + reg, tmp).exit_code, 0);
   const std::string model = tmp.file("m.pt");
   const auto train = test::run_bulwark("train --model mlp --epochs 2 --limit 600 --test-limit 100 --quiet --out " + model +

@@ -1,8 +1,6 @@
-// Crash safety of the real CLI: `registry register` and `registry promote` SIGKILLed at random
-// moments must leave a database that passes integrity_check, an audit log that verifies, versions
-// that verify, and no object whose bytes differ from its name.
-#include <SQLiteCpp/Database.h>
-#include <SQLiteCpp/Statement.h>
+// Crash safety of the real CLI, on SQLite and on PostgreSQL: `registry register` and `registry
+// promote` SIGKILLed at random moments must leave a database that passes integrity_check (SQLite),
+// an audit log that verifies, versions that verify, and no object whose bytes differ from its name.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -17,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "backends.h"
 #include "registry/store.h"
 #include "registry_test_util.h"
 
@@ -82,20 +81,22 @@ Ended run_and_kill(const std::vector<std::string>& args, Clock::duration kill_af
 
 Ended run_to_end(const std::vector<std::string>& args) { return run_and_kill(args, std::chrono::hours(1)); }
 
-int64_t max_version(const std::string& dir) {
-  SQLite::Database db(dir + "/registry.db", SQLite::OPEN_READWRITE);
-  SQLite::Statement q(db, "SELECT COALESCE(MAX(version), 0) FROM versions WHERE model = 'm'");
-  q.executeStep();
-  return q.getColumn(0).getInt64();
+// Read through a connection of our own, straight from the database.
+int64_t max_version(const std::string& location) {
+  auto db = open_database(parse_location(location), false);
+  return db->query("SELECT COALESCE(MAX(version), 0) FROM versions WHERE model = 'm'", {}).at(0).int64(0);
 }
 
-int64_t production_version(const std::string& dir) {
-  SQLite::Database db(dir + "/registry.db", SQLite::OPEN_READWRITE);
-  SQLite::Statement q(db, "SELECT version FROM versions WHERE model = 'm' AND stage = 'production'");
-  return q.executeStep() ? q.getColumn(0).getInt64() : 0;
+int64_t production_version(const std::string& location) {
+  auto db = open_database(parse_location(location), false);
+  const auto rows = db->query("SELECT version FROM versions WHERE model = 'm' AND stage = 'production'", {});
+  return rows.empty() ? 0 : rows[0].int64(0);
 }
 
-TEST(RegistryCrash, KilledRegistersAndPromotesLeaveAConsistentRegistry) {
+class RegistryCrash : public test::BackendTest {};
+BULWARK_FOR_EACH_BACKEND(RegistryCrash);
+
+TEST_P(RegistryCrash, KilledRegistersAndPromotesLeaveAConsistentRegistry) {
   constexpr int kIterations = 100;
   const char* env_seed = std::getenv("BULWARK_CRASH_SEED");
   const uint32_t seed = env_seed != nullptr ? static_cast<uint32_t>(std::strtoul(env_seed, nullptr, 10)) : 20261121u;
@@ -104,10 +105,13 @@ TEST(RegistryCrash, KilledRegistersAndPromotesLeaveAConsistentRegistry) {
   std::mt19937 rng(seed);
 
   test::TempDir tmp;
-  const std::string dir = tmp.file("reg"), key = tmp.file("k");
-  ASSERT_EQ(run_to_end({"registry", "init", "--registry", dir}).exit_code, 0);
+  const auto where = test::new_location(backend(), tmp);
+  const std::string& dir = where.dir;     // objects
+  const std::string& loc = where.location;  // --registry
+  const std::string key = tmp.file("k");
+  ASSERT_EQ(run_to_end({"registry", "init", "--registry", loc}).exit_code, 0);
   ASSERT_EQ(run_to_end({"keys", "gen", "--out", key}).exit_code, 0);
-  ASSERT_EQ(run_to_end({"keys", "trust", key + ".pub", "--registry", dir}).exit_code, 0);
+  ASSERT_EQ(run_to_end({"keys", "trust", key + ".pub", "--registry", loc}).exit_code, 0);
 
   int file_no = 0;
   const auto new_file = [&] {
@@ -116,7 +120,7 @@ TEST(RegistryCrash, KilledRegistersAndPromotesLeaveAConsistentRegistry) {
     return path;
   };
   const auto register_args = [&](const std::string& file) {
-    return std::vector<std::string>{"registry", "register", "m", file, "--key", key + ".key", "--registry", dir};
+    return std::vector<std::string>{"registry", "register", "m", file, "--key", key + ".key", "--registry", loc};
   };
   // T, the time one register takes when nobody kills it, is measured again every kRemeasure
   // iterations: this machine is shared, and a T taken while it was idle would kill every run once
@@ -125,10 +129,10 @@ TEST(RegistryCrash, KilledRegistersAndPromotesLeaveAConsistentRegistry) {
   int calibration_registers = 0;
   std::uniform_real_distribution<double> delay;
   const auto measure_t = [&] {
-    const int64_t before = max_version(dir);
+    const int64_t before = max_version(loc);
     const Ended e = run_to_end(register_args(new_file()));
     EXPECT_EQ(e.exit_code, 0) << "an unkilled register failed";
-    EXPECT_EQ(max_version(dir), before + 1);
+    EXPECT_EQ(max_version(loc), before + 1);
     ++calibration_registers;
     delay = std::uniform_real_distribution<double>(0.0, 1.2 * e.seconds);
     std::cout << "[ timing   ] one register takes " << e.seconds << " s" << std::endl;
@@ -141,10 +145,10 @@ TEST(RegistryCrash, KilledRegistersAndPromotesLeaveAConsistentRegistry) {
     const bool do_register = std::bernoulli_distribution(0.5)(rng);
     const double kill_s = delay(rng);
     const auto kill_after = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(kill_s));
-    const int64_t before = max_version(dir);
+    const int64_t before = max_version(loc);
     if (do_register) {
       const Ended e = run_and_kill(register_args(new_file()), kill_after);
-      const int64_t after = max_version(dir);
+      const int64_t after = max_version(loc);
       if (!e.killed) {
         EXPECT_EQ(e.exit_code, 0) << "iteration " << i << ": register failed on its own";
         EXPECT_EQ(after, before + 1) << "iteration " << i << ": a register that exited 0 added no version";
@@ -156,10 +160,10 @@ TEST(RegistryCrash, KilledRegistersAndPromotesLeaveAConsistentRegistry) {
     } else {
       ASSERT_GE(before, 1) << "no version to promote";
       const int64_t v = std::uniform_int_distribution<int64_t>(1, before)(rng);
-      const Ended e = run_and_kill({"registry", "promote", "m@" + std::to_string(v), "--registry", dir}, kill_after);
+      const Ended e = run_and_kill({"registry", "promote", "m@" + std::to_string(v), "--registry", loc}, kill_after);
       if (!e.killed) {
         EXPECT_EQ(e.exit_code, 0) << "iteration " << i << ": promote m@" << v << " failed on its own";
-        EXPECT_EQ(production_version(dir), v) << "iteration " << i << ": a promote that exited 0 did not stick";
+        EXPECT_EQ(production_version(loc), v) << "iteration " << i << ": a promote that exited 0 did not stick";
         ++promotes_done;
       } else {
         ++promotes_killed;
@@ -175,19 +179,17 @@ TEST(RegistryCrash, KilledRegistersAndPromotesLeaveAConsistentRegistry) {
   EXPECT_GT(registers_done + promotes_done, 0) << "nothing ran to completion: the test exercised only kills";
   EXPECT_GT(registers_lost, 0) << "no register was killed before it committed: the test is vacuous";
 
-  {
-    SQLite::Database db(dir + "/registry.db", SQLite::OPEN_READWRITE);
-    SQLite::Statement q(db, "PRAGMA integrity_check");
-    ASSERT_TRUE(q.executeStep());
-    EXPECT_EQ(q.getColumn(0).getString(), "ok");
-    EXPECT_FALSE(q.executeStep()) << "integrity_check reported more than one line";
+  if (backend() == Backend::kSqlite) {  // PostgreSQL's server keeps its own files whole
+    const auto check = open_database(parse_location(loc), false)->query("PRAGMA integrity_check", {});
+    ASSERT_EQ(check.size(), 1u) << "integrity_check reported more than one line";
+    EXPECT_EQ(check[0].text(0), "ok");
   }
 
-  Registry reg(dir, "checker");
+  Registry reg(loc, "checker");
   const auto verdict = reg.audit().verify();
   EXPECT_TRUE(verdict.ok) << verdict.problem;
   const auto versions = reg.versions("m");
-  EXPECT_EQ(static_cast<int64_t>(versions.size()), max_version(dir));
+  EXPECT_EQ(static_cast<int64_t>(versions.size()), max_version(loc));
   EXPECT_EQ(static_cast<int>(versions.size()), calibration_registers + registers_done + registers_killed_after_commit);
   int productions = 0;
   for (const auto& v : versions) {
