@@ -12,6 +12,7 @@
 #include "core/progress.h"
 #include "data/dataset.h"
 #include "defense/defense.h"
+#include "dist/group.h"
 #include "model/model.h"
 #include "train/train.h"
 
@@ -29,6 +30,7 @@ struct HardenFlags {
   int64_t limit = 0;
   int64_t eval_n = 1000;
   bool no_random_init = false, no_guard = false, quiet = false;
+  dist::Flags dist;  // data-parallel job (--dist-*, or the launcher's variables)
 };
 
 // Seconds per image of plain training on this machine, for "cost relative to a standard epoch".
@@ -42,13 +44,19 @@ double standard_seconds_per_image(const model::Model& base, const data::Dataset&
 
 void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
   apply_threads(g);
-  CommandRun run(f.registry, "harden", cmd, g);
+  // Every rank hardens its slice of each batch; rank 0 alone validates, evaluates, saves and
+  // records the run.
+  const auto group = join_process_group(f.dist, !f.quiet);
+  const bool lead = !group || group->rank() == 0;
+  std::unique_ptr<CommandRun> run;
+  if (lead) run = std::make_unique<CommandRun>(f.registry, "harden", cmd, g);
   f.o.threat.norm = attack::parse_norm(f.norm);
   f.o.budget_seconds = f.budget_minutes * 60;
   f.o.fast_random_init = !f.no_random_init;
   f.o.guard = !f.no_guard;
   f.o.seed = g.seed;
   f.o.progress = !f.quiet;
+  f.o.group = group;
   model::Model m = model::Model::load(f.model);
   f.o.threat.lo = m.spec().lo;
   f.o.threat.hi = m.spec().hi;
@@ -60,8 +68,9 @@ void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
   const auto test = data::load_dataset(f.data, data::Split::kTest).head(f.eval_n, "--eval-n");
   const auto split = data::split_train_validation(train_set, f.val_fraction, g.seed);
 
-  const double std_s = standard_seconds_per_image(m, split.train, f.o.batch_size);
+  const double std_s = lead ? standard_seconds_per_image(m, split.train, f.o.batch_size) : 0;
   const auto result = defense::harden(m, split.train, split.validation, f.o);
+  if (!lead) return finish_rank(group);
   const double adv_s = result.train.images_per_s > 0 ? 1.0 / result.train.images_per_s : 0;
 
   // Summary on the test set: clean and PGD-20 (the gate's attack), parameters frozen.
@@ -91,6 +100,10 @@ void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
       {"clean accuracy", percent(eval.accuracy()) + " (" + with_commas(eval.n) + " test images)"},
       {"PGD-20 accuracy", percent(robust)},
       {"time", format_duration(result.train.seconds)}};
+  if (group) {
+    rows.push_back(
+        {"ranks", ranks_text(result.train.world_size, result.train.communication_seconds, result.train.seconds)});
+  }
   std::snprintf(line, sizeof line, "%.1fx a standard epoch", std_s > 0 ? adv_s / std_s : 0.0);
   rows.push_back({"cost per epoch", line});
   for (const auto& e : result.events) rows.push_back({"guard", e});
@@ -98,8 +111,9 @@ void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
   summary["model"] = f.out;
   summary["options"] = f.o.to_json();
   summary["train"] = result.train.to_json();
-  run.finish(summary, f.out);
+  run->finish(summary, f.out);
   print_result(g, summary, rows);
+  finish_rank(group);
 }
 
 }  // namespace
@@ -134,6 +148,7 @@ void register_harden(CLI::App& app, GlobalOptions& g) {
   cmd->add_flag("--no-guard", f->no_guard, "Disable the Fast-AT catastrophic-overfitting guard");
   cmd->add_flag("--quiet", f->quiet, "No progress bars");
   add_registry_option(cmd, f->registry);
+  add_dist_options(cmd, f->dist);
   cmd->callback([f, cmd, &g] { run_harden(*f, *cmd, g); });
 }
 

@@ -5,6 +5,7 @@
 #include "cli/run_record.h"
 #include "core/progress.h"
 #include "data/dataset.h"
+#include "dist/group.h"
 #include "model/zoo.h"
 #include "train/train.h"
 
@@ -23,17 +24,24 @@ struct TrainFlags {
   std::string out;
   bool quiet = false;
   std::string registry;  // record the run there
+  dist::Flags dist;      // data-parallel job (--dist-*, or the launcher's variables)
 };
 
 void run_train(const TrainFlags& f, const CLI::App& cmd, const GlobalOptions& g) {
   apply_threads(g);
-  CommandRun run(f.registry, "train", cmd, g);
+  // Every rank loads the same data and builds the same model; rank 0 alone evaluates, saves and
+  // records the run (train::fit keeps the ranks' models identical).
+  const auto group = join_process_group(f.dist, !f.quiet);
+  const bool lead = !group || group->rank() == 0;
+  std::unique_ptr<CommandRun> run;
+  if (lead) run = std::make_unique<CommandRun>(f.registry, "train", cmd, g);
   const auto options = train::TrainOptions()
                            .epochs(f.epochs)
                            .batch_size(f.batch)
                            .lr(f.lr)
                            .validation_fraction(f.val_fraction)
                            .seed(g.seed)
+                           .process_group(group)
                            .progress(!f.quiet);
   data::Dataset train_set = data::load_dataset(f.data, data::Split::kTrain);
   data::Dataset test_set = data::load_dataset(f.data, data::Split::kTest);
@@ -49,6 +57,7 @@ void run_train(const TrainFlags& f, const CLI::App& cmd, const GlobalOptions& g)
 
   train::CrossEntropyObjective objective;
   const train::TrainResult result = train::fit(m, split.train, split.validation, options, objective);
+  if (!lead) return finish_rank(group);
   const train::EvalResult test = train::evaluate(m, test_set);
 
   m.mutable_spec().training = {{"options", options.to_json()},
@@ -64,18 +73,20 @@ void run_train(const TrainFlags& f, const CLI::App& cmd, const GlobalOptions& g)
                       {"parameters", m.parameter_count()}, {"dataset", train_set.name},
                       {"seed", g.seed},           {"test_accuracy", test.accuracy()},
                       {"test_images", test.n},    {"train", result.to_json()}};
-  run.finish(j, f.out);
-  print_result(g, j,
-               {{"model", f.arch + " (" + with_commas(m.parameter_count()) + " parameters)"},
-                {"data", train_set.name + ": " + with_commas(split.train.size()) + " train / " +
-                             with_commas(split.validation.size()) + " validation / " + with_commas(test.n) +
-                             " test"},
-                {"epochs", std::to_string(result.epochs.size()) + " (best " + std::to_string(result.best_epoch) + ")"},
-                {"test accuracy", percent(test.accuracy())},
-                {"time", format_duration(result.seconds) + " (" + with_commas(static_cast<int64_t>(result.images_per_s)) +
-                             " img/s)"},
-                {"seed", std::to_string(g.seed)},
-                {"saved", f.out}});
+  run->finish(j, f.out);
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"model", f.arch + " (" + with_commas(m.parameter_count()) + " parameters)"},
+      {"data", train_set.name + ": " + with_commas(split.train.size()) + " train / " +
+                   with_commas(split.validation.size()) + " validation / " + with_commas(test.n) + " test"},
+      {"epochs", std::to_string(result.epochs.size()) + " (best " + std::to_string(result.best_epoch) + ")"},
+      {"test accuracy", percent(test.accuracy())},
+      {"time", format_duration(result.seconds) + " (" + with_commas(static_cast<int64_t>(result.images_per_s)) +
+                   " img/s)"}};
+  if (group) rows.push_back({"ranks", ranks_text(result.world_size, result.communication_seconds, result.seconds)});
+  rows.push_back({"seed", std::to_string(g.seed)});
+  rows.push_back({"saved", f.out});
+  print_result(g, j, rows);
+  finish_rank(group);
 }
 
 }  // namespace
@@ -95,6 +106,7 @@ void register_train(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--out", flags->out, "Where to write the model (.pt)")->required();
   cmd->add_flag("--quiet", flags->quiet, "No progress bar");
   add_registry_option(cmd, flags->registry);
+  add_dist_options(cmd, flags->dist);
   cmd->callback([flags, cmd, &g] { run_train(*flags, *cmd, g); });
 }
 

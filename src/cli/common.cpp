@@ -7,6 +7,7 @@
 
 #include "core/system.h"
 #include "core/version.h"
+#include "dist/group.h"
 
 namespace bulwark::cli {
 
@@ -41,6 +42,49 @@ void print_table(const std::vector<std::string>& header, const std::vector<std::
   line(header);
   for (const auto& r : rows) line(r);
   std::cout << std::flush;
+}
+
+void add_dist_options(CLI::App* cmd, dist::Flags& f) {
+  const std::string g = "Data-parallel (default: MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, else PET_*)";
+  cmd->add_option("--dist-master-addr", f.master_addr, "Address of rank 0's rendezvous (MASTER_ADDR)")->group(g);
+  cmd->add_option("--dist-master-port", f.master_port, "Port of rank 0's rendezvous (MASTER_PORT; default 29500)")
+      ->check(CLI::Range(1, 65535))
+      ->group(g);
+  cmd->add_option("--dist-world-size", f.world_size, "Number of ranks (WORLD_SIZE); 1 = this process alone")
+      ->check(CLI::Range(1, 65536))
+      ->group(g);
+  cmd->add_option("--dist-rank", f.rank, "This process's rank, 0..world-1 (RANK)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(g);
+  cmd->add_option("--dist-timeout-s", f.timeout_s,
+                  "Longest wait for a peer in any exchange, then every rank exits 1 (default 600)")
+      ->group(g);
+}
+
+std::shared_ptr<dist::Group> join_process_group(const dist::Flags& flags, bool verbose) {
+  const dist::Config c = dist::resolve(flags, dist::process_environment());
+  if (!c.distributed()) return nullptr;
+  if (verbose) {
+    std::cerr << "rank " << c.rank << " of " << c.world_size << " (" << c.source << "): rendezvous at "
+              << c.master_addr << ":" << c.master_port << std::endl;
+  }
+  return dist::Group::connect(c);
+}
+
+void finish_rank(const std::shared_ptr<dist::Group>& group) {
+  if (!group) return;
+  group->barrier("waiting for rank 0 to evaluate and save the model");
+  if (group->rank() != 0) {
+    std::cerr << "rank " << group->rank() << " of " << group->world_size() << ": done (rank 0 saved the model)"
+              << std::endl;
+  }
+}
+
+std::string ranks_text(int world_size, double communication_seconds, double seconds) {
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "%d (data-parallel; %.1f s of %.1f s exchanging gradients)", world_size,
+                communication_seconds, seconds);
+  return buf;
 }
 
 std::string percent(double fraction, int decimals) {

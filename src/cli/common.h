@@ -3,12 +3,19 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+
+#include "dist/config.h"
+
+namespace bulwark::dist {
+class Group;
+}
 
 namespace bulwark::cli {
 
@@ -28,6 +35,17 @@ void print_result(const GlobalOptions& g, const nlohmann::json& j,
 
 // Prints a table with a header row, columns aligned (human output of list commands).
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
+
+// --dist-master-addr, --dist-master-port, --dist-world-size, --dist-rank, --dist-timeout-s (train, harden).
+void add_dist_options(CLI::App* cmd, dist::Flags& flags);
+// Joins the data-parallel job the flags or the launcher's variables describe (dist/config.h);
+// null when the job is this one process.
+std::shared_ptr<dist::Group> join_process_group(const dist::Flags& flags, bool verbose);
+// Ranks other than 0 wait here, and rank 0 arrives after it wrote its results, so every rank
+// exits 1 if rank 0 failed; then non-zero ranks say so on stderr (stdout stays rank 0's).
+void finish_rank(const std::shared_ptr<dist::Group>& group);
+// "2 (data-parallel; 3.1 s of 40 s exchanging gradients)", for the summary table.
+std::string ranks_text(int world_size, double communication_seconds, double seconds);
 
 std::string percent(double fraction, int decimals = 2);
 std::string with_commas(int64_t n);

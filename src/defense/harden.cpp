@@ -151,6 +151,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
                         .budget_seconds(o.budget_seconds)
                         .cyclic_lr(o.effective_lr_schedule() == "one-cycle")
                         .cancel_flag(o.cancel)
+                        .process_group(o.group)
                         .progress(o.progress);
   result.train = train::fit(m, train, validation, opts, *objective, hook);
   return result;

@@ -15,6 +15,10 @@
 #include "model/model.h"
 #include "train/trainer.h"
 
+namespace bulwark::dist {
+class Group;
+}
+
 namespace bulwark::defense {
 
 struct HardenOptions {
@@ -36,6 +40,9 @@ struct HardenOptions {
   uint64_t seed = 0;
   bool progress = true;
   std::shared_ptr<const std::atomic<bool>> cancel;  // true: stop at the next batch (closed loop)
+  // Data-parallel over this group (train::fit): batch_size is the global batch; each rank makes
+  // the adversarial examples of its own slice; rank 0 validates. Null: one process.
+  std::shared_ptr<dist::Group> group;
 
   // Throws invalid_argument naming the flag.
   void validate() const;

@@ -3,10 +3,11 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <functional>
 
 #include "attack/base.h"
-#include "attack/fgsm.h"
-#include "attack/pgd.h"
+#include "attack/fgsm.h"  // steepest_direction
+#include "attack/losses.h"
 
 namespace bulwark::defense {
 namespace {
@@ -34,19 +35,54 @@ struct AttackScope {
   model::EvalMode eval_;
 };
 
+// This rank's rows of a random draw made for the whole global batch: a data-parallel rank starts
+// its inner maximisation exactly where one process would for the same samples. `draw` gets a
+// batch shaped like the global one whose rows [shard_offset, +x.size(0)) are x and the rest zero;
+// the draws and projections used here treat rows independently, so the others are never read.
+torch::Tensor rows_of_global_draw(const torch::Tensor& x, const train::StepContext& ctx,
+                                  const std::function<torch::Tensor(const torch::Tensor&)>& draw) {
+  if (ctx.global_batch == 0 || (ctx.shard_offset == 0 && ctx.global_batch == x.size(0))) return draw(x);
+  auto sizes = x.sizes().vec();
+  sizes[0] = ctx.global_batch;
+  auto full = torch::zeros(sizes, x.options());
+  full.narrow(0, ctx.shard_offset, x.size(0)).copy_(x);
+  return draw(full).narrow(0, ctx.shard_offset, x.size(0));
+}
+
+attack::ChunkLoss ce_of(const torch::Tensor& y) {
+  return [&y](const torch::Tensor& z, int64_t s, int64_t len) { return attack::ce_loss(z, y.narrow(0, s, len)); };
+}
+
+// The training-time attacks, over attack's primitives rather than attack::Pgd / attack::Fgsm so
+// the random start can come from rows_of_global_draw; with one process they take exactly the
+// steps Pgd (random start, no early stop, one restart) and Fgsm take.
 torch::Tensor pgd_points(model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y,
-                         int64_t steps, double step_size, uint64_t seed) {
+                         int64_t steps, double step_size, uint64_t seed, const train::StepContext& ctx) {
   if (t.eps <= 0) return x;
   AttackScope scope(m);
-  attack::Pgd pgd(attack::PgdOptions(t.eps)
-                      .norm(t.norm)
-                      .range(t.lo, t.hi)
-                      .steps(steps)
-                      .step_size(step_size)
-                      .early_stop(false)
-                      .seed(seed)
-                      .batch_size(std::max<int64_t>(x.size(0), 1)));
-  return pgd.perturb(attack::logits_of(m), x, y).detach();
+  auto gen = attack::make_generator(seed);
+  auto cur = rows_of_global_draw(x, ctx, [&](const torch::Tensor& full) { return t.random_start(full, gen); });
+  const auto f = attack::logits_of(m);
+  const int64_t chunk = std::max<int64_t>(x.size(0), 1);
+  for (int64_t k = 0; k < steps; ++k) {
+    const auto g = attack::input_gradient(f, cur, ce_of(y), chunk);
+    torch::NoGradGuard no_grad;
+    cur = t.project(attack::steepest_direction(g.grad, t.norm).mul_(step_size).add_(cur), x);
+  }
+  return cur.detach();
+}
+
+torch::Tensor fgsm_points(model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y,
+                          double step_size, bool random_init, uint64_t seed, const train::StepContext& ctx) {
+  AttackScope scope(m);
+  torch::Tensor start = x;
+  if (random_init) {
+    auto gen = attack::make_generator(seed);
+    start = rows_of_global_draw(x, ctx, [&](const torch::Tensor& full) { return t.random_start(full, gen); });
+  }
+  const auto g = attack::input_gradient(attack::logits_of(m), start, ce_of(y), std::max<int64_t>(x.size(0), 1));
+  torch::NoGradGuard no_grad;
+  return t.project(start + step_size * attack::steepest_direction(g.grad, t.norm), x).detach();
 }
 
 }  // namespace
@@ -65,7 +101,8 @@ PgdAtObjective::PgdAtObjective(AdversarialSettings s, int64_t steps, double step
 train::StepOutput PgdAtObjective::step(model::Model& m, const torch::Tensor& x, const torch::Tensor& y,
                                        const train::StepContext& ctx) {
   const double eps = s_.eps_at(ctx);
-  const auto x_adv = pgd_points(m, at_eps(s_.threat, eps), x, y, steps_, step_ratio_ * eps, step_seed(s_.seed, ctx));
+  const auto x_adv =
+      pgd_points(m, at_eps(s_.threat, eps), x, y, steps_, step_ratio_ * eps, step_seed(s_.seed, ctx), ctx);
   auto logits = m.logits(x_adv);
   auto loss = ce(logits, y);
   if (clean_weight_ > 0) loss = (1 - clean_weight_) * loss + clean_weight_ * ce(m.logits(x), y);
@@ -95,7 +132,9 @@ train::StepOutput TradesObjective::step(model::Model& m, const torch::Tensor& x,
     torch::NoGradGuard no_grad;
     const auto p_clean = torch::softmax(m.logits(x), 1);
     auto gen = attack::make_generator(step_seed(s_.seed, ctx));
-    x_adv = t.project(x + 0.001 * torch::randn(x.sizes(), gen), x);
+    x_adv = t.project(
+        x + 0.001 * rows_of_global_draw(x, ctx, [&](const torch::Tensor& full) { return torch::randn(full.sizes(), gen); }),
+        x);
     for (int64_t k = 0; k < steps_; ++k) {
       const auto g = attack::input_gradient(
           attack::logits_of(m), x_adv,
@@ -124,25 +163,23 @@ FastAtObjective::FastAtObjective(AdversarialSettings s, double alpha_ratio, bool
 
 void FastAtObjective::fall_back() { fell_back_ = true; }
 
+std::vector<double> FastAtObjective::shared_state() const { return {fell_back_ ? 1.0 : 0.0}; }
+
+void FastAtObjective::set_shared_state(const std::vector<double>& state) {
+  if (!state.empty()) fell_back_ = state[0] > 0;
+}
+
 train::StepOutput FastAtObjective::step(model::Model& m, const torch::Tensor& x, const torch::Tensor& y,
                                         const train::StepContext& ctx) {
   const double eps = s_.eps_at(ctx);
   const attack::Threat t = at_eps(s_.threat, eps);
   torch::Tensor x_adv;
   if (fell_back_) {
-    x_adv = pgd_points(m, t, x, y, 2, 0.5 * eps, step_seed(s_.seed, ctx));
+    x_adv = pgd_points(m, t, x, y, 2, 0.5 * eps, step_seed(s_.seed, ctx), ctx);
   } else if (eps <= 0) {
     x_adv = x;
   } else {
-    AttackScope scope(m);
-    attack::Fgsm fgsm(attack::FgsmOptions(eps)
-                          .norm(t.norm)
-                          .range(t.lo, t.hi)
-                          .random_start(random_init_)
-                          .step_size(alpha_ratio_ * eps)
-                          .seed(step_seed(s_.seed, ctx))
-                          .batch_size(std::max<int64_t>(x.size(0), 1)));
-    x_adv = fgsm.perturb(attack::logits_of(m), x, y).detach();
+    x_adv = fgsm_points(m, t, x, y, alpha_ratio_ * eps, random_init_, step_seed(s_.seed, ctx), ctx);
   }
   auto logits = m.logits(x_adv);
   auto loss = ce(logits, y);

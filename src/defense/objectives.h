@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "attack/threat.h"
 #include "train/trainer.h"
@@ -61,6 +62,8 @@ class FastAtObjective : public train::Objective {
   nlohmann::json to_json() const override;
   void fall_back();
   bool fell_back() const { return fell_back_; }
+  std::vector<double> shared_state() const override;  // {fell back}
+  void set_shared_state(const std::vector<double>& state) override;
 
  private:
   AdversarialSettings s_;

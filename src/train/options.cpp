@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "dist/group.h"
 
 namespace bulwark::train {
 
@@ -41,6 +42,11 @@ TrainOptions& TrainOptions::cancel_flag(std::shared_ptr<const std::atomic<bool>>
   return *this;
 }
 
+TrainOptions& TrainOptions::process_group(std::shared_ptr<dist::Group> group) {
+  group_ = std::move(group);
+  return *this;
+}
+
 TrainOptions& TrainOptions::budget_seconds(double v) {
   if (!(v >= 0 && std::isfinite(v))) throw invalid_argument("--budget-minutes must be >= 0");
   budget_seconds_ = v;
@@ -66,7 +72,8 @@ double TrainOptions::lr_at(int64_t step, int64_t total, double elapsed_s) const 
 nlohmann::json TrainOptions::to_json() const {
   return {{"epochs", epochs_},   {"batch_size", batch_size_}, {"lr", lr_},     {"optimizer", "adam"},
           {"weight_decay", weight_decay_}, {"validation_fraction", validation_fraction_}, {"seed", seed_},
-          {"budget_seconds", budget_seconds_}, {"lr_schedule", cyclic_lr_ ? "one-cycle" : "constant"}};
+          {"budget_seconds", budget_seconds_}, {"lr_schedule", cyclic_lr_ ? "one-cycle" : "constant"},
+          {"world_size", group_ ? group_->world_size() : 1}};
 }
 
 }  // namespace bulwark::train

@@ -8,6 +8,10 @@
 
 #include <nlohmann/json.hpp>
 
+namespace bulwark::dist {
+class Group;
+}
+
 namespace bulwark::train {
 
 // TrainOptions().epochs(5).batch_size(128).lr(1e-3). Setters validate and throw
@@ -29,6 +33,9 @@ class TrainOptions {
   // Set to true from any thread to stop the run at the next batch, as if the budget ran out (the
   // best checkpoint so far is kept). Used by the closed loop to cancel a hardening job.
   TrainOptions& cancel_flag(std::shared_ptr<const std::atomic<bool>> flag);
+  // Data-parallel over the group's ranks (train/distributed.h): batch_size() is the global batch,
+  // each rank trains on its slice, rank 0 alone validates and runs the epoch hook. Null: one process.
+  TrainOptions& process_group(std::shared_ptr<dist::Group> group);
 
   int64_t epochs() const { return epochs_; }
   int64_t batch_size() const { return batch_size_; }
@@ -40,6 +47,7 @@ class TrainOptions {
   bool progress() const { return progress_; }
   bool cyclic_lr() const { return cyclic_lr_; }
   bool cancelled() const { return cancel_ && cancel_->load(); }
+  const std::shared_ptr<dist::Group>& process_group() const { return group_; }
   // The learning rate at step `step` of `total` under the schedule, `elapsed_s` into the run.
   double lr_at(int64_t step, int64_t total, double elapsed_s = 0.0) const;
 
@@ -56,6 +64,7 @@ class TrainOptions {
   bool progress_ = true;
   bool cyclic_lr_ = false;
   std::shared_ptr<const std::atomic<bool>> cancel_;
+  std::shared_ptr<dist::Group> group_;
 };
 
 }  // namespace bulwark::train

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "train/distributed.h"
 #include "train/evaluate.h"
 
 namespace bulwark::train {
@@ -65,9 +66,41 @@ nlohmann::json EpochStats::to_json() const {
 nlohmann::json TrainResult::to_json() const {
   nlohmann::json e = nlohmann::json::array();
   for (const auto& s : epochs) e.push_back(s.to_json());
-  return {{"epochs", e}, {"best_epoch", best_epoch}, {"seconds", seconds}, {"images_per_s", images_per_s},
-          {"stopped_by_budget", stopped_by_budget}};
+  nlohmann::json j = {{"epochs", e},
+                      {"best_epoch", best_epoch},
+                      {"seconds", seconds},
+                      {"images_per_s", images_per_s},
+                      {"stopped_by_budget", stopped_by_budget}};
+  if (world_size > 1) {
+    j["world_size"] = world_size;
+    j["communication_seconds"] = communication_seconds;
+  }
+  return j;
 }
+
+namespace {
+
+// What the loop needs from the data-parallel layer, as no-ops for one process.
+struct Parallel {
+  std::unique_ptr<DataParallel> dp;
+  int rank() const { return dp ? dp->rank() : 0; }
+  int world() const { return dp ? dp->world_size() : 1; }
+};
+
+// After rank 0 validated and ran the hook: its model, the objective's shared state and the
+// figures the checkpoint choice reads, to every rank.
+void share_epoch_end(DataParallel& dp, model::Model& m, Objective& objective, EpochStats& stats) {
+  dp.broadcast_model(m, "rank 0's model after validation");
+  const auto state = objective.shared_state();
+  std::vector<double> values = {stats.validation_accuracy, stats.selection_score};
+  values.insert(values.end(), state.begin(), state.end());
+  values = dp.broadcast_values(values, "rank 0's validation results");
+  stats.validation_accuracy = values[0];
+  stats.selection_score = values[1];
+  if (!state.empty()) objective.set_shared_state(std::vector<double>(values.begin() + 2, values.end()));
+}
+
+}  // namespace
 
 TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset& validation, const TrainOptions& o,
                 Objective& objective, const EpochHook& on_epoch_end) {
@@ -75,47 +108,92 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
   m.check_input(train.images.narrow(0, 0, 1));
   torch::manual_seed(o.seed());
   m.set_parameters_require_grad(true);
+  Parallel par;
+  if (o.process_group()) {
+    par.dp = std::make_unique<DataParallel>(o.process_group(), m);
+    par.dp->expect_agreement({{"training images", static_cast<double>(train.size())},
+                              {"validation images", static_cast<double>(validation.size())},
+                              {"--batch", static_cast<double>(o.batch_size())},
+                              {"--epochs", static_cast<double>(o.epochs())},
+                              {"--seed", static_cast<double>(o.seed() % (1ULL << 52))},
+                              {"--lr", o.lr()},
+                              {"parameters", static_cast<double>(m.parameter_count())}});
+    par.dp->broadcast_model(m, "initial parameters");  // every rank starts from rank 0's weights
+  }
+  const bool lead = par.rank() == 0;
   torch::optim::Adam optimizer(m.parameters(), torch::optim::AdamOptions(o.lr()).weight_decay(o.weight_decay()));
 
   TrainResult result;
+  result.world_size = par.world();
   std::optional<model::ModelState> best;  // weights and buffers (BatchNorm statistics)
   double best_score = -std::numeric_limits<double>::infinity();
   int64_t images_seen = 0;
   const auto run_start = Clock::now();
+  const auto out_of_time = [&] {
+    return (o.budget_seconds() > 0 && seconds_since(run_start) > o.budget_seconds()) || o.cancelled();
+  };
+  // Data-parallel ranks agree on when to stop and on the clock the schedule reads: both come
+  // from the totals exchanged with each step's gradients (one step late).
+  double job_clock_s = 0;
 
   const int64_t steps_per_epoch = (train.size() + o.batch_size() - 1) / o.batch_size();
   const int64_t total_steps = steps_per_epoch * o.epochs();
   for (int64_t epoch = 0; epoch < o.epochs() && !result.stopped_by_budget; ++epoch) {
     const auto epoch_start = Clock::now();
+    // The same seeded permutation on every rank; each rank takes its slice of every batch.
     const auto batches = data::batch_indices(train.size(), o.batch_size(), /*shuffle=*/true, o.seed(), epoch);
     ProgressBar bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs()), train.size(),
-                    o.progress());
+                    o.progress() && lead);
     m.set_training(true);
     double loss_sum = 0;
     int64_t correct = 0, seen = 0;
     EpochStats stats;
     stats.epoch = epoch + 1;
+    bool stop = par.dp && par.dp->any(out_of_time(), "the stop vote");
     for (size_t b = 0; b < batches.size(); ++b) {
-      if ((o.budget_seconds() > 0 && seconds_since(run_start) > o.budget_seconds()) || o.cancelled()) {
+      if (!par.dp) stop = out_of_time();
+      if (stop) {
         result.stopped_by_budget = true;
         stats.partial = true;
         break;
       }
-      const auto x = train.inputs(batches[b]);
-      const auto y = train.targets(batches[b]);
-      const StepContext ctx{epoch, static_cast<int64_t>(b), static_cast<int64_t>(batches.size())};
+      const int64_t global_n = batches[b].size(0);
+      const Shard shard = par.dp ? shard_of(global_n, par.rank(), par.world()) : Shard{0, global_n, global_n};
+      const auto idx = batches[b].narrow(0, shard.offset, shard.size);
+      StepContext ctx{epoch, static_cast<int64_t>(b), static_cast<int64_t>(batches.size())};
+      if (par.dp) {
+        ctx.shard_offset = shard.offset;
+        ctx.global_batch = global_n;
+      }
       if (o.cyclic_lr()) {
         static_cast<torch::optim::AdamOptions&>(optimizer.param_groups()[0].options())
-            .lr(o.lr_at(epoch * steps_per_epoch + static_cast<int64_t>(b), total_steps, seconds_since(run_start)));
+            .lr(o.lr_at(epoch * steps_per_epoch + static_cast<int64_t>(b), total_steps,
+                        par.dp ? job_clock_s : seconds_since(run_start)));
       }
-      StepOutput out = objective.step(m, x, y, ctx);
-      optimizer.zero_grad();
-      out.loss.backward();
+      StepTotals step;
+      if (shard.size > 0) {
+        const auto x = train.inputs(idx);
+        const auto y = train.targets(idx);
+        StepOutput out = objective.step(m, x, y, ctx);
+        optimizer.zero_grad();
+        out.loss.backward();
+        step.seen = static_cast<double>(shard.size);
+        step.loss_sum = out.loss.item<double>() * step.seen;
+        step.correct = out.logits.detach().argmax(1).eq(y).sum().item<double>();
+      } else {
+        optimizer.zero_grad();  // an empty slice adds nothing to the sum
+      }
+      if (par.dp) {
+        step.stop_votes = out_of_time() ? 1 : 0;
+        step.elapsed_s = seconds_since(run_start);
+        step = par.dp->reduce_step(step, static_cast<double>(shard.size) / static_cast<double>(global_n));
+        stop = step.stop_votes > 0;
+        job_clock_s = step.elapsed_s / par.world();
+      }
       optimizer.step();
-      const auto n = y.size(0);
-      loss_sum += out.loss.item<double>() * static_cast<double>(n);
-      correct += out.logits.detach().argmax(1).eq(y).sum().item<int64_t>();
-      seen += n;
+      loss_sum += step.loss_sum;
+      correct += static_cast<int64_t>(step.correct);
+      seen += static_cast<int64_t>(step.seen);
       bar.update(seen, step_status(loss_sum / seen, static_cast<double>(correct) / seen,
                                    seen / seconds_since(epoch_start)));
     }
@@ -125,9 +203,12 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
     stats.train_loss = loss_sum / seen;
     stats.train_accuracy = static_cast<double>(correct) / seen;
     stats.images_per_s = seen / seconds_since(epoch_start);
-    if (validation.size() > 0) stats.validation_accuracy = evaluate(m, validation).accuracy();
-    stats.selection_score = stats.validation_accuracy;
-    if (on_epoch_end) on_epoch_end(m, stats);
+    if (lead) {
+      if (validation.size() > 0) stats.validation_accuracy = evaluate(m, validation).accuracy();
+      stats.selection_score = stats.validation_accuracy;
+      if (on_epoch_end) on_epoch_end(m, stats);
+    }
+    if (par.dp) share_epoch_end(*par.dp, m, objective, stats);
     stats.seconds = seconds_since(epoch_start);
     bar.finish(step_status(stats.train_loss, stats.train_accuracy, stats.images_per_s) +
                (validation.size() > 0 ? validation_status(stats) : ""));
@@ -141,6 +222,7 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
   if (best) m.restore(*best);
   result.seconds = seconds_since(run_start);
   result.images_per_s = result.seconds > 0 ? images_seen / result.seconds : 0;
+  if (par.dp) result.communication_seconds = par.dp->communication_seconds();
   return result;
 }
 
