@@ -166,15 +166,17 @@ class ServerProcess {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
-  // VmRSS in KiB (0 once gone).
-  long rss_kib() const {
+  // A KiB field of /proc/PID/status: VmRSS, or its parts RssAnon (heap, stacks) and RssFile
+  // (mapped library pages); 0 once gone.
+  long status_kib(const std::string& field = "VmRSS") const {
     std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
     std::string line;
     while (std::getline(in, line)) {
-      if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+      if (line.rfind(field + ":", 0) == 0) return std::atol(line.c_str() + field.size() + 1);
     }
     return 0;
   }
+  long rss_kib() const { return status_kib(); }
 
  private:
   pid_t pid_ = -1;
@@ -1035,6 +1037,7 @@ struct Results {
   std::map<std::pair<std::string, std::string>, Count> counts;
   std::vector<float> rest_ms, grpc_ms;       // answered valid requests
   std::vector<std::pair<double, long>> rss;  // (s since the load began, KiB), every kRssEveryS after the warm-up
+  std::vector<std::pair<double, long>> rss_anon, rss_file;  // its parts, sampled with it
   size_t series_start = 0;
   std::optional<MetricsReport> metrics;  // none: /metrics did not answer
   int swaps = 0;
@@ -1062,19 +1065,21 @@ double rss_window_s(const Results& r) {
   return r.rss.empty() ? 0 : std::min<double>(kRssWindowS, (r.rss.back().first - r.rss.front().first) / 4);
 }
 
-// Medians of the samples in the first and in the last rss_window_s() of the measured load.
-std::pair<long, long> rss_start_end(const Results& r) {
-  auto median = [&r](double from_s, double to_s) {
+// Medians of the samples (r.rss, or one of its parts) in the first and in the last rss_window_s()
+// of the measured load.
+std::pair<long, long> rss_start_end(const Results& r, const std::vector<std::pair<double, long>>* samples = nullptr) {
+  const auto& series = samples ? *samples : r.rss;
+  auto median = [&series](double from_s, double to_s) {
     std::vector<long> v;
-    for (const auto& [t, kib] : r.rss) {
+    for (const auto& [t, kib] : series) {
       if (t >= from_s - 1e-6 && t <= to_s + 1e-6) v.push_back(kib);
     }
     if (v.empty()) return 0L;
     std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
     return v[v.size() / 2];
   };
-  if (r.rss.empty()) return {0, 0};
-  const double first = r.rss.front().first, last = r.rss.back().first;
+  if (series.empty()) return {0, 0};
+  const double first = series.front().first, last = series.back().first;
   return {median(first, first + rss_window_s(r)), median(last - rss_window_s(r), last)};
 }
 
@@ -1162,6 +1167,9 @@ void print_report(const Results& r, const std::vector<Criterion>& criteria) {
       "\nRSS start %.1f MiB (median of the first %.0f s after a %.0f s warm-up), end %.1f MiB (median of "
       "the last %.0f s)\n",
       rss_start / 1024.0, rss_window_s(r), r.warmup_s, rss_end / 1024.0, rss_window_s(r));
+  const auto anon = rss_start_end(r, &r.rss_anon), file = rss_start_end(r, &r.rss_file);
+  std::printf("  of which RssAnon (heap, stacks) %.1f -> %.1f MiB, RssFile (mapped files) %.1f -> %.1f MiB\n",
+              anon.first / 1024.0, anon.second / 1024.0, file.first / 1024.0, file.second / 1024.0);
   std::printf("metric series: %zu after the warm-up, %zu at the end (each swap's new version adds series)\n",
               r.series_start, r.metrics ? r.metrics->series : 0);
   const auto& d = r.drain;
@@ -1207,6 +1215,10 @@ json to_json(const Results& r, const std::vector<Criterion>& criteria) {
             {"window_s", rss_window_s(r)},
             {"start", rss_start_end(r).first},
             {"end", rss_start_end(r).second},
+            {"anon_start", rss_start_end(r, &r.rss_anon).first},
+            {"anon_end", rss_start_end(r, &r.rss_anon).second},
+            {"file_start", rss_start_end(r, &r.rss_file).first},
+            {"file_end", rss_start_end(r, &r.rss_file).second},
             {"samples", rss}}},
           {"metrics",
            {{"series_start", r.series_start},
@@ -1252,6 +1264,8 @@ Results soak(Soak& s, double seconds) {
   auto sample_at = [&](double at_s) {
     std::this_thread::sleep_for(std::chrono::duration<double>(std::max(0.0, at_s - since_s(t0))));
     r.rss.emplace_back(at_s, s.server->rss_kib());
+    r.rss_anon.emplace_back(at_s, s.server->status_kib("RssAnon"));
+    r.rss_file.emplace_back(at_s, s.server->status_kib("RssFile"));
     if (r.rss.size() % (kProgressEveryS / kRssEveryS) != 1 && at_s < seconds) return;
     std::fprintf(stderr, "[soak %4.0f/%.0f s] requests %llu, failed %llu, swaps %d, server RSS %.1f MiB\n", at_s,
                  seconds, static_cast<unsigned long long>(s.live.requests.load()),

@@ -310,6 +310,11 @@ void add_serve_options(CLI::App* cmd, ServeFlags& f) {
   cmd->add_option("--monitor-rate-hz", f.monitor_rate_hz, "Expected inputs per second (sets the alarm thresholds)")
       ->capture_default_str();
   cmd->add_option("--events", f.core.guard.events_path, "JSON-lines event log (alarms, flagged clients)");
+  cmd->add_option("--feedback-capacity", f.core.guard.feedback_capacity,
+                  "Answered request ids kept for labelled feedback (only while a token has the feedback role)")
+      ->capture_default_str();
+  cmd->add_option("--feedback-ttl-s", f.core.guard.feedback_ttl_s, "How long an answered id accepts feedback")
+      ->capture_default_str();
   cmd->add_option("--max-body-bytes", f.max_body_bytes, "Largest request body (413 above)")->capture_default_str();
   cmd->add_option("--max-elements", f.core.max_elements, "Largest input tensor, in elements")->capture_default_str();
   cmd->add_option("--access-log", f.core.access_log, "JSON-lines access log: a file, - (stderr) or off")

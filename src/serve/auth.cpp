@@ -93,6 +93,13 @@ const TokenEntry& TokenStore::entry_for(const std::string& authorization) const 
   return it->second;
 }
 
+bool TokenStore::grants(Role role) const {
+  for (const auto& [hash, e] : by_hash_) {
+    if (e.roles.count(role)) return true;
+  }
+  return false;
+}
+
 void TokenStore::authenticate(const std::string& authorization) const {
   if (enabled()) entry_for(authorization);
 }

@@ -63,6 +63,8 @@ class TokenStore {
   static std::shared_ptr<TokenStore> from_entries(std::vector<TokenEntry> entries);
 
   bool enabled() const { return !by_hash_.empty(); }
+  // Whether any token has `role` (none when auth is off).
+  bool grants(Role role) const;
   // Checks the Authorization header value ("Bearer <token>") for `role`: throws kUnauthenticated
   // (missing or unknown token), kPermissionDenied (known token without the role) or
   // RateLimitedError (over its rate). Without tokens every caller is an anonymous non-admin

@@ -124,6 +124,7 @@ InferenceCore::InferenceCore(CoreOptions options)
     : options_(std::move(options)), guard_((options_.validate(), options_.guard), metrics_),
       access_log_(options_.access_log), source_(std::make_unique<ModelSource>(options_.source)) {
   tokens_ = std::make_shared<TokenStore>();
+  guard_.set_feedback_possible(false);
   metrics_.gauge("bulwark_allow_unsigned", {}, options_.source.allow_unsigned ? 1 : 0);
   if (!options_.source.registry.empty()) follower_ = std::thread([this] { follow_stages(); });
 }
@@ -226,7 +227,10 @@ std::vector<ReloadResult> InferenceCore::commit(std::vector<Prepared> prepared, 
   std::vector<bool> replacing;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (tokens) tokens_ = std::move(tokens);
+    if (tokens) {
+      tokens_ = std::move(tokens);
+      guard_.set_feedback_possible(tokens_->grants(Role::kFeedback));
+    }
     for (auto& p : prepared) {
       auto& s = slots_[p.name];
       if (!p.slot) {
@@ -411,6 +415,7 @@ std::vector<std::string> InferenceCore::extensions() const {
 void InferenceCore::set_tokens(std::shared_ptr<TokenStore> tokens) {
   std::lock_guard<std::mutex> lock(mu_);
   tokens_ = std::move(tokens);
+  guard_.set_feedback_possible(tokens_->grants(Role::kFeedback));
 }
 
 Principal InferenceCore::authorize(const std::string& authorization, Role role) {

@@ -188,8 +188,23 @@ void Guard::after_inference(const std::string& model, const std::string& version
   remember(request_id, Answered{model, version, std::move(pred), now_s});
 }
 
+void Guard::set_feedback_possible(bool possible) {
+  std::lock_guard<std::mutex> lock(mu_);
+  feedback_possible_ = possible;
+  if (!possible) {
+    answered_.clear();
+    order_.clear();
+  }
+}
+
+size_t Guard::remembered() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return answered_.size();
+}
+
 void Guard::remember(const std::string& id, Answered a) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (!feedback_possible_) return;
   const double now_s = a.time_s;
   answered_[id] = std::move(a);  // a re-used id answers for its latest request
   order_.emplace_back(now_s, id);
@@ -284,6 +299,8 @@ nlohmann::json Guard::status(double now_s) const {
   }
   j["monitors"] = nlohmann::json::object();
   for (const auto& [name, m] : monitors) j["monitors"][name] = m->snapshot(now_s).to_json();
+  j["feedback"] = {{"remembered", remembered()}, {"capacity", options_.feedback_capacity},
+                   {"ttl_s", options_.feedback_ttl_s}};
   j["events"] = nlohmann::json::array();
   for (const auto& e : events_->recent(20)) j["events"].push_back(e.to_json());
   return j;

@@ -99,6 +99,11 @@ class Guard {
   void publish_gauges(double now_s);
   nlohmann::json status(double now_s) const;
   const GuardOptions& options() const { return options_; }
+  // Answers are remembered for feedback only while some client can post it (a token with the
+  // 'feedback' role; without tokens nobody can): otherwise the table would fill with ids nobody
+  // can label. Turning it off forgets what was remembered.
+  void set_feedback_possible(bool possible);
+  size_t remembered() const;
 
  private:
   struct Answered {
@@ -112,11 +117,12 @@ class Guard {
   Metrics& metrics_;
   std::unique_ptr<detect::EventBus> events_;
   std::unique_ptr<detect::StatefulDetector> stateful_;
-  mutable std::mutex mu_;  // guards monitors_, answered_, order_, throttle_last_
+  mutable std::mutex mu_;  // guards monitors_, answered_, order_, throttle_last_, feedback_possible_
   std::map<std::string, std::shared_ptr<detect::StreamMonitor>> monitors_;  // by model name
   std::unordered_map<std::string, Answered> answered_;
   std::deque<std::pair<double, std::string>> order_;  // (time, id), oldest first, for eviction
   std::map<std::string, double> throttle_last_;       // throttled client -> last admitted time
+  bool feedback_possible_ = false;
 };
 
 }  // namespace bulwark::serve

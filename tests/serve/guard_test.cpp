@@ -98,6 +98,37 @@ TEST(Guard, FeedbackJoinsEarlierAnswers) {
   EXPECT_NE(m->body.find(correct_line), std::string::npos) << m->body;
 }
 
+// Answers are remembered for feedback only while a token can post it: without tokens, or with no
+// token holding the 'feedback' role, the table would fill with ids nobody can label (the soak's
+// RSS growth). A token reload that grants the role turns it on; one that takes it away forgets.
+TEST(Guard, AnswersAreRememberedOnlyWhileSomeoneCanLabelThem) {
+  auto remembered = [](TestServer& s) { return s.core->guard_status()["guard"]["feedback"]["remembered"].get<int64_t>(); };
+  auto infer = [](TestServer& s, const std::string& token, const std::string& id) {
+    auto c = s.client(token);
+    const auto r = c.Post("/v2/models/fashion/infer", image_body(torch::rand({1, 1, 28, 28}), id).dump(), "application/json");
+    ASSERT_EQ(r->status, 200) << r->body;
+  };
+  TestServer open({}, /*auth=*/false);
+  for (int i = 0; i < 5; ++i) infer(open, "", "open-" + std::to_string(i));
+  EXPECT_EQ(remembered(open), 0);
+
+  TestServer s;  // the fixture's tokens include a labeler
+  for (int i = 0; i < 5; ++i) infer(s, kInferToken, "id-" + std::to_string(i));
+  EXPECT_EQ(remembered(s), 5);
+  using serve::Role;
+  s.core->set_tokens(serve::TokenStore::from_entries(
+      {{"client", serve::sha256_hex(kInferToken), {Role::kInfer}, 0, 0}}));  // nobody may label now
+  EXPECT_EQ(remembered(s), 0);
+  infer(s, kInferToken, "id-5");
+  EXPECT_EQ(remembered(s), 0);
+  s.core->set_tokens(fixture_tokens());
+  infer(s, kInferToken, "id-6");
+  EXPECT_EQ(remembered(s), 1);
+  auto labeler = s.client(kFeedbackToken);
+  EXPECT_EQ(labeler.Post("/v2/models/fashion/feedback", json{{"id", "id-6"}, {"label", 3}}.dump(), "application/json")->status, 200);
+  EXPECT_EQ(labeler.Post("/v2/models/fashion/feedback", json{{"id", "id-5"}, {"label", 3}}.dump(), "application/json")->status, 404);
+}
+
 // A Square-like stream (each query a few pixels away from the last) from one token is blocked
 // with a 403 naming the detector; another token, sending the same kind of image once, is not.
 TEST(Guard, StatefulBlockStopsNearDuplicateStreamsPerClient) {
