@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "control/gate.h"
+#include "control/kubernetes.h"
 #include "core/digest.h"
 #include "core/error.h"
 #include "core/files.h"
@@ -87,6 +88,12 @@ Controller::Controller(ControllerOptions options, Policy policy, serve::Inferenc
   fs::create_directories(fs::path(options_.state_file).parent_path());
   fs::create_directories(options_.work_dir);
   registry::SigningKey::load(policy_.hardening.key);  // a bad key fails now, not after an hour of hardening
+  if (policy_.hardening.runner == "kubernetes") {
+    check_kubernetes_setup(policy_, options_.model);  // templates, variables and kubectl: now too
+    if (!policy_.kubernetes.inference_service.empty()) {
+      isvc_ = std::make_unique<InferenceServicePromoter>(policy_.kubernetes, options_.model);
+    }
+  }
   registry_ = std::make_unique<registry::Registry>(options_.registry_dir, "guard");
 }
 
@@ -238,7 +245,7 @@ void Controller::start_hardening(const std::string& reason) {
     candidate_version_ = 0;
     job_progress_ = "starting";
   }
-  runner_ = make_runner(policy_.hardening.runner, options_.bulwark_binary);
+  runner_ = make_runner(policy_.hardening.runner, options_.bulwark_binary, policy_.kubernetes);
   transition(State::kHardening, reason,
              {{"job", job.id}, {"from_version", production.version}, {"method", policy_.hardening.method},
               {"eps", policy_.hardening.eps}, {"runner", policy_.hardening.runner}});
@@ -309,6 +316,7 @@ void Controller::gate_and_promote() {
   transition(State::kPromoting, gate.reason, {{"candidate", v.ref()}, {"gate", gate.to_json()}});
   registry_->promote(options_.model, v.version, registry::Stage::kProduction);
   fs::remove_all(job_dir);  // the candidate now lives in the registry
+  route_traffic(v.version, policy_.kubernetes.canary_percent, "canary");
 }
 
 void Controller::finish_promotion() {
@@ -354,6 +362,7 @@ void Controller::judge_watch(const std::vector<detect::Event>& events) {
   int64_t labels = 0;
   const double after = feedback_accuracy(&labels);
   if (labels < policy_.watch.min_feedback) {
+    route_traffic(candidate, 100, "full");
     return transition(State::kStable, "kept: only " + std::to_string(labels) + " labels in the watch window (" +
                                           std::to_string(policy_.watch.min_feedback) + " needed to judge)");
   }
@@ -365,6 +374,7 @@ void Controller::judge_watch(const std::vector<detect::Event>& events) {
     return rollback("feedback accuracy " + pct(after) + " is below " + pct(policy_.watch.min_feedback_accuracy) +
                     " (watch.min_feedback_accuracy)");
   }
+  route_traffic(candidate, 100, "full");
   transition(State::kStable, "feedback accuracy " + pct(after) + " on " + std::to_string(labels) + " labels" +
                                  (before >= 0 ? " (replaced version: " + pct(before) + ")" : ""),
              {{"accuracy", after}, {"accuracy_before", before}, {"labels", labels}});
@@ -372,9 +382,17 @@ void Controller::judge_watch(const std::vector<detect::Event>& events) {
 
 void Controller::rollback(const std::string& reason) {
   const auto v = registry_->rollback(options_.model);
+  route_traffic(v.version, 100, "rollback");
   core_.guard().events().publish(detect::Event{now_s(), "guard.rolled-back", "", options_.model, std::to_string(v.version),
                                                "", 0, 0, 0, {{"version", v.version}, {"reason", reason}}});
   transition(State::kRolledBack, reason, {{"production", v.ref()}});
+}
+
+void Controller::route_traffic(int64_t version, int64_t percent, const std::string& step) {
+  if (!isvc_) return;
+  auto applied = isvc_->apply(version, percent);
+  applied["step"] = step;
+  registry_->record("guard.inferenceservice", options_.model, applied);
 }
 
 void Controller::abandon_job() {

@@ -9,7 +9,10 @@
 // adversarially. gating: the candidate gets its own detector calibration, then the gate (gate.h)
 // compares it with production. promoting: the candidate is registered (signed) and promoted; the
 // server, following the production stage, verifies and swaps it in. watching: labelled feedback
-// on the new version is compared with the replaced version's; worse → rollback. At most one job
+// on the new version is compared with the replaced version's; worse → rollback. In Kubernetes mode
+// with an InferenceService (kubernetes.h), promotion also pins it to the candidate at the canary
+// share, stable moves it to 100 %, and a rollback pins it back to the previous version at 100 %;
+// each apply is an audit entry ("guard.inferenceservice"). At most one job
 // at a time; every transition is an audit entry, an event ("guard.state") and a metric; the state
 // is persisted (write, fsync, rename) so a restarted guard resumes or cleanly abandons the job.
 //
@@ -39,6 +42,8 @@ class Registry;
 }
 
 namespace bulwark::control {
+
+class InferenceServicePromoter;
 
 enum class State { kServing, kAlarm, kHardening, kGating, kPromoting, kWatching, kStable, kRolledBack, kFailed };
 std::string to_string(State s);
@@ -86,6 +91,7 @@ class Controller {
   void finish_promotion();
   void judge_watch(const std::vector<detect::Event>& events);
   void rollback(const std::string& reason);
+  void route_traffic(int64_t version, int64_t percent, const std::string& step);
   void abandon_job();
   double feedback_accuracy(int64_t* labels) const;  // the served model's monitor window
 
@@ -93,6 +99,7 @@ class Controller {
   const Policy policy_;
   serve::InferenceCore& core_;
   std::unique_ptr<registry::Registry> registry_;  // loop thread only (after start)
+  std::unique_ptr<InferenceServicePromoter> isvc_;  // Kubernetes mode with an InferenceService; loop thread only
 
   mutable std::mutex mu_;  // guards everything below up to the thread
   State state_ = State::kServing;

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -45,6 +46,26 @@ void require(bool ok, const std::string& key, const std::string& limit) {
   if (!ok) throw invalid_argument("policy." + key + " must be " + limit);
 }
 
+// An RFC 1123 label (namespaces, object names).
+bool is_dns_label(const std::string& s) {
+  if (s.empty() || s.size() > 63) return false;
+  const auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(s.front()) || !alnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(), [&](char c) { return alnum(c) || c == '-'; });
+}
+
+bool is_variable_name(const std::string& s) {
+  if (s.empty() || s[0] < 'A' || s[0] > 'Z') return false;
+  return std::all_of(s.begin(), s.end(), [](char c) { return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'; });
+}
+
+// The template variables the Kubernetes runner and promoter fill in themselves.
+const std::set<std::string> kGuardSetsVariables{
+    "NAMESPACE",      "JOB_NAME",     "JOB_DIR",           "BASE_MODEL",          "HARDEN_METHOD",
+    "HARDEN_EPS",     "HARDEN_EPOCHS", "HARDEN_BATCH",     "HARDEN_STEPS",        "HARDEN_CLEAN_WEIGHT",
+    "HARDEN_BUDGET_MINUTES", "HARDEN_DATA", "HARDEN_VAL_FRACTION", "HARDEN_SEED", "JOB_DEADLINE_SECONDS",
+    "ISVC_NAME",      "MODEL_NAME",   "MODEL_REF",         "CANARY_PERCENT"};
+
 }  // namespace
 
 Policy Policy::from_yaml(const YAML::Node& node, const std::string& where) {
@@ -52,7 +73,7 @@ Policy Policy::from_yaml(const YAML::Node& node, const std::string& where) {
   Policy p;
   for (const auto& kv : node) {
     const auto key = kv.first.as<std::string>();
-    static const std::set<std::string> kSections{"trigger", "hardening", "gate", "watch", "cooldown_s"};
+    static const std::set<std::string> kSections{"trigger", "hardening", "gate", "watch", "kubernetes", "cooldown_s"};
     if (!kSections.count(key)) throw invalid_argument(where + ": unknown key '" + key + "'");
   }
   Section t(node, "trigger", where);
@@ -90,6 +111,16 @@ Policy Policy::from_yaml(const YAML::Node& node, const std::string& where) {
   w.read("rollback_on_accuracy_alarm", p.watch.rollback_on_accuracy_alarm);
   w.read("min_feedback", p.watch.min_feedback);
   w.done();
+  Section k(node, "kubernetes", where);
+  k.read("kubectl", p.kubernetes.kubectl);
+  k.read("namespace", p.kubernetes.namespace_name);
+  k.read("job_kind", p.kubernetes.job_kind);
+  k.read("templates", p.kubernetes.templates);
+  k.read("variables", p.kubernetes.variables);
+  k.read("inference_service", p.kubernetes.inference_service);
+  k.read("canary_percent", p.kubernetes.canary_percent);
+  k.read("timeout_s", p.kubernetes.timeout_s);
+  k.done();
   if (node["cooldown_s"]) {
     try {
       p.cooldown_s = node["cooldown_s"].as<double>();
@@ -115,7 +146,12 @@ void Policy::validate() const {
   require(hardening.limit >= 0, "hardening.limit", ">= 0");
   require(hardening.budget_minutes > 0 && hardening.budget_minutes <= 24 * 60, "hardening.budget_minutes",
           "in (0, 1440]");
-  require(hardening.runner == "thread" || hardening.runner == "subprocess", "hardening.runner", "thread or subprocess");
+  require(hardening.runner == "thread" || hardening.runner == "subprocess" || hardening.runner == "kubernetes",
+          "hardening.runner", "thread, subprocess or kubernetes");
+  // The job templates run `bulwark harden` on HARDEN_DATA's whole training split (harden has no
+  // "--limit 0"); the guard calibrates on the split the job trained on, so the two must agree.
+  require(hardening.limit == 0 || hardening.runner != "kubernetes", "hardening.limit",
+          "0 with runner kubernetes (the job templates train on the whole split: point data at a smaller one)");
   require(!hardening.key.empty(), "hardening.key", "a signing key file (bulwark keys gen): candidates are signed");
   require(hardening.batch >= 1 && hardening.batch <= 4096, "hardening.batch", "in [1, 4096]");
   require(hardening.pgd_steps >= 1 && hardening.pgd_steps <= 100, "hardening.pgd_steps", "in [1, 100]");
@@ -134,8 +170,31 @@ void Policy::validate() const {
   require(watch.min_feedback_accuracy >= 0 && watch.min_feedback_accuracy <= 1, "watch.min_feedback_accuracy",
           "in [0, 1]");
   require(watch.min_feedback >= 1, "watch.min_feedback", ">= 1");
+  const auto& k = kubernetes;
+  require(!k.kubectl.empty(), "kubernetes.kubectl", "a kubectl binary (a name on PATH or a path)");
+  require(is_dns_label(k.namespace_name), "kubernetes.namespace",
+          "an RFC 1123 label: at most 63 of a-z, 0-9 and '-', starting and ending alphanumeric (got '" +
+              k.namespace_name + "')");
+  require(k.job_kind == "trainjob" || k.job_kind == "pytorchjob", "kubernetes.job_kind",
+          "trainjob or pytorchjob (got '" + k.job_kind + "')");
+  require(!k.templates.empty(), "kubernetes.templates", "the directory holding variables.yaml, kubeflow/ and kserve/");
+  for (const auto& kv : k.variables) {
+    require(is_variable_name(kv.first), "kubernetes.variables",
+            "a map of UPPER_SNAKE_CASE template variables (got '" + kv.first + "')");
+    require(!kGuardSetsVariables.count(kv.first), "kubernetes.variables",
+            "free of " + kv.first + ": the guard sets it for each job and promotion");
+  }
+  require(k.inference_service.empty() || is_dns_label(k.inference_service), "kubernetes.inference_service",
+          "empty (no InferenceService) or an RFC 1123 label: at most 63 of a-z, 0-9 and '-', starting and ending "
+          "alphanumeric (got '" + k.inference_service + "')");
+  require(k.canary_percent >= 1 && k.canary_percent <= 99, "kubernetes.canary_percent", "in [1, 99]");
+  require(k.timeout_s >= 1 && k.timeout_s <= 600, "kubernetes.timeout_s", "in [1, 600]");
   require(cooldown_s >= 0 && cooldown_s <= 7 * 86400, "cooldown_s", "in [0, 604800]");
 }
+
+std::string KubernetesPolicy::job_template() const { return templates + "/kubeflow/" + job_kind + ".yaml"; }
+std::string KubernetesPolicy::isvc_template() const { return templates + "/kserve/inferenceservice.yaml"; }
+std::string KubernetesPolicy::variables_file() const { return templates + "/variables.yaml"; }
 
 double HardeningPolicy::validation_fraction(int64_t train_size) const {
   if (train_size <= 0) return 0.05;
@@ -157,6 +216,11 @@ nlohmann::json Policy::to_json() const {
            {{"window_s", watch.window_s}, {"max_accuracy_drop", watch.max_accuracy_drop},
             {"min_feedback_accuracy", watch.min_feedback_accuracy}, {"min_feedback", watch.min_feedback},
             {"rollback_on_accuracy_alarm", watch.rollback_on_accuracy_alarm}}},
+          {"kubernetes",
+           {{"kubectl", kubernetes.kubectl}, {"namespace", kubernetes.namespace_name}, {"job_kind", kubernetes.job_kind},
+            {"templates", kubernetes.templates}, {"variables", kubernetes.variables},
+            {"inference_service", kubernetes.inference_service}, {"canary_percent", kubernetes.canary_percent},
+            {"timeout_s", kubernetes.timeout_s}}},
           {"cooldown_s", cooldown_s}};
 }
 

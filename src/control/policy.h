@@ -1,9 +1,11 @@
 // control/policy.h — the closed loop's policy, read from YAML (`policy:` in guard.yaml): what
 // triggers hardening, how to harden, the gate a candidate must pass, the watch after promotion,
-// and the cooldown. Every key is validated when read; errors name the key and the limit.
+// the cooldown, and where Kubernetes jobs run. Every key is validated when read; errors name the
+// key and the limit.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,7 +30,7 @@ struct HardeningPolicy {
   int64_t limit = 0;               // training images (0 = the whole training split)
   double budget_minutes = 10;      // the job stops at its best checkpoint when time runs out
   std::string data = "fashion-mnist";
-  std::string runner = "thread";   // thread | subprocess
+  std::string runner = "thread";   // thread | subprocess | kubernetes (then `kubernetes:` says where)
   std::string key;                 // signing key for the candidate (required)
   int64_t batch = 128;
   int64_t pgd_steps = 7;           // pgd-at / trades inner steps
@@ -63,11 +65,31 @@ struct WatchPolicy {
   bool rollback_on_accuracy_alarm = false;  // the monitor's accuracy alarm on the new version rolls back at once
 };
 
+// hardening.runner kubernetes: each job a Kubeflow TrainJob (or PyTorchJob) rendered from the
+// templates, and, with an InferenceService named, promotion as a canary share then all traffic.
+// The guard and the jobs must mount the registry volume at the same path (the job writes its
+// candidate into the job directory the guard names).
+struct KubernetesPolicy {
+  std::string kubectl = "kubectl";                     // the binary (looked up on PATH)
+  std::string namespace_name = "bulwark";              // `namespace`: of the jobs and the InferenceService
+  std::string job_kind = "trainjob";                   // trainjob (Kubeflow Trainer) | pytorchjob (Training Operator)
+  std::string templates = "/usr/share/bulwark/deploy";  // holds variables.yaml, kubeflow/, kserve/
+  std::map<std::string, std::string> variables;        // more template values (IMAGE, REGISTRY_PVC, ...)
+  std::string inference_service;                       // ISVC_NAME; empty: promote in the registry only
+  int64_t canary_percent = 10;                         // the candidate's share while it is watched
+  double timeout_s = 60;                               // for one kubectl call
+
+  std::string job_template() const;  // <templates>/kubeflow/<job_kind>.yaml
+  std::string isvc_template() const;  // <templates>/kserve/inferenceservice.yaml
+  std::string variables_file() const;  // <templates>/variables.yaml
+};
+
 struct Policy {
   TriggerPolicy trigger;
   HardeningPolicy hardening;
   GatePolicy gate;
   WatchPolicy watch;
+  KubernetesPolicy kubernetes;
   double cooldown_s = 120;  // after stable, rolled-back or failed, before another job may start
 
   // `where` names the source in errors ("guard.yaml: policy"). Unknown keys are errors.

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "control/kubernetes.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "data/dataset.h"
@@ -109,21 +110,8 @@ class SubprocessRunner : public JobRunner {
   ~SubprocessRunner() override { cancel(5); }
   void start(const HardenJob& job) override {
     job_ = job;
-    const auto& p = job.policy;
-    std::vector<std::string> args{binary_, "--json", "--seed", std::to_string(p.seed), "harden", "--model",
-                                  job.base_model, "--method", p.method, "--eps", std::to_string(p.eps), "--epochs",
-                                  std::to_string(p.epochs), "--batch", std::to_string(p.batch), "--steps",
-                                  std::to_string(p.pgd_steps), "--clean-weight", std::to_string(p.clean_weight),
-                                  "--budget-minutes", std::to_string(p.budget_minutes),
-                                  "--data", p.data, "--eval-n", "200", "--out", job.out + ".tmp"};
-    if (p.limit > 0) {
-      args.push_back("--limit");
-      args.push_back(std::to_string(p.limit));
-    }
-    // The same held-out share the controller calibrates the candidate on (60,000: Fashion-MNIST's
-    // training split when there is no limit).
-    args.push_back("--val-fraction");
-    args.push_back(std::to_string(p.validation_fraction(p.limit > 0 ? p.limit : 60000)));
+    std::vector<std::string> args{binary_};
+    for (auto& a : harden_argv(job)) args.push_back(std::move(a));
     const std::string out = job.dir + "/harden.json", log = job.dir + "/harden.log";
     pid_ = ::fork();
     if (pid_ < 0) throw io_error("cannot fork the hardening job");
@@ -203,6 +191,25 @@ class SubprocessRunner : public JobRunner {
 
 }  // namespace
 
+std::vector<std::string> harden_argv(const HardenJob& job) {
+  const auto& p = job.policy;
+  std::vector<std::string> args{"--json", "--seed", std::to_string(p.seed), "harden", "--model",
+                                job.base_model, "--method", p.method, "--eps", std::to_string(p.eps), "--epochs",
+                                std::to_string(p.epochs), "--batch", std::to_string(p.batch), "--steps",
+                                std::to_string(p.pgd_steps), "--clean-weight", std::to_string(p.clean_weight),
+                                "--budget-minutes", std::to_string(p.budget_minutes),
+                                "--data", p.data, "--eval-n", "200", "--out", job.out + ".tmp"};
+  if (p.limit > 0) {
+    args.push_back("--limit");
+    args.push_back(std::to_string(p.limit));
+  }
+  // The same held-out share the controller calibrates the candidate on (60,000: Fashion-MNIST's
+  // training split when there is no limit).
+  args.push_back("--val-fraction");
+  args.push_back(std::to_string(p.validation_fraction(p.limit > 0 ? p.limit : 60000)));
+  return args;
+}
+
 std::string to_string(JobStatus::Phase phase) {
   switch (phase) {
     case JobStatus::Phase::kRunning: return "running";
@@ -213,10 +220,12 @@ std::string to_string(JobStatus::Phase phase) {
   return "running";
 }
 
-std::unique_ptr<JobRunner> make_runner(const std::string& kind, const std::string& bulwark_binary) {
+std::unique_ptr<JobRunner> make_runner(const std::string& kind, const std::string& bulwark_binary,
+                                       const KubernetesPolicy& kubernetes) {
   if (kind == "thread") return std::make_unique<ThreadRunner>();
   if (kind == "subprocess") return std::make_unique<SubprocessRunner>(bulwark_binary);
-  throw invalid_argument("policy.hardening.runner must be thread or subprocess (got '" + kind + "')");
+  if (kind == "kubernetes") return std::make_unique<KubernetesRunner>(kubernetes);
+  throw invalid_argument("policy.hardening.runner must be thread, subprocess or kubernetes (got '" + kind + "')");
 }
 
 }  // namespace bulwark::control

@@ -1,12 +1,15 @@
-// control/runner.h — where a hardening job runs: in a thread of the guard process (default), or
-// as a `bulwark harden` child process whose log is read back for progress and which can be
-// cancelled with a deadline (SIGTERM, then SIGKILL). The Kubernetes runner is the scale issue's.
+// control/runner.h — where a hardening job runs: in a thread of the guard process (default); as a
+// `bulwark harden` child process whose log is read back for progress and which can be cancelled
+// with a deadline (SIGTERM, then SIGKILL); or as a Kubeflow TrainJob / PyTorchJob that runs the
+// same command line in the cluster, followed through its conditions and cancelled with
+// `kubectl delete` (kubernetes.h).
 //
 // Thread-safety: a runner is driven by one thread (the controller's); poll() never blocks.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -42,7 +45,13 @@ class JobRunner {
   virtual void cancel(double deadline_s) = 0;
 };
 
-// "thread" or "subprocess"; `bulwark_binary` is what the subprocess runner executes.
-std::unique_ptr<JobRunner> make_runner(const std::string& kind, const std::string& bulwark_binary);
+// The `bulwark harden` arguments (after the program name) for `job`: what the subprocess runner
+// executes, and what the Kubernetes runner fills the job template's HARDEN_* variables from.
+std::vector<std::string> harden_argv(const HardenJob& job);
+
+// "thread", "subprocess" or "kubernetes"; `bulwark_binary` is what the subprocess runner executes,
+// `kubernetes` where the Kubernetes runner submits its jobs.
+std::unique_ptr<JobRunner> make_runner(const std::string& kind, const std::string& bulwark_binary,
+                                       const KubernetesPolicy& kubernetes = {});
 
 }  // namespace bulwark::control

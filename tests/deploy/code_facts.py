@@ -41,10 +41,9 @@ def cli_flags():
 
 
 def runner_harden_flags():
-    """The flags the guard's subprocess runner passes to `bulwark harden`."""
-    body = src("src/control/runner.cpp")
-    body = body[body.index("class SubprocessRunner"):]
-    body = body[:body.index("pid_ = ::fork()")]
+    """The flags the guard's runners pass to `bulwark harden` (harden_argv: the subprocess runner
+    executes them, the Kubernetes runner fills the job templates' variables from them)."""
+    body = function_body(src("src/control/runner.cpp"), "std::vector<std::string> harden_argv(")
     return set(re.findall(r'"(--[a-z0-9-]+)"', body))
 
 

@@ -1,0 +1,173 @@
+// The closed loop's test fixtures, shared by control_test.cpp and kubernetes_test.cpp: a signed
+// registry with version 1 in production, a small fast policy, and a server core with the controller.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "control/control.h"
+#include "core/digest.h"
+#include "core/files.h"
+#include "data/dataset.h"
+#include "detect/calibration.h"
+#include "detect/monitor_fit.h"
+#include "registry/registry.h"
+#include "serve/server_fixture.h"
+#include "serve/server_process.h"
+
+namespace bulwark::testing {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// A calibration (detectors + the monitor's reference) for `model_path`, on Fashion-MNIST.
+inline std::string calibrate(const TempDir& dir, const std::string& model_path) {
+  auto m = model::Model::load(model_path);
+  m.set_training(false);
+  const auto train = data::load_dataset("fashion-mnist", data::Split::kTrain).head(1500);
+  const auto fit = train.select(torch::arange(0, 1000)), ref = train.select(torch::arange(1000, 1500));
+  detect::CalibrationOptions co;
+  co.detectors = {"max-softmax"};
+  auto set = detect::DetectorSet::calibrate(m, sha256_file_hex(model_path), co, fit.inputs(), fit.targets(), ref.inputs());
+  set.monitor_reference() = detect::fit_monitor_reference(set, m, ref.inputs(), ref.targets());
+  const auto path = dir.file("v1.detect");
+  set.save(path);
+  return path;
+}
+
+// A registry whose model `m` version 1 (an mlp with its calibration) is in production, signed.
+struct LoopRegistry {
+  TempDir dir;
+  std::string reg = dir.file("reg"), key = dir.file("k.key");
+  LoopRegistry() {
+    registry::Registry::init(reg);
+    registry::generate_key_pair(key, dir.file("k.pub"));
+    registry::Registry r(reg, "test");
+    r.trust_key(dir.file("k.pub"));
+    const auto model = write_model(dir, "v1.pt", "mlp", 1);
+    registry::RegisterRequest req;
+    req.model = "m";
+    req.files = {{"model.pt", model}, {"model.detect", calibrate(dir, model)}};
+    const auto k = registry::SigningKey::load(key);
+    r.register_version(req, &k);
+    r.promote("m", 1, registry::Stage::kProduction);
+  }
+  int64_t production() const {
+    registry::Registry r(reg, "test");
+    return r.resolve(registry::parse_reference("m@production")).version;
+  }
+  std::vector<registry::AuditEntry> audit() const {
+    registry::Registry r(reg, "test");
+    return r.audit().entries();
+  }
+  bool audit_ok() const {
+    registry::Registry r(reg, "test");
+    return r.audit().verify().ok;
+  }
+};
+
+inline control::Policy small_policy(const std::string& key) {
+  control::Policy p;
+  p.hardening.method = "fast-at";
+  p.hardening.epochs = 1;
+  p.hardening.limit = 1200;
+  p.hardening.budget_minutes = 5;
+  p.hardening.key = key;
+  p.hardening.detectors = {"max-softmax"};
+  p.gate.n = 50;
+  p.gate.pgd_steps = 5;
+  p.watch.window_s = 2;
+  p.watch.min_feedback = 10;
+  p.cooldown_s = 3600;
+  return p;
+}
+
+// The server core following m@production, a REST frontend (one token with infer + feedback: labels
+// need a token), and the controller.
+constexpr const char* kLabelerToken = "labeler-secret";
+
+struct Loop {
+  serve::InferenceCore core;
+  std::unique_ptr<serve::HttpFrontend> http;
+  std::unique_ptr<control::Controller> controller;
+  Loop(const LoopRegistry& r, const control::Policy& policy) : core(options(r)) {
+    core.set_tokens(serve::TokenStore::from_entries(
+        {{"labeler", serve::sha256_hex(kLabelerToken), {serve::Role::kInfer, serve::Role::kFeedback}}}));
+    core.load_model("fashion", "registry:m@production");
+    serve::HttpOptions h;
+    h.port = 0;
+    http = std::make_unique<serve::HttpFrontend>(core, h);
+    http->start();
+    control::ControllerOptions o;
+    o.registry_dir = r.reg;
+    o.model = "m";
+    o.served_name = "fashion";
+    o.tick_s = 0.05;
+    controller = std::make_unique<control::Controller>(o, policy, core);
+    controller->start();
+  }
+  ~Loop() {
+    controller->stop();
+    http->stop();
+  }
+  static serve::CoreOptions options(const LoopRegistry& r) {
+    serve::CoreOptions o;
+    o.source.registry = r.reg;
+    o.source.follow_interval_ms = 100;
+    o.access_log = "off";
+    return o;
+  }
+  bool wait_for(control::State s, double seconds) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < until) {
+      const auto now = controller->state();
+      // The state is visible before the transition's audit entry and event are written: wait for
+      // the event too, so callers can read both.
+      if (now == s && last_transition_to() == control::to_string(s)) return true;
+      if (now == control::State::kFailed && s != now) return false;  // no use waiting: the status says why
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  // Sends `n` test images and labels each answer: the model's own prediction (agree) or another class.
+  void labelled_traffic(int n, bool agree, int offset) {
+    httplib::Client c("127.0.0.1", http->port());
+    c.set_bearer_token_auth(kLabelerToken);
+    static const auto test = data::load_dataset("fashion-mnist", data::Split::kTest);
+    for (int i = 0; i < n; ++i) {
+      const auto x = test.inputs(torch::tensor({offset + i})).contiguous();
+      const std::vector<float> pixels(x.data_ptr<float>(), x.data_ptr<float>() + x.numel());
+      const json body{{"id", "q" + std::to_string(offset + i)},
+                      {"inputs", {{{"name", "input"}, {"shape", {1, 1, 28, 28}}, {"datatype", "FP32"}, {"data", pixels}}}}};
+      const auto r = c.Post("/v2/models/fashion/infer", body.dump(), "application/json");
+      ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+      const auto logits = json::parse(r->body)["outputs"][0]["data"].get<std::vector<float>>();
+      const int pred = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      const json fb{{"id", body["id"]}, {"labels", {std::to_string(agree ? pred : (pred + 1) % 10)}}};
+      const auto f = c.Post("/v2/models/fashion/feedback", fb.dump(), "application/json");
+      ASSERT_TRUE(f && f->status == 200) << (f ? f->body : "no answer");
+    }
+    c.stop();
+  }
+  std::string last_transition_to() {
+    const auto events = core.guard().events().recent(256);
+    for (auto it = events.rbegin(); it != events.rend(); ++it) {
+      if (it->kind == "guard.state") return it->details.value("to", "");
+    }
+    return "";
+  }
+  std::vector<detect::Event> guard_events() {
+    std::vector<detect::Event> out;
+    for (const auto& e : core.guard().events().recent(256)) {
+      if (e.kind.rfind("guard.", 0) == 0) out.push_back(e);
+    }
+    return out;
+  }
+};
+
+}  // namespace bulwark::testing
