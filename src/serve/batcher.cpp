@@ -89,6 +89,11 @@ DynamicBatcher::~DynamicBatcher() {
   thread_.detach();
 }
 
+int64_t DynamicBatcher::admitted_rows() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->admitted_rows;
+}
+
 std::future<BatchResult> DynamicBatcher::submit(at::Tensor x, Clock::time_point deadline) {
   const int64_t n = x.size(0);
   if (n < 1 || n > options_.max_batch) {

@@ -55,6 +55,8 @@ class DynamicBatcher {
   // DeadlineExceededError without running.
   std::future<BatchResult> submit(at::Tensor x, Clock::time_point deadline = Clock::time_point::max());
   const BatcherOptions& options() const { return options_; }
+  // Rows admitted now: queued or in a forward pass (submit refuses past options().max_queue).
+  int64_t admitted_rows() const;
 
  private:
   struct State;

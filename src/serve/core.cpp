@@ -621,6 +621,13 @@ FeedbackResult InferenceCore::feedback(const std::string& model, const std::stri
 
 std::string InferenceCore::render_metrics() {
   guard_.publish_gauges(unix_now_s());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, slot] : slots_) {
+      metrics_.gauge("bulwark_queue_rows", {{"model", name}, {"version", slot->version}},
+                     static_cast<double>(slot->batcher->admitted_rows()));
+    }
+  }
   return metrics_.render();
 }
 

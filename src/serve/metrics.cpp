@@ -86,6 +86,7 @@ Metrics::Metrics() {
          kLatencyBounds);
   family("bulwark_batch_size", "histogram", "Rows per executed batch", kBatchBounds);
   family("bulwark_inflight_requests", "gauge", "Inference requests being handled now");
+  family("bulwark_queue_rows", "gauge", "Rows admitted to a model's batch queue: waiting or in a forward pass (503 past --max-queue)");
   family("bulwark_attack_score", "histogram", "Per-input attack score from the guard scorer", kScoreBounds);
   family("bulwark_attack_flagged_total", "counter", "Inputs the guard scorer flagged as likely adversarial");
   family("bulwark_model_info", "gauge", "Models being served (value 1), by name and version");

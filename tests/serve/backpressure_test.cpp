@@ -92,9 +92,11 @@ TEST(Backpressure, MaxQueueCountsRowsNotRequests) {
   auto running = post(4);  // in the (hung) forward pass
   ASSERT_TRUE(gate.wait_for_blocked(1, milliseconds(10000)));
   auto waiting = post(4);  // queued behind it: 8 rows admitted
+  // Admitted to the queue, not only arrived (in flight but not yet queued, it would lose the race
+  // to the ninth row and be the one refused).
   ASSERT_TRUE(within(milliseconds(10000), [&] {
     const auto m = s.client("").Get("/metrics");
-    return m && m->body.find("bulwark_inflight_requests 2\n") != std::string::npos;
+    return m && m->body.find("bulwark_queue_rows{model=\"gated\",version=\"1\"} 8\n") != std::string::npos;
   }));
   auto refused = post(1);  // a ninth row
   const bool answered = refused.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
