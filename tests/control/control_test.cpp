@@ -152,14 +152,7 @@ TEST(Control, TheSubprocessRunnerIsCancelledWithinItsDeadline) {
 }
 
 TEST(Control, PolicyErrorsNameTheKeyAndTheLimit) {
-  const auto error_of = [](const std::string& yaml) {
-    try {
-      control::Policy::from_yaml(YAML::Load(yaml), "guard.yaml: policy");
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
-  };
+  const auto error_of = policy_error;
   EXPECT_NE(error_of("hardening: {key: k, method: adam}").find("policy.hardening.method"), std::string::npos);
   EXPECT_NE(error_of("hardening: {key: k, eps: 2}").find("policy.hardening.eps must be in (0, 1]"), std::string::npos);
   EXPECT_NE(error_of("hardening: {}").find("policy.hardening.key"), std::string::npos);

@@ -392,14 +392,7 @@ TEST(KubeRunner, KubectlIsBoundedInTimeAndFoundOnPath) {
 // --- policy -------------------------------------------------------------------------------------
 
 TEST(KubePolicy, BadValuesAreRefusedNamingTheKeyAndTheLimit) {
-  const auto error_of = [](const std::string& yaml) {
-    try {
-      control::Policy::from_yaml(YAML::Load(yaml), "guard.yaml: policy");
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
-  };
+  const auto error_of = policy_error;
   const std::string h = "hardening: {key: k, runner: kubernetes}\n";
   EXPECT_EQ(error_of(h + "kubernetes: {namespace: ml, job_kind: pytorchjob, inference_service: fashion, canary_percent: 5,"
                          " variables: {IMAGE: 'r/b:1', MIN_REPLICAS: 2}}"),

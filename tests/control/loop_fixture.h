@@ -71,6 +71,16 @@ struct LoopRegistry {
   }
 };
 
+// The error a guard.yaml `policy:` section is refused with, or "accepted".
+inline std::string policy_error(const std::string& yaml) {
+  try {
+    control::Policy::from_yaml(YAML::Load(yaml), "guard.yaml: policy");
+  } catch (const Error& e) {
+    return std::string(e.what());
+  }
+  return std::string("accepted");
+}
+
 inline control::Policy small_policy(const std::string& key) {
   control::Policy p;
   p.hardening.method = "fast-at";
