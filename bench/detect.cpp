@@ -317,7 +317,10 @@ int run_monitor(const std::string& model_path, const std::string& calibration, d
   // test images (which the calibration never saw) drawn at random, at rate_hz, for 10 hours.
   const auto set = detect::DetectorSet::load(calibration, local, bulwark::sha256_file_hex(model_path));
   const auto ref = detect::MonitorReference::from_json(set.monitor_reference());
+  const auto calibration_start = std::chrono::steady_clock::now();
   const auto th = detect::calibrate_thresholds(ref, o.guard.monitor_options, 0);
+  std::printf("monitor thresholds calibrated in %.3f s (the server does this at load and on each swap)\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - calibration_start).count());
   const auto obs = observe_all(set, local, test.inputs());
   const double hours = 10;
   int64_t alarms = 0;

@@ -132,7 +132,7 @@ Apgd::RunResult Apgd::single_run(const LogitsFn& f, const torch::Tensor& x_in, c
   // Records the evaluated iterate of newly misclassified points (the reference's x_best_adv)
   // and drops them from every per-sample state. Returns false when no point is left.
   auto retire = [&](const torch::Tensor& logits) {
-    const auto wrong = logits.argmax(1).ne(y);
+    const auto wrong = confirmed_misclassified(f, x_adv, y, logits, chunk, cost_);
     if (!wrong.any().item<bool>()) return true;
     const auto hit = wrong.nonzero().squeeze(1);
     const auto where = idx.index_select(0, hit);

@@ -1,6 +1,7 @@
 #include "attack/base.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include "core/error.h"
@@ -8,10 +9,52 @@
 
 namespace bulwark::attack {
 
-LogitsFn logits_of(const model::Model& m) {
+namespace {
+
+// CPU autocast to bfloat16 for one call. The switches are thread-local; the previous ones come back
+// on exit, and the cast cache goes with the outermost region.
+class Bf16Autocast {
+ public:
+  Bf16Autocast() : was_on_(at::autocast::is_cpu_enabled()), was_dtype_(at::autocast::get_autocast_cpu_dtype()) {
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~Bf16Autocast() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_cpu_enabled(was_on_);
+    at::autocast::set_autocast_cpu_dtype(was_dtype_);
+  }
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+
+ private:
+  bool was_on_;
+  at::ScalarType was_dtype_;
+};
+
+}  // namespace
+
+Precision parse_precision(const std::string& s, const char* flag) {
+  if (s == "fp32") return Precision::kFp32;
+  if (s == "bf16") return Precision::kBf16;
+  throw invalid_argument(std::string(flag) + " must be fp32 or bf16, got '" + s + "'");
+}
+
+std::string to_string(Precision p) { return p == Precision::kBf16 ? "bf16" : "fp32"; }
+
+LogitsFn logits_of(const model::Model& m, Precision precision) {
+  if (precision == Precision::kFp32) {
+    return [&m](const torch::Tensor& x) {
+      model::EvalMode eval(m);
+      return m.logits(x);
+    };
+  }
   return [&m](const torch::Tensor& x) {
     model::EvalMode eval(m);
-    return m.logits(x);
+    if (!torch::GradMode::is_enabled()) return m.logits(x);
+    Bf16Autocast bf16;
+    return m.logits(x).to(torch::kFloat);
   };
 }
 
@@ -44,6 +87,18 @@ torch::Tensor forward_chunked(const LogitsFn& f, const torch::Tensor& x, int64_t
   std::vector<torch::Tensor> out;
   for (int64_t s = 0; s < x.size(0); s += chunk) out.push_back(f(x.narrow(0, s, std::min(chunk, x.size(0) - s))));
   return torch::cat(out);
+}
+
+torch::Tensor confirmed_misclassified(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y,
+                                      const torch::Tensor& gradient_logits, int64_t chunk, AttackCost& cost) {
+  torch::NoGradGuard no_grad;
+  auto wrong = gradient_logits.argmax(1).ne(y);
+  const auto flagged = wrong.nonzero().squeeze(1);
+  if (flagged.numel() == 0) return wrong;
+  const auto recheck = forward_chunked(f, x.index_select(0, flagged), chunk).argmax(1).ne(y.index_select(0, flagged));
+  cost.forward_passes += flagged.numel();
+  wrong.index_copy_(0, flagged, recheck);
+  return wrong;
 }
 
 torch::Generator make_generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }

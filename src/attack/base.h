@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include "attack/precision.h"
 #include "attack/threat.h"
 
 namespace bulwark::model {
@@ -28,7 +29,7 @@ void check_range(const char* flag, double v, double lo, double hi);
 // Logits of a Model, each call in eval mode (model::EvalMode), whatever mode the model is in
 // between calls: attacks see the model as it is deployed and leave its BatchNorm statistics
 // alone. Callers freeze its parameters (model::FrozenParameters) while attacking.
-LogitsFn logits_of(const model::Model& m);
+LogitsFn logits_of(const model::Model& m, Precision precision = Precision::kFp32);
 
 // Cost counters of the last perturb() call.
 struct AttackCost {
@@ -121,6 +122,14 @@ using ChunkLoss = std::function<torch::Tensor(const torch::Tensor& logits, int64
 InputGradient input_gradient(const LogitsFn& f, const torch::Tensor& x, const ChunkLoss& loss, int64_t chunk);
 // Forward passes without autograd, `chunk` rows at a time.
 torch::Tensor forward_chunked(const LogitsFn& f, const torch::Tensor& x, int64_t chunk);
+
+// Early stopping's test: which points of x the logits of a gradient pass at x call misclassified
+// (argmax != y) that a forward pass without autograd (the pass every verdict uses) misclassifies
+// too. With fp32 the two agree; with bf16 gradient passes (attack/precision.h) the recheck keeps in
+// the attack a point that bf16 rounding alone had flipped. Costs a forward of the flagged points
+// only, counted in cost.forward_passes.
+torch::Tensor confirmed_misclassified(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y,
+                                      const torch::Tensor& gradient_logits, int64_t chunk, AttackCost& cost);
 
 // A CPU generator seeded for one attack run.
 torch::Generator make_generator(uint64_t seed);

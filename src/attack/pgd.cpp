@@ -102,7 +102,7 @@ torch::Tensor Pgd::run_once(const LogitsFn& f, const torch::Tensor& x, const tor
     cost_.gradient_passes += cur.size(0);
     torch::NoGradGuard no_grad;
     if (early) {
-      const auto hit = g.logits.argmax(1).ne(yy);
+      const auto hit = confirmed_misclassified(f, cur, yy, g.logits, options_.batch_size(), cost_);
       if (hit.any().item<bool>()) {
         const auto keep = retire(hit);
         g.grad = g.grad.index_select(0, keep);

@@ -23,6 +23,7 @@ struct AttackFlags {
   std::string attacks = "auto";
   std::string eps = "0.1";
   std::string norm = "linf";
+  std::string precision = "fp32";
   int64_t n = 1000;
   int64_t batch = 256;
   int64_t steps = 20;
@@ -86,6 +87,7 @@ void run_attack(const AttackFlags& f, const CLI::App& cmd, const GlobalOptions& 
   o.settings.batch_size = f.batch;
   o.progress = !f.quiet;
   o.masking_checks = !f.no_masking_checks;
+  const attack::Precision precision = attack::parse_precision(f.precision);
   // Validate every attack's options before loading anything (errors name the flag).
   for (const auto& name : o.attacks) {
     for (double eps : o.eps) attack::make_attack(name, eps, o.settings);
@@ -101,7 +103,7 @@ void run_attack(const AttackFlags& f, const CLI::App& cmd, const GlobalOptions& 
   const auto x = d.inputs(), y = d.targets();
 
   model::FrozenParameters frozen(m);
-  attack::LogitsFn f_attacked = attack::logits_of(m);
+  attack::LogitsFn f_attacked = attack::logits_of(m, precision);
   if (!f.defense.empty()) {
     // Non-differentiable preprocessors overstate robustness against plain gradients: attack them
     // with straight-through gradients (BPDA) unless asked to show the naive figure.
@@ -112,13 +114,16 @@ void run_attack(const AttackFlags& f, const CLI::App& cmd, const GlobalOptions& 
   }
   const auto report = attack::evaluate_robustness(f_attacked, x, y, o);
   if (!f.save_adv.empty()) save_adversarials(f.save_adv, report, x, y);
-  run.finish(report.to_json(), f.save_adv);
+  auto record = report.to_json();
+  record["precision"] = attack::to_string(precision);
+  run.finish(record, f.save_adv);
 
   if (g.json) {
     auto j = report.to_json();
     j["model"] = f.model;
     j["dataset"] = d.name;
     j["seed"] = g.seed;
+    j["precision"] = attack::to_string(precision);
     if (!f.defense.empty()) {
       j["defense"] = f.defense;
       j["bpda"] = !f.no_bpda;
@@ -134,8 +139,8 @@ void run_attack(const AttackFlags& f, const CLI::App& cmd, const GlobalOptions& 
         "defense %s (feature squeezing), attacked %s\n", f.defense.c_str(),
         f.no_bpda ? "with plain gradients: figures are overstated" : "through BPDA (straight-through gradients)");
   }
-  std::printf("threat  %s, range [%g, %g], seed %llu%s\n", report.norm.c_str(), o.settings.lo, o.settings.hi,
-              static_cast<unsigned long long>(g.seed),
+  std::printf("threat  %s, range [%g, %g], seed %llu, %s gradient passes%s\n", report.norm.c_str(), o.settings.lo,
+              o.settings.hi, static_cast<unsigned long long>(g.seed), attack::to_string(precision).c_str(),
               o.cascade ? ", auto = apgd-ce -> apgd-t -> square (cumulative)" : "");
   print_table(report);
   if (!f.save_adv.empty()) std::printf("\nadversarial examples saved to %s (torch.load)\n", f.save_adv.c_str());
@@ -153,6 +158,9 @@ void register_attack(CLI::App& app, GlobalOptions& g) {
       ->capture_default_str();
   cmd->add_option("--eps", flags->eps, "Comma list of perturbation budgets")->capture_default_str();
   cmd->add_option("--norm", flags->norm, "linf or l2")->capture_default_str();
+  cmd->add_option("--precision", flags->precision,
+                  "fp32 or bf16: arithmetic of the gradient passes (every verdict is fp32)")
+      ->capture_default_str();
   cmd->add_option("--n", flags->n, "Number of test images")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--batch", flags->batch, "Attack batch size")->capture_default_str()->check(CLI::Range(1, 65536));
   cmd->add_option("--steps", flags->steps, "PGD steps")->capture_default_str();

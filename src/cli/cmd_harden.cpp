@@ -24,6 +24,7 @@ struct HardenFlags {
   std::string registry;  // record the run there
   std::string data = "fashion-mnist";
   std::string norm = "linf";
+  std::string attack_precision = "fp32";
   defense::HardenOptions o;
   double budget_minutes = 0;
   double val_fraction = 0.05;
@@ -51,6 +52,7 @@ void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
   std::unique_ptr<CommandRun> run;
   if (lead) run = std::make_unique<CommandRun>(f.registry, "harden", cmd, g);
   f.o.threat.norm = attack::parse_norm(f.norm);
+  f.o.attack_precision = attack::parse_precision(f.attack_precision, "--attack-precision");
   f.o.budget_seconds = f.budget_minutes * 60;
   f.o.fast_random_init = !f.no_random_init;
   f.o.guard = !f.no_guard;
@@ -133,6 +135,9 @@ void register_harden(CLI::App& app, GlobalOptions& g) {
                   "constant or one-cycle (default: one-cycle for fast-at, constant otherwise); under "
                   "--budget-minutes one-cycle follows the clock and reaches 0 when time runs out");
   cmd->add_option("--steps", f->o.pgd_steps, "Inner PGD steps (pgd-at, trades)")->capture_default_str();
+  cmd->add_option("--attack-precision", f->attack_precision,
+                  "fp32 or bf16: arithmetic of the inner attack's gradient passes (training steps stay fp32)")
+      ->capture_default_str();
   cmd->add_option("--beta", f->o.trades_beta, "TRADES beta")->capture_default_str();
   cmd->add_option("--alpha", f->o.fast_alpha, "Fast-AT step size in units of eps")->capture_default_str();
   cmd->add_flag("--no-random-init", f->no_random_init, "Fast-AT without random start (overfits; for testing the guard)");

@@ -38,7 +38,7 @@ FgsmFigures fgsm_figures(const model::Model& m, const attack::Threat& t, const t
 }
 
 std::unique_ptr<train::Objective> make_objective(const HardenOptions& o) {
-  AdversarialSettings s{o.threat, o.warmup_epochs, o.seed};
+  AdversarialSettings s{o.threat, o.warmup_epochs, o.seed, o.attack_precision};
   if (o.method == "pgd-at") return std::make_unique<PgdAtObjective>(s, o.pgd_steps, 0.25, o.clean_weight);
   if (o.method == "trades") return std::make_unique<TradesObjective>(s, o.trades_beta, o.pgd_steps);
   return std::make_unique<FastAtObjective>(s, o.fast_alpha, o.fast_random_init, o.clean_weight);
@@ -80,7 +80,7 @@ nlohmann::json HardenOptions::to_json() const {
           {"pgd_steps", pgd_steps},   {"trades_beta", trades_beta},             {"fast_alpha", fast_alpha},
           {"fast_random_init", fast_random_init}, {"clean_weight", clean_weight}, {"warmup_epochs", warmup_epochs},
           {"budget_seconds", budget_seconds},     {"validation_n", validation_n}, {"guard", guard},
-          {"seed", seed}};
+          {"seed", seed},                         {"attack_precision", attack::to_string(attack_precision)}};
 }
 
 nlohmann::json HardenResult::to_json() const { return {{"train", train.to_json()}, {"events", events}}; }

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attack/precision.h"
 #include "attack/threat.h"
 #include "data/dataset.h"
 #include "model/model.h"
@@ -38,6 +39,9 @@ struct HardenOptions {
   int64_t validation_n = 500;    // held-out points for PGD-10 robust validation
   bool guard = true;             // Fast-AT catastrophic-overfitting guard
   uint64_t seed = 0;
+  // Of the inner attack's gradient passes (attack::Precision); training steps and the PGD-10
+  // checkpoint selection stay fp32.
+  attack::Precision attack_precision = attack::Precision::kFp32;
   bool progress = true;
   std::shared_ptr<const std::atomic<bool>> cancel;  // true: stop at the next batch (closed loop)
   // Data-parallel over this group (train::fit): batch_size is the global batch; each rank makes

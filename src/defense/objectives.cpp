@@ -57,12 +57,13 @@ attack::ChunkLoss ce_of(const torch::Tensor& y) {
 // the random start can come from rows_of_global_draw; with one process they take exactly the
 // steps Pgd (random start, no early stop, one restart) and Fgsm take.
 torch::Tensor pgd_points(model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y,
-                         int64_t steps, double step_size, uint64_t seed, const train::StepContext& ctx) {
+                         int64_t steps, double step_size, uint64_t seed, attack::Precision precision,
+                         const train::StepContext& ctx) {
   if (t.eps <= 0) return x;
   AttackScope scope(m);
   auto gen = attack::make_generator(seed);
   auto cur = rows_of_global_draw(x, ctx, [&](const torch::Tensor& full) { return t.random_start(full, gen); });
-  const auto f = attack::logits_of(m);
+  const auto f = attack::logits_of(m, precision);
   const int64_t chunk = std::max<int64_t>(x.size(0), 1);
   for (int64_t k = 0; k < steps; ++k) {
     const auto g = attack::input_gradient(f, cur, ce_of(y), chunk);
@@ -73,14 +74,16 @@ torch::Tensor pgd_points(model::Model& m, const attack::Threat& t, const torch::
 }
 
 torch::Tensor fgsm_points(model::Model& m, const attack::Threat& t, const torch::Tensor& x, const torch::Tensor& y,
-                          double step_size, bool random_init, uint64_t seed, const train::StepContext& ctx) {
+                          double step_size, bool random_init, uint64_t seed, attack::Precision precision,
+                          const train::StepContext& ctx) {
   AttackScope scope(m);
   torch::Tensor start = x;
   if (random_init) {
     auto gen = attack::make_generator(seed);
     start = rows_of_global_draw(x, ctx, [&](const torch::Tensor& full) { return t.random_start(full, gen); });
   }
-  const auto g = attack::input_gradient(attack::logits_of(m), start, ce_of(y), std::max<int64_t>(x.size(0), 1));
+  const auto g =
+      attack::input_gradient(attack::logits_of(m, precision), start, ce_of(y), std::max<int64_t>(x.size(0), 1));
   torch::NoGradGuard no_grad;
   return t.project(start + step_size * attack::steepest_direction(g.grad, t.norm), x).detach();
 }
@@ -102,7 +105,7 @@ train::StepOutput PgdAtObjective::step(model::Model& m, const torch::Tensor& x, 
                                        const train::StepContext& ctx) {
   const double eps = s_.eps_at(ctx);
   const auto x_adv =
-      pgd_points(m, at_eps(s_.threat, eps), x, y, steps_, step_ratio_ * eps, step_seed(s_.seed, ctx), ctx);
+      pgd_points(m, at_eps(s_.threat, eps), x, y, steps_, step_ratio_ * eps, step_seed(s_.seed, ctx), s_.precision, ctx);
   auto logits = m.logits(x_adv);
   auto loss = ce(logits, y);
   if (clean_weight_ > 0) loss = (1 - clean_weight_) * loss + clean_weight_ * ce(m.logits(x), y);
@@ -137,7 +140,7 @@ train::StepOutput TradesObjective::step(model::Model& m, const torch::Tensor& x,
         x);
     for (int64_t k = 0; k < steps_; ++k) {
       const auto g = attack::input_gradient(
-          attack::logits_of(m), x_adv,
+          attack::logits_of(m, s_.precision), x_adv,
           [&](const torch::Tensor& z, int64_t s, int64_t len) {
             return torch::kl_div(torch::log_softmax(z, 1), p_clean.narrow(0, s, len), at::Reduction::None).sum(1);
           },
@@ -175,11 +178,11 @@ train::StepOutput FastAtObjective::step(model::Model& m, const torch::Tensor& x,
   const attack::Threat t = at_eps(s_.threat, eps);
   torch::Tensor x_adv;
   if (fell_back_) {
-    x_adv = pgd_points(m, t, x, y, 2, 0.5 * eps, step_seed(s_.seed, ctx), ctx);
+    x_adv = pgd_points(m, t, x, y, 2, 0.5 * eps, step_seed(s_.seed, ctx), s_.precision, ctx);
   } else if (eps <= 0) {
     x_adv = x;
   } else {
-    x_adv = fgsm_points(m, t, x, y, alpha_ratio_ * eps, random_init_, step_seed(s_.seed, ctx), ctx);
+    x_adv = fgsm_points(m, t, x, y, alpha_ratio_ * eps, random_init_, step_seed(s_.seed, ctx), s_.precision, ctx);
   }
   auto logits = m.logits(x_adv);
   auto loss = ce(logits, y);

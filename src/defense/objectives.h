@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "attack/precision.h"
 #include "attack/threat.h"
 #include "train/trainer.h"
 
@@ -15,6 +16,8 @@ struct AdversarialSettings {
   attack::Threat threat;       // norm, eps (the target eps after warm-up), range
   double warmup_epochs = 0;    // eps ramps linearly from 0 over this many epochs
   uint64_t seed = 0;
+  // Of the inner maximisation's gradient passes (attack::Precision); the training step is fp32.
+  attack::Precision precision = attack::Precision::kFp32;
   double eps_at(const train::StepContext& ctx) const;
 };
 

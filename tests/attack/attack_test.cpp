@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -324,6 +325,80 @@ TEST(Attacks, RunTheModelInEvalModeAndHandBackItsMode) {
   }
 }
 
+// --precision bf16 changes the passes that compute a gradient and nothing else: without autograd
+// the logits are fp32's to the bit; with it they are bf16's (close to fp32's, not equal), the
+// gradient points the same way, and the thread's autocast switch is off again afterwards.
+TEST(Precision, Bf16OnlyWhereAGradientIsComputed) {
+  const auto& t = trained();
+  const auto x = t.x.narrow(0, 0, 64);
+  const auto f32 = logits_of(t.m), f16 = logits_of(t.m, Precision::kBf16);
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(f16(x), f32(x))) << "a forward pass without autograd must stay fp32";
+  }
+  auto grad_and_logits = [&](const LogitsFn& f) {
+    const auto xr = x.clone().requires_grad_(true);
+    const auto z = f(xr);
+    const auto loss = ce_loss(z, t.y.narrow(0, 0, 64)).sum();
+    return std::make_pair(torch::autograd::grad({loss}, {xr})[0], z.detach());
+  };
+  const auto [g32, z32] = grad_and_logits(f32);
+  const auto [g16, z16] = grad_and_logits(f16);
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());
+  EXPECT_EQ(z16.scalar_type(), torch::kFloat);
+  const double diff = (z16 - z32).abs().max().item<double>(), scale = z32.abs().max().item<double>();
+  EXPECT_GT(diff, 0.0) << "the gradient pass did not run in bf16";
+  EXPECT_LT(diff, 0.05 * scale);
+  const double cosine = (g16 * g32).sum().item<double>() / (g16.norm() * g32.norm()).item<double>();
+  EXPECT_GT(cosine, 0.95);
+}
+
+// Early stopping retires a point only when a forward pass without autograd agrees it is
+// misclassified: a gradient pass's logits (bf16 under --precision bf16) are only a hint.
+TEST(Precision, EarlyStopRetiresOnlyPointsTheVerdictPassMisclassifies) {
+  const auto& t = trained();
+  const auto f = logits_of(t.m);
+  const auto adv = small_attack("pgd", 0.2, Norm::kLinf, 1)->perturb(f, t.x, t.y);
+  torch::Tensor truth;
+  {
+    torch::NoGradGuard no_grad;
+    truth = torch::cat({torch::zeros({100}, torch::kBool), f(adv.narrow(0, 100, 100)).argmax(1).ne(t.y.narrow(0, 100, 100))});
+  }
+  ASSERT_GT(truth.sum().item<int64_t>(), 50) << "pgd at eps 0.2 should fool most of the undefended model's points";
+  // Logits that call every point misclassified, for clean points (the model is right on all of
+  // them) and adversarial ones (it is wrong on `truth`).
+  const auto points = torch::cat({t.x.narrow(0, 0, 100), adv.narrow(0, 100, 100)});
+  const auto lying = torch::one_hot((t.y + 1) % 10, 10).to(torch::kFloat);
+  AttackCost cost;
+  const auto wrong = confirmed_misclassified(f, points, t.y, lying, 64, cost);
+  EXPECT_TRUE(torch::equal(wrong, truth));
+  EXPECT_EQ(cost.forward_passes, 200);
+  AttackCost none;
+  const auto honest = torch::one_hot(t.y, 10).to(torch::kFloat);
+  EXPECT_FALSE(confirmed_misclassified(f, points, t.y, honest, 64, none).any().item<bool>());
+  EXPECT_EQ(none.forward_passes, 0) << "points the gradient pass calls right are not rechecked";
+}
+
+// bf16 gradient passes attack about as well as fp32 ones on the same points (bench/attack_throughput
+// holds the 0.3-point line on 1,000 images; 200 points here, at an eps where accuracy is mid-range).
+TEST(Precision, Bf16PgdAndApgdReachAboutFp32sRobustAccuracy) {
+  const auto& t = trained();
+  for (const std::string name : {"pgd", "apgd-ce"}) {
+    AttackSettings s;
+    s.pgd_steps = 10;
+    s.apgd_steps = 20;
+    auto robust = [&](Precision p) {
+      const auto adv = make_attack(name, 0.03, s)->perturb(logits_of(t.m, p), t.x, t.y);
+      torch::NoGradGuard no_grad;
+      return logits_of(t.m)(adv).argmax(1).eq(t.y).to(torch::kFloat).mean().item<double>();
+    };
+    const double a32 = robust(Precision::kFp32), a16 = robust(Precision::kBf16);
+    EXPECT_GT(a32, 0.05) << name << ": eps too large for a comparison";
+    EXPECT_LT(a32, 0.95) << name << ": eps too small for a comparison";
+    EXPECT_NEAR(a16, a32, 0.03) << name;
+  }
+}
+
 TEST(Factory, BadArgumentsNameTheFlag) {
   auto expect_flag = [](auto&& call, const std::string& flag) {
     try {
@@ -342,6 +417,10 @@ TEST(Factory, BadArgumentsNameTheFlag) {
   expect_flag([] { PgdOptions(-1); }, "--eps");
   expect_flag([] { SquareOptions(0.1).queries(0); }, "--queries");
   expect_flag([] { ApgdOptions(0.1).rho(2); }, "--rho");
+  expect_flag([] { parse_precision("fp16"); }, "--precision");
+  expect_flag([] { parse_precision("BF16", "--attack-precision"); }, "--attack-precision");
+  EXPECT_EQ(parse_precision("bf16"), Precision::kBf16);
+  EXPECT_EQ(parse_precision("fp32"), Precision::kFp32);
   EXPECT_EQ(parse_attack_list("auto"), auto_attacks());
   EXPECT_EQ(parse_eps_list(" 0.2, 0.1 "), (std::vector<double>{0.2, 0.1}));
 }

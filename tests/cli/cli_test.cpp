@@ -107,6 +107,7 @@ TEST(CliAttack, BadArgumentsExitTwoNamingTheFlag) {
   expect_usage_error("attack" + m + " --n 0", "--n");
   expect_usage_error("attack" + m + " --steps 0 --attacks pgd", "--steps");
   expect_usage_error("attack" + m + " --queries 0 --attacks square", "--queries");
+  expect_usage_error("attack" + m + " --precision fp16", "--precision");
   expect_usage_error("attack --attacks pgd", "--model");
 }
 
@@ -119,6 +120,7 @@ TEST(CliAttack, JsonReportAndSavedAdversarials) {
   const auto j = nlohmann::json::parse(r.output);
   ASSERT_EQ(j["results"].size(), 4u);
   EXPECT_EQ(j["n"], 80);
+  EXPECT_EQ(j["precision"], "fp32");
   for (int e = 0; e < 2; ++e) {
     const auto& fgsm = j["results"][2 * e];
     const auto& pgd = j["results"][2 * e + 1];

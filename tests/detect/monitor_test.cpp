@@ -253,16 +253,18 @@ TEST(CusumCalibration, ThresholdGivesTheTargetRunLengthInDirectSimulation) {
   }
 }
 
-TEST(CusumCalibration, CalibratingOneHourAt50HzIsFast) {
-  const auto start = std::chrono::steady_clock::now();
+// Calibration at the server's settings (10 classes) and for 1000 uneven classes gives usable
+// thresholds that survive the JSON round trip. Its speed (the server calibrates at load and on each
+// swap) is measured by bench/detect, not asserted here.
+TEST(CusumCalibration, OneHourAt50HzAndAThousandClassesGiveUsableThresholds) {
   const auto t = calibrate_thresholds(clean_reference(), MonitorOptions().arl0_hours(1).expected_rate_hz(50), 1);
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("[ calib ] 10 classes: h = %.3f %.3f %.3f %.3f in %.3f s\n", t.h_detector_rate, t.h_confidence,
-              t.h_class_mix, t.h_accuracy, s);
-  EXPECT_LT(s, 2.0);
+  std::printf("[ calib ] 10 classes: h = %.3f %.3f %.3f %.3f\n", t.h_detector_rate, t.h_confidence, t.h_class_mix,
+              t.h_accuracy);
+  for (const double h : {t.h_detector_rate, t.h_confidence, t.h_class_mix, t.h_accuracy}) {
+    EXPECT_TRUE(std::isfinite(h) && h > 0) << h;
+  }
   const auto back = MonitorThresholds::from_json(nlohmann::json::parse(t.to_json().dump()));
   EXPECT_DOUBLE_EQ(back.h_class_mix, t.h_class_mix);
-  // 1000 classes with uneven shares (ImageNet-like) must stay fast too.
   MonitorReference big = clean_reference();
   std::mt19937_64 rng(5);
   std::uniform_real_distribution<double> u(0.5, 1.5);
@@ -270,11 +272,9 @@ TEST(CusumCalibration, CalibratingOneHourAt50HzIsFast) {
   double total = 0;
   for (double& f : big.class_frequencies) total += (f = u(rng));
   for (double& f : big.class_frequencies) f /= total;
-  const auto start2 = std::chrono::steady_clock::now();
   const auto t2 = calibrate_thresholds(big, MonitorOptions().arl0_hours(1), 1);
-  s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start2).count();
-  std::printf("[ calib ] 1000 classes: h_class_mix = %.3f in %.3f s\n", t2.h_class_mix, s);
-  EXPECT_LT(s, 2.0);
+  std::printf("[ calib ] 1000 classes: h_class_mix = %.3f\n", t2.h_class_mix);
+  EXPECT_TRUE(std::isfinite(t2.h_class_mix) && t2.h_class_mix > 0) << t2.h_class_mix;
 }
 
 // --- The monitor on simulated traffic -----------------------------------------------------------
