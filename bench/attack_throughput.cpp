@@ -1,9 +1,14 @@
 // bench/attack_throughput — PGD-20 (L∞, eps 0.1) over 1000 Fashion-MNIST test images on the
 // baseline `cnn`, against a bare LibTorch loop (torch::nn, same weights) doing the same number of
 // forward+backward image passes in full batches; alternated rounds, median ratio (goal >= 0.9).
-// Then the `auto` cascade (APGD-CE -> APGD-T -> Square) at the same eps, in seconds.
+// Then the `auto` cascade (APGD-CE -> APGD-T -> Square) at the same eps, in seconds. Then the
+// precision levers of issue 14, side by side in alternated rounds: PGD-20 (early stop, as
+// `bulwark attack` runs it) and APGD-CE (100 iterations) with fp32 and bf16 gradient passes
+// (attack/precision.h) at batch `batch` and 128, each with its time relative to fp32 at `batch`
+// and its robust accuracy (every verdict fp32) on the same points.
 //
 // usage: attack_throughput [model.pt or - (train a cnn for 1 epoch)] [n=1000] [rounds=5] [batch=256]
+//                          [precision_rounds=3 (0: skip)]   (rounds 0: only the precision levers)
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -62,6 +67,70 @@ double bare_seconds(bulwark::bench::BareCnn& net, const torch::Tensor& x, const 
   return since(t0);
 }
 
+// One way of running the gradient passes, and what it measured.
+struct PrecisionVariant {
+  bulwark::attack::Precision precision;
+  int64_t batch;
+  std::vector<double> pgd_s, apgd_s;
+  double pgd_acc = 0, apgd_acc = 0;
+  std::string name() const {
+    return bulwark::attack::to_string(precision) + " batch " + std::to_string(batch);
+  }
+};
+
+// PGD-20 and APGD-CE with each variant, `rounds` rounds, the order rotated each round so a slow
+// spell of the shared machine does not land on one variant.
+void precision_levers(const bulwark::model::Model& m, const torch::Tensor& x, const torch::Tensor& y, int64_t batch,
+                      int rounds) {
+  namespace attack = bulwark::attack;
+  using attack::Precision;
+  std::vector<PrecisionVariant> vs = {{Precision::kFp32, batch}, {Precision::kFp32, 128},
+                                      {Precision::kBf16, batch}, {Precision::kBf16, 128}};
+  if (batch == 128) vs = {{Precision::kFp32, 128}, {Precision::kBf16, 128}};
+  auto run = [&](const std::string& name, const PrecisionVariant& v, double& acc) {
+    attack::SuiteOptions o;
+    o.attacks = {name};
+    o.eps = {0.1};
+    o.settings.batch_size = v.batch;
+    o.progress = false;
+    o.masking_checks = false;
+    const auto t0 = Clock::now();
+    const auto rep = attack::evaluate_robustness(attack::logits_of(m, v.precision), x, y, o);
+    acc = rep.rows[0].robust_accuracy;
+    return since(t0);
+  };
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t k = 0; k < vs.size(); ++k) {
+      auto& v = vs[(k + static_cast<size_t>(r)) % vs.size()];
+      v.pgd_s.push_back(run("pgd", v, v.pgd_acc));
+      v.apgd_s.push_back(run("apgd-ce", v, v.apgd_acc));
+      std::fprintf(stderr, "precision round %d: %-16s pgd-20 %.2fs, apgd-ce %.2fs\n", r + 1, v.name().c_str(),
+                   v.pgd_s.back(), v.apgd_s.back());
+    }
+  }
+  const auto& ref = vs[0];
+  std::printf("\nprecision levers, side by side (%d alternated rounds, median; robust accuracy judged in fp32):\n",
+              rounds);
+  std::printf("  %-16s %9s %7s %8s %7s   %9s %7s %8s %7s\n", "variant", "pgd-20 s", "ratio", "robust", "d(pt)",
+              "apgd-ce s", "ratio", "robust", "d(pt)");
+  std::string json;
+  for (const auto& v : vs) {
+    const double p = median(v.pgd_s), a = median(v.apgd_s);
+    std::printf("  %-16s %9.2f %7.3f %7.1f%% %+7.1f   %9.2f %7.3f %7.1f%% %+7.1f\n", v.name().c_str(), p,
+                p / median(ref.pgd_s), 100 * v.pgd_acc, 100 * (v.pgd_acc - ref.pgd_acc), a, a / median(ref.apgd_s),
+                100 * v.apgd_acc, 100 * (v.apgd_acc - ref.apgd_acc));
+    char row[320];
+    std::snprintf(row, sizeof row,
+                  "%s{\"precision\":\"%s\",\"batch\":%lld,\"pgd20_seconds\":%.3f,\"pgd20_robust_accuracy\":%.4f,"
+                  "\"apgd_ce_seconds\":%.3f,\"apgd_ce_robust_accuracy\":%.4f}",
+                  json.empty() ? "" : ",", attack::to_string(v.precision).c_str(), static_cast<long long>(v.batch), p,
+                  v.pgd_acc, a, v.apgd_acc);
+    json += row;
+  }
+  std::printf("{\"bench\":\"attack_throughput_precision\",\"n\":%lld,\"rounds\":%d,\"variants\":[%s]}\n",
+              static_cast<long long>(x.size(0)), rounds, json.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -69,6 +138,7 @@ int main(int argc, char** argv) {
   const int64_t n = argc > 2 ? std::atoll(argv[2]) : 1000;
   const int rounds = argc > 3 ? std::atoi(argv[3]) : 5;
   const int64_t batch = argc > 4 ? std::atoll(argv[4]) : 256;
+  const int precision_rounds = argc > 5 ? std::atoi(argv[5]) : 3;
   torch::set_num_threads(bulwark::hardware_threads());
   auto m = baseline(argc, argv);
   m.set_parameters_require_grad(false);
@@ -78,6 +148,10 @@ int main(int argc, char** argv) {
   net->copy_from(m);
   for (auto& p : net->parameters()) p.requires_grad_(false);
 
+  if (rounds == 0) {
+    precision_levers(m, x, y, batch, std::max(precision_rounds, 1));
+    return 0;
+  }
   attack::SuiteOptions pgd;
   pgd.attacks = {"pgd"};
   pgd.eps = {0.1};
@@ -142,5 +216,7 @@ int main(int argc, char** argv) {
               "\"step_loop_ratio\":%.4f,\"pgd20_robust_accuracy\":%.4f,\"auto_seconds\":%.3f,\"auto_robust_accuracy\":%.4f}\n",
               median(ours), median(bare), median(ratios), median(loop_ratios), row.robust_accuracy, auto_s,
               autorep.worst[0].robust_accuracy);
+  std::fflush(stdout);
+  if (precision_rounds > 0) precision_levers(m, x, y, batch, precision_rounds);
   return 0;
 }

@@ -10,12 +10,18 @@ echo "== train_throughput: wall clock, paired rounds =="
 "$BUILD/bench/train_throughput"
 
 echo "== attack_throughput: wall clock, paired rounds =="
-"$BUILD/bench/attack_throughput" "$MODEL" 1000 9
+"$BUILD/bench/attack_throughput" "$MODEL" 1000 9   # ends with fp32 vs bf16 on the undefended model
+if [ -f "$BUILD/demo/fastat.pt" ]; then
+  echo "== attack_throughput: fp32 vs bf16 gradient passes on the demo's hardened model =="
+  "$BUILD/bench/attack_throughput" "$BUILD/demo/fastat.pt" 1000 0 256 3
+fi
 
 echo "== harden: one epoch per method on the full training set, ratios to standard =="
 "$BUILD/bench/harden"
 echo "== harden: standard vs Fast-AT, 3 alternating pairs =="
 "$BUILD/bench/harden" 60000 128 3
+echo "== harden: PGD-7-AT with fp32 vs bf16 inner-attack gradient passes, one epoch each =="
+"$BUILD/bench/harden" precision 60000 128 1
 
 echo "== serve: REST/gRPC latency and throughput, batching efficiency, guard cost, detector cost =="
 CALIBRATION=$BUILD/demo/baseline.detect

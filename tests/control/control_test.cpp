@@ -16,7 +16,7 @@ TEST(Control, TheGateRefusesAWeakCandidateAndSaysWhichThreshold) {
   policy.gate.min_robust_accuracy = 0.99;  // no one-epoch candidate reaches this
   Loop loop(r, policy);
   loop.controller->request_hardening("test");
-  ASSERT_TRUE(loop.wait_for(control::State::kFailed, 240)) << loop.controller->status().dump(2);
+  ASSERT_TRUE(loop.wait_for(control::State::kFailed, 240 * kSanitizerSlowdown)) << loop.controller->status().dump(2);
   ASSERT_TRUE(loop.controller->status()["last_gate"].is_object()) << "failed before the gate: "
                                                                    << loop.controller->status().dump(2);
   const auto status = loop.controller->status();
@@ -48,7 +48,7 @@ TEST(Control, TheWatchRollsBackAPromotedVersionThatDoesWorse) {
   Loop loop(r, policy);
   loop.labelled_traffic(20, /*agree=*/true, 0);  // version 1: 100 % on its feedback
   loop.controller->request_hardening("test");
-  ASSERT_TRUE(loop.wait_for(control::State::kWatching, 240)) << loop.controller->status().dump(2);
+  ASSERT_TRUE(loop.wait_for(control::State::kWatching, 240 * kSanitizerSlowdown)) << loop.controller->status().dump(2);
   EXPECT_EQ(r.production(), 2);
   EXPECT_EQ(loop.core.source_of("fashion")->registry_version, 2);
   loop.labelled_traffic(20, /*agree=*/false, 100);  // the scripted regression: version 2 is always wrong

@@ -469,7 +469,7 @@ TEST(KubeLoop, HardensInAJobThenMovesTheInferenceServiceFromTenToAllTraffic) {
   policy.watch.window_s = 1;
   Loop loop(r, policy);
   loop.controller->request_hardening("test");
-  ASSERT_TRUE(loop.wait_for(control::State::kStable, 300)) << loop.controller->status().dump(2);
+  ASSERT_TRUE(loop.wait_for(control::State::kStable, 300 * kSanitizerSlowdown)) << loop.controller->status().dump(2);
   EXPECT_EQ(r.production(), 2);
   // The job: one TrainJob applied in the namespace, its schema-valid manifest, followed by gets.
   const auto applies = k.find({"-n", "ml-prod", "apply", "-f", "-"});
@@ -501,7 +501,7 @@ TEST(KubeLoop, ARollbackPinsTheInferenceServiceToThePreviousVersion) {
   Loop loop(r, policy);
   loop.labelled_traffic(20, /*agree=*/true, 0);  // version 1: 100 % on its feedback
   loop.controller->request_hardening("test");
-  ASSERT_TRUE(loop.wait_for(control::State::kWatching, 300)) << loop.controller->status().dump(2);
+  ASSERT_TRUE(loop.wait_for(control::State::kWatching, 300 * kSanitizerSlowdown)) << loop.controller->status().dump(2);
   EXPECT_EQ(isvc_applies(k), (std::vector<std::pair<std::string, int>>{{"2", 10}}));
   loop.labelled_traffic(20, /*agree=*/false, 100);  // version 2 is always wrong
   ASSERT_TRUE(loop.wait_for(control::State::kRolledBack, 30)) << loop.controller->status().dump(2);
