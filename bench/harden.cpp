@@ -6,7 +6,7 @@
 // With pairs > 0, only standard and Fast-AT run, alternating, `pairs` times; the Fast-AT figure is
 // the median of the per-pair ratios, so drift on a shared machine hits both sides of each pair.
 //
-// usage: harden precision [images=60000] [batch=128] [epochs=1]
+// usage: harden precision [images=60000] [batch=128] [epochs=1] [first=fp32|bf16]
 // PGD-7-AT with fp32 and with bf16 inner-attack gradient passes (--attack-precision), from the same
 // initial weights and seed, one after the other; each side's seconds per epoch, then the clean accuracy and
 // PGD-20 robust accuracy (fp32, eps 0.1, 1,000 test images) each reaches after the same epochs.
@@ -36,7 +36,7 @@ double epoch_seconds(const bulwark::data::Dataset& d, int64_t batch, bulwark::tr
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-int precision_mode(int64_t images, int64_t batch, int64_t epochs) {
+int precision_mode(int64_t images, int64_t batch, int64_t epochs, bool bf16_first) {
   namespace defense = bulwark::defense;
   namespace attack = bulwark::attack;
   const auto d = bulwark::data::load_dataset("fashion-mnist", bulwark::data::Split::kTrain).head(images);
@@ -48,7 +48,9 @@ int precision_mode(int64_t images, int64_t batch, int64_t epochs) {
     double clean = 0, robust = 0;
   };
   std::vector<Side> sides = {{attack::Precision::kFp32, {}}, {attack::Precision::kBf16, {}}};
-  for (auto& side : sides) {
+  // Run in the order asked (the two sides run one after the other; run both orders on a shared machine).
+  for (size_t k = 0; k < sides.size(); ++k) {
+    auto& side = sides[bf16_first ? sides.size() - 1 - k : k];
     defense::AdversarialSettings s{{attack::Norm::kLinf, 0.1, 0.0, 1.0}, 0.0, 0, side.precision};
     defense::PgdAtObjective pgd7(s, 7);
     auto m = bulwark::model::create_model("cnn", bulwark::model::default_spec(), 0);
@@ -96,7 +98,7 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "precision") {
     torch::set_num_threads(bulwark::hardware_threads());
     return precision_mode(argc > 2 ? std::atoll(argv[2]) : 60000, argc > 3 ? std::atoll(argv[3]) : 128,
-                          argc > 4 ? std::atoll(argv[4]) : 1);
+                          argc > 4 ? std::atoll(argv[4]) : 1, argc > 5 && std::string(argv[5]) == "bf16");
   }
   const int64_t images = argc > 1 ? std::atoll(argv[1]) : 60000;
   const int64_t batch = argc > 2 ? std::atoll(argv[2]) : 128;
