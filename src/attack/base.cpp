@@ -50,12 +50,13 @@ LogitsFn logits_of(const model::Model& m, Precision precision) {
       return m.logits(x);
     };
   }
-  return [&m](const torch::Tensor& x) {
+  const auto bf16_under_autograd = [&m](const torch::Tensor& x) {
     model::EvalMode eval(m);
     if (!torch::GradMode::is_enabled()) return m.logits(x);
     Bf16Autocast bf16;
     return m.logits(x).to(torch::kFloat);
   };
+  return LogitsFn(bf16_under_autograd, /*exact_gradient_pass=*/false);
 }
 
 InputGradient input_gradient(const LogitsFn& f, const torch::Tensor& x, const ChunkLoss& loss, int64_t chunk) {
@@ -93,6 +94,7 @@ torch::Tensor confirmed_misclassified(const LogitsFn& f, const torch::Tensor& x,
                                       const torch::Tensor& gradient_logits, int64_t chunk, AttackCost& cost) {
   torch::NoGradGuard no_grad;
   auto wrong = gradient_logits.argmax(1).ne(y);
+  if (f.exact_gradient_pass()) return wrong;
   const auto flagged = wrong.nonzero().squeeze(1);
   if (flagged.numel() == 0) return wrong;
   const auto recheck = forward_chunked(f, x.index_select(0, flagged), chunk).argmax(1).ne(y.index_select(0, flagged));

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
@@ -20,8 +22,28 @@ namespace bulwark::attack {
 
 // The classifier as attacks see it: a batch [N, C, H, W] -> scores [N, K]. White-box attacks
 // need it differentiable w.r.t. the input (model logits, or a BPDA wrapper); black-box attacks
-// only call it (a local model or a remote endpoint).
-using LogitsFn = std::function<torch::Tensor(const torch::Tensor&)>;
+// only call it (a local model or a remote endpoint). Any callable converts to one.
+//
+// exact_gradient_pass() says whether logits computed under autograd are the ones a pass without
+// autograd (every verdict) gives. It is false for logits_of(m, Precision::kBf16), whose gradient
+// passes run in bfloat16; attacks then recheck a point before retiring it
+// (confirmed_misclassified). A wrapper of a LogitsFn passes the flag on.
+class LogitsFn {
+ public:
+  LogitsFn() = default;
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, LogitsFn> &&
+                                              std::is_invocable_r_v<torch::Tensor, F&, const torch::Tensor&>>>
+  LogitsFn(F f, bool exact_gradient_pass = true)  // NOLINT(google-explicit-constructor): a callable is one
+      : f_(std::move(f)), exact_gradient_pass_(exact_gradient_pass) {}
+
+  torch::Tensor operator()(const torch::Tensor& x) const { return f_(x); }
+  bool exact_gradient_pass() const { return exact_gradient_pass_; }
+  explicit operator bool() const { return static_cast<bool>(f_); }
+
+ private:
+  std::function<torch::Tensor(const torch::Tensor&)> f_;
+  bool exact_gradient_pass_ = true;
+};
 
 // Throws invalid_argument naming `flag` unless lo <= v <= hi.
 void check_range(const char* flag, double v, double lo, double hi);
@@ -125,8 +147,9 @@ torch::Tensor forward_chunked(const LogitsFn& f, const torch::Tensor& x, int64_t
 
 // Early stopping's test: which points of x the logits of a gradient pass at x call misclassified
 // (argmax != y) that a forward pass without autograd (the pass every verdict uses) misclassifies
-// too. With fp32 the two agree; with bf16 gradient passes (attack/precision.h) the recheck keeps in
-// the attack a point that bf16 rounding alone had flipped. Costs a forward of the flagged points
+// too. When f's gradient passes are exact the two agree and nothing is recomputed; with bf16
+// gradient passes (attack/precision.h) the flagged points are rechecked, which keeps in the attack
+// a point that bf16 rounding alone had flipped. The recheck costs a forward of the flagged points
 // only, counted in cost.forward_passes.
 torch::Tensor confirmed_misclassified(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y,
                                       const torch::Tensor& gradient_logits, int64_t chunk, AttackCost& cost);

@@ -5,7 +5,8 @@
 namespace bulwark::attack {
 
 LogitsFn bpda(LogitsFn f, Preprocess g) {
-  return [f = std::move(f), g = std::move(g)](const torch::Tensor& x) {
+  const bool exact = f.exact_gradient_pass();
+  auto straight_through = [f = std::move(f), g = std::move(g)](const torch::Tensor& x) {
     torch::Tensor gx;
     {
       torch::NoGradGuard no_grad;
@@ -14,6 +15,7 @@ LogitsFn bpda(LogitsFn f, Preprocess g) {
     // Value g(x), gradient of the identity.
     return f(x + (gx - x).detach());
   };
+  return LogitsFn(std::move(straight_through), exact);
 }
 
 }  // namespace bulwark::attack

@@ -109,7 +109,8 @@ void run_attack(const AttackFlags& f, const CLI::App& cmd, const GlobalOptions& 
     // with straight-through gradients (BPDA) unless asked to show the naive figure.
     const auto squeeze = attack::parse_squeezer(f.defense, m.spec().lo, m.spec().hi);
     const auto base = f_attacked;
-    f_attacked = f.no_bpda ? attack::LogitsFn([base, squeeze](const torch::Tensor& v) { return base(squeeze(v)); })
+    f_attacked = f.no_bpda ? attack::LogitsFn([base, squeeze](const torch::Tensor& v) { return base(squeeze(v)); },
+                                                        base.exact_gradient_pass())
                            : attack::bpda(base, squeeze);
   }
   const auto report = attack::evaluate_robustness(f_attacked, x, y, o);

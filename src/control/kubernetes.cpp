@@ -224,6 +224,7 @@ std::string KubernetesRunner::render_job(const HardenJob& job) const {
   v["HARDEN_BATCH"] = flag_value(argv, "--batch");
   v["HARDEN_STEPS"] = flag_value(argv, "--steps");
   v["HARDEN_CLEAN_WEIGHT"] = flag_value(argv, "--clean-weight");
+  v["HARDEN_ATTACK_PRECISION"] = flag_value(argv, "--attack-precision");
   v["HARDEN_BUDGET_MINUTES"] = flag_value(argv, "--budget-minutes");
   v["HARDEN_DATA"] = flag_value(argv, "--data");
   v["HARDEN_VAL_FRACTION"] = flag_value(argv, "--val-fraction");

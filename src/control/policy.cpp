@@ -63,6 +63,7 @@ bool is_variable_name(const std::string& s) {
 const std::set<std::string> kGuardSetsVariables{
     "NAMESPACE",      "JOB_NAME",     "JOB_DIR",           "BASE_MODEL",          "HARDEN_METHOD",
     "HARDEN_EPS",     "HARDEN_EPOCHS", "HARDEN_BATCH",     "HARDEN_STEPS",        "HARDEN_CLEAN_WEIGHT",
+    "HARDEN_ATTACK_PRECISION",
     "HARDEN_BUDGET_MINUTES", "HARDEN_DATA", "HARDEN_VAL_FRACTION", "HARDEN_SEED", "JOB_DEADLINE_SECONDS",
     "ISVC_NAME",      "MODEL_NAME",   "MODEL_REF",         "CANARY_PERCENT"};
 
@@ -92,6 +93,7 @@ Policy Policy::from_yaml(const YAML::Node& node, const std::string& where) {
   h.read("batch", p.hardening.batch);
   h.read("pgd_steps", p.hardening.pgd_steps);
   h.read("clean_weight", p.hardening.clean_weight);
+  h.read("attack_precision", p.hardening.attack_precision);
   h.read("seed", p.hardening.seed);
   h.read("detectors", p.hardening.detectors);
   h.done();
@@ -158,6 +160,8 @@ void Policy::validate() const {
   require(hardening.clean_weight >= 0 && hardening.clean_weight < 1, "hardening.clean_weight", "in [0, 1)");
   require(hardening.clean_weight == 0 || hardening.method != "trades", "hardening.clean_weight",
           "0 with method trades (TRADES weighs its clean loss against beta)");
+  require(hardening.attack_precision == "fp32" || hardening.attack_precision == "bf16", "hardening.attack_precision",
+          "fp32 or bf16");
   require(gate.n >= 10 && gate.n <= 10000, "gate.n", "in [10, 10000]");
   require(gate.offset >= 0, "gate.offset", ">= 0");
   require(!gate.attacks.empty(), "gate.attacks", "a non-empty list");
@@ -207,7 +211,8 @@ nlohmann::json Policy::to_json() const {
            {{"method", hardening.method}, {"eps", hardening.eps}, {"epochs", hardening.epochs},
             {"limit", hardening.limit}, {"budget_minutes", hardening.budget_minutes}, {"data", hardening.data},
             {"runner", hardening.runner}, {"key", hardening.key}, {"batch", hardening.batch},
-            {"pgd_steps", hardening.pgd_steps}, {"clean_weight", hardening.clean_weight}, {"seed", hardening.seed}, {"detectors", hardening.detectors}}},
+            {"pgd_steps", hardening.pgd_steps}, {"clean_weight", hardening.clean_weight},
+            {"attack_precision", hardening.attack_precision}, {"seed", hardening.seed}, {"detectors", hardening.detectors}}},
           {"gate",
            {{"n", gate.n}, {"offset", gate.offset}, {"attacks", gate.attacks}, {"eps", gate.eps},
             {"max_clean_drop", gate.max_clean_drop}, {"min_robust_accuracy", gate.min_robust_accuracy},

@@ -35,6 +35,7 @@ struct HardeningPolicy {
   int64_t batch = 128;
   int64_t pgd_steps = 7;           // pgd-at / trades inner steps
   double clean_weight = 0;         // pgd-at / fast-at: weight of the clean loss (trades: use beta)
+  std::string attack_precision = "fp32";  // the inner attack's gradient passes: fp32 | bf16 (harden --attack-precision)
   uint64_t seed = 0;
   std::vector<std::string> detectors{"max-softmax", "pca"};  // calibrated for the candidate before the gate
 

@@ -33,6 +33,7 @@ defense::HardenOptions harden_options(const HardeningPolicy& p) {
   o.batch_size = p.batch;
   o.pgd_steps = p.pgd_steps;
   o.clean_weight = p.clean_weight;
+  o.attack_precision = attack::parse_precision(p.attack_precision, "policy.hardening.attack_precision");
   o.budget_seconds = p.budget_minutes * 60;
   o.seed = p.seed;
   o.progress = false;
@@ -197,6 +198,7 @@ std::vector<std::string> harden_argv(const HardenJob& job) {
                                 job.base_model, "--method", p.method, "--eps", std::to_string(p.eps), "--epochs",
                                 std::to_string(p.epochs), "--batch", std::to_string(p.batch), "--steps",
                                 std::to_string(p.pgd_steps), "--clean-weight", std::to_string(p.clean_weight),
+                                "--attack-precision", p.attack_precision,
                                 "--budget-minutes", std::to_string(p.budget_minutes),
                                 "--data", p.data, "--eval-n", "200", "--out", job.out + ".tmp"};
   if (p.limit > 0) {

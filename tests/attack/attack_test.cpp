@@ -354,10 +354,11 @@ TEST(Precision, Bf16OnlyWhereAGradientIsComputed) {
 }
 
 // Early stopping retires a point only when a forward pass without autograd agrees it is
-// misclassified: a gradient pass's logits (bf16 under --precision bf16) are only a hint.
+// misclassified: a bf16 gradient pass's logits are only a hint, and the flagged points are
+// rechecked; an fp32 gradient pass's logits are the verdict, and nothing is recomputed.
 TEST(Precision, EarlyStopRetiresOnlyPointsTheVerdictPassMisclassifies) {
   const auto& t = trained();
-  const auto f = logits_of(t.m);
+  const auto f = logits_of(t.m), f16 = logits_of(t.m, Precision::kBf16);
   const auto adv = small_attack("pgd", 0.2, Norm::kLinf, 1)->perturb(f, t.x, t.y);
   torch::Tensor truth;
   {
@@ -370,13 +371,30 @@ TEST(Precision, EarlyStopRetiresOnlyPointsTheVerdictPassMisclassifies) {
   const auto points = torch::cat({t.x.narrow(0, 0, 100), adv.narrow(0, 100, 100)});
   const auto lying = torch::one_hot((t.y + 1) % 10, 10).to(torch::kFloat);
   AttackCost cost;
-  const auto wrong = confirmed_misclassified(f, points, t.y, lying, 64, cost);
+  const auto wrong = confirmed_misclassified(f16, points, t.y, lying, 64, cost);
   EXPECT_TRUE(torch::equal(wrong, truth));
   EXPECT_EQ(cost.forward_passes, 200);
   AttackCost none;
   const auto honest = torch::one_hot(t.y, 10).to(torch::kFloat);
-  EXPECT_FALSE(confirmed_misclassified(f, points, t.y, honest, 64, none).any().item<bool>());
+  EXPECT_FALSE(confirmed_misclassified(f16, points, t.y, honest, 64, none).any().item<bool>());
   EXPECT_EQ(none.forward_passes, 0) << "points the gradient pass calls right are not rechecked";
+  AttackCost exact;
+  EXPECT_TRUE(confirmed_misclassified(f, points, t.y, lying, 64, exact).all().item<bool>())
+      << "an fp32 gradient pass's logits are the verdict";
+  EXPECT_EQ(exact.forward_passes, 0) << "nothing to recheck after an exact gradient pass";
+}
+
+// Whether a LogitsFn's gradient passes are exact travels with it through the wrappers the attack
+// command builds (BPDA, a preprocessor in front); any other callable is exact.
+TEST(Precision, WrappersKeepWhetherTheGradientPassIsExact) {
+  const auto& t = trained();
+  const Preprocess quantise = [](const torch::Tensor& v) { return torch::round(v * 4) / 4; };
+  EXPECT_TRUE(logits_of(t.m).exact_gradient_pass());
+  EXPECT_FALSE(logits_of(t.m, Precision::kBf16).exact_gradient_pass());
+  EXPECT_TRUE(bpda(logits_of(t.m), quantise).exact_gradient_pass());
+  EXPECT_FALSE(bpda(logits_of(t.m, Precision::kBf16), quantise).exact_gradient_pass());
+  const LogitsFn plain = [](const torch::Tensor& v) { return v.flatten(1); };
+  EXPECT_TRUE(plain.exact_gradient_pass());
 }
 
 // bf16 gradient passes attack about as well as fp32 ones on the same points (bench/attack_throughput

@@ -1,7 +1,8 @@
 // The closed loop's controller on a real server core, registry and hardening job: the gate
 // refuses a weak candidate naming the threshold; the watch rolls back a promoted version that
 // does worse on labelled feedback; a guard killed mid-hardening restarts into a consistent state;
-// the subprocess runner is cancelled within its deadline; bad policies name the key.
+// the subprocess runner is cancelled within its deadline; the policy's attack precision reaches
+// the job; bad policies name the key.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -151,6 +152,32 @@ TEST(Control, TheSubprocessRunnerIsCancelledWithinItsDeadline) {
   EXPECT_FALSE(fs::exists(job.out));
 }
 
+// hardening.attack_precision reaches the job whichever runner starts it: the candidate's spec
+// records the options it was hardened with.
+TEST(Control, TheJobHardensWithThePolicysAttackPrecision) {
+  for (const std::string kind : {"thread", "subprocess"}) {
+    LoopRegistry r;
+    control::HardenJob job;
+    job.id = "job-test";
+    job.dir = r.dir.file("job");
+    fs::create_directories(job.dir);
+    job.base_model = r.dir.file("v1.pt");
+    job.out = job.dir + "/candidate.pt";
+    job.policy = small_policy(r.key).hardening;
+    job.policy.limit = 600;
+    job.policy.attack_precision = "bf16";
+    auto runner = control::make_runner(kind, BULWARK_BIN);
+    runner->start(job);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(300 * kSanitizerSlowdown);
+    while (!runner->poll().done() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_EQ(runner->poll().phase, control::JobStatus::Phase::kSucceeded) << kind << ": " << runner->poll().error;
+    const auto candidate = model::Model::load(job.out);
+    EXPECT_EQ(candidate.spec().hardening["options"]["attack_precision"], "bf16") << kind;
+  }
+}
+
 TEST(Control, PolicyErrorsNameTheKeyAndTheLimit) {
   const auto error_of = policy_error;
   EXPECT_NE(error_of("hardening: {key: k, method: adam}").find("policy.hardening.method"), std::string::npos);
@@ -159,6 +186,9 @@ TEST(Control, PolicyErrorsNameTheKeyAndTheLimit) {
   EXPECT_NE(error_of("hardening: {key: k, clean_weight: 1}").find("policy.hardening.clean_weight must be in [0, 1)"),
             std::string::npos);
   EXPECT_NE(error_of("hardening: {key: k, method: trades, clean_weight: 0.2}").find("policy.hardening.clean_weight"),
+            std::string::npos);
+  EXPECT_NE(error_of("hardening: {key: k, attack_precision: fp16}").find("policy.hardening.attack_precision must be "
+                                                                           "fp32 or bf16"),
             std::string::npos);
   EXPECT_NE(error_of("hardening: {key: k}\ngate: {n: 5}").find("policy.gate.n"), std::string::npos);
   EXPECT_NE(error_of("hardening: {key: k}\ntrigger: {alarms: [loud]}").find("'loud'"), std::string::npos);
