@@ -232,7 +232,9 @@ std::string KubernetesRunner::render_job(const HardenJob& job) const {
   // What the controller allows a job (runner.h's deadline rule), so the operator stops it then too.
   v["JOB_DEADLINE_SECONDS"] = std::to_string(static_cast<int64_t>(std::ceil(job.policy.budget_minutes * 60 + 300)));
   if (flag_value(argv, "--out") != v["JOB_DIR"] + "/candidate.pt.tmp") throw internal_error("harden_argv's --out moved");
-  for (const char* name : {"JOB_DIR", "BASE_MODEL", "HARDEN_DATA", "HARDEN_METHOD"}) check_shell_safe(name, v[name]);
+  for (const char* name : {"JOB_DIR", "BASE_MODEL", "HARDEN_DATA", "HARDEN_METHOD", "HARDEN_ATTACK_PRECISION"}) {
+    check_shell_safe(name, v[name]);
+  }
   return render_manifests(policy_.variables_file(), {policy_.job_template()}, v);
 }
 
