@@ -142,6 +142,10 @@ struct Loop {
     o.source.registry = r.reg;
     o.source.follow_interval_ms = 100;
     o.access_log = "off";
+    // The watch compares the new version with the replaced one's feedback accuracy in the stream
+    // monitor's window when the gate passes; labels sent before hardening must still be in it,
+    // and under the sanitizers hardening alone takes longer than the default 10 s.
+    o.guard.monitor_options.window_s(10 * kSanitizerSlowdown);
     return o;
   }
   bool wait_for(control::State s, double seconds) {
