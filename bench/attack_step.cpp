@@ -4,14 +4,16 @@
 //   1. the machine's peak: fp32 and bf16 GEMM (torch::mm) at torch's thread count;
 //   2. FLOPs per image-step, counted from the model's conv/linear ops seen by LibTorch's profiler
 //      (2·MACs of a forward, ×2 for the input-gradient backward);
-//   3. the PGD step loop (eps 0.1, no early stop: every image takes every step, seed 0) as the
-//      library runs it today (batch 256) and with one lever changed per row — batch size,
-//      channels_last, oneDNN off, bf16 (autocast, or bf16 weights), TorchScript's optimizing
-//      executor without and with the TensorExpr fuser — each with
-//      median seconds, GFLOP/s, fraction of fp32 peak, and the robust accuracy it produces plus its
-//      largest pixel difference from today's adversarial points, so a lever that changes results shows;
-//   4. a per-op profile (self time) of input_gradient at batch 256 and for the fastest variant whose
-//      robust accuracy stays within 0.3 pt of today's.
+//   3. the PGD step loop (eps 0.1, no early stop: every image takes every step, seed 0) on the
+//      module's untouched forward graph (the reference: Bulwark before model/forward_graph.h), as
+//      the library runs it now (the rewritten graph, batch 256), and with one lever more per row —
+//      batch size, channels_last, oneDNN off, bf16 (autocast, or bf16 weights), TorchScript's
+//      optimizing executor without and with the TensorExpr fuser — each with median seconds, the
+//      ratio to the reference, GFLOP/s, fraction of fp32 peak, and the robust accuracy it produces
+//      plus its largest pixel difference from the reference's adversarial points, so a lever that
+//      changes results shows;
+//   4. a per-op profile (self time) of input_gradient at batch 256, untouched and rewritten, and for
+//      the fastest variant whose robust accuracy stays within 0.3 pt of the reference's.
 // The executor rows run last: their switches are process-wide.
 //
 // usage: attack_step MODEL [n=1000] [steps=20] [reps=3]
@@ -281,11 +283,22 @@ Variant executor_variant(const std::string& path, bool fuse) {
   return v;
 }
 
-// Every variant but the executor ones, today's (batch 256, the reference) first.
-std::vector<Variant> variants(const Model& m) {
+// The module's own forward graph, as LibTorch runs it: Model::logits before the forward-graph
+// rewrites (model/forward_graph.h), the reference every other row is compared with.
+attack::LogitsFn untouched_logits(Model& m) {
+  return [&m](const torch::Tensor& x) {
+    bulwark::model::EvalMode eval(m);
+    return m.module().forward({x}).toTensor();
+  };
+}
+
+// Every variant but the executor ones: the untouched graph (the reference) first, then what
+// attack::logits_of runs today (the rewritten graph, batch 256), then one lever more per row.
+std::vector<Variant> variants(Model& m) {
   std::vector<Variant> vs;
+  vs.push_back({"untouched graph", untouched_logits(m)});
   for (int64_t b : {256, 32, 64, 128, 1000}) {
-    vs.push_back({b == 256 ? "today (batch 256)" : "batch " + std::to_string(b), attack::logits_of(m), b});
+    vs.push_back({b == 256 ? "rewritten (default)" : "rewritten, batch " + std::to_string(b), attack::logits_of(m), b});
   }
   Variant cl{"channels_last", owning_logits(converted(m, [](const torch::Tensor& p) {
                return p.dim() == 4 ? p.contiguous(at::MemoryFormat::ChannelsLast) : p;
@@ -325,7 +338,7 @@ torch::Tensor run_pgd(const Variant& v, const torch::Tensor& x, const torch::Ten
 }
 
 // Median seconds over reps, robust accuracy under the fp32 model `judge`, and the largest pixel
-// difference from today's adversarial points; returns this variant's points (undefined on error).
+// difference from the reference's adversarial points; returns this variant's points (undefined on error).
 torch::Tensor time_variant(Variant& v, const Model& judge, const torch::Tensor& x, const torch::Tensor& y,
                            int64_t steps, int reps, const torch::Tensor& reference) {
   const auto xv = input_for(v, x);
@@ -453,9 +466,10 @@ int main(int argc, char** argv) try {
   }
   std::fprintf(stderr, "timing %zu variants (%d reps each)\n", vs.size() + 2, reps);
   const auto reference = time_variant(vs[0], m, x, y, steps, reps, torch::Tensor());
-  if (!reference.defined()) throw std::runtime_error("today's step failed: " + vs[0].error);
+  if (!reference.defined()) throw std::runtime_error("the untouched graph's step failed: " + vs[0].error);
   for (size_t i = 1; i < vs.size(); ++i) (void)time_variant(vs[i], m, x, y, steps, reps, reference);
   print_op_profile(vs[0], x, y);  // 4a. before the executor switches have ever been on
+  print_op_profile(vs[1], x, y);
   for (bool fuse : {false, true}) {
     vs.push_back(executor_variant(path, fuse));
     (void)time_variant(vs.back(), m, x, y, steps, reps, reference);
@@ -465,8 +479,9 @@ int main(int argc, char** argv) try {
   const double work = static_cast<double>(n * steps);
   const double ref_acc = vs[0].robust_accuracy;
   // batch: images per forward, min(B, n).
-  std::printf("\n%-22s %6s %9s %12s %9s %7s %9s %7s %10s\n", "variant", "batch", "seconds", "img-steps/s", "GFLOP/s",
-              "%peak", "robust", "d(pt)", "max|dadv|");
+  std::printf("  graph rewrites in the model's forward: %d\n", m.forward_graph_rewrites());
+  std::printf("\n%-22s %6s %9s %6s %12s %9s %7s %9s %7s %10s\n", "variant", "batch", "seconds", "ratio", "img-steps/s",
+              "GFLOP/s", "%peak", "robust", "d(pt)", "max|dadv|");
   const Variant* fastest = &vs[0];
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& v : vs) {
@@ -478,13 +493,14 @@ int main(int argc, char** argv) try {
     }
     const double gflops = step_flops * work / v.seconds / 1e9;
     const double dpt = 100 * (v.robust_accuracy - ref_acc);
-    std::printf("%-22s %6lld %9.3f %12.0f %9.2f %6.1f%% %8.1f%% %+7.1f %10.2e\n", v.name.c_str(),
-                static_cast<long long>(std::min(v.batch, n)), v.seconds, work / v.seconds, gflops, 100 * gflops / peak,
-                100 * v.robust_accuracy, dpt, v.max_abs_diff);
+    std::printf("%-22s %6lld %9.3f %6.3f %12.0f %9.2f %6.1f%% %8.1f%% %+7.1f %10.2e\n", v.name.c_str(),
+                static_cast<long long>(std::min(v.batch, n)), v.seconds, v.seconds / vs[0].seconds, work / v.seconds,
+                gflops, 100 * gflops / peak, 100 * v.robust_accuracy, dpt, v.max_abs_diff);
     if (std::abs(dpt) <= 0.3 && v.seconds < fastest->seconds) fastest = &v;
     rows.push_back({{"name", v.name},
                     {"batch", v.batch},
                     {"seconds", v.seconds},
+                    {"ratio", v.seconds / vs[0].seconds},
                     {"img_steps_per_s", work / v.seconds},
                     {"gflops", gflops},
                     {"peak_fraction", gflops / peak},
@@ -494,7 +510,7 @@ int main(int argc, char** argv) try {
   std::printf("checks:\n");
   for (const auto& v : vs) {
     if (v.name != "channels_last" || !v.error.empty()) continue;
-    std::printf("  channels_last same as today within 1e-5: %s\n", v.max_abs_diff <= 1e-5 ? "yes" : "NO");
+    std::printf("  channels_last same as the reference within 1e-5: %s\n", v.max_abs_diff <= 1e-5 ? "yes" : "NO");
   }
   std::printf("  bf16 autocast through the TorchScript interpreter: logits %s, %s\n", autocast_dtype.c_str(),
               autocast_dtype == "BFloat16" ? "took effect" : "did NOT take effect");
@@ -517,6 +533,7 @@ int main(int argc, char** argv) try {
                               {"step_mflop_per_image", step_flops / 1e6},
                               {"autocast_logits_dtype", autocast_dtype},
                               {"te_fuser", fusion},
+                              {"graph_rewrites", m.forward_graph_rewrites()},
                               {"fastest", fastest->name},
                               {"variants", rows}};
   std::printf("%s\n", out.dump().c_str());

@@ -71,22 +71,33 @@ double bare_seconds(bulwark::bench::BareCnn& net, const torch::Tensor& x, const 
 struct PrecisionVariant {
   bulwark::attack::Precision precision;
   int64_t batch;
+  bool untouched = false;  // the module's own forward graph: Bulwark before model/forward_graph.h
   std::vector<double> pgd_s, apgd_s;
   double pgd_acc = 0, apgd_acc = 0;
   std::string name() const {
-    return bulwark::attack::to_string(precision) + " batch " + std::to_string(batch);
+    return bulwark::attack::to_string(precision) + " batch " + std::to_string(batch) + (untouched ? " untouched" : "");
   }
 };
 
+bulwark::attack::LogitsFn logits(bulwark::model::Model& m, const PrecisionVariant& v) {
+  if (!v.untouched) return bulwark::attack::logits_of(m, v.precision);
+  return [&m](const torch::Tensor& x) {
+    bulwark::model::EvalMode eval(m);
+    return m.module().forward({x}).toTensor();
+  };
+}
+
 // PGD-20 and APGD-CE with each variant, `rounds` rounds, the order rotated each round so a slow
-// spell of the shared machine does not land on one variant.
-void precision_levers(const bulwark::model::Model& m, const torch::Tensor& x, const torch::Tensor& y, int64_t batch,
+// spell of the shared machine does not land on one variant. The reference (first row, ratio 1) is
+// fp32 on the module's untouched forward graph: the attack step before issue 14's rewrites.
+void precision_levers(bulwark::model::Model& m, const torch::Tensor& x, const torch::Tensor& y, int64_t batch,
                       int rounds) {
   namespace attack = bulwark::attack;
   using attack::Precision;
-  std::vector<PrecisionVariant> vs = {{Precision::kFp32, batch}, {Precision::kFp32, 128},
-                                      {Precision::kBf16, batch}, {Precision::kBf16, 128}};
-  if (batch == 128) vs = {{Precision::kFp32, 128}, {Precision::kBf16, 128}};
+  std::vector<PrecisionVariant> vs = {{Precision::kFp32, batch, true}, {Precision::kFp32, batch},
+                                      {Precision::kFp32, 128},         {Precision::kBf16, batch},
+                                      {Precision::kBf16, 128}};
+  if (batch == 128) vs = {{Precision::kFp32, 128, true}, {Precision::kFp32, 128}, {Precision::kBf16, 128}};
   auto run = [&](const std::string& name, const PrecisionVariant& v, double& acc) {
     attack::SuiteOptions o;
     o.attacks = {name};
@@ -95,7 +106,7 @@ void precision_levers(const bulwark::model::Model& m, const torch::Tensor& x, co
     o.progress = false;
     o.masking_checks = false;
     const auto t0 = Clock::now();
-    const auto rep = attack::evaluate_robustness(attack::logits_of(m, v.precision), x, y, o);
+    const auto rep = attack::evaluate_robustness(logits(m, v), x, y, o);
     acc = rep.rows[0].robust_accuracy;
     return since(t0);
   };
@@ -104,26 +115,27 @@ void precision_levers(const bulwark::model::Model& m, const torch::Tensor& x, co
       auto& v = vs[(k + static_cast<size_t>(r)) % vs.size()];
       v.pgd_s.push_back(run("pgd", v, v.pgd_acc));
       v.apgd_s.push_back(run("apgd-ce", v, v.apgd_acc));
-      std::fprintf(stderr, "precision round %d: %-16s pgd-20 %.2fs, apgd-ce %.2fs\n", r + 1, v.name().c_str(),
+      std::fprintf(stderr, "precision round %d: %-26s pgd-20 %.2fs, apgd-ce %.2fs\n", r + 1, v.name().c_str(),
                    v.pgd_s.back(), v.apgd_s.back());
     }
   }
   const auto& ref = vs[0];
   std::printf("\nprecision levers, side by side (%d alternated rounds, median; robust accuracy judged in fp32):\n",
               rounds);
-  std::printf("  %-16s %9s %7s %8s %7s   %9s %7s %8s %7s\n", "variant", "pgd-20 s", "ratio", "robust", "d(pt)",
+  std::printf("  %-26s %9s %7s %8s %7s   %9s %7s %8s %7s\n", "variant", "pgd-20 s", "ratio", "robust", "d(pt)",
               "apgd-ce s", "ratio", "robust", "d(pt)");
   std::string json;
   for (const auto& v : vs) {
     const double p = median(v.pgd_s), a = median(v.apgd_s);
-    std::printf("  %-16s %9.2f %7.3f %7.1f%% %+7.1f   %9.2f %7.3f %7.1f%% %+7.1f\n", v.name().c_str(), p,
+    std::printf("  %-26s %9.2f %7.3f %7.1f%% %+7.1f   %9.2f %7.3f %7.1f%% %+7.1f\n", v.name().c_str(), p,
                 p / median(ref.pgd_s), 100 * v.pgd_acc, 100 * (v.pgd_acc - ref.pgd_acc), a, a / median(ref.apgd_s),
                 100 * v.apgd_acc, 100 * (v.apgd_acc - ref.apgd_acc));
     char row[320];
     std::snprintf(row, sizeof row,
-                  "%s{\"precision\":\"%s\",\"batch\":%lld,\"pgd20_seconds\":%.3f,\"pgd20_robust_accuracy\":%.4f,"
+                  "%s{\"precision\":\"%s\",\"batch\":%lld,\"untouched_graph\":%s,\"pgd20_seconds\":%.3f,\"pgd20_robust_accuracy\":%.4f,"
                   "\"apgd_ce_seconds\":%.3f,\"apgd_ce_robust_accuracy\":%.4f}",
-                  json.empty() ? "" : ",", attack::to_string(v.precision).c_str(), static_cast<long long>(v.batch), p,
+                  json.empty() ? "" : ",", attack::to_string(v.precision).c_str(), static_cast<long long>(v.batch),
+                  v.untouched ? "true" : "false", p,
                   v.pgd_acc, a, v.apgd_acc);
     json += row;
   }

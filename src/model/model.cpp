@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "model/forward_graph.h"
 
 namespace bulwark::model {
 namespace {
@@ -68,6 +69,19 @@ Model::Model(torch::jit::Module module, ModelSpec spec) : module_(std::move(modu
   // the same attribute names may not.
   linear_head_ = has_features_ && spec_.arch != "torchscript" && module_.hasattr("head_weight") &&
                  module_.hasattr("head_bias");
+  use_forward_graph(true);
+}
+
+void Model::use_forward_graph(bool on) {
+  forward_graph_.reset();
+  if (!on) return;
+  try {
+    auto graph = std::make_shared<const ForwardGraph>(module_);
+    if (graph->rewrites().total() > 0) forward_graph_ = std::move(graph);
+  } catch (const std::exception&) {
+    // A graph the rewrite cannot take (unusual control flow, a forward with more arguments): the
+    // module's own forward runs, as it always did.
+  }
 }
 
 Model Model::load(const std::string& path) {
@@ -124,8 +138,11 @@ void Model::check_input(const torch::Tensor& x) const {
 }
 
 torch::Tensor Model::logits(const torch::Tensor& x) const {
+  if (forward_graph_) return (*forward_graph_)(module_, x);
   return const_cast<torch::jit::Module&>(module_).forward({x}).toTensor();
 }
+
+int Model::forward_graph_rewrites() const { return forward_graph_ ? forward_graph_->rewrites().total() : 0; }
 
 bool Model::has_features() const { return has_features_; }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,8 @@
 #include "model/spec.h"
 
 namespace bulwark::model {
+
+class ForwardGraph;
 
 // A checkpoint in memory: detached copies of the parameters and of the buffers (BatchNorm running
 // statistics and batch count, ...), each in the module's order. Weights without their buffers
@@ -36,8 +39,13 @@ class Model {
   void save(const std::string& path) const;
   Model clone() const;
 
-  // Logits for a float batch [N, C, H, W]; autograd follows the caller's mode.
+  // Logits for a float batch [N, C, H, W]; autograd follows the caller's mode. Runs the module's
+  // forward through model/forward_graph.h's exact rewrites when any applies.
   torch::Tensor logits(const torch::Tensor& x) const;
+  // How many rewrites that graph holds (0: logits() runs the module's forward as it is).
+  int forward_graph_rewrites() const;
+  // On by default; off, logits() runs the module's own forward (bench/ measures the two side by side).
+  void use_forward_graph(bool on);
   // Penultimate activations, when the module defines a `features` method.
   bool has_features() const;
   torch::Tensor features(const torch::Tensor& x) const;
@@ -69,6 +77,7 @@ class Model {
   friend class EvalMode;
   torch::jit::Module module_;
   ModelSpec spec_;
+  std::shared_ptr<const ForwardGraph> forward_graph_;  // shared by copies, like module_
   bool has_features_ = false;
   bool linear_head_ = false;  // forward(x) == linear(features(x), head_weight, head_bias)
 };

@@ -1,0 +1,97 @@
+#include "model/forward_graph.h"
+
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/inliner.h>
+
+#include <vector>
+
+#include "model/max_pool.h"
+
+namespace bulwark::model {
+namespace {
+
+using torch::jit::Block;
+using torch::jit::Graph;
+using torch::jit::Node;
+using torch::jit::Value;
+
+bool has_calls(Block* block) {
+  for (Node* n : block->nodes()) {
+    if (n->kind() == c10::Symbol::fromQualString("prim::CallMethod") ||
+        n->kind() == c10::Symbol::fromQualString("prim::CallFunction")) {
+      return true;
+    }
+    for (Block* sub : n->blocks()) {
+      if (has_calls(sub)) return true;
+    }
+  }
+  return false;
+}
+
+void find_pools(Block* block, std::vector<Node*>& out) {
+  for (Node* n : block->nodes()) {
+    if (n->kind() == c10::Symbol::fromQualString("aten::max_pool2d")) out.push_back(n);
+    for (Block* sub : n->blocks()) find_pools(sub, out);
+  }
+}
+
+// Rewrite 1: relu(x) -> pool  becomes  pool(x) -> relu, when the relu's output (and, for the in-place
+// relu_, its input) has no other reader.
+bool move_relu_after(Graph& g, Node* pool) {
+  Value* pooled_input = pool->input(0);
+  Node* relu = pooled_input->node();
+  const bool out_of_place = relu->kind() == c10::Symbol::fromQualString("aten::relu");
+  const bool in_place = relu->kind() == c10::Symbol::fromQualString("aten::relu_");
+  if (!(out_of_place || in_place) || relu->inputs().size() != 1 || relu->outputs().size() != 1) return false;
+  if (pooled_input->uses().size() != 1 || relu->owningBlock() != pool->owningBlock()) return false;
+  if (in_place && relu->input(0)->uses().size() != 1) return false;
+  pool->replaceInput(0, relu->input(0));
+  Node* after = g.create(c10::Symbol::fromQualString("aten::relu"), 1);
+  after->insertAfter(pool);
+  after->output()->setType(pool->output()->type());
+  pool->output()->replaceAllUsesWith(after->output());
+  after->addInput(pool->output());
+  relu->destroy();
+  return true;
+}
+
+// Rewrite 2: the same arguments, our kernel (it hands the cases it does not cover back to ATen).
+void use_own_pool(Graph& g, Node* pool) {
+  Node* own = g.create(max_pool2d_symbol(), pool->inputs(), 1);
+  own->insertBefore(pool);
+  own->output()->setType(pool->output()->type());
+  pool->output()->replaceAllUsesWith(own->output());
+  pool->destroy();
+}
+
+}  // namespace
+
+ForwardGraph::ForwardGraph(const torch::jit::Module& module) {
+  auto graph = module.get_method("forward").graph()->copy();
+  // Inline takes each callee's graph as the executor would run it; with the plain interpreter
+  // (model.cpp) that graph is not inlined itself, so each pass inlines one more level of calls.
+  for (int depth = 0; depth < 64 && has_calls(graph->block()); ++depth) torch::jit::Inline(*graph);
+  // Folds the `if inplace:` of every inlined F.relu call, so the relu is a node the rewrite can see.
+  torch::jit::ConstantPropagation(graph, /*ignore_custom_classes=*/true);
+  std::vector<Node*> pools;
+  find_pools(graph->block(), pools);
+  for (Node* pool : pools) {
+    if (move_relu_after(*graph, pool)) ++rewrites_.relu_after_pool;
+    use_own_pool(*graph, pool);
+    ++rewrites_.own_max_pool;
+  }
+  torch::jit::EliminateDeadCode(graph);
+  graph->lint();
+  function_ = std::make_shared<torch::jit::GraphFunction>("bulwark_forward", graph, nullptr);
+}
+
+torch::Tensor ForwardGraph::operator()(const torch::jit::Module& module, const torch::Tensor& x) const {
+  torch::jit::Stack stack{module._ivalue(), x};
+  function_->run(stack);
+  return stack.back().toTensor();
+}
+
+}  // namespace bulwark::model

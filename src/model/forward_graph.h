@@ -1,0 +1,48 @@
+// model/forward_graph.h — the graph Bulwark runs for a model's forward(): the module's own graph,
+// inlined, with rewrites that change how fast it runs but not one bit of its logits or of any
+// gradient. The module itself, and what Model::save writes, stay untouched: a saved model loads in
+// PyTorch and KServe as before.
+//
+// Rewrites (each exact, tests/model/forward_graph_test.cpp checks logits and input gradients bit
+// for bit against the untouched module, PyTorch-exported models included):
+//  1. relu then max-pool becomes max-pool then relu, when nothing else reads the relu's output.
+//     relu is monotone, so the maximum of relu(x) over a window is relu of the maximum, and the
+//     gradient reaches the same element (where the window's maximum is <= 0, both give zero); the
+//     relu and its backward then touch a quarter of the elements (2x2 pools).
+//  2. aten::max_pool2d becomes bulwark::max_pool2d (model/max_pool.h): same values, same gradient,
+//     a byte per output instead of an int64 index, and a backward that fills and scatters one plane
+//     at a time.
+// Why here and not in the attacks: every caller of Model::logits — attacks, the hardening step, the
+// gate, training, serving — runs the same graph, so what is measured is what is served.
+#pragma once
+
+#include <memory>
+
+#include <torch/script.h>
+
+namespace bulwark::model {
+
+class ForwardGraph {
+ public:
+  struct Rewrites {
+    int relu_after_pool = 0;  // rewrite 1
+    int own_max_pool = 0;     // rewrite 2
+    int total() const { return relu_after_pool + own_max_pool; }
+  };
+
+  // Rewrites a copy of `module`'s forward graph. Throws if the graph cannot be built; callers fall
+  // back to the module's own forward.
+  explicit ForwardGraph(const torch::jit::Module& module);
+
+  // forward(x) of `module` (the one it was built from, or a copy of it: the graph reads parameters,
+  // buffers and the training flag from the object it is given). Autograd follows the caller's mode.
+  torch::Tensor operator()(const torch::jit::Module& module, const torch::Tensor& x) const;
+
+  const Rewrites& rewrites() const { return rewrites_; }
+
+ private:
+  std::shared_ptr<torch::jit::Function> function_;
+  Rewrites rewrites_;
+};
+
+}  // namespace bulwark::model
