@@ -9,9 +9,9 @@
 //     relu is monotone, so the maximum of relu(x) over a window is relu of the maximum, and the
 //     gradient reaches the same element (where the window's maximum is <= 0, both give zero); the
 //     relu and its backward then touch a quarter of the elements (2x2 pools).
-//  2. aten::max_pool2d becomes bulwark::max_pool2d (model/max_pool.h): same values, same gradient,
-//     a byte per output instead of an int64 index, and a backward that fills and scatters one plane
-//     at a time.
+//  2. aten::max_pool2d becomes bulwark::max_pool2d (model/max_pool.h): the same values from a
+//     vectorized kernel in passes without autograd (verdicts, Square's queries, serving); under
+//     autograd it is ATen's operator.
 // Why here and not in the attacks: every caller of Model::logits — attacks, the hardening step, the
 // gate, training, serving — runs the same graph, so what is measured is what is served.
 #pragma once

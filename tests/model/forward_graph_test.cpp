@@ -110,42 +110,40 @@ torch::Tensor bits(const torch::Tensor& t) {
   return t.scalar_type() == torch::kBFloat16 ? t.contiguous().view(torch::kInt16) : t.contiguous().view(torch::kInt32);
 }
 
-// The kernel against ATen's over the geometries it covers, with NaN, infinities and ties in the
-// windows: the same output bits and the same gradient bits.
+// The kernel against ATen's over the geometries it covers, with NaN, infinities, signed zeros and ties
+// in the windows: the same output bits.
 TEST(MaxPool, MatchesAtenBitForBitOverGeometriesAndSpecialValues) {
   torch::manual_seed(9);
+  torch::NoGradGuard no_grad;
   int checked = 0;
-  for (const auto dtype : {torch::kFloat, torch::kBFloat16}) {
+  for (const auto dtype : {torch::kFloat}) {
     for (int64_t k = 1; k <= 3; ++k) {
       for (int64_t s = 1; s <= 3; ++s) {
         for (int64_t p = 0; p <= k / 2; ++p) {
           for (const int64_t h : {5, 8}) {
-            auto x = torch::round(torch::randn({2, 3, h, h + 1}) * 2) / 2;  // halves: many ties
+            auto x = torch::round(torch::randn({2, 3, h, h + 1}) * 2) / 2;  // halves, -0.0 among them: many ties
             x.index_put_({0, 0, 1, 1}, std::nan(""));
             x.index_put_({0, 1, 0, 0}, -INFINITY);
             x.index_put_({0, 1, 0, 1}, -INFINITY);
             x.index_put_({1, 2, 2, 2}, INFINITY);
+            x.index_put_({1, 0, 0, 0}, -0.0);
+            x.index_put_({1, 0, 0, 1}, 0.0);
             x = x.to(dtype);
             const std::vector<int64_t> ks{k, k}, ss{s, s}, ps{p, p};
             ASSERT_TRUE(fast_max_pool2d_covers(x, ks, ss, ps, {1, 1}, false));
-            auto a = x.clone().requires_grad_(true), b = x.clone().requires_grad_(true);
-            const auto ours = fast_max_pool2d(a, ks, ss, ps);
-            const auto aten = torch::max_pool2d(b, ks, ss, ps);
+            const auto ours = fast_max_pool2d(x, ks, ss, ps);
+            const auto aten = torch::max_pool2d(x, ks, ss, ps);
             const std::string where = "k" + std::to_string(k) + " s" + std::to_string(s) + " p" + std::to_string(p) +
                                       " h" + std::to_string(h) + " " + std::string(c10::toString(dtype));
             ASSERT_EQ(ours.sizes(), aten.sizes()) << where;
             EXPECT_TRUE(torch::equal(bits(ours), bits(aten))) << where;
-            const auto g = torch::randn(ours.sizes()).to(dtype);
-            const auto ga = torch::autograd::grad({ours}, {a}, std::vector<torch::Tensor>{g})[0];
-            const auto gb = torch::autograd::grad({aten}, {b}, std::vector<torch::Tensor>{g})[0];
-            EXPECT_TRUE(torch::equal(bits(ga), bits(gb))) << where;
             ++checked;
           }
         }
       }
     }
   }
-  EXPECT_EQ(checked, 2 * 3 * 2 * 2 + 2 * 3 * 2 * 2 + 2 * 3 * 1 * 2);  // k=1: p 0; k=2,3: p 0,1
+  EXPECT_EQ(checked, 3 * 2 * 2 + 3 * 2 * 2 + 3 * 1 * 2);  // k=1: p 0; k=2,3: p 0,1
 }
 
 TEST(MaxPool, HandsWhatItDoesNotCoverToAten) {
@@ -153,8 +151,14 @@ TEST(MaxPool, HandsWhatItDoesNotCoverToAten) {
   EXPECT_FALSE(fast_max_pool2d_covers(x, {2, 2}, {2, 2}, {0, 0}, {2, 2}, false));  // dilation
   EXPECT_FALSE(fast_max_pool2d_covers(x, {2, 2}, {2, 2}, {0, 0}, {1, 1}, true));   // ceil_mode
   EXPECT_FALSE(fast_max_pool2d_covers(x.to(torch::kDouble), {2, 2}, {}, {0}, {1}, false));
+  EXPECT_FALSE(fast_max_pool2d_covers(x.to(torch::kBFloat16), {2, 2}, {}, {0}, {1}, false));
   EXPECT_FALSE(fast_max_pool2d_covers(x.contiguous(at::MemoryFormat::ChannelsLast), {2, 2}, {}, {0}, {1}, false));
-  EXPECT_FALSE(fast_max_pool2d_covers(x, {16, 16}, {}, {0}, {1}, false));  // window > 255 elements
+  const auto leaf = x.clone().requires_grad_(true);  // under autograd: ATen's, whose indices make the backward cheap
+  EXPECT_FALSE(fast_max_pool2d_covers(leaf, {2, 2}, {}, {0}, {1}, false));
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(fast_max_pool2d_covers(leaf, {2, 2}, {}, {0}, {1}, false));
+  }
   EXPECT_TRUE(fast_max_pool2d_covers(x, {2}, {}, {0}, {1}, false));         // stride defaults to the kernel
   // Handed over, the results are ATen's, errors included.
   EXPECT_TRUE(torch::equal(fast_max_pool2d(x, {2, 2}, {2, 2}, {0, 0}, {2, 2}), torch::max_pool2d(x, {2, 2}, {2, 2}, {0, 0}, {2, 2})));
