@@ -9,6 +9,9 @@ MODEL=${2:-$BUILD/demo/baseline.pt}
 echo "== train_throughput: wall clock, paired rounds =="
 "$BUILD/bench/train_throughput"
 
+echo "== max_pool: bulwark::max_pool2d vs ATen, alternated pairs =="
+"$BUILD/bench/max_pool" 11
+
 echo "== attack_throughput: wall clock, paired rounds =="
 "$BUILD/bench/attack_throughput" "$MODEL" 1000 9   # ends with fp32 vs bf16 on the undefended model
 if [ -f "$BUILD/demo/fastat.pt" ]; then
