@@ -283,20 +283,13 @@ Variant executor_variant(const std::string& path, bool fuse) {
   return v;
 }
 
-// The module's own forward graph, as LibTorch runs it: Model::logits before the forward-graph
-// rewrites (model/forward_graph.h), the reference every other row is compared with.
-attack::LogitsFn untouched_logits(Model& m) {
-  return [&m](const torch::Tensor& x) {
-    bulwark::model::EvalMode eval(m);
-    return m.module().forward({x}).toTensor();
-  };
-}
-
 // Every variant but the executor ones: the untouched graph (the reference) first, then what
 // attack::logits_of runs today (the rewritten graph, batch 256), then one lever more per row.
-std::vector<Variant> variants(Model& m) {
+std::vector<Variant> variants(const Model& m) {
   std::vector<Variant> vs;
-  vs.push_back({"untouched graph", untouched_logits(m)});
+  Model untouched = m;  // shares the module; runs its own forward (Model::use_forward_graph)
+  untouched.use_forward_graph(false);
+  vs.push_back({"untouched graph", owning_logits(untouched)});
   for (int64_t b : {256, 32, 64, 128, 1000}) {
     vs.push_back({b == 256 ? "rewritten (default)" : "rewritten, batch " + std::to_string(b), attack::logits_of(m), b});
   }

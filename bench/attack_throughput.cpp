@@ -79,18 +79,10 @@ struct PrecisionVariant {
   }
 };
 
-bulwark::attack::LogitsFn logits(bulwark::model::Model& m, const PrecisionVariant& v) {
-  if (!v.untouched) return bulwark::attack::logits_of(m, v.precision);
-  return [&m](const torch::Tensor& x) {
-    bulwark::model::EvalMode eval(m);
-    return m.module().forward({x}).toTensor();
-  };
-}
-
 // PGD-20 and APGD-CE with each variant, `rounds` rounds, the order rotated each round so a slow
 // spell of the shared machine does not land on one variant. The reference (first row, ratio 1) is
 // fp32 on the module's untouched forward graph: the attack step before issue 14's rewrites.
-void precision_levers(bulwark::model::Model& m, const torch::Tensor& x, const torch::Tensor& y, int64_t batch,
+void precision_levers(const bulwark::model::Model& m, const torch::Tensor& x, const torch::Tensor& y, int64_t batch,
                       int rounds) {
   namespace attack = bulwark::attack;
   using attack::Precision;
@@ -98,6 +90,8 @@ void precision_levers(bulwark::model::Model& m, const torch::Tensor& x, const to
                                       {Precision::kFp32, 128},         {Precision::kBf16, batch},
                                       {Precision::kBf16, 128}};
   if (batch == 128) vs = {{Precision::kFp32, 128, true}, {Precision::kFp32, 128}, {Precision::kBf16, 128}};
+  bulwark::model::Model untouched = m;  // shares the module; runs its own forward (Model::use_forward_graph)
+  untouched.use_forward_graph(false);
   auto run = [&](const std::string& name, const PrecisionVariant& v, double& acc) {
     attack::SuiteOptions o;
     o.attacks = {name};
@@ -106,7 +100,7 @@ void precision_levers(bulwark::model::Model& m, const torch::Tensor& x, const to
     o.progress = false;
     o.masking_checks = false;
     const auto t0 = Clock::now();
-    const auto rep = attack::evaluate_robustness(logits(m, v), x, y, o);
+    const auto rep = attack::evaluate_robustness(attack::logits_of(v.untouched ? untouched : m, v.precision), x, y, o);
     acc = rep.rows[0].robust_accuracy;
     return since(t0);
   };

@@ -4,6 +4,8 @@
 // backward and the recorded forward. Alternated pairs, median milliseconds and ratio.
 //
 // usage: max_pool [pairs=15]
+#include "model/max_pool.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -15,7 +17,6 @@
 #include <vector>
 
 #include "core/system.h"
-#include "model/max_pool.h"
 
 namespace {
 

@@ -16,9 +16,9 @@
 // gate, training, serving — runs the same graph, so what is measured is what is served.
 #pragma once
 
-#include <memory>
-
 #include <torch/script.h>
+
+#include <memory>
 
 namespace bulwark::model {
 

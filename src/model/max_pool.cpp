@@ -22,7 +22,8 @@ struct Plane {
 };
 
 // One value, or two for (height, width), as ATen reads int[2] arguments; nullopt for other lengths.
-std::optional<std::pair<int64_t, int64_t>> pair_of(at::IntArrayRef v, std::optional<std::pair<int64_t, int64_t>> if_empty) {
+std::optional<std::pair<int64_t, int64_t>> pair_of(at::IntArrayRef v,
+                                                   std::optional<std::pair<int64_t, int64_t>> if_empty) {
   if (v.empty()) return if_empty;
   if (v.size() == 1) return std::make_pair(v[0], v[0]);
   if (v.size() == 2) return std::make_pair(v[0], v[1]);
@@ -34,6 +35,8 @@ std::optional<Window> own_window(const torch::Tensor& x, at::IntArrayRef kernel_
   if (!x.defined() || x.dim() != 4 || !x.device().is_cpu() || x.is_quantized() || x.is_mkldnn() || ceil_mode) {
     return std::nullopt;
   }
+  // Under autograd ATen's operator: its indices make its backward cheap (model/max_pool.h).
+  if (torch::GradMode::is_enabled() && x.requires_grad()) return std::nullopt;
   // bfloat16 too measured slower than ATen on 14x14 planes (bench/max_pool); fp32 only.
   if (x.scalar_type() != torch::kFloat) return std::nullopt;
   if (!x.is_contiguous() || x.size(0) * x.size(1) == 0) return std::nullopt;
@@ -59,15 +62,13 @@ Plane plane_of(const torch::Tensor& x, const Window& w) {
 // Channel planes per task: small planes are not worth a thread each.
 int64_t grain(const Plane& p) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.h * p.w)); }
 
-// The maximum of each window. The comparison is ATen's (cpu_max_pool): in the accumulation type,
-// the first maximum wins (so of +0 and -0 the first one) and a NaN wins over everything (the last
-// NaN), so the values are ATen's to the bit.
-template <typename T>
-void forward_planes(const T* in, T* out, int64_t planes, const Plane& p, const Window& w) {
+// The maximum of each window. The comparison is ATen's (cpu_max_pool): the first maximum wins (so of +0 and -0 the
+// first one) and a NaN wins over everything (the last NaN), so the values are ATen's to the bit.
+void forward_planes(const float* in, float* out, int64_t planes, const Plane& p, const Window& w) {
   at::parallel_for(0, planes, grain(p), [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
-      const T* src = in + c * p.h * p.w;
-      T* dst = out + c * p.oh * p.ow;
+      const float* src = in + c * p.h * p.w;
+      float* dst = out + c * p.oh * p.ow;
       for (int64_t oh = 0; oh < p.oh; ++oh) {
         const int64_t ih0 = oh * w.sh - w.ph, ih1 = std::min(ih0 + w.kh, p.h), hs = std::max<int64_t>(ih0, 0);
         for (int64_t ow = 0; ow < p.ow; ++ow) {
@@ -75,11 +76,11 @@ void forward_planes(const T* in, T* out, int64_t planes, const Plane& p, const W
           float best = -std::numeric_limits<float>::infinity();
           for (int64_t ih = hs; ih < ih1; ++ih) {
             for (int64_t iw = ws; iw < iw1; ++iw) {
-              const float v = static_cast<float>(src[ih * p.w + iw]);
+              const float v = src[ih * p.w + iw];
               if (v > best || std::isnan(v)) best = v;
             }
           }
-          dst[oh * p.ow + ow] = static_cast<T>(best);
+          dst[oh * p.ow + ow] = best;
         }
       }
     }
@@ -134,25 +135,18 @@ torch::Tensor pool(const torch::Tensor& x, const Window& w) {
   return out;
 }
 
-torch::Tensor max_pool2d_op(const torch::Tensor& x, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                            at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  return fast_max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode);
-}
-
 }  // namespace
 
 bool fast_max_pool2d_covers(const torch::Tensor& x, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  return own_window(x, kernel_size, stride, padding, dilation, ceil_mode).has_value() &&
-         !(torch::GradMode::is_enabled() && x.requires_grad());
+  return own_window(x, kernel_size, stride, padding, dilation, ceil_mode).has_value();
 }
 
 torch::Tensor fast_max_pool2d(const torch::Tensor& x, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  if (!fast_max_pool2d_covers(x, kernel_size, stride, padding, dilation, ceil_mode)) {
-    return torch::max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode);
-  }
-  return pool(x, *own_window(x, kernel_size, stride, padding, dilation, ceil_mode));
+  const auto w = own_window(x, kernel_size, stride, padding, dilation, ceil_mode);
+  if (!w) return torch::max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode);
+  return pool(x, *w);
 }
 
 c10::Symbol max_pool2d_symbol() { return c10::Symbol::fromQualString("bulwark::max_pool2d"); }
@@ -163,5 +157,5 @@ TORCH_LIBRARY(bulwark, m) {
   m.def(
       "max_pool2d(Tensor self, int[2] kernel_size, int[2] stride=[], int[2] padding=0, int[2] dilation=1, "
       "bool ceil_mode=False) -> Tensor",
-      &bulwark::model::max_pool2d_op);
+      &bulwark::model::fast_max_pool2d);
 }

@@ -9,7 +9,8 @@
 // Registered as the TorchScript operator bulwark::max_pool2d (same schema as aten::max_pool2d), which
 // model/forward_graph.h puts in place of aten::max_pool2d in the graph Bulwark runs. It hands to
 // ATen: inputs that require a gradient under grad mode, dilation, ceil_mode, dtypes other than float
-// (a bfloat16 variant measured slower on small planes), non-contiguous or non-CPU inputs, and arguments ATen rejects (its error then).
+// (a bfloat16 variant measured slower on small planes), non-contiguous or non-CPU inputs, and arguments ATen rejects
+// (its error then).
 #pragma once
 
 #include <ATen/core/symbol.h>
@@ -19,12 +20,12 @@ namespace bulwark::model {
 
 // Same arguments and semantics as torch::max_pool2d (stride empty = kernel_size).
 torch::Tensor fast_max_pool2d(const torch::Tensor& x, at::IntArrayRef kernel_size, at::IntArrayRef stride = {},
-                         at::IntArrayRef padding = 0, at::IntArrayRef dilation = 1, bool ceil_mode = false);
+                              at::IntArrayRef padding = 0, at::IntArrayRef dilation = 1, bool ceil_mode = false);
 
 // Whether fast_max_pool2d computes this case itself (true) or hands it to ATen (false), in the
 // current grad mode.
 bool fast_max_pool2d_covers(const torch::Tensor& x, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                               at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode);
+                            at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode);
 
 // The operator's name in TorchScript graphs.
 c10::Symbol max_pool2d_symbol();

@@ -1,9 +1,8 @@
 // The forward-graph rewrites (model/forward_graph.h) and their max-pool kernel (model/max_pool.h)
 // change speed only: logits, input gradients and parameter gradients are compared bit for bit with
 // the untouched module as LibTorch runs it, on the zoo and on a model exported by PyTorch.
-#include <gtest/gtest.h>
-
 #include <ATen/autocast_mode.h>
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <string>
@@ -38,8 +37,7 @@ Pass run(const Model& m, const torch::Tensor& x, const torch::Tensor& y, bool re
 // every plane ties, and relu of a negative bias gives all zeros).
 std::vector<torch::Tensor> probe_inputs(int64_t n) {
   torch::manual_seed(5);
-  return {torch::rand({n, 1, 28, 28}), torch::round(torch::rand({n, 1, 28, 28}) * 2) / 2,
-          torch::zeros({n, 1, 28, 28})};
+  return {torch::rand({n, 1, 28, 28}), torch::round(torch::rand({n, 1, 28, 28}) * 2) / 2, torch::zeros({n, 1, 28, 28})};
 }
 
 void expect_same_passes(const Model& m, const std::string& what) {
@@ -159,9 +157,10 @@ TEST(MaxPool, HandsWhatItDoesNotCoverToAten) {
     torch::NoGradGuard no_grad;
     EXPECT_TRUE(fast_max_pool2d_covers(leaf, {2, 2}, {}, {0}, {1}, false));
   }
-  EXPECT_TRUE(fast_max_pool2d_covers(x, {2}, {}, {0}, {1}, false));         // stride defaults to the kernel
+  EXPECT_TRUE(fast_max_pool2d_covers(x, {2}, {}, {0}, {1}, false));  // stride defaults to the kernel
   // Handed over, the results are ATen's, errors included.
-  EXPECT_TRUE(torch::equal(fast_max_pool2d(x, {2, 2}, {2, 2}, {0, 0}, {2, 2}), torch::max_pool2d(x, {2, 2}, {2, 2}, {0, 0}, {2, 2})));
+  EXPECT_TRUE(torch::equal(fast_max_pool2d(x, {2, 2}, {2, 2}, {0, 0}, {2, 2}),
+                           torch::max_pool2d(x, {2, 2}, {2, 2}, {0, 0}, {2, 2})));
   EXPECT_THROW(fast_max_pool2d(x, {2, 2}, {2, 2}, {2, 2}), c10::Error);  // padding over half the kernel
 }
 
