@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "model/frozen_forward.h"
 #include "model/model.h"
 
 namespace bulwark::attack {
@@ -44,11 +45,15 @@ Precision parse_precision(const std::string& s, const char* flag) {
 std::string to_string(Precision p) { return p == Precision::kBf16 ? "bf16" : "fp32"; }
 
 LogitsFn logits_of(const model::Model& m, Precision precision) {
+  const auto frozen = [&m]() -> LogitsFn::Forward {
+    auto copy = std::make_shared<const model::FrozenForward>(m);
+    return [copy](const torch::Tensor& x) { return (*copy)(x); };
+  };
   if (precision == Precision::kFp32) {
-    return [&m](const torch::Tensor& x) {
-      model::EvalMode eval(m);
-      return m.logits(x);
-    };
+    return LogitsFn([&m](const torch::Tensor& x) {
+             model::EvalMode eval(m);
+             return m.logits(x);
+           }).with_search_forward(frozen);
   }
   const auto bf16_under_autograd = [&m](const torch::Tensor& x) {
     model::EvalMode eval(m);
@@ -56,7 +61,7 @@ LogitsFn logits_of(const model::Model& m, Precision precision) {
     Bf16Autocast bf16;
     return m.logits(x).to(torch::kFloat);
   };
-  return LogitsFn(bf16_under_autograd, /*exact_gradient_pass=*/false);
+  return LogitsFn(bf16_under_autograd, /*exact_gradient_pass=*/false).with_search_forward(frozen);
 }
 
 InputGradient input_gradient(const LogitsFn& f, const torch::Tensor& x, const ChunkLoss& loss, int64_t chunk) {

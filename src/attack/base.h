@@ -28,6 +28,11 @@ namespace bulwark::attack {
 // autograd (every verdict) gives. It is false for logits_of(m, Precision::kBf16), whose gradient
 // passes run in bfloat16; attacks then recheck a point before retiring it
 // (confirmed_misclassified). A wrapper of a LogitsFn passes the flag on.
+//
+// search_forward() is the function for forward passes whose output only steers a search and decides
+// nothing (Square's queries): for logits_of(m) a frozen, inference-optimized copy of the model
+// (model/frozen_forward.h, equal to the logits up to float rounding), built from the model's weights
+// when it is called; for any other LogitsFn the LogitsFn itself. Verdicts never use it.
 class LogitsFn {
  public:
   LogitsFn() = default;
@@ -36,13 +41,22 @@ class LogitsFn {
   LogitsFn(F f, bool exact_gradient_pass = true)  // NOLINT(google-explicit-constructor): a callable is one
       : f_(std::move(f)), exact_gradient_pass_(exact_gradient_pass) {}
 
+  using Forward = std::function<torch::Tensor(const torch::Tensor&)>;
+
   torch::Tensor operator()(const torch::Tensor& x) const { return f_(x); }
   bool exact_gradient_pass() const { return exact_gradient_pass_; }
   explicit operator bool() const { return static_cast<bool>(f_); }
 
+  Forward search_forward() const { return make_search_ ? make_search_() : f_; }
+  LogitsFn& with_search_forward(std::function<Forward()> make) {
+    make_search_ = std::move(make);
+    return *this;
+  }
+
  private:
-  std::function<torch::Tensor(const torch::Tensor&)> f_;
+  Forward f_;
   bool exact_gradient_pass_ = true;
+  std::function<Forward()> make_search_;
 };
 
 // Throws invalid_argument naming `flag` unless lo <= v <= hi.

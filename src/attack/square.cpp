@@ -195,12 +195,16 @@ torch::Tensor Square::perturb(const LogitsFn& f, const torch::Tensor& x, const t
   queries_ = torch::zeros({x.size(0)});
   auto standing = forward_chunked(f, x, options_.batch_size()).argmax(1).eq(y);
   cost_.forward_passes += x.size(0);
+  // The queries only steer the search: they run on the search forward (for a model, its frozen,
+  // inference-optimized copy); whether a point is fooled is decided below by f itself.
+  const LogitsFn query(f.search_forward());
   for (int64_t r = 0; r < options_.restarts(); ++r) {
     const auto idx = standing.nonzero().squeeze(1);
     if (idx.numel() == 0) break;
     const auto xs = x.index_select(0, idx), ys = y.index_select(0, idx);
     auto used = torch::zeros({idx.numel()});
-    const auto cand = threat().norm == Norm::kLinf ? run_linf(f, xs, ys, gen, used) : run_l2(f, xs, ys, gen, used);
+    const auto cand =
+        threat().norm == Norm::kLinf ? run_linf(query, xs, ys, gen, used) : run_l2(query, xs, ys, gen, used);
     queries_.index_add_(0, idx, used);
     const auto fooled = forward_chunked(f, cand, options_.batch_size()).argmax(1).ne(ys);
     cost_.forward_passes += idx.numel();

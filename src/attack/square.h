@@ -1,7 +1,9 @@
 // attack/square.h — Square Attack (Andriushchenko et al. 2020), score-based black-box, L∞ and
 // L2, following the AutoAttack reference (autoattack/square.py): margin loss, the paper's p
 // schedule rescaled to the query budget, vertical-stripe (L∞) or pseudo-Gaussian-block (L2)
-// initialisation. It only calls the score function: a local model, or a remote endpoint.
+// initialisation. It only calls the score function: a local model, or a remote endpoint. Its
+// queries run on f.search_forward() (for a model, its frozen inference-optimized copy,
+// model/frozen_forward.h); whether a point is fooled is decided by f itself.
 #pragma once
 
 #include "attack/base.h"

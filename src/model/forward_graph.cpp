@@ -69,11 +69,13 @@ void use_own_pool(Graph& g, Node* pool) {
 
 }  // namespace
 
+void inline_calls(Graph& graph) {
+  for (int depth = 0; depth < 64 && has_calls(graph.block()); ++depth) torch::jit::Inline(graph);
+}
+
 ForwardGraph::ForwardGraph(const torch::jit::Module& module) {
   auto graph = module.get_method("forward").graph()->copy();
-  // Inline takes each callee's graph as the executor would run it; with the plain interpreter
-  // (model.cpp) that graph is not inlined itself, so each pass inlines one more level of calls.
-  for (int depth = 0; depth < 64 && has_calls(graph->block()); ++depth) torch::jit::Inline(*graph);
+  inline_calls(*graph);
   // Folds the `if inplace:` of every inlined F.relu call, so the relu is a node the rewrite can see.
   torch::jit::ConstantPropagation(graph, /*ignore_custom_classes=*/true);
   std::vector<Node*> pools;

@@ -22,6 +22,12 @@
 
 namespace bulwark::model {
 
+// Inlines every method and function call in `graph`, however deeply nested. Model runs modules
+// with the plain interpreter (model.cpp), under which torch::jit::Inline takes each callee's graph
+// uninlined and so inlines one level per pass; TorchScript's own passes that inline (freeze, ...)
+// stop there too and leave calls to methods they then remove.
+void inline_calls(torch::jit::Graph& graph);
+
 class ForwardGraph {
  public:
   struct Rewrites {

@@ -194,6 +194,41 @@ TEST(Square, FindsAdversarialsOnAnUndefendedModelWithinItsBudget) {
   EXPECT_GE(square.queries().min().item<double>(), 1);
 }
 
+// Square's queries run on the search forward; whether a point is fooled is the LogitsFn's own call.
+// A search forward that calls every point fooled (all logits equal: margin 0) stops each search at
+// its first query; a point may then count as fooled only where the model itself misclassifies it.
+TEST(Square, QueriesSteerWithTheSearchForwardAndTheModelDecides) {
+  const auto& t = trained();
+  const auto x = t.x.narrow(0, 0, 40), y = t.y.narrow(0, 0, 40);
+  int64_t searched = 0;
+  auto f = logits_of(t.m);
+  f.with_search_forward([&searched]() -> LogitsFn::Forward {
+    return [&searched](const torch::Tensor& b) {
+      searched += b.size(0);
+      return torch::zeros({b.size(0), 10});
+    };
+  });
+  Square square(SquareOptions(0.05).queries(200).seed(3));
+  const auto adv = square.perturb(f, x, y);
+  EXPECT_GT(searched, 0) << "the queries went to the search forward";
+  EXPECT_LE(square.queries().max().item<double>(), 1) << "a fooled-looking point stops its search";
+  const auto moved = (adv - x).flatten(1).abs().amax(1).gt(0);
+  const auto wrong = t.m.predict_logits(adv).argmax(1).ne(y);
+  EXPECT_TRUE(torch::equal(moved, wrong)) << "returned as adversarial only where the model misclassifies";
+  EXPECT_LT(wrong.sum().item<int64_t>(), x.size(0)) << "the search forward's verdict was not taken";
+}
+
+// logits_of(model).search_forward() is the frozen copy: the model's logits to float rounding.
+TEST(Square, ModelSearchForwardMatchesTheLogits) {
+  const auto& t = trained();
+  const auto x = t.x.narrow(0, 0, 16);
+  const auto f = logits_of(t.m);
+  const auto z = f.search_forward()(x);
+  const auto want = t.m.predict_logits(x);
+  EXPECT_LE((z - want).abs().max().item<double>(), 1e-5 * (want.abs().max().item<double>() + 1));
+  EXPECT_FALSE(z.requires_grad());
+}
+
 TEST(Attacks, StrongerAttacksNeverReportHigherAccuracy) {
   const auto& t = trained();
   SuiteOptions o;
