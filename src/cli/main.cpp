@@ -5,6 +5,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "core/system.h"
 
 namespace {
 
@@ -63,6 +64,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bulwark::keep_freed_memory_for_reuse();  // before any tensor: see core/system.h
   try {
     return run(argc, argv);
   } catch (const bulwark::Error& e) {

@@ -1,7 +1,10 @@
 #include "core/system.h"
 
+#include <malloc.h>
+
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -30,6 +33,18 @@ std::string loaded_blas() {
 int hardware_threads() {
   const unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
+}
+
+bool keep_freed_memory_for_reuse() {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if ((tunables && std::strstr(tunables, "glibc.malloc.")) || std::getenv("MALLOC_MMAP_THRESHOLD_") ||
+      std::getenv("MALLOC_TRIM_THRESHOLD_")) {
+    return false;
+  }
+  // 32 MiB is the largest mmap threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2). Setting it
+  // also ends glibc's dynamic threshold, which only ever rose to the size of the last freed block.
+  constexpr int kMmapThreshold = 32 << 20, kTrimThreshold = 256 << 20;
+  return mallopt(M_MMAP_THRESHOLD, kMmapThreshold) == 1 && mallopt(M_TRIM_THRESHOLD, kTrimThreshold) == 1;
 }
 
 }  // namespace bulwark

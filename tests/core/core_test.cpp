@@ -1,9 +1,13 @@
 #include <gtest/gtest.h>
+#include <malloc.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include "core/digest.h"
 #include "core/core.h"
+#include "core/system.h"
 #include "test_util.h"
 
 namespace bulwark {
@@ -66,6 +70,51 @@ TEST(Digest, Sha256MatchesTheFipsVectorAndRandomIdsDiffer) {
   EXPECT_EQ(a.size(), 32u);
   EXPECT_EQ(a.find_first_not_of("0123456789abcdef"), std::string::npos);
   EXPECT_NE(a, b);
+}
+
+// keep_freed_memory_for_reuse changes the whole process's malloc: each case runs in a forked child
+// (EXPECT_EXIT) and reports through its exit code.
+constexpr size_t kActivation = size_t{16} << 20;  // an attack step's activation tensor at batch ~160
+
+// The block an attack step frees and allocates again, pass after pass: heap memory, not a fresh
+// mmap (glibc's default above its dynamic threshold), and still mapped after free.
+int heap_block_kept_after_free() {
+  if (!keep_freed_memory_for_reuse()) return 10;
+  const auto before = mallinfo2();
+  void* p = std::malloc(kActivation);
+  if (p == nullptr) return 11;
+  std::memset(p, 1, kActivation);
+  const auto during = mallinfo2();
+  std::free(p);
+  const auto after = mallinfo2();
+  if (during.hblks != before.hblks) return 12;  // it was mmapped
+  if (after.fordblks < kActivation) return 13;  // it went back to the kernel
+  return 0;
+}
+
+TEST(KeepFreedMemoryDeathTest, ActivationSizedBlocksComeFromTheHeapAndStayMappedAfterFree) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "ASan replaces malloc: mallopt does nothing there";
+#endif
+  EXPECT_EXIT(std::_Exit(heap_block_kept_after_free()), ::testing::ExitedWithCode(0), "");
+}
+
+int applied_with(const char* name, const char* value) {
+  ::setenv(name, value, 1);
+  return keep_freed_memory_for_reuse() ? 1 : 0;
+}
+
+TEST(KeepFreedMemoryDeathTest, AnEnvironmentThatTunesMallocIsLeftAsItIs) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "ASan replaces malloc: mallopt does nothing there";
+#endif
+  EXPECT_EXIT(std::_Exit(applied_with("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=4096")),
+              ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(std::_Exit(applied_with("MALLOC_TRIM_THRESHOLD_", "4096")), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(std::_Exit(applied_with("MALLOC_MMAP_THRESHOLD_", "4096")), ::testing::ExitedWithCode(0), "");
+  // Tunables of anything else do not count.
+  EXPECT_EXIT(std::_Exit(applied_with("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F")), ::testing::ExitedWithCode(1),
+              "");
 }
 
 }  // namespace
