@@ -5,7 +5,9 @@
 // precision levers of issue 14, side by side in alternated rounds: PGD-20 (early stop, as
 // `bulwark attack` runs it) and APGD-CE (100 iterations) with fp32 and bf16 gradient passes
 // (attack/precision.h) at batch `batch` and 128, each with its time relative to fp32 at `batch`
-// and its robust accuracy (every verdict fp32) on the same points.
+// and its robust accuracy (every verdict fp32) on the same points. This program sets malloc up as
+// the bulwark CLI does (core/system.h); the precision levers' reference row — Bulwark before issue
+// 14: untouched graph, glibc's default malloc — runs in a child process (bench/child.h).
 //
 // usage: attack_throughput [model.pt or - (train a cnn for 1 epoch)] [n=1000] [rounds=5] [batch=256]
 //                          [precision_rounds=3 (0: skip)]   (rounds 0: only the precision levers)
@@ -20,6 +22,7 @@
 
 #include "attack/attack.h"
 #include "bare_cnn.h"
+#include "child.h"
 #include "core/system.h"
 #include "data/dataset.h"
 #include "model/zoo.h"
@@ -79,36 +82,64 @@ struct PrecisionVariant {
   }
 };
 
+// One attack ("pgd": PGD-20 with early stop, or "apgd-ce") over x with one variant; its seconds,
+// and its robust accuracy in `acc`.
+double timed_attack(const std::string& name, const bulwark::model::Model& m, const PrecisionVariant& v,
+                    const torch::Tensor& x, const torch::Tensor& y, double& acc) {
+  namespace attack = bulwark::attack;
+  bulwark::model::Model run_on = m;  // shares the module
+  run_on.use_forward_graph(!v.untouched);
+  attack::SuiteOptions o;
+  o.attacks = {name};
+  o.eps = {0.1};
+  o.settings.batch_size = v.batch;
+  o.progress = false;
+  o.masking_checks = false;
+  const auto t0 = Clock::now();
+  const auto rep = attack::evaluate_robustness(attack::logits_of(run_on, v.precision), x, y, o);
+  acc = rep.rows[0].robust_accuracy;
+  return since(t0);
+}
+
+// The reference side (BENCH_CHILD=untouched, bench/child.h): fp32 on the module's untouched
+// forward graph at `batch`, with glibc's default malloc — Bulwark before issue 14. One round.
+int untouched_child(const bulwark::model::Model& m, const torch::Tensor& x, const torch::Tensor& y, int64_t batch) {
+  PrecisionVariant v{bulwark::attack::Precision::kFp32, batch, true};
+  double pgd_acc = 0, apgd_acc = 0;
+  const double pgd_s = timed_attack("pgd", m, v, x, y, pgd_acc);
+  const double apgd_s = timed_attack("apgd-ce", m, v, x, y, apgd_acc);
+  std::printf("{\"pgd_s\":%.4f,\"pgd_acc\":%.6f,\"apgd_s\":%.4f,\"apgd_acc\":%.6f}\n", pgd_s, pgd_acc, apgd_s,
+              apgd_acc);
+  return 0;
+}
+
 // PGD-20 and APGD-CE with each variant, `rounds` rounds, the order rotated each round so a slow
 // spell of the shared machine does not land on one variant. The reference (first row, ratio 1) is
-// fp32 on the module's untouched forward graph: the attack step before issue 14's rewrites.
-void precision_levers(const bulwark::model::Model& m, const torch::Tensor& x, const torch::Tensor& y, int64_t batch,
-                      int rounds) {
+// fp32 on the module's untouched forward graph with glibc's default malloc, in a child process:
+// the attack step before issue 14. The other rows run here, with the malloc setting of the CLI.
+void precision_levers(const std::string& model_arg, const bulwark::model::Model& m, const torch::Tensor& x,
+                      const torch::Tensor& y, int64_t batch, int rounds) {
   namespace attack = bulwark::attack;
   using attack::Precision;
   std::vector<PrecisionVariant> vs = {{Precision::kFp32, batch, true}, {Precision::kFp32, batch},
                                       {Precision::kFp32, 128},         {Precision::kBf16, batch},
                                       {Precision::kBf16, 128}};
   if (batch == 128) vs = {{Precision::kFp32, 128, true}, {Precision::kFp32, 128}, {Precision::kBf16, 128}};
-  bulwark::model::Model untouched = m;  // shares the module; runs its own forward (Model::use_forward_graph)
-  untouched.use_forward_graph(false);
-  auto run = [&](const std::string& name, const PrecisionVariant& v, double& acc) {
-    attack::SuiteOptions o;
-    o.attacks = {name};
-    o.eps = {0.1};
-    o.settings.batch_size = v.batch;
-    o.progress = false;
-    o.masking_checks = false;
-    const auto t0 = Clock::now();
-    const auto rep = attack::evaluate_robustness(attack::logits_of(v.untouched ? untouched : m, v.precision), x, y, o);
-    acc = rep.rows[0].robust_accuracy;
-    return since(t0);
-  };
   for (int r = 0; r < rounds; ++r) {
     for (size_t k = 0; k < vs.size(); ++k) {
       auto& v = vs[(k + static_cast<size_t>(r)) % vs.size()];
-      v.pgd_s.push_back(run("pgd", v, v.pgd_acc));
-      v.apgd_s.push_back(run("apgd-ce", v, v.apgd_acc));
+      if (v.untouched) {
+        const auto j = bulwark::bench::run_child(
+            "untouched", {model_arg, std::to_string(x.size(0)), "0", std::to_string(batch), "1"});
+        if (j.is_null()) std::exit(1);
+        v.pgd_s.push_back(j["pgd_s"].get<double>());
+        v.pgd_acc = j["pgd_acc"].get<double>();
+        v.apgd_s.push_back(j["apgd_s"].get<double>());
+        v.apgd_acc = j["apgd_acc"].get<double>();
+      } else {
+        v.pgd_s.push_back(timed_attack("pgd", m, v, x, y, v.pgd_acc));
+        v.apgd_s.push_back(timed_attack("apgd-ce", m, v, x, y, v.apgd_acc));
+      }
       std::fprintf(stderr, "precision round %d: %-26s pgd-20 %.2fs, apgd-ce %.2fs\n", r + 1, v.name().c_str(),
                    v.pgd_s.back(), v.apgd_s.back());
     }
@@ -145,17 +176,21 @@ int main(int argc, char** argv) {
   const int rounds = argc > 3 ? std::atoi(argv[3]) : 5;
   const int64_t batch = argc > 4 ? std::atoll(argv[4]) : 256;
   const int precision_rounds = argc > 5 ? std::atoi(argv[5]) : 3;
+  const bool untouched_side = bulwark::bench::child_side() == "untouched";
+  if (!untouched_side) bulwark::keep_freed_memory_for_reuse();  // as the bulwark CLI, before any tensor
   torch::set_num_threads(bulwark::hardware_threads());
   auto m = baseline(argc, argv);
   m.set_parameters_require_grad(false);
   const auto test = bulwark::data::load_dataset("fashion-mnist", bulwark::data::Split::kTest).head(n);
   const auto x = test.inputs(), y = test.targets();
+  if (untouched_side) return untouched_child(m, x, y, batch);
+  const std::string model_arg = argc > 1 ? argv[1] : "-";
   auto net = std::make_shared<bulwark::bench::BareCnn>();
   net->copy_from(m);
   for (auto& p : net->parameters()) p.requires_grad_(false);
 
   if (rounds == 0) {
-    precision_levers(m, x, y, batch, std::max(precision_rounds, 1));
+    precision_levers(model_arg, m, x, y, batch, std::max(precision_rounds, 1));
     return 0;
   }
   attack::SuiteOptions pgd;
@@ -223,6 +258,6 @@ int main(int argc, char** argv) {
               median(ours), median(bare), median(ratios), median(loop_ratios), row.robust_accuracy, auto_s,
               autorep.worst[0].robust_accuracy);
   std::fflush(stdout);
-  if (precision_rounds > 0) precision_levers(m, x, y, batch, precision_rounds);
+  if (precision_rounds > 0) precision_levers(model_arg, m, x, y, batch, precision_rounds);
   return 0;
 }

@@ -11,7 +11,9 @@
 // then on the rewritten graph with fp32 and with bf16 inner-attack gradient passes
 // (--attack-precision), from the same initial weights and seed, one after the other (`bf16` first:
 // the reverse order); each side's seconds per epoch, then the clean accuracy and PGD-20 robust
-// accuracy (fp32, eps 0.1, 1,000 test images) each reaches after the same epochs.
+// accuracy (fp32, eps 0.1, 1,000 test images) each reaches after the same epochs. The untouched
+// side is Bulwark before issue 14 and runs in a child process with glibc's default malloc
+// (bench/child.h); this program and the other sides use the CLI's malloc setting (core/system.h).
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "attack/attack.h"
+#include "child.h"
 #include "core/system.h"
 #include "data/dataset.h"
 #include "defense/objectives.h"
@@ -53,9 +56,8 @@ int precision_mode(int64_t images, int64_t batch, int64_t epochs, bool bf16_firs
   };
   std::vector<Side> sides = {
       {attack::Precision::kFp32, true, {}}, {attack::Precision::kFp32, false, {}}, {attack::Precision::kBf16, false, {}}};
-  // Run in the order asked (the two sides run one after the other; run both orders on a shared machine).
-  for (size_t k = 0; k < sides.size(); ++k) {
-    auto& side = sides[bf16_first ? sides.size() - 1 - k : k];
+  // One side: `epochs` epochs of PGD-7-AT from the same initial weights, then its accuracies.
+  auto run_side = [&](Side& side) {
     defense::AdversarialSettings s{{attack::Norm::kLinf, 0.1, 0.0, 1.0}, 0.0, 0, side.precision};
     defense::PgdAtObjective pgd7(s, 7);
     auto m = bulwark::model::create_model("cnn", bulwark::model::default_spec(), 0);
@@ -74,6 +76,28 @@ int precision_mode(int64_t images, int64_t batch, int64_t epochs, bool bf16_firs
     const auto rep = attack::evaluate_robustness(attack::logits_of(m), x, y, o);
     side.clean = rep.clean_accuracy;
     side.robust = rep.rows[0].robust_accuracy;
+  };
+  if (bulwark::bench::child_side() == "untouched") {
+    run_side(sides[0]);
+    std::printf("{\"epoch_s\":%.3f,\"clean\":%.6f,\"robust\":%.6f}\n", sides[0].epoch_s[0], sides[0].clean,
+                sides[0].robust);
+    return 0;
+  }
+  // Run in the order asked (the sides run one after the other; run both orders on a shared machine).
+  for (size_t k = 0; k < sides.size(); ++k) {
+    auto& side = sides[bf16_first ? sides.size() - 1 - k : k];
+    if (!side.untouched) {
+      run_side(side);
+      continue;
+    }
+    const auto j = bulwark::bench::run_child("untouched", {"precision", std::to_string(images), std::to_string(batch),
+                                                           std::to_string(epochs)});
+    if (j.is_null()) return 1;
+    side.epoch_s.push_back(j["epoch_s"].get<double>());
+    side.clean = j["clean"].get<double>();
+    side.robust = j["robust"].get<double>();
+    std::fprintf(stderr, "pgd-7-at %s (child, default malloc): %.1f s per epoch\n", side.name().c_str(),
+                 side.epoch_s.back());
   }
   auto total = [](const Side& s) {
     double t = 0;
@@ -101,6 +125,7 @@ int precision_mode(int64_t images, int64_t batch, int64_t epochs, bool bf16_firs
 
 int main(int argc, char** argv) {
   namespace defense = bulwark::defense;
+  if (bulwark::bench::child_side().empty()) bulwark::keep_freed_memory_for_reuse();  // as the bulwark CLI
   if (argc > 1 && std::string(argv[1]) == "precision") {
     torch::set_num_threads(bulwark::hardware_threads());
     return precision_mode(argc > 2 ? std::atoll(argv[2]) : 60000, argc > 3 ? std::atoll(argv[3]) : 128,

@@ -19,6 +19,12 @@ if [ -f "$BUILD/demo/fastat.pt" ]; then
   "$BUILD/bench/attack_throughput" "$BUILD/demo/fastat.pt" 1000 0 256 3
 fi
 
+if [ -f "$BUILD/demo/fastat.pt" ]; then
+  # The AutoAttack reference row needs AUTOATTACK_DIR: a checkout of github.com/fra31/auto-attack.
+  echo "== auto_attack: auto on 200 images beside Bulwark before issue 14 and the AutoAttack reference =="
+  "$BUILD/bench/auto_attack" "$BUILD/demo/fastat.pt" 200 1 2 1
+fi
+
 echo "== harden: one epoch per method on the full training set, ratios to standard =="
 "$BUILD/bench/harden"
 echo "== harden: standard vs Fast-AT, 3 alternating pairs =="
