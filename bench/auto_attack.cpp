@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
     o.eps = {0.1};
     o.progress = false;
     o.masking_checks = false;
-    o.settings.batch_size = k == 0 ? 256 : 128;
+    if (k == 0) o.settings.batch_size = 256;  // before: 256 then; the others: the default
     const auto f = k == 0 ? before : attack::logits_of(m, k == 2 ? attack::Precision::kBf16 : attack::Precision::kFp32);
     const auto t0 = Clock::now();
     const auto rep = attack::evaluate_robustness(f, x, y, o);

@@ -101,9 +101,8 @@ class Attack {
 
 // Threat, seed and batch size, shared by every options struct:
 // Options(eps).norm(Norm::kL2).range(0, 1).seed(3). Values are validated when set; errors name the
-// CLI flag. batch_size bounds memory and sets the speed (chunks whose activations fit in cache run
-// faster): an attack takes any number of points and computes over the ones still standing in chunks
-// of batch_size, so chunks stay full as points fall.
+// CLI flag. batch_size bounds memory and sets the speed: an attack takes any number of points and
+// computes over the ones still standing in chunks of batch_size, so chunks stay full as points fall.
 template <typename Derived>
 class CommonOptions {
  public:
@@ -143,7 +142,7 @@ class CommonOptions {
   Derived& self() { return static_cast<Derived&>(*this); }
   Threat threat_;
   uint64_t seed_ = 0;
-  int64_t batch_size_ = 128;  // as SuiteSettings::batch_size (attack/factory.h)
+  int64_t batch_size_ = 256;  // as SuiteSettings::batch_size (attack/factory.h)
 };
 
 struct InputGradient {

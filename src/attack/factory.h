@@ -19,9 +19,10 @@ struct AttackSettings {
   int64_t restarts = 1;
   int64_t square_queries = 5000;
   int64_t target_classes = 9;
-  // Points computed together: a memory bound, and a speed lever (a chunk's activations should fit in
-  // cache: 128 ran the zoo `cnn`'s PGD-20 and APGD-CE in 0.37-0.47x the time of 256, docs/BENCHMARKS.md).
-  int64_t batch_size = 128;
+  // Points computed together: a memory bound, and a speed lever. With the CLI's malloc setting
+  // (core/system.h) 256 ran the zoo `cnn`'s PGD-20 and APGD-CE in 0.80-0.85x the time of 128
+  // (docs/BENCHMARKS.md); without it 128 had looked faster, from memory churn, not cache.
+  int64_t batch_size = 256;
 };
 
 // fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square. Unknown names throw naming --attacks.

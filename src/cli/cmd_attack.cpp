@@ -25,7 +25,7 @@ struct AttackFlags {
   std::string norm = "linf";
   std::string precision = "fp32";
   int64_t n = 1000;
-  int64_t batch = 128;
+  int64_t batch = 256;
   int64_t steps = 20;
   int64_t apgd_steps = 100;
   int64_t restarts = 1;
