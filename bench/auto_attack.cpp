@@ -9,6 +9,7 @@
 // worst-case robust accuracy, and each time relative to the reference and to "before".
 //
 // usage: auto_attack model.pt [n=200] [rounds=1] [threads=2] [bf16=0 (1: also --precision bf16)]
+//        [frozen=0 (1: also fp32 with Square's queries on the frozen copy instead of the window engine)]
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -40,9 +41,12 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+enum class Kind { kBefore, kFp32, kBf16, kFp32Frozen, kReference };
+
 struct Variant {
-  explicit Variant(std::string n) : name(std::move(n)) {}
+  Variant(std::string n, Kind k) : name(std::move(n)), kind(k) {}
   std::string name;
+  Kind kind;
   std::vector<double> total;
   std::map<std::string, std::vector<double>> per_attack;
   double robust = -1;
@@ -57,7 +61,7 @@ nlohmann::json run_reference(const std::string& aa_dir, const std::string& model
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: auto_attack model.pt [n=200] [rounds=1] [threads=2] [bf16=0]\n");
+    std::fprintf(stderr, "usage: auto_attack model.pt [n=200] [rounds=1] [threads=2] [bf16=0] [frozen=0]\n");
     return 2;
   }
   const std::string model_path = argv[1];
@@ -65,6 +69,7 @@ int main(int argc, char** argv) {
   const int rounds = argc > 3 ? std::atoi(argv[3]) : 1;
   const int threads = argc > 4 ? std::atoi(argv[4]) : 2;
   const bool bf16 = argc > 5 && std::atoi(argv[5]) != 0;
+  const bool frozen = argc > 6 && std::atoi(argv[6]) != 0;
   const char* aa_env = std::getenv("AUTOATTACK_DIR");
   const std::string aa_dir = aa_env ? aa_env : "";
   const bool before_child = bulwark::bench::child_side() == "before";
@@ -78,23 +83,28 @@ int main(int argc, char** argv) {
   const auto test = bulwark::data::load_dataset("fashion-mnist", bulwark::data::Split::kTest).head(n);
   const auto x = test.inputs(), y = test.targets();
 
-  std::vector<Variant> vs = {Variant("bulwark before issue 14"), Variant("bulwark fp32 (default)")};
-  if (bf16) vs.emplace_back("bulwark --precision bf16");
-  if (!aa_dir.empty()) vs.emplace_back("autoattack reference");
+  std::vector<Variant> vs = {Variant("bulwark before issue 14", Kind::kBefore),
+                             Variant("bulwark fp32 (default)", Kind::kFp32)};
+  if (frozen) vs.emplace_back("fp32, Square frozen copy", Kind::kFp32Frozen);
+  if (bf16) vs.emplace_back("bulwark --precision bf16", Kind::kBf16);
+  if (!aa_dir.empty()) vs.emplace_back("autoattack reference", Kind::kReference);
   const attack::LogitsFn before([&untouched](const torch::Tensor& t) {
     bulwark::model::EvalMode eval(untouched);
     return untouched.logits(t);
   });
 
-  auto run_bulwark = [&](Variant& v, size_t k) {
+  auto run_bulwark = [&](Variant& v) {
     attack::SuiteOptions o;
     o.attacks = attack::auto_attacks();
     o.cascade = true;
     o.eps = {0.1};
     o.progress = false;
     o.masking_checks = false;
-    if (k == 0) o.settings.batch_size = 256;  // before: 256 then; the others: the default
-    const auto f = k == 0 ? before : attack::logits_of(m, k == 2 ? attack::Precision::kBf16 : attack::Precision::kFp32);
+    if (v.kind == Kind::kBefore) o.settings.batch_size = 256;  // before: 256 then; the others: the default
+    auto f = v.kind == Kind::kBefore
+                 ? before
+                 : attack::logits_of(m, v.kind == Kind::kBf16 ? attack::Precision::kBf16 : attack::Precision::kFp32);
+    if (v.kind == Kind::kFp32Frozen) f.with_window_forward(nullptr);
     const auto t0 = Clock::now();
     const auto rep = attack::evaluate_robustness(f, x, y, o);
     v.total.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
@@ -106,7 +116,7 @@ int main(int argc, char** argv) {
     v.robust = rep.worst[0].robust_accuracy;
   };
   if (before_child) {  // one run of "before", as a JSON line for the parent
-    run_bulwark(vs[0], 0);
+    run_bulwark(vs[0]);
     nlohmann::json j = {{"seconds", vs[0].total[0]}, {"robust_accuracy", vs[0].robust}};
     for (const auto& [a, s] : vs[0].per_attack) j["attack_seconds"][a] = s[0];
     std::printf("%s\n", j.dump().c_str());
@@ -121,14 +131,14 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < vs.size(); ++i) {
       const size_t k = (i + static_cast<size_t>(r)) % vs.size();
       auto& v = vs[k];
-      if (v.name == "autoattack reference" || k == 0) {
+      if (v.kind == Kind::kReference || v.kind == Kind::kBefore) {
         const auto j =
-            k == 0 ? bulwark::bench::run_child("before", {model_path, std::to_string(n), "1", std::to_string(threads)})
+            v.kind == Kind::kBefore ? bulwark::bench::run_child("before", {model_path, std::to_string(n), "1", std::to_string(threads)})
                    : run_reference(aa_dir, model_path, n, threads);
         if (j.is_null()) return 1;
         add_json_run(v, j);
       } else {
-        run_bulwark(v, k);
+        run_bulwark(v);
       }
       std::fprintf(stderr, "round %d: %-24s %8.1f s, robust %.1f%%\n", r + 1, v.name.c_str(), v.total.back(),
                    100 * v.robust);

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "model/frozen_forward.h"
+#include "model/window_forward.h"
 #include "model/model.h"
 
 namespace bulwark::attack {
@@ -49,11 +50,16 @@ LogitsFn logits_of(const model::Model& m, Precision precision) {
     auto copy = std::make_shared<const model::FrozenForward>(m);
     return [copy](const torch::Tensor& x) { return (*copy)(x); };
   };
+  const auto window = [&m](int64_t n) -> std::shared_ptr<model::WindowForward> {
+    return model::WindowForward::create(m, n);
+  };
   if (precision == Precision::kFp32) {
     return LogitsFn([&m](const torch::Tensor& x) {
              model::EvalMode eval(m);
              return m.logits(x);
-           }).with_search_forward(frozen);
+           })
+        .with_search_forward(frozen)
+        .with_window_forward(window);
   }
   const auto bf16_under_autograd = [&m](const torch::Tensor& x) {
     model::EvalMode eval(m);
@@ -61,7 +67,9 @@ LogitsFn logits_of(const model::Model& m, Precision precision) {
     Bf16Autocast bf16;
     return m.logits(x).to(torch::kFloat);
   };
-  return LogitsFn(bf16_under_autograd, /*exact_gradient_pass=*/false).with_search_forward(frozen);
+  return LogitsFn(bf16_under_autograd, /*exact_gradient_pass=*/false)
+      .with_search_forward(frozen)
+      .with_window_forward(window);
 }
 
 InputGradient input_gradient(const LogitsFn& f, const torch::Tensor& x, const ChunkLoss& loss, int64_t chunk) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -16,6 +17,8 @@
 
 namespace bulwark::model {
 class Model;
+class WindowForward;
+struct Window;
 }
 
 namespace bulwark::attack {
@@ -33,6 +36,10 @@ namespace bulwark::attack {
 // nothing (Square's queries): for logits_of(m) a frozen, inference-optimized copy of the model
 // (model/frozen_forward.h, equal to the logits up to float rounding), built from the model's weights
 // when it is called; for any other LogitsFn the LogitsFn itself. Verdicts never use it.
+//
+// window_forward(n) is, for logits_of(m), model::WindowForward::create(m, n): logits of images that
+// differ from cached ones inside one window, for Square's L∞ queries (model/window_forward.h); null
+// when the model does not qualify, and for any other LogitsFn (a wrapper computes something else).
 class LogitsFn {
  public:
   LogitsFn() = default;
@@ -53,10 +60,20 @@ class LogitsFn {
     return *this;
   }
 
+  using MakeWindowForward = std::function<std::shared_ptr<model::WindowForward>(int64_t)>;
+  std::shared_ptr<model::WindowForward> window_forward(int64_t n) const {
+    return make_window_ ? make_window_(n) : nullptr;
+  }
+  LogitsFn& with_window_forward(MakeWindowForward make) {
+    make_window_ = std::move(make);
+    return *this;
+  }
+
  private:
   Forward f_;
   bool exact_gradient_pass_ = true;
   std::function<Forward()> make_search_;
+  MakeWindowForward make_window_;
 };
 
 // Throws invalid_argument naming `flag` unless lo <= v <= hi.

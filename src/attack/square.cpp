@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "attack/losses.h"
+#include "model/window_forward.h"
 #include "core/error.h"
 
 namespace bulwark::attack {
@@ -54,9 +55,10 @@ torch::Tensor eta(int64_t s, torch::Generator& gen) {
   return delta;
 }
 
-// Keeps the better of (current, candidate) per point, as the reference's update rule.
-void accept(const torch::Tensor& idx, const torch::Tensor& x_new, const torch::Tensor& margin,
-            torch::Tensor& x_best, torch::Tensor& margin_min, torch::Tensor& loss_min) {
+// Keeps the better of (current, candidate) per point, as the reference's update rule. Returns
+// which candidates were taken.
+torch::Tensor accept(const torch::Tensor& idx, const torch::Tensor& x_new, const torch::Tensor& margin,
+                     torch::Tensor& x_best, torch::Tensor& margin_min, torch::Tensor& loss_min) {
   const auto loss = margin;  // margin loss
   const auto loss_cur = loss_min.index_select(0, idx);
   const auto improved = loss.lt(loss_cur);
@@ -64,6 +66,7 @@ void accept(const torch::Tensor& idx, const torch::Tensor& x_new, const torch::T
   const auto take = improved.logical_or(margin.le(0));
   margin_min.index_copy_(0, idx, torch::where(take, margin, margin_min.index_select(0, idx)));
   x_best.index_copy_(0, idx, torch::where(take.view({-1, 1, 1, 1}), x_new, x_best.index_select(0, idx)));
+  return take;
 }
 
 }  // namespace
@@ -108,40 +111,47 @@ nlohmann::json SquareOptions::to_json() const {
   return j;
 }
 
-torch::Tensor Square::search(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, torch::Tensor x_best,
-                             const Proposal& propose, torch::Tensor& used) {
-  auto margin_min = margin_of(f, x_best, y, options_.batch_size());
+torch::Tensor Square::search(const LogitsFn& f, model::WindowForward* engine, const torch::Tensor& x,
+                             const torch::Tensor& y, torch::Tensor x_best, const Proposal& propose,
+                             torch::Tensor& used) {
+  auto margin_min = engine ? -margin_loss(engine->reset(x_best), y) : margin_of(f, x_best, y, options_.batch_size());
   auto loss_min = margin_min.clone();
   used += 1;
   for (int64_t it = 0; it < options_.queries(); ++it) {
     if (it % 25 == 0) report_progress(static_cast<double>(it) / static_cast<double>(options_.queries()));
     const auto idx = margin_min.gt(0).nonzero().squeeze(1);
     if (idx.numel() == 0) break;
-    const auto x_new = propose(x.index_select(0, idx), x_best.index_select(0, idx), it);
-    const auto margin = margin_of(f, x_new, y.index_select(0, idx), options_.batch_size());
+    model::Window changed{0, 0, x.size(2), x.size(3)};
+    const auto x_new = propose(x.index_select(0, idx), x_best.index_select(0, idx), it, changed);
+    const auto ys = y.index_select(0, idx);
+    const auto margin = engine ? -margin_loss(engine->query(idx, x_new, changed), ys)
+                               : margin_of(f, x_new, ys, options_.batch_size());
     cost_.forward_passes += idx.numel();
     used.index_add_(0, idx, torch::ones({idx.numel()}));
-    accept(idx, x_new, margin, x_best, margin_min, loss_min);
+    const auto take = accept(idx, x_new, margin, x_best, margin_min, loss_min);
+    if (engine) engine->accept(take);
   }
   return x_best;
 }
 
-torch::Tensor Square::run_linf(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y,
-                               torch::Generator& gen, torch::Tensor& used) {
+torch::Tensor Square::run_linf(const LogitsFn& f, model::WindowForward* engine, const torch::Tensor& x,
+                               const torch::Tensor& y, torch::Generator& gen, torch::Tensor& used) {
   const Threat& t = threat();
   const int64_t c = x.size(1), h = x.size(2), w = x.size(3), n_features = c * h * w;
   // Vertical stripes of +-eps, then one random square of +-2 eps per query (projected).
   const auto init = (x + t.eps * random_sign({x.size(0), c, 1, w}, gen)).clamp(t.lo, t.hi);
-  const Proposal propose = [&](const torch::Tensor& x_curr, const torch::Tensor& x_best_curr, int64_t it) {
+  const Proposal propose = [&](const torch::Tensor& x_curr, const torch::Tensor& x_best_curr, int64_t it,
+                               model::Window& changed) {
     const double p = square_p_selection(options_.p_init(), it, options_.queries());
     int64_t s = std::max<int64_t>(std::lround(std::sqrt(p * n_features / c)), 1);
     s = std::min({s, h, w});
     const int64_t vh = random_int(0, h - s, gen), vw = random_int(0, w - s, gen);
+    changed = {vh, vw, s, s};  // x_best_curr is inside the ball already: projecting moves only the window
     auto deltas = torch::zeros({c, h, w});
     deltas.index_put_({Slice(), Slice(vh, vh + s), Slice(vw, vw + s)}, 2.0 * t.eps * random_sign({c, 1, 1}, gen));
     return t.project(x_best_curr + deltas, x_curr);
   };
-  return search(f, x, y, init, propose, used);
+  return search(f, engine, x, y, init, propose, used);
 }
 
 torch::Tensor Square::run_l2(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, torch::Generator& gen,
@@ -160,7 +170,8 @@ torch::Tensor Square::run_l2(const LogitsFn& f, const torch::Tensor& x, const to
   }
   const auto init = (x + l2_normalize(delta_init) * t.eps).clamp(t.lo, t.hi);
   // Each query moves the mass of one window into another, keeping the total norm at eps.
-  const Proposal propose = [&](const torch::Tensor& x_curr, const torch::Tensor& x_best_curr, int64_t it) {
+  const Proposal propose = [&](const torch::Tensor& x_curr, const torch::Tensor& x_best_curr, int64_t it,
+                               model::Window& /*changed: the whole image (the delta is renormalized)*/) {
     auto delta_curr = x_best_curr - x_curr;
     const double p = square_p_selection(options_.p_init(), it, options_.queries());
     int64_t s = std::max<int64_t>(std::lround(std::sqrt(p * n_features / c)), 3);
@@ -184,7 +195,7 @@ torch::Tensor Square::run_l2(const LogitsFn& f, const torch::Tensor& x, const to
     window(delta_curr, vh, vw, s).copy_(new_deltas);
     return (x_curr + l2_normalize(delta_curr) * t.eps).clamp(t.lo, t.hi);
   };
-  return search(f, x, y, init, propose, used);
+  return search(f, nullptr, x, y, init, propose, used);
 }
 
 torch::Tensor Square::perturb(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y) {
@@ -195,16 +206,18 @@ torch::Tensor Square::perturb(const LogitsFn& f, const torch::Tensor& x, const t
   queries_ = torch::zeros({x.size(0)});
   auto standing = forward_chunked(f, x, options_.batch_size()).argmax(1).eq(y);
   cost_.forward_passes += x.size(0);
-  // The queries only steer the search: they run on the search forward (for a model, its frozen,
-  // inference-optimized copy); whether a point is fooled is decided below by f itself.
-  const LogitsFn query(f.search_forward());
+  // The queries only steer the search: they run on the window engine (L∞, a model that qualifies)
+  // or the search forward (for a model, its frozen, inference-optimized copy); whether a point is
+  // fooled is decided below by f itself.
+  const auto engine = threat().norm == Norm::kLinf ? f.window_forward(x.size(0)) : nullptr;
+  const LogitsFn query = engine ? f : LogitsFn(f.search_forward());
   for (int64_t r = 0; r < options_.restarts(); ++r) {
     const auto idx = standing.nonzero().squeeze(1);
     if (idx.numel() == 0) break;
     const auto xs = x.index_select(0, idx), ys = y.index_select(0, idx);
     auto used = torch::zeros({idx.numel()});
     const auto cand =
-        threat().norm == Norm::kLinf ? run_linf(query, xs, ys, gen, used) : run_l2(query, xs, ys, gen, used);
+        threat().norm == Norm::kLinf ? run_linf(query, engine.get(), xs, ys, gen, used) : run_l2(query, xs, ys, gen, used);
     queries_.index_add_(0, idx, used);
     const auto fooled = forward_chunked(f, cand, options_.batch_size()).argmax(1).ne(ys);
     cost_.forward_passes += idx.numel();

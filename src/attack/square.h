@@ -3,7 +3,9 @@
 // schedule rescaled to the query budget, vertical-stripe (L∞) or pseudo-Gaussian-block (L2)
 // initialisation. It only calls the score function: a local model, or a remote endpoint. Its
 // queries run on f.search_forward() (for a model, its frozen inference-optimized copy,
-// model/frozen_forward.h); whether a point is fooled is decided by f itself.
+// model/frozen_forward.h), or for L∞ on f.window_forward() when the model qualifies: each L∞ query
+// changes one window of every standing image, and model/window_forward.h recomputes only what that
+// window reaches. Whether a point is fooled is decided by f itself.
 #pragma once
 
 #include "attack/base.h"
@@ -39,16 +41,19 @@ class Square : public Attack {
 
  private:
   // Returns x_best for each point and adds the queries spent to `used`.
-  torch::Tensor run_linf(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, torch::Generator& gen,
-                         torch::Tensor& used);
+  // `engine` (may be null) scores L∞ queries incrementally; else f does.
+  torch::Tensor run_linf(const LogitsFn& f, model::WindowForward* engine, const torch::Tensor& x,
+                         const torch::Tensor& y, torch::Generator& gen, torch::Tensor& used);
   torch::Tensor run_l2(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, torch::Generator& gen,
                        torch::Tensor& used);
-  // A candidate for the points still standing (their clean and current best inputs) at query `it`.
-  using Proposal = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, int64_t)>;
+  // A candidate for the points still standing (their clean and current best inputs) at query `it`;
+  // it sets `changed` to where the candidates differ from the best inputs (the image, if unknown).
+  using Proposal =
+      std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, int64_t, model::Window& changed)>;
   // The search both norms share: query the proposal, keep it where the margin loss improves or the
   // point is misclassified, stop when every point is fooled or the budget is spent.
-  torch::Tensor search(const LogitsFn& f, const torch::Tensor& x, const torch::Tensor& y, torch::Tensor x_best,
-                       const Proposal& propose, torch::Tensor& used);
+  torch::Tensor search(const LogitsFn& f, model::WindowForward* engine, const torch::Tensor& x,
+                       const torch::Tensor& y, torch::Tensor x_best, const Proposal& propose, torch::Tensor& used);
   SquareOptions options_;
 };
 

@@ -202,6 +202,7 @@ TEST(Square, QueriesSteerWithTheSearchForwardAndTheModelDecides) {
   const auto x = t.x.narrow(0, 0, 40), y = t.y.narrow(0, 0, 40);
   int64_t searched = 0;
   auto f = logits_of(t.m);
+  f.with_window_forward(nullptr);  // else L∞ queries go to the window engine (the next test)
   f.with_search_forward([&searched]() -> LogitsFn::Forward {
     return [&searched](const torch::Tensor& b) {
       searched += b.size(0);
@@ -216,6 +217,37 @@ TEST(Square, QueriesSteerWithTheSearchForwardAndTheModelDecides) {
   const auto wrong = t.m.predict_logits(adv).argmax(1).ne(y);
   EXPECT_TRUE(torch::equal(moved, wrong)) << "returned as adversarial only where the model misclassifies";
   EXPECT_LT(wrong.sum().item<int64_t>(), x.size(0)) << "the search forward's verdict was not taken";
+}
+
+// For a model that qualifies, L∞ queries run on the window engine (model/window_forward.h): the
+// same search as on the frozen copy up to float rounding — the same points fooled with the same
+// queries — while the search forward is never called.
+TEST(Square, LinfQueriesOnTheWindowEngineSearchAsTheFrozenCopyDoes) {
+  const auto& t = trained();
+  const auto x = t.x.narrow(0, 0, 40), y = t.y.narrow(0, 0, 40);
+  auto engine_f = logits_of(t.m);
+  ASSERT_NE(engine_f.window_forward(x.size(0)), nullptr) << "cnn-small qualifies";
+  int64_t searched = 0;
+  engine_f.with_search_forward([&searched]() -> LogitsFn::Forward {
+    return [&searched](const torch::Tensor& b) {
+      searched += b.size(0);
+      return torch::zeros({b.size(0), 10});
+    };
+  });
+  auto frozen_f = logits_of(t.m);
+  frozen_f.with_window_forward(nullptr);
+  Square with_engine(SquareOptions(0.08).queries(300).seed(5));
+  Square with_frozen(SquareOptions(0.08).queries(300).seed(5));
+  const auto adv_engine = with_engine.perturb(engine_f, x, y);
+  const auto adv_frozen = with_frozen.perturb(frozen_f, x, y);
+  EXPECT_EQ(searched, 0);
+  const auto fooled_engine = t.m.predict_logits(adv_engine).argmax(1).ne(y);
+  const auto fooled_frozen = t.m.predict_logits(adv_frozen).argmax(1).ne(y);
+  EXPECT_GT(fooled_frozen.sum().item<int64_t>(), 0);
+  EXPECT_LT(fooled_frozen.sum().item<int64_t>(), x.size(0));
+  EXPECT_TRUE(torch::equal(fooled_engine, fooled_frozen));
+  EXPECT_TRUE(torch::equal(with_engine.queries(), with_frozen.queries()));
+  EXPECT_LE((adv_engine - adv_frozen).abs().max().item<double>(), 1e-6);
 }
 
 // logits_of(model).search_forward() is the frozen copy: the model's logits to float rounding.
