@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "attack/attack.h"
+#include "profile.h"
 #include "core/system.h"
 #include "data/dataset.h"
 #include "model/model.h"
@@ -53,10 +54,11 @@ TORCH_API bool canFuseOnCPU();
 namespace {
 
 namespace attack = bulwark::attack;
-namespace prof = torch::autograd::profiler;
+using bulwark::bench::profile_ranges;
+using bulwark::bench::Range;
+using bulwark::bench::Shapes;
 using bulwark::model::Model;
 using Clock = std::chrono::steady_clock;
-using Shapes = std::vector<std::vector<int64_t>>;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -101,53 +103,6 @@ std::string cpu_flags() {
     if (line.find(" " + f + " ") != std::string::npos) out += (out.empty() ? "" : " ") + f;
   }
   return out.empty() ? "none of avx2/avx512f/avx512_bf16/amx_bf16" : out;
-}
-
-// ---- profiler ranges --------------------------------------------------------------------------
-
-// One RecordFunction range of the legacy profiler, in the order ranges opened on their thread.
-struct Range {
-  std::string name;
-  Shapes shapes;
-  int parent = -1;  // index of the enclosing range on the same thread
-  double self_us = 0;
-};
-
-template <class F>
-std::vector<Range> profile_ranges(bool shapes, F&& body) {
-  prof::enableProfilerLegacy(torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU, shapes));
-  body();
-  const auto lists = prof::disableProfilerLegacy();
-  std::vector<Range> out;
-  for (const auto& list : lists) {
-    struct Open {
-      int index;
-      double start_us, child_us;
-      uint64_t handle;
-    };
-    std::vector<Open> open;
-    for (const auto& e : list) {
-      if (e.kind() == prof::EventKind::PushRange) {
-        out.push_back({e.name(), e.shapes(), open.empty() ? -1 : open.back().index, 0});
-        open.push_back({static_cast<int>(out.size()) - 1, e.cpuUs(), 0, e.handle()});
-      } else if (e.kind() == prof::EventKind::PopRange) {
-        // Pops match pushes by handle; a range left open inside closes with its parent.
-        // (A pop without a handle closes the innermost range.)
-        const bool by_handle = e.handle() != 0;
-        auto it = std::find_if(open.rbegin(), open.rend(), [&](const Open& o) { return o.handle == e.handle(); });
-        if (by_handle && it == open.rend()) continue;
-        while (!open.empty()) {
-          const Open o = open.back();
-          open.pop_back();
-          const double total = e.cpuUs() - o.start_us;
-          out[o.index].self_us = total - o.child_us;
-          if (!open.empty()) open.back().child_us += total;
-          if (!by_handle || o.handle == e.handle()) break;
-        }
-      }
-    }
-  }
-  return out;
 }
 
 // ---- 2. FLOPs from the model's layers ---------------------------------------------------------
@@ -374,22 +329,10 @@ void print_op_profile(const Variant& v, const torch::Tensor& x, const torch::Ten
       for (int i = 0; i < calls; ++i) (void)attack::input_gradient(v.f, xb, ce, b);
     });
   }
-  std::map<std::string, std::pair<double, int64_t>> by_name;  // self us, calls
-  double total = 0;
-  for (const auto& r : ranges) {
-    by_name[r.name].first += r.self_us;
-    by_name[r.name].second += 1;
-    total += r.self_us;
-  }
-  std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(by_name.begin(), by_name.end());
-  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
-  std::printf("\nper-op self time, %d x input_gradient at batch %lld, %s (total %.1f ms)\n", calls,
-              static_cast<long long>(b), v.name.c_str(), total / 1000);
-  std::printf("  %-58s %10s %6s %7s\n", "op", "self ms", "%", "calls");
-  for (size_t i = 0; i < rows.size() && i < 15; ++i) {
-    std::printf("  %-58.58s %10.2f %5.1f%% %7lld\n", rows[i].first.c_str(), rows[i].second.first / 1000,
-                100 * rows[i].second.first / std::max(total, 1e-9), static_cast<long long>(rows[i].second.second));
-  }
+  char title[200];
+  std::snprintf(title, sizeof title, "per-op self time, %d x input_gradient at batch %lld, %s", calls,
+                static_cast<long long>(b), v.name.c_str());
+  bulwark::bench::print_self_time(ranges, title);
 }
 
 // What the fuser made of the forward graph: its fusion groups, or why there are none.
