@@ -8,8 +8,10 @@
 // linear layers, ...) is the "tail", run in full. The zoo's `cnn` and `cnn-small` qualify, and so do
 // PyTorch-exported nn.Sequential CNNs. The outputs of the chain for every base image stay cached; a
 // query recomputes each layer only over the rows and columns its window reaches (the window grown
-// by each kernel's reach), writes them into a copy of the last layer's output, and runs the tail.
-// For the zoo `cnn` and a 2×2 window that is ~4× fewer FLOPs than a full forward.
+// by each kernel's reach). When the chain is followed by flatten and a linear layer (the "head"),
+// the head's output is updated by the product of the region's change with the matching columns of
+// its weight; the rest (the tail) runs in full. For the zoo `cnn` and a 2×2 window that is ~8×
+// fewer FLOPs than a full forward.
 //
 // The logits agree with Model::logits to float rounding (convolutions over a slice sum in a
 // different order), not bit for bit: like model/frozen_forward.h this steers a search and never
@@ -49,7 +51,9 @@ class WindowForward {
   torch::Tensor reset(const torch::Tensor& base);
 
   // Logits of x [M, C, H, W], where x[i] equals base[rows[i]] outside `changed` (rows: int64 [M],
-  // distinct). The query's activations are kept until the next query, for accept().
+  // ascending). Each call's rows must be a subset of the previous call's (all rows after reset):
+  // the cache drops the rest, as Square drops the points it fooled. The query's activations are
+  // kept until the next query, for accept().
   torch::Tensor query(const torch::Tensor& rows, const torch::Tensor& x, const Window& changed);
 
   // Makes the last query's images the base of the rows where `take` (bool [M]) is true.
@@ -57,19 +61,38 @@ class WindowForward {
 
   // Per base image, the bytes of cached activations.
   int64_t cache_bytes_per_image() const { return cache_bytes_per_image_; }
+  // How the model was split: layers run over windows (a ReLU folded into the layer before it),
+  // and whether a flatten + linear layer after them is updated from the window's change alone.
+  size_t window_layers() const;
+  bool incremental_head() const { return head_weight_.defined(); }
+
+  // The head's outputs are kept as sums of changes; every this many accepting queries they are
+  // recomputed from the cached activations, so float rounding cannot pile up.
+  static constexpr int kHeadRefreshEvery = 64;
 
   struct Layer;  // model/window_forward.cpp
 
  private:
   WindowForward() = default;
+  void keep_rows(const torch::Tensor& rows);
+  torch::Tensor head(const torch::Tensor& last) const;
 
   std::vector<Layer> layers_;
-  std::shared_ptr<torch::jit::Function> tail_;  // the graph after the chain, input: its output
+  torch::Tensor head_weight_, head_bias_;  // a linear layer over the flattened chain (may be undefined)
+  torch::Tensor head_weight_hwc_;          // head_weight_ as [out, H, W, C] of the chain's output
+  std::shared_ptr<torch::jit::Function> tail_;  // the rest of the forward; input: the head's (or chain's) output
   int64_t cache_bytes_per_image_ = 0;
-  std::vector<torch::Tensor> cache_;       // per layer: its output for every base image
-  torch::Tensor rows_;                     // the last query's rows
-  std::vector<torch::Tensor> new_values_;  // per layer: the last query's recomputed region
-  std::vector<Window> regions_;            // per layer: where that region lies in its output
+
+  int64_t base_rows_ = 0;
+  torch::Tensor rows_;                // the base rows the cache holds, ascending
+  std::vector<torch::Tensor> cache_;  // per layer: its output for those rows, channels-last
+  torch::Tensor head_out_;            // the head's output for those rows
+  int accepts_since_refresh_ = 0;
+  // The last query: per layer its recomputed region and where it lies in the layer's output; the
+  // head's output.
+  std::vector<torch::Tensor> new_values_;
+  std::vector<Window> regions_;
+  torch::Tensor new_head_out_;
 };
 
 }  // namespace bulwark::model
