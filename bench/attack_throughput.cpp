@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
   const int64_t batch = argc > 4 ? std::atoll(argv[4]) : 256;
   const int precision_rounds = argc > 5 ? std::atoi(argv[5]) : 3;
   const bool untouched_side = bulwark::bench::child_side() == "untouched";
-  if (!untouched_side) bulwark::keep_freed_memory_for_reuse();  // as the bulwark CLI, before any tensor
+  if (!untouched_side) bulwark::tune_process_for_tensor_work();  // as the bulwark CLI, before any tensor
   torch::set_num_threads(bulwark::hardware_threads());
   auto m = baseline(argc, argv);
   m.set_parameters_require_grad(false);

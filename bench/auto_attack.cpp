@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   const char* aa_env = std::getenv("AUTOATTACK_DIR");
   const std::string aa_dir = aa_env ? aa_env : "";
   const bool before_child = bulwark::bench::child_side() == "before";
-  if (!before_child) bulwark::keep_freed_memory_for_reuse();  // as the bulwark CLI, before any tensor
+  if (!before_child) bulwark::tune_process_for_tensor_work();  // as the bulwark CLI, before any tensor
   torch::set_num_threads(threads);
 
   auto m = bulwark::model::Model::load(model_path);

@@ -125,7 +125,7 @@ int precision_mode(int64_t images, int64_t batch, int64_t epochs, bool bf16_firs
 
 int main(int argc, char** argv) {
   namespace defense = bulwark::defense;
-  if (bulwark::bench::child_side().empty()) bulwark::keep_freed_memory_for_reuse();  // as the bulwark CLI
+  if (bulwark::bench::child_side().empty()) bulwark::tune_process_for_tensor_work();  // as the bulwark CLI
   if (argc > 1 && std::string(argv[1]) == "precision") {
     torch::set_num_threads(bulwark::hardware_threads());
     return precision_mode(argc > 2 ? std::atoll(argv[2]) : 60000, argc > 3 ? std::atoll(argv[3]) : 128,

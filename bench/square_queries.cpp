@@ -42,7 +42,7 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "usage: square_queries MODEL [n=200] [queries=5000] [rounds=1] [threads=2] [profile_queries=500]\n");
     return 2;
   }
-  bulwark::keep_freed_memory_for_reuse();  // as the bulwark CLI
+  bulwark::tune_process_for_tensor_work();  // as the bulwark CLI
   const int64_t n = argc > 2 ? std::atoll(argv[2]) : 200;
   const int64_t queries = argc > 3 ? std::atoll(argv[3]) : 5000;
   const int rounds = argc > 4 ? std::atoi(argv[4]) : 1;

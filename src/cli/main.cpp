@@ -64,7 +64,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bulwark::keep_freed_memory_for_reuse();  // before any tensor: see core/system.h
+  bulwark::tune_process_for_tensor_work();  // before any tensor: see core/system.h
   try {
     return run(argc, argv);
   } catch (const bulwark::Error& e) {

@@ -1,5 +1,6 @@
 #include "core/system.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
 
 #include <climits>
@@ -45,6 +46,21 @@ bool keep_freed_memory_for_reuse() {
   // also ends glibc's dynamic threshold, which only ever rose to the size of the last freed block.
   constexpr int kMmapThreshold = 32 << 20, kTrimThreshold = 256 << 20;
   return mallopt(M_MMAP_THRESHOLD, kMmapThreshold) == 1 && mallopt(M_TRIM_THRESHOLD, kTrimThreshold) == 1;
+}
+
+bool single_threaded_blas() {
+  if (std::getenv("OPENBLAS_NUM_THREADS")) return false;
+  // Looked up rather than linked: the BLAS is whatever Debian's alternatives put behind libblas.so.3.
+  using SetThreads = void (*)(int);
+  auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set == nullptr) return false;
+  set(1);
+  return true;
+}
+
+void tune_process_for_tensor_work() {
+  keep_freed_memory_for_reuse();
+  single_threaded_blas();
 }
 
 }  // namespace bulwark

@@ -1,6 +1,6 @@
 // core/system.h — facts about the running process that users need to read results right:
 // which BLAS the dynamic loader picked (Debian's alternatives decide it), and the core count; and
-// the one process-wide memory setting the tensor work needs.
+// the two process-wide settings the tensor work needs (malloc, BLAS threads).
 #pragma once
 
 #include <string>
@@ -24,5 +24,17 @@ int hardware_threads();
 // (GLIBC_TUNABLES naming glibc.malloc, MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_); returns
 // true once applied. Call it once at startup, before threads allocate (the bulwark CLI does).
 bool keep_freed_memory_for_reuse();
+
+// Runs OpenBLAS's matrix products on the calling thread. LibTorch parallelises its own operators
+// with OpenMP (at::get_num_threads() threads); Debian's OpenBLAS (pthreads build) starts a pool of
+// its own, one thread per core, whose threads keep spinning after each product — on a machine with
+// as many cores as LibTorch threads the two pools fight for the cores: Square's queries ran 2.5x
+// slower and a linear layer's product at 40-50 GFLOP/s (bench/square_queries, docs/BENCHMARKS.md).
+// Leaves OpenBLAS as it is, and returns false, when OPENBLAS_NUM_THREADS is set or the BLAS loaded
+// is not OpenBLAS; returns true once applied. Call it once at startup (the bulwark CLI does).
+bool single_threaded_blas();
+
+// Both of the above, as every bulwark command starts.
+void tune_process_for_tensor_work();
 
 }  // namespace bulwark

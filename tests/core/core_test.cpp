@@ -1,3 +1,4 @@
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <malloc.h>
 
@@ -115,6 +116,28 @@ TEST(KeepFreedMemoryDeathTest, AnEnvironmentThatTunesMallocIsLeftAsItIs) {
   // Tunables of anything else do not count.
   EXPECT_EXIT(std::_Exit(applied_with("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F")), ::testing::ExitedWithCode(1),
               "");
+}
+
+// single_threaded_blas finds OpenBLAS wherever the loader put it (dlsym, as in a bulwark process
+// that loaded it through LibTorch) and leaves it one thread; OPENBLAS_NUM_THREADS wins. Each case
+// runs in a child: the setting is process-wide.
+int blas_threads_after(const char* env_threads) {
+  if (env_threads) ::setenv("OPENBLAS_NUM_THREADS", env_threads, 1);
+  else ::unsetenv("OPENBLAS_NUM_THREADS");
+  if (dlopen("libopenblas.so.0", RTLD_NOW | RTLD_GLOBAL) == nullptr) return 90;  // Debian's libopenblas0
+  using Get = int (*)();
+  using Set = void (*)(int);
+  auto get = reinterpret_cast<Get>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  auto set = reinterpret_cast<Set>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!get || !set) return 91;
+  set(2);  // as on a 2-core machine, whatever this one has
+  const bool applied = single_threaded_blas();
+  return (applied ? 10 : 0) + get();
+}
+
+TEST(SingleThreadedBlasDeathTest, LeavesOpenBlasOneThreadUnlessTheEnvironmentSaysOtherwise) {
+  EXPECT_EXIT(std::_Exit(blas_threads_after(nullptr)), ::testing::ExitedWithCode(11), "");
+  EXPECT_EXIT(std::_Exit(blas_threads_after("2")), ::testing::ExitedWithCode(2), "");
 }
 
 }  // namespace
