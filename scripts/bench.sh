@@ -23,6 +23,8 @@ if [ -f "$BUILD/demo/fastat.pt" ]; then
   # The AutoAttack reference row needs AUTOATTACK_DIR: a checkout of github.com/fra31/auto-attack.
   echo "== auto_attack: auto on 200 images beside Bulwark before issue 14 and the AutoAttack reference =="
   "$BUILD/bench/auto_attack" "$BUILD/demo/fastat.pt" 200 1 2 1
+  echo "== square_queries: Square's L-inf queries on the window engine vs the frozen copy, with profiles =="
+  "$BUILD/bench/square_queries" "$BUILD/demo/fastat.pt" 200 1000 1 2 300
 fi
 
 echo "== harden: one epoch per method on the full training set, ratios to standard =="
