@@ -6,10 +6,15 @@
 // With pairs > 0, only standard and Fast-AT run, alternating, `pairs` times; the Fast-AT figure is
 // the median of the per-pair ratios, so drift on a shared machine hits both sides of each pair.
 //
+// usage: harden profile [images=2560] [batch=128] [precision=fp32|bf16] [layout=channels-last|nchw]
+// A per-op profile (self time) of PGD-7-AT's training steps on the first `images` images. The
+// legacy profiler's own cost moves time between ops (the profiled run takes ~3x the plain one):
+// read it for which ops matter, and time the levers with `precision`.
+//
 // usage: harden precision [images=60000] [batch=128] [epochs=1] [first=fp32|bf16]
 // PGD-7-AT on the module's untouched forward graph (the reference: before model/forward_graph.h),
-// then on the rewritten graph with fp32 and with bf16 inner-attack gradient passes
-// (--attack-precision), from the same initial weights and seed, one after the other (`bf16` first:
+// then on the rewritten graph with NCHW weights (--nchw), and with channels-last weights (the
+// default) with fp32 and with bf16 inner-attack gradient passes (--attack-precision), from the same initial weights and seed, one after the other (`bf16` first:
 // the reverse order); each side's seconds per epoch, then the clean accuracy and PGD-20 robust
 // accuracy (fp32, eps 0.1, 1,000 test images) each reaches after the same epochs. The untouched
 // side is Bulwark before issue 14 and runs in a child process with glibc's default malloc
@@ -30,6 +35,7 @@
 #include "data/dataset.h"
 #include "defense/objectives.h"
 #include "model/zoo.h"
+#include "profile.h"
 #include "train/trainer.h"
 
 namespace {
@@ -41,6 +47,28 @@ double epoch_seconds(const bulwark::data::Dataset& d, int64_t batch, bulwark::tr
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+int profile_mode(int64_t images, int64_t batch, bool bf16, bool channels_last) {
+  namespace defense = bulwark::defense;
+  namespace attack = bulwark::attack;
+  const auto d = bulwark::data::load_dataset("fashion-mnist", bulwark::data::Split::kTrain).head(images);
+  defense::AdversarialSettings s{{attack::Norm::kLinf, 0.1, 0.0, 1.0}, 0.0, 0,
+                                 bf16 ? attack::Precision::kBf16 : attack::Precision::kFp32};
+  defense::PgdAtObjective pgd7(s, 7);
+  auto m = bulwark::model::create_model("cnn", bulwark::model::default_spec(), 0);
+  const auto opts =
+      bulwark::train::TrainOptions().epochs(1).batch_size(batch).channels_last(channels_last).progress(false);
+  bulwark::train::fit(m, d.head(std::min<int64_t>(images, 4 * batch)), {}, opts, pgd7);  // warm-up
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto ranges = bulwark::bench::profile_ranges(false, [&] { bulwark::train::fit(m, d, {}, opts, pgd7); });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  bulwark::bench::print_self_time(ranges, "per-op self time, pgd-7-at " + std::string(bf16 ? "bf16" : "fp32") +
+                                              (channels_last ? ", channels-last" : ", nchw") + ", " +
+                                              std::to_string(images) + " images, batch " + std::to_string(batch) +
+                                              " (" + std::to_string(secs) + " s profiled)",
+                                  30);
+  return 0;
+}
+
 int precision_mode(int64_t images, int64_t batch, int64_t epochs, bool bf16_first) {
   namespace defense = bulwark::defense;
   namespace attack = bulwark::attack;
@@ -50,12 +78,17 @@ int precision_mode(int64_t images, int64_t batch, int64_t epochs, bool bf16_firs
   struct Side {
     attack::Precision precision;
     bool untouched;
+    bool channels_last;
     std::vector<double> epoch_s;
     double clean = 0, robust = 0;
-    std::string name() const { return attack::to_string(precision) + (untouched ? " untouched" : ""); }
+    std::string name() const {
+      return attack::to_string(precision) + (untouched ? " untouched" : channels_last ? "" : " nchw");
+    }
   };
-  std::vector<Side> sides = {
-      {attack::Precision::kFp32, true, {}}, {attack::Precision::kFp32, false, {}}, {attack::Precision::kBf16, false, {}}};
+  std::vector<Side> sides = {{attack::Precision::kFp32, true, false, {}},
+                             {attack::Precision::kFp32, false, false, {}},
+                             {attack::Precision::kFp32, false, true, {}},
+                             {attack::Precision::kBf16, false, true, {}}};
   // One side: `epochs` epochs of PGD-7-AT from the same initial weights, then its accuracies.
   auto run_side = [&](Side& side) {
     defense::AdversarialSettings s{{attack::Norm::kLinf, 0.1, 0.0, 1.0}, 0.0, 0, side.precision};
@@ -63,7 +96,10 @@ int precision_mode(int64_t images, int64_t batch, int64_t epochs, bool bf16_firs
     auto m = bulwark::model::create_model("cnn", bulwark::model::default_spec(), 0);
     m.use_forward_graph(!side.untouched);
     const auto t0 = std::chrono::steady_clock::now();
-    bulwark::train::fit(m, d, {}, bulwark::train::TrainOptions().epochs(epochs).batch_size(batch).progress(false), pgd7);
+    bulwark::train::fit(
+        m, d, {},
+        bulwark::train::TrainOptions().epochs(epochs).batch_size(batch).channels_last(side.channels_last).progress(false),
+        pgd7);
     side.epoch_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
                            static_cast<double>(epochs));
     std::fprintf(stderr, "pgd-7-at %s: %.1f s per epoch\n", side.name().c_str(), side.epoch_s.back());
@@ -112,12 +148,14 @@ int precision_mode(int64_t images, int64_t batch, int64_t epochs, bool bf16_firs
                 side.name().c_str(), total(side), total(side) / total(sides[0]), 100 * side.clean, 100 * side.robust);
   }
   std::printf("{\"bench\":\"harden_precision\",\"images\":%lld,\"epochs\":%lld,\"untouched_fp32_epoch_seconds\":%.2f,"
-              "\"fp32_epoch_seconds\":%.2f,\"bf16_epoch_seconds\":%.2f,\"fp32_ratio\":%.3f,\"bf16_ratio\":%.3f,"
-              "\"untouched_clean\":%.4f,\"fp32_clean\":%.4f,\"bf16_clean\":%.4f,"
-              "\"untouched_robust\":%.4f,\"fp32_robust\":%.4f,\"bf16_robust\":%.4f}\n",
+              "\"fp32_nchw_epoch_seconds\":%.2f,\"fp32_epoch_seconds\":%.2f,\"bf16_epoch_seconds\":%.2f,"
+              "\"fp32_nchw_ratio\":%.3f,\"fp32_ratio\":%.3f,\"bf16_ratio\":%.3f,"
+              "\"untouched_clean\":%.4f,\"fp32_nchw_clean\":%.4f,\"fp32_clean\":%.4f,\"bf16_clean\":%.4f,"
+              "\"untouched_robust\":%.4f,\"fp32_nchw_robust\":%.4f,\"fp32_robust\":%.4f,\"bf16_robust\":%.4f}\n",
               static_cast<long long>(images), static_cast<long long>(epochs), total(sides[0]), total(sides[1]),
-              total(sides[2]), total(sides[1]) / total(sides[0]), total(sides[2]) / total(sides[0]), sides[0].clean,
-              sides[1].clean, sides[2].clean, sides[0].robust, sides[1].robust, sides[2].robust);
+              total(sides[2]), total(sides[3]), total(sides[1]) / total(sides[0]), total(sides[2]) / total(sides[0]),
+              total(sides[3]) / total(sides[0]), sides[0].clean, sides[1].clean, sides[2].clean, sides[3].clean,
+              sides[0].robust, sides[1].robust, sides[2].robust, sides[3].robust);
   return 0;
 }
 
@@ -126,6 +164,11 @@ int precision_mode(int64_t images, int64_t batch, int64_t epochs, bool bf16_firs
 int main(int argc, char** argv) {
   namespace defense = bulwark::defense;
   if (bulwark::bench::child_side().empty()) bulwark::tune_process_for_tensor_work();  // as the bulwark CLI
+  if (argc > 1 && std::string(argv[1]) == "profile") {
+    torch::set_num_threads(bulwark::hardware_threads());
+    return profile_mode(argc > 2 ? std::atoll(argv[2]) : 2560, argc > 3 ? std::atoll(argv[3]) : 128,
+                        argc > 4 && std::string(argv[4]) == "bf16", !(argc > 5 && std::string(argv[5]) == "nchw"));
+  }
   if (argc > 1 && std::string(argv[1]) == "precision") {
     torch::set_num_threads(bulwark::hardware_threads());
     return precision_mode(argc > 2 ? std::atoll(argv[2]) : 60000, argc > 3 ? std::atoll(argv[3]) : 128,

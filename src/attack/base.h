@@ -28,8 +28,9 @@ namespace bulwark::attack {
 // only call it (a local model or a remote endpoint). Any callable converts to one.
 //
 // exact_gradient_pass() says whether logits computed under autograd are the ones a pass without
-// autograd (every verdict) gives. It is false for logits_of(m, Precision::kBf16), whose gradient
-// passes run in bfloat16; attacks then recheck a point before retiring it
+// autograd (every verdict) gives. It is false for logits_of(m), whose gradient passes run in
+// channels-last (fp32: the same model, its sums in another order) or in bfloat16; attacks then
+// recheck a point before retiring it
 // (confirmed_misclassified). A wrapper of a LogitsFn passes the flag on.
 //
 // search_forward() is the function for forward passes whose output only steers a search and decides

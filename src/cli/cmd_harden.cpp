@@ -30,7 +30,7 @@ struct HardenFlags {
   double val_fraction = 0.05;
   int64_t limit = 0;
   int64_t eval_n = 1000;
-  bool no_random_init = false, no_guard = false, quiet = false;
+  bool no_random_init = false, no_guard = false, nchw = false, quiet = false;
   dist::Flags dist;  // data-parallel job (--dist-*, or the launcher's variables)
 };
 
@@ -56,6 +56,7 @@ void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
   f.o.budget_seconds = f.budget_minutes * 60;
   f.o.fast_random_init = !f.no_random_init;
   f.o.guard = !f.no_guard;
+  f.o.channels_last = !f.nchw;
   f.o.seed = g.seed;
   f.o.progress = !f.quiet;
   f.o.group = group;
@@ -151,6 +152,9 @@ void register_harden(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--eval-n", f->eval_n, "Test images for the final clean/PGD-20 summary")->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-guard", f->no_guard, "Disable the Fast-AT catastrophic-overfitting guard");
+  cmd->add_flag("--nchw", f->nchw,
+                "Train with the convolution weights in NCHW strides, not channels-last (slower; the sums in "
+                "the order Bulwark used before)");
   cmd->add_flag("--quiet", f->quiet, "No progress bars");
   add_registry_option(cmd, f->registry);
   add_dist_options(cmd, f->dist);

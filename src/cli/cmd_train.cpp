@@ -22,6 +22,7 @@ struct TrainFlags {
   int64_t limit = 0;       // 0 = whole training set
   int64_t test_limit = 0;  // 0 = whole test set
   std::string out;
+  bool nchw = false;
   bool quiet = false;
   std::string registry;  // record the run there
   dist::Flags dist;      // data-parallel job (--dist-*, or the launcher's variables)
@@ -42,6 +43,7 @@ void run_train(const TrainFlags& f, const CLI::App& cmd, const GlobalOptions& g)
                            .validation_fraction(f.val_fraction)
                            .seed(g.seed)
                            .process_group(group)
+                           .channels_last(!f.nchw)
                            .progress(!f.quiet);
   data::Dataset train_set = data::load_dataset(f.data, data::Split::kTrain);
   data::Dataset test_set = data::load_dataset(f.data, data::Split::kTest);
@@ -104,6 +106,9 @@ void register_train(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--limit", flags->limit, "Use only the first N training images")->check(CLI::PositiveNumber);
   cmd->add_option("--test-limit", flags->test_limit, "Evaluate on the first N test images")->check(CLI::PositiveNumber);
   cmd->add_option("--out", flags->out, "Where to write the model (.pt)")->required();
+  cmd->add_flag("--nchw", flags->nchw,
+                "Train with the convolution weights in NCHW strides, not channels-last (slower; the sums in "
+                "the order Bulwark used before)");
   cmd->add_flag("--quiet", flags->quiet, "No progress bar");
   add_registry_option(cmd, flags->registry);
   add_dist_options(cmd, flags->dist);

@@ -80,7 +80,8 @@ nlohmann::json HardenOptions::to_json() const {
           {"pgd_steps", pgd_steps},   {"trades_beta", trades_beta},             {"fast_alpha", fast_alpha},
           {"fast_random_init", fast_random_init}, {"clean_weight", clean_weight}, {"warmup_epochs", warmup_epochs},
           {"budget_seconds", budget_seconds},     {"validation_n", validation_n}, {"guard", guard},
-          {"seed", seed},                         {"attack_precision", attack::to_string(attack_precision)}};
+          {"seed", seed},                         {"attack_precision", attack::to_string(attack_precision)},
+          {"memory_format", channels_last ? "channels_last" : "contiguous"}};
 }
 
 nlohmann::json HardenResult::to_json() const { return {{"train", train.to_json()}, {"events", events}}; }
@@ -152,6 +153,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
                         .cyclic_lr(o.effective_lr_schedule() == "one-cycle")
                         .cancel_flag(o.cancel)
                         .process_group(o.group)
+                        .channels_last(o.channels_last)
                         .progress(o.progress);
   result.train = train::fit(m, train, validation, opts, *objective, hook);
   return result;

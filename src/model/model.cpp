@@ -207,6 +207,29 @@ void Model::set_parameters_require_grad(bool on) {
   for (auto p : module_.parameters()) p.requires_grad_(on);
 }
 
+torch::Tensor channels_last(const torch::Tensor& x) {
+  if (x.dim() != 4 || x.suggest_memory_format() == at::MemoryFormat::ChannelsLast) return x;
+  // empty() + copy_, not contiguous(ChannelsLast): that keeps a tensor whose strides already satisfy
+  // both layouts (one channel), and such strides read as NCHW.
+  auto out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  out.copy_(x);
+  return out;
+}
+
+void Model::set_channels_last(bool on) {
+  torch::NoGradGuard no_grad;
+  const auto format = on ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  auto relayout = [format](torch::Tensor t) {
+    if (t.dim() != 4 || !t.device().is_cpu()) return;
+    // empty() + copy_, as channels_last(): one input channel's strides satisfy both layouts.
+    auto out = at::empty(t.sizes(), t.options().memory_format(format));
+    out.copy_(t);
+    t.set_data(out);
+  };
+  for (const auto& p : module_.parameters()) relayout(p);
+  for (const auto& b : module_.buffers()) relayout(b);
+}
+
 EvalMode::EvalMode(const Model& m) {
   for (auto sub : m.module_.modules()) {
     // Modules built in C++ (the zoo) may have no flag: nothing in them can read it.

@@ -57,6 +57,11 @@ TrainOptions& TrainOptions::progress(bool v) {
   return *this;
 }
 
+TrainOptions& TrainOptions::channels_last(bool v) {
+  channels_last_ = v;
+  return *this;
+}
+
 TrainOptions& TrainOptions::cyclic_lr(bool v) {
   cyclic_lr_ = v;
   return *this;
@@ -73,6 +78,7 @@ nlohmann::json TrainOptions::to_json() const {
   return {{"epochs", epochs_},   {"batch_size", batch_size_}, {"lr", lr_},     {"optimizer", "adam"},
           {"weight_decay", weight_decay_}, {"validation_fraction", validation_fraction_}, {"seed", seed_},
           {"budget_seconds", budget_seconds_}, {"lr_schedule", cyclic_lr_ ? "one-cycle" : "constant"},
+          {"memory_format", channels_last_ ? "channels_last" : "contiguous"},
           {"world_size", group_ ? group_->world_size() : 1}};
 }
 

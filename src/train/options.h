@@ -36,6 +36,10 @@ class TrainOptions {
   // Data-parallel over the group's ranks (train/distributed.h): batch_size() is the global batch,
   // each rank trains on its slice, rank 0 alone validates and runs the epoch hook. Null: one process.
   TrainOptions& process_group(std::shared_ptr<dist::Group> group);
+  // The model's convolution weights in channels-last strides for the run (model::ChannelsLast),
+  // NCHW again when it ends. On by default: several times faster pooling, results equal to
+  // rounding (the sums run in another order); off, the run computes as before it existed.
+  TrainOptions& channels_last(bool v);
 
   int64_t epochs() const { return epochs_; }
   int64_t batch_size() const { return batch_size_; }
@@ -46,6 +50,7 @@ class TrainOptions {
   double budget_seconds() const { return budget_seconds_; }
   bool progress() const { return progress_; }
   bool cyclic_lr() const { return cyclic_lr_; }
+  bool channels_last() const { return channels_last_; }
   bool cancelled() const { return cancel_ && cancel_->load(); }
   const std::shared_ptr<dist::Group>& process_group() const { return group_; }
   // The learning rate at step `step` of `total` under the schedule, `elapsed_s` into the run.
@@ -63,6 +68,7 @@ class TrainOptions {
   double budget_seconds_ = 0.0;
   bool progress_ = true;
   bool cyclic_lr_ = false;
+  bool channels_last_ = true;
   std::shared_ptr<const std::atomic<bool>> cancel_;
   std::shared_ptr<dist::Group> group_;
 };

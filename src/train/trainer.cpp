@@ -121,6 +121,7 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
     par.dp->broadcast_model(m, "initial parameters");  // every rank starts from rank 0's weights
   }
   const bool lead = par.rank() == 0;
+  const model::ChannelsLast layout(m, o.channels_last());  // before the optimizer sees the parameters
   torch::optim::Adam optimizer(m.parameters(), torch::optim::AdamOptions(o.lr()).weight_decay(o.weight_decay()));
 
   TrainResult result;

@@ -420,9 +420,34 @@ TEST(Precision, Bf16OnlyWhereAGradientIsComputed) {
   EXPECT_GT(cosine, 0.95);
 }
 
+// logits_of's fp32 gradient passes run on a channels-last copy of the input: the gradient and
+// logits equal the NCHW model's to float rounding, the gradient has the input's shape, and a pass
+// without autograd is the NCHW forward to the bit.
+TEST(Precision, Fp32GradientPassesInChannelsLastEqualNchwToRounding) {
+  const auto& t = trained();
+  const auto x = t.x.narrow(0, 0, 64), y = t.y.narrow(0, 0, 64);
+  const LogitsFn nchw = [&](const torch::Tensor& v) {
+    model::EvalMode eval(t.m);
+    return t.m.logits(v);
+  };
+  const auto f = logits_of(t.m);
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(f(x), nchw(x)));
+  }
+  const auto a = input_gradient(f, x, [&](const torch::Tensor& z, int64_t s, int64_t len) { return ce_loss(z, y.narrow(0, s, len)); }, 64);
+  const auto b = input_gradient(nchw, x, [&](const torch::Tensor& z, int64_t s, int64_t len) { return ce_loss(z, y.narrow(0, s, len)); }, 64);
+  ASSERT_EQ(a.grad.sizes(), x.sizes());
+  const double scale = b.grad.abs().max().item<double>();
+  EXPECT_GT(scale, 0.0);
+  EXPECT_LT((a.grad - b.grad).abs().max().item<double>(), 1e-4 * scale);
+  EXPECT_TRUE(torch::allclose(a.logits, b.logits, 1e-5, 1e-5)) << (a.logits - b.logits).abs().max();
+}
+
 // Early stopping retires a point only when a forward pass without autograd agrees it is
-// misclassified: a bf16 gradient pass's logits are only a hint, and the flagged points are
-// rechecked; an fp32 gradient pass's logits are the verdict, and nothing is recomputed.
+// misclassified: logits_of's gradient passes (bf16, or fp32 in channels-last) are only a hint, and
+// the flagged points are rechecked; an exact gradient pass's logits are the verdict, and nothing
+// is recomputed.
 TEST(Precision, EarlyStopRetiresOnlyPointsTheVerdictPassMisclassifies) {
   const auto& t = trained();
   const auto f = logits_of(t.m), f16 = logits_of(t.m, Precision::kBf16);
@@ -445,9 +470,17 @@ TEST(Precision, EarlyStopRetiresOnlyPointsTheVerdictPassMisclassifies) {
   const auto honest = torch::one_hot(t.y, 10).to(torch::kFloat);
   EXPECT_FALSE(confirmed_misclassified(f16, points, t.y, honest, 64, none).any().item<bool>());
   EXPECT_EQ(none.forward_passes, 0) << "points the gradient pass calls right are not rechecked";
+  AttackCost fp32;
+  EXPECT_TRUE(torch::equal(confirmed_misclassified(f, points, t.y, lying, 64, fp32), truth))
+      << "fp32 gradient passes run channels-last: their logits are rechecked too";
+  EXPECT_EQ(fp32.forward_passes, 200);
+  const LogitsFn nchw = [&](const torch::Tensor& v) {
+    model::EvalMode eval(t.m);
+    return t.m.logits(v);
+  };
   AttackCost exact;
-  EXPECT_TRUE(confirmed_misclassified(f, points, t.y, lying, 64, exact).all().item<bool>())
-      << "an fp32 gradient pass's logits are the verdict";
+  EXPECT_TRUE(confirmed_misclassified(nchw, points, t.y, lying, 64, exact).all().item<bool>())
+      << "an exact gradient pass's logits are the verdict";
   EXPECT_EQ(exact.forward_passes, 0) << "nothing to recheck after an exact gradient pass";
 }
 
@@ -456,12 +489,12 @@ TEST(Precision, EarlyStopRetiresOnlyPointsTheVerdictPassMisclassifies) {
 TEST(Precision, WrappersKeepWhetherTheGradientPassIsExact) {
   const auto& t = trained();
   const Preprocess quantise = [](const torch::Tensor& v) { return torch::round(v * 4) / 4; };
-  EXPECT_TRUE(logits_of(t.m).exact_gradient_pass());
+  EXPECT_FALSE(logits_of(t.m).exact_gradient_pass()) << "fp32 gradient passes run channels-last";
   EXPECT_FALSE(logits_of(t.m, Precision::kBf16).exact_gradient_pass());
-  EXPECT_TRUE(bpda(logits_of(t.m), quantise).exact_gradient_pass());
-  EXPECT_FALSE(bpda(logits_of(t.m, Precision::kBf16), quantise).exact_gradient_pass());
+  EXPECT_FALSE(bpda(logits_of(t.m), quantise).exact_gradient_pass());
   const LogitsFn plain = [](const torch::Tensor& v) { return v.flatten(1); };
   EXPECT_TRUE(plain.exact_gradient_pass());
+  EXPECT_TRUE(bpda(plain, quantise).exact_gradient_pass());
 }
 
 // bf16 gradient passes attack about as well as fp32 ones on the same points (bench/attack_throughput

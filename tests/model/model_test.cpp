@@ -86,6 +86,42 @@ TEST(Model, CloneIsIndependent) {
   }
 }
 
+// set_channels_last gives every conv weight channels-last strides (the one-input-channel conv1 too,
+// whose NCHW strides read as NCHW), the logits stay equal to rounding and the convolutions' outputs
+// come out channels-last; off restores NCHW strides, and channels_last(x) does the same for inputs.
+TEST(Model, ChannelsLastRelayoutsConvWeightsAndKeepsLogits) {
+  Model m = create_model("cnn", default_spec(), 2);
+  const auto x = torch::rand({8, 1, 28, 28});
+  torch::NoGradGuard no_grad;
+  const auto before = m.logits(x);
+  m.set_channels_last(true);
+  int64_t convs = 0;
+  for (const auto& p : m.parameters()) {
+    if (p.dim() != 4) continue;
+    ++convs;
+    EXPECT_EQ(p.suggest_memory_format(), at::MemoryFormat::ChannelsLast) << p.sizes();
+    EXPECT_TRUE(p.requires_grad()) << "a parameter stays a parameter";
+  }
+  EXPECT_EQ(convs, 2);
+  EXPECT_EQ(m.module().attr("conv1_weight").toTensor().stride(1), 1) << "one input channel: explicit NHWC strides";
+  const auto conv1 = torch::conv2d(x, m.module().attr("conv1_weight").toTensor(), m.module().attr("conv1_bias").toTensor(), 1, 1);
+  EXPECT_EQ(conv1.suggest_memory_format(), at::MemoryFormat::ChannelsLast);
+  const auto during = m.logits(x);
+  EXPECT_TRUE(torch::allclose(during, before, 1e-5, 1e-5)) << (during - before).abs().max();
+  m.set_channels_last(false);
+  for (const auto& p : m.parameters()) {
+    if (p.dim() == 4) EXPECT_EQ(p.suggest_memory_format(), at::MemoryFormat::Contiguous) << p.sizes();
+  }
+  EXPECT_TRUE(torch::equal(m.logits(x), before)) << "back in NCHW, the NCHW sums";
+
+  const auto xc = channels_last(x);
+  EXPECT_EQ(xc.suggest_memory_format(), at::MemoryFormat::ChannelsLast);
+  EXPECT_TRUE(torch::equal(xc, x));
+  EXPECT_TRUE(channels_last(xc).is_same(xc)) << "already channels-last: no copy";
+  const auto flat = torch::rand({4, 784});
+  EXPECT_TRUE(channels_last(flat).is_same(flat)) << "not 4-D: unchanged";
+}
+
 TEST(Model, GarbageFileIsADataFormatErrorNamingThePath) {
   TempDir dir;
   atomic_write_file(dir.file("bad.pt"), "this is not a zip archive");
