@@ -13,9 +13,10 @@
 //
 // usage: harden precision [images=60000] [batch=128] [epochs=1] [first=fp32|bf16]
 // PGD-7-AT on the module's untouched forward graph (the reference: before model/forward_graph.h),
-// then on the rewritten graph with NCHW weights (--nchw), and with channels-last weights (the
-// default) with fp32 and with bf16 inner-attack gradient passes (--attack-precision), from the same initial weights and seed, one after the other (`bf16` first:
-// the reverse order); each side's seconds per epoch, then the clean accuracy and PGD-20 robust
+// then on the rewritten graph with NCHW weights (--nchw), then with channels-last weights (the
+// default) with fp32 and with bf16 inner-attack gradient passes (--attack-precision), from the same
+// initial weights and seed, one after the other (`bf16` first: the reverse order); each side's
+// seconds per epoch, then the clean accuracy and PGD-20 robust
 // accuracy (fp32, eps 0.1, 1,000 test images) each reaches after the same epochs. The untouched
 // side is Bulwark before issue 14 and runs in a child process with glibc's default malloc
 // (bench/child.h); this program and the other sides use the CLI's malloc setting (core/system.h).

@@ -31,8 +31,9 @@ echo "== harden: one epoch per method on the full training set, ratios to standa
 "$BUILD/bench/harden"
 echo "== harden: standard vs Fast-AT, 3 alternating pairs =="
 "$BUILD/bench/harden" 60000 128 3
-echo "== harden: PGD-7-AT with fp32 vs bf16 inner-attack gradient passes, one epoch each =="
+echo "== harden: PGD-7-AT before issue 14, NCHW, channels-last fp32 and bf16 inner passes, one epoch each, both orders =="
 "$BUILD/bench/harden" precision 60000 128 1
+"$BUILD/bench/harden" precision 60000 128 1 bf16
 
 echo "== serve: REST/gRPC latency and throughput, batching efficiency, guard cost, detector cost =="
 CALIBRATION=$BUILD/demo/baseline.detect
