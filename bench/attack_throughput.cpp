@@ -7,7 +7,8 @@
 // (attack/precision.h) at batch `batch` and 128, each with its time relative to fp32 at `batch`
 // and its robust accuracy (every verdict fp32) on the same points. This program sets malloc up as
 // the bulwark CLI does (core/system.h); the precision levers' reference row — Bulwark before issue
-// 14: untouched graph, glibc's default malloc — runs in a child process (bench/child.h).
+// 14: untouched graph, NCHW gradient passes, glibc's and OpenBLAS's defaults — runs in a child
+// process (bench/child.h).
 //
 // usage: attack_throughput [model.pt or - (train a cnn for 1 epoch)] [n=1000] [rounds=5] [batch=256]
 //                          [precision_rounds=3 (0: skip)]   (rounds 0: only the precision levers)
@@ -74,7 +75,7 @@ double bare_seconds(bulwark::bench::BareCnn& net, const torch::Tensor& x, const 
 struct PrecisionVariant {
   bulwark::attack::Precision precision;
   int64_t batch;
-  bool untouched = false;  // the module's own forward graph: Bulwark before model/forward_graph.h
+  bool untouched = false;  // the module's own forward graph, NCHW gradient passes: Bulwark before issue 14
   std::vector<double> pgd_s, apgd_s;
   double pgd_acc = 0, apgd_acc = 0;
   std::string name() const {
@@ -89,6 +90,7 @@ double timed_attack(const std::string& name, const bulwark::model::Model& m, con
   namespace attack = bulwark::attack;
   bulwark::model::Model run_on = m;  // shares the module
   run_on.use_forward_graph(!v.untouched);
+  run_on.use_channels_last_gradients(!v.untouched);
   attack::SuiteOptions o;
   o.attacks = {name};
   o.eps = {0.1};
@@ -102,7 +104,8 @@ double timed_attack(const std::string& name, const bulwark::model::Model& m, con
 }
 
 // The reference side (BENCH_CHILD=untouched, bench/child.h): fp32 on the module's untouched
-// forward graph at `batch`, with glibc's default malloc — Bulwark before issue 14. One round.
+// forward graph with NCHW (exact) gradient passes at `batch`, with glibc's default malloc and
+// OpenBLAS's default threads — Bulwark before issue 14. One round.
 int untouched_child(const bulwark::model::Model& m, const torch::Tensor& x, const torch::Tensor& y, int64_t batch) {
   PrecisionVariant v{bulwark::attack::Precision::kFp32, batch, true};
   double pgd_acc = 0, apgd_acc = 0;

@@ -12,9 +12,10 @@
 // read it for which ops matter, and time the levers with `precision`.
 //
 // usage: harden precision [images=60000] [batch=128] [epochs=1] [first=fp32|bf16]
-// PGD-7-AT on the module's untouched forward graph (the reference: before model/forward_graph.h),
-// then on the rewritten graph with NCHW weights (--nchw), then with channels-last weights (the
-// default) with fp32 and with bf16 inner-attack gradient passes (--attack-precision), from the same
+// PGD-7-AT on the module's untouched forward graph in NCHW (the reference: before issue 14), then
+// on the rewritten graph in NCHW (--nchw: weights and inner-attack passes), then with channels-last
+// weights and passes (the default) with fp32 and with bf16 inner-attack gradient passes
+// (--attack-precision), from the same
 // initial weights and seed, one after the other (`bf16` first: the reverse order); each side's
 // seconds per epoch, then the clean accuracy and PGD-20 robust
 // accuracy (fp32, eps 0.1, 1,000 test images) each reaches after the same epochs. The untouched

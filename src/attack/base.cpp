@@ -57,23 +57,26 @@ LogitsFn logits_of(const model::Model& m, Precision precision) {
   // convolutions run in oneDNN's NHWC and the pools in ATen's NHWC kernels: ~2x faster for the `cnn`
   // (bench/attack_throughput). Their sums run in another order than the NCHW forward's, so their
   // logits are not the verdict: exact_gradient_pass is false, and a point they find misclassified
-  // is rechecked by the forward before it is retired. Passes without autograd stay NCHW.
+  // is rechecked by the forward before it is retired. Passes without autograd stay NCHW. A model
+  // with channels_last_gradients() off runs them in NCHW, and in fp32 they are exact.
+  const bool cl = m.channels_last_gradients();
+  const auto layout = [cl](const torch::Tensor& x) { return cl ? model::channels_last(x) : x; };
   if (precision == Precision::kFp32) {
     return LogitsFn(
-               [&m](const torch::Tensor& x) {
+               [&m, layout](const torch::Tensor& x) {
                  model::EvalMode eval(m);
                  if (!torch::GradMode::is_enabled()) return m.logits(x);
-                 return m.logits(model::channels_last(x));
+                 return m.logits(layout(x));
                },
-               /*exact_gradient_pass=*/false)
+               /*exact_gradient_pass=*/!cl)
         .with_search_forward(frozen)
         .with_window_forward(window);
   }
-  const auto bf16_under_autograd = [&m](const torch::Tensor& x) {
+  const auto bf16_under_autograd = [&m, layout](const torch::Tensor& x) {
     model::EvalMode eval(m);
     if (!torch::GradMode::is_enabled()) return m.logits(x);
     Bf16Autocast bf16;
-    return m.logits(model::channels_last(x)).to(torch::kFloat);
+    return m.logits(layout(x)).to(torch::kFloat);
   };
   return LogitsFn(bf16_under_autograd, /*exact_gradient_pass=*/false)
       .with_search_forward(frozen)

@@ -29,9 +29,9 @@ namespace bulwark::attack {
 //
 // exact_gradient_pass() says whether logits computed under autograd are the ones a pass without
 // autograd (every verdict) gives. It is false for logits_of(m), whose gradient passes run in
-// channels-last (fp32: the same model, its sums in another order) or in bfloat16; attacks then
-// recheck a point before retiring it
-// (confirmed_misclassified). A wrapper of a LogitsFn passes the flag on.
+// channels-last (fp32: the same model, its sums in another order) or in bfloat16, unless the model's
+// channels_last_gradients() is off and the precision fp32; attacks then recheck a point before
+// retiring it (confirmed_misclassified). A wrapper of a LogitsFn passes the flag on.
 //
 // search_forward() is the function for forward passes whose output only steers a search and decides
 // nothing (Square's queries): for logits_of(m) a frozen, inference-optimized copy of the model

@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "model/conv2d.h"
 #include "model/max_pool.h"
 
 namespace bulwark::model {
@@ -31,10 +32,10 @@ bool has_calls(Block* block) {
   return false;
 }
 
-void find_pools(Block* block, std::vector<Node*>& out) {
+void find_nodes(Block* block, c10::Symbol kind, std::vector<Node*>& out) {
   for (Node* n : block->nodes()) {
-    if (n->kind() == c10::Symbol::fromQualString("aten::max_pool2d")) out.push_back(n);
-    for (Block* sub : n->blocks()) find_pools(sub, out);
+    if (n->kind() == kind) out.push_back(n);
+    for (Block* sub : n->blocks()) find_nodes(sub, kind, out);
   }
 }
 
@@ -58,13 +59,14 @@ bool move_relu_after(Graph& g, Node* pool) {
   return true;
 }
 
-// Rewrite 2: the same arguments, our kernel (it hands the cases it does not cover back to ATen).
-void use_own_pool(Graph& g, Node* pool) {
-  Node* own = g.create(max_pool2d_symbol(), pool->inputs(), 1);
-  own->insertBefore(pool);
-  own->output()->setType(pool->output()->type());
-  pool->output()->replaceAllUsesWith(own->output());
-  pool->destroy();
+// Rewrites 2 and 3: the same arguments, our operator (it hands the cases it does not cover back to
+// ATen).
+void use_own(Graph& g, Node* node, c10::Symbol own_kind) {
+  Node* own = g.create(own_kind, node->inputs(), 1);
+  own->insertBefore(node);
+  own->output()->setType(node->output()->type());
+  node->output()->replaceAllUsesWith(own->output());
+  node->destroy();
 }
 
 }  // namespace
@@ -78,12 +80,18 @@ ForwardGraph::ForwardGraph(const torch::jit::Module& module) {
   inline_calls(*graph);
   // Folds the `if inplace:` of every inlined F.relu call, so the relu is a node the rewrite can see.
   torch::jit::ConstantPropagation(graph, /*ignore_custom_classes=*/true);
-  std::vector<Node*> pools;
-  find_pools(graph->block(), pools);
+  std::vector<Node*> pools, convs;
+  find_nodes(graph->block(), c10::Symbol::fromQualString("aten::max_pool2d"), pools);
   for (Node* pool : pools) {
     if (move_relu_after(*graph, pool)) ++rewrites_.relu_after_pool;
-    use_own_pool(*graph, pool);
+    use_own(*graph, pool, max_pool2d_symbol());
     ++rewrites_.own_max_pool;
+  }
+  find_nodes(graph->block(), c10::Symbol::fromQualString("aten::conv2d"), convs);
+  for (Node* conv : convs) {
+    if (conv->inputs().size() != 7 || conv->outputs().size() != 1) continue;
+    use_own(*graph, conv, conv2d_symbol());
+    ++rewrites_.own_conv2d;
   }
   torch::jit::EliminateDeadCode(graph);
   graph->lint();

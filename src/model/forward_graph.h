@@ -1,10 +1,11 @@
 // model/forward_graph.h — the graph Bulwark runs for a model's forward(): the module's own graph,
 // inlined, with rewrites that change how fast it runs but not one bit of its logits or of any
-// gradient. The module itself, and what Model::save writes, stay untouched: a saved model loads in
-// PyTorch and KServe as before.
+// gradient in NCHW (rewrite 3 computes one input gradient of channels-last passes its own way). The
+// module itself, and what Model::save writes, stay untouched: a saved model loads in PyTorch and
+// KServe as before.
 //
-// Rewrites (each exact, tests/model/forward_graph_test.cpp checks logits and input gradients bit
-// for bit against the untouched module, PyTorch-exported models included):
+// Rewrites (tests/model/forward_graph_test.cpp checks logits and input gradients bit for bit
+// against the untouched module for NCHW inputs, PyTorch-exported models included):
 //  1. relu then max-pool becomes max-pool then relu, when nothing else reads the relu's output.
 //     relu is monotone, so the maximum of relu(x) over a window is relu of the maximum, and the
 //     gradient reaches the same element (where the window's maximum is <= 0, both give zero); the
@@ -12,6 +13,9 @@
 //  2. aten::max_pool2d becomes bulwark::max_pool2d (model/max_pool.h): the same values from a
 //     vectorized kernel in passes without autograd (verdicts, Square's queries, serving); under
 //     autograd it is ATen's operator.
+//  3. aten::conv2d becomes bulwark::conv2d (model/conv2d.h): ATen's convolution, except the input
+//     gradient of a one-input-channel convolution in a channels-last gradient pass, which comes from
+//     our kernel (equal to rounding; those passes decide nothing, attack/base.h).
 // Why here and not in the attacks: every caller of Model::logits — attacks, the hardening step, the
 // gate, training, serving — runs the same graph, so what is measured is what is served.
 #pragma once
@@ -33,7 +37,8 @@ class ForwardGraph {
   struct Rewrites {
     int relu_after_pool = 0;  // rewrite 1
     int own_max_pool = 0;     // rewrite 2
-    int total() const { return relu_after_pool + own_max_pool; }
+    int own_conv2d = 0;       // rewrite 3
+    int total() const { return relu_after_pool + own_max_pool + own_conv2d; }
   };
 
   // Rewrites a copy of `module`'s forward graph. Throws if the graph cannot be built; callers fall

@@ -76,6 +76,11 @@ class Model {
   // channel gets explicit channels-last strides (its NCHW strides would read as either layout).
   // Training turns it on for its run (train::TrainOptions::channels_last); saved models are NCHW.
   void set_channels_last(bool on);
+  // Whether gradient passes (attack::logits_of) run on a channels-last copy of their input: on by
+  // default. Off, they run in NCHW and their logits are exact verdicts, as before issue 14:
+  // `--nchw` training runs (ChannelsLast with on = false) and bench/'s "before" sides.
+  void use_channels_last_gradients(bool on) { channels_last_gradients_ = on; }
+  bool channels_last_gradients() const { return channels_last_gradients_; }
 
   const ModelSpec& spec() const { return spec_; }
   ModelSpec& mutable_spec() { return spec_; }
@@ -88,6 +93,7 @@ class Model {
   std::shared_ptr<const ForwardGraph> forward_graph_;  // shared by copies, like module_
   bool has_features_ = false;
   bool linear_head_ = false;  // forward(x) == linear(features(x), head_weight, head_bias)
+  bool channels_last_gradients_ = true;
 };
 
 // RAII: parameters stop requiring grad for the scope (attacks, evaluation).
@@ -107,21 +113,26 @@ class FrozenParameters {
 // (oneDNN), and so do the layers after it; see Model::set_channels_last.
 torch::Tensor channels_last(const torch::Tensor& x);
 
-// RAII: the model's weights in channels-last strides for the scope (a no-op when `on` is false),
-// contiguous again after it.
+// RAII: the model's weights in channels-last strides for the scope, contiguous again after it;
+// with `on` false the weights stay NCHW and so do the gradient passes' inputs for the scope (the
+// whole run in NCHW, `--nchw`).
 class ChannelsLast {
  public:
-  ChannelsLast(Model& m, bool on) : model_(on ? &m : nullptr) {
-    if (model_) model_->set_channels_last(true);
+  ChannelsLast(Model& m, bool on) : model_(m), on_(on), gradients_were_(m.channels_last_gradients()) {
+    if (on_) model_.set_channels_last(true);
+    else model_.use_channels_last_gradients(false);
   }
   ~ChannelsLast() {
-    if (model_) model_->set_channels_last(false);
+    if (on_) model_.set_channels_last(false);
+    else model_.use_channels_last_gradients(gradients_were_);
   }
   ChannelsLast(const ChannelsLast&) = delete;
   ChannelsLast& operator=(const ChannelsLast&) = delete;
 
  private:
-  Model* model_;
+  Model& model_;
+  bool on_;
+  bool gradients_were_;
 };
 
 // RAII: the model in eval mode for the scope, then each submodule back in the mode it had (a

@@ -444,6 +444,38 @@ TEST(Precision, Fp32GradientPassesInChannelsLastEqualNchwToRounding) {
   EXPECT_TRUE(torch::allclose(a.logits, b.logits, 1e-5, 1e-5)) << (a.logits - b.logits).abs().max();
 }
 
+// With channels_last_gradients() off (`--nchw` runs, the benches' "before" sides) the gradient
+// passes run in NCHW: their logits are the verdict pass's bit for bit, so the fp32 LogitsFn says it is
+// exact, and ChannelsLast(m, false) turns it off for its scope only.
+TEST(Precision, NchwGradientPassesAreExactWhenTheModelAsksForThem) {
+  const auto& t = trained();
+  model::Model m = t.m;  // shares the module; the switch is this copy's
+  const auto x = t.x.narrow(0, 0, 64), y = t.y.narrow(0, 0, 64);
+  const auto loss = [&](const torch::Tensor& z, int64_t s, int64_t len) { return ce_loss(z, y.narrow(0, s, len)); };
+  ASSERT_TRUE(m.channels_last_gradients());
+  EXPECT_FALSE(logits_of(m).exact_gradient_pass());
+  torch::Tensor verdict;
+  {
+    torch::NoGradGuard no_grad;
+    model::EvalMode eval(m);
+    verdict = m.logits(x);
+  }
+  const auto cl = input_gradient(logits_of(m), x, loss, 64);
+  {
+    model::ChannelsLast nchw_run(m, false);
+    EXPECT_FALSE(m.channels_last_gradients());
+    const auto f = logits_of(m);
+    EXPECT_TRUE(f.exact_gradient_pass());
+    EXPECT_FALSE(logits_of(m, Precision::kBf16).exact_gradient_pass());
+    const auto nchw = input_gradient(f, x, loss, 64);
+    EXPECT_TRUE(torch::equal(nchw.logits, verdict));
+    // The channels-last pass is the same function, summed in another order.
+    EXPECT_TRUE(torch::allclose(cl.grad, nchw.grad, 1e-4, 1e-6));
+  }
+  EXPECT_TRUE(m.channels_last_gradients());
+  EXPECT_FALSE(logits_of(m).exact_gradient_pass());
+}
+
 // Early stopping retires a point only when a forward pass without autograd agrees it is
 // misclassified: logits_of's gradient passes (bf16, or fp32 in channels-last) are only a hint, and
 // the flagged points are rechecked; an exact gradient pass's logits are the verdict, and nothing

@@ -1,6 +1,8 @@
 // The forward-graph rewrites (model/forward_graph.h) and their max-pool kernel (model/max_pool.h)
 // change speed only: logits, input gradients and parameter gradients are compared bit for bit with
-// the untouched module as LibTorch runs it, on the zoo and on a model exported by PyTorch.
+// the untouched module as LibTorch runs it, on the zoo and on a model exported by PyTorch. The
+// one-input-channel convolution's input gradient of channels-last passes (model/conv2d.h) is
+// compared with ATen's to rounding.
 #include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -8,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "model/conv2d.h"
 #include "model/max_pool.h"
 #include "model/model.h"
 #include "model/zoo.h"
@@ -55,14 +58,17 @@ void expect_same_passes(const Model& m, const std::string& what) {
 
 TEST(ForwardGraph, ZooCnnRunsRewrittenWithIdenticalLogitsAndGradients) {
   const Model m = create_model("cnn", default_spec(), 3);
-  // Two relu -> pool pairs: both relus move after their pool, both pools run our kernel.
-  EXPECT_EQ(m.forward_graph_rewrites(), 4);
+  // Two relu -> pool pairs: both relus move after their pool, both pools run our kernel; both
+  // convolutions run as bulwark::conv2d.
+  EXPECT_EQ(m.forward_graph_rewrites(), 6);
   expect_same_passes(m, "cnn");
 }
 
-TEST(ForwardGraph, ModelsWithoutMaxPoolRunTheirOwnForward) {
+TEST(ForwardGraph, ModelsWithoutPoolsOrConvolutionsRunTheirOwnForward) {
   EXPECT_EQ(create_model("mlp", default_spec(), 1).forward_graph_rewrites(), 0);
-  EXPECT_EQ(create_model("cnn-small", default_spec(), 1).forward_graph_rewrites(), 0);
+  const Model small = create_model("cnn-small", default_spec(), 1);
+  EXPECT_EQ(small.forward_graph_rewrites(), 2);  // its two convolutions, and no pool
+  expect_same_passes(small, "cnn-small");
 }
 
 // A PyTorch model with an in-place ReLU module before an overlapping padded pool, F.relu before pools
@@ -75,8 +81,9 @@ TEST(ForwardGraph, PyTorchModelKeepsEveryBitInEveryMode) {
                                       "/make_pool_model.py " + dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   Model m = Model::load(dir.file("pool_model.pt"));
-  // Four pools on our kernel (the ceil_mode one hands itself to ATen at run time); three relus move.
-  EXPECT_EQ(m.forward_graph_rewrites(), 7);
+  // Four pools on our kernel (the ceil_mode one hands itself to ATen at run time); three relus
+  // move; four convolutions (conv3 runs twice).
+  EXPECT_EQ(m.forward_graph_rewrites(), 11);
   expect_same_passes(m, "eval");
 
   m.set_training(true);  // BatchNorm normalises with batch statistics, read from the flag at run time
@@ -88,6 +95,76 @@ TEST(ForwardGraph, PyTorchModelKeepsEveryBitInEveryMode) {
   expect_same_passes(m, "bf16 autocast");
   at::autocast::clear_cache();
   at::autocast::set_cpu_enabled(false);
+}
+
+// A channels-last gradient pass (attack::logits_of's): the same logits bit for bit, and the first
+// layer's input gradient from model/conv2d.h's kernel, equal to the module's to rounding; the
+// parameter gradients (ATen's) too. In NCHW and without a gradient ATen runs (the tests above).
+TEST(ForwardGraph, ChannelsLastPassesTakeTheFirstLayersInputGradientFromOurKernel) {
+  const Model m = create_model("cnn", default_spec(), 3);
+  const auto y = torch::arange(6) % 10;
+  for (const auto& x : probe_inputs(6)) {
+    const auto cl = channels_last(x);
+    {
+      const auto probe = cl.clone(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+      const auto w = const_cast<Model&>(m).module().attr("conv1_weight").toTensor();
+      EXPECT_TRUE(own_conv2d_input_gradient(probe, w, {1, 1}, 1));
+      torch::NoGradGuard no_grad;
+      EXPECT_FALSE(own_conv2d_input_gradient(probe, w, {1, 1}, 1));
+      EXPECT_FALSE(own_conv2d_input_gradient(x.clone().requires_grad_(true), w, {1, 1}, 1));
+    }
+    const auto ours = run(m, cl, y, true);
+    const auto theirs = run(m, cl, y, false);
+    EXPECT_TRUE(torch::equal(ours.logits, theirs.logits));
+    ASSERT_EQ(ours.grads.size(), theirs.grads.size());
+    for (size_t i = 0; i < ours.grads.size(); ++i) {
+      const double scale = theirs.grads[i].abs().max().item<double>();
+      EXPECT_LE((ours.grads[i] - theirs.grads[i]).abs().max().item<double>(), 1e-5 * std::max(scale, 1e-6))
+          << "gradient " << i;
+    }
+    EXPECT_GT(ours.grads[0].abs().max().item<double>(), 0.0);
+  }
+}
+
+// The kernel against ATen's backward-data pass over the geometries it covers: kernels up to 16
+// taps, strides, paddings, asymmetric ones, output-channel counts that fill its 4-pixel blocks and
+// leave tails, and a grad_output in NCHW (it is made channels-last first).
+TEST(Conv2d, SingleChannelInputGradientEqualsAtensToRounding) {
+  torch::manual_seed(11);
+  struct Geo {
+    int64_t kh, kw, sh, sw, ph, pw, h, w;
+  };
+  int checked = 0;
+  for (const Geo& g : {Geo{3, 3, 1, 1, 1, 1, 28, 28}, Geo{1, 1, 1, 1, 0, 0, 9, 10}, Geo{4, 4, 2, 2, 1, 1, 28, 28},
+                       Geo{3, 3, 2, 2, 0, 0, 11, 13}, Geo{2, 3, 1, 2, 0, 1, 10, 9}, Geo{4, 4, 3, 3, 2, 2, 7, 7}}) {
+    for (const int64_t c : {1, 7, 32}) {
+      const auto x = channels_last(torch::rand({3, 1, g.h, g.w}));
+      const auto weight = torch::randn({c, 1, g.kh, g.kw});
+      const std::vector<int64_t> stride{g.sh, g.sw}, padding{g.ph, g.pw};
+      const auto out = torch::conv2d(x, weight, {}, stride, padding);
+      for (const bool nchw_grad : {false, true}) {
+        auto grad = torch::randn(out.sizes());
+        if (!nchw_grad) grad = channels_last(grad);
+        const auto aten = std::get<0>(at::convolution_backward(grad, x, weight, c10::nullopt, stride, padding, {1, 1},
+                                                               false, {0, 0}, 1, {true, false, false}));
+        const auto ours = single_channel_input_gradient(grad, weight, g.h, g.w, stride, padding);
+        const std::string where = "k" + std::to_string(g.kh) + "x" + std::to_string(g.kw) + " s" +
+                                  std::to_string(g.sh) + "," + std::to_string(g.sw) + " p" + std::to_string(g.ph) +
+                                  "," + std::to_string(g.pw) + " c" + std::to_string(c);
+        ASSERT_EQ(ours.sizes(), aten.sizes()) << where;
+        EXPECT_TRUE(torch::allclose(ours, aten, 1e-5, 1e-5)) << where << ": " << (ours - aten).abs().max();
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 36);
+  // Not its case: more taps than its vector holds, dilation; a gradient the kernel cannot take.
+  const auto w25 = torch::randn({4, 1, 5, 5});
+  const auto x = channels_last(torch::rand({2, 1, 8, 8})).requires_grad_(true);
+  EXPECT_FALSE(own_conv2d_input_gradient(x, w25, {1, 1}, 1));
+  EXPECT_FALSE(own_conv2d_input_gradient(x, torch::randn({4, 1, 3, 3}), {2, 2}, 1));
+  EXPECT_THROW((void)single_channel_input_gradient(torch::randn({2, 4, 4, 4}), w25, 8, 8, {1, 1}, {0, 0}),
+               c10::Error);
 }
 
 TEST(ForwardGraph, SavedModelKeepsTheModulesOwnGraph) {
