@@ -112,7 +112,7 @@ enum class OpFamily { kOther, kConv, kMatmul };
 OpFamily family(const std::string& name) {
   static const std::string conv =
       " aten::conv2d aten::convolution aten::_convolution aten::_convolution_mode aten::mkldnn_convolution"
-      " aten::_slow_conv2d_forward aten::thnn_conv2d ";
+      " aten::_slow_conv2d_forward aten::thnn_conv2d bulwark::conv2d ";  // the last: model/conv2d.h
   static const std::string mm = " aten::linear aten::addmm aten::mm aten::matmul ";
   if (conv.find(" " + name + " ") != std::string::npos) return OpFamily::kConv;
   if (mm.find(" " + name + " ") != std::string::npos) return OpFamily::kMatmul;
