@@ -15,9 +15,8 @@
 // PGD-7-AT on the module's untouched forward graph in NCHW (the reference: before issue 14), then
 // on the rewritten graph in NCHW (--nchw: weights and inner-attack passes), then with channels-last
 // weights and passes (the default) with fp32 and with bf16 inner-attack gradient passes
-// (--attack-precision), from the same
-// initial weights and seed, one after the other (`bf16` first: the reverse order); each side's
-// seconds per epoch, then the clean accuracy and PGD-20 robust
+// (--attack-precision), from the same initial weights and seed, one after the other (`bf16` first:
+// the reverse order); each side's seconds per epoch, then the clean accuracy and PGD-20 robust
 // accuracy (fp32, eps 0.1, 1,000 test images) each reaches after the same epochs. The untouched
 // side is Bulwark before issue 14 and runs in a child process with glibc's default malloc
 // (bench/child.h); this program and the other sides use the CLI's malloc setting (core/system.h).

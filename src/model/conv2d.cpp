@@ -5,22 +5,17 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
-#include <array>
 #include <cstdint>
+#include <optional>
 #include <vector>
+
+#include "model/int_pair.h"
 
 namespace bulwark::model {
 namespace {
 
 constexpr int64_t kLanes = 16;  // kh*kw of the kernels this file covers, padded: one vector per pixel
 using Lanes = float __attribute__((vector_size(kLanes * sizeof(float))));
-
-// (height, width) of an int[2] argument: one value for both, or two.
-std::array<int64_t, 2> pair_of(at::IntArrayRef v, int64_t if_empty) {
-  if (v.empty()) return {if_empty, if_empty};
-  if (v.size() == 1) return {v[0], v[0]};
-  return {v[0], v[1]};
-}
 
 struct Geometry {
   int64_t channels, kh, kw, oh, ow, h, w, sh, sw, ph, pw;
@@ -124,29 +119,49 @@ struct SingleChannelConv : public torch::autograd::Function<SingleChannelConv> {
 
 }  // namespace
 
-bool own_conv2d_input_gradient(const torch::Tensor& input, const torch::Tensor& weight, at::IntArrayRef dilation,
-                               int64_t groups) {
-  if (!torch::GradMode::is_enabled() || !input.defined() || !input.requires_grad()) return false;
-  if (at::autocast::is_cpu_enabled()) return false;
-  if (input.dim() != 4 || weight.dim() != 4 || input.size(1) != 1 || weight.size(1) != 1 || groups != 1) return false;
-  if (input.scalar_type() != torch::kFloat || weight.scalar_type() != torch::kFloat) return false;
-  if (!input.device().is_cpu() || !weight.device().is_cpu() || input.is_mkldnn() || weight.is_mkldnn()) return false;
-  if (input.is_quantized() || weight.size(2) * weight.size(3) > kLanes) return false;
-  const auto d = pair_of(dilation, 1);
-  if (d[0] != 1 || d[1] != 1) return false;
+namespace {
+
+// The stride and padding the kernel runs with, or nullopt where ATen's convolution runs (the
+// conditions in model/conv2d.h).
+struct Plan {
+  std::pair<int64_t, int64_t> stride, padding;
+};
+
+std::optional<Plan> own_plan(const torch::Tensor& input, const torch::Tensor& weight, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  if (!torch::GradMode::is_enabled() || !input.defined() || !input.requires_grad()) return std::nullopt;
+  if (at::autocast::is_cpu_enabled()) return std::nullopt;
+  if (input.dim() != 4 || weight.dim() != 4 || input.size(1) != 1 || weight.size(1) != 1 || groups != 1) {
+    return std::nullopt;
+  }
+  if (input.scalar_type() != torch::kFloat || weight.scalar_type() != torch::kFloat) return std::nullopt;
+  if (!input.device().is_cpu() || !weight.device().is_cpu() || input.is_mkldnn() || weight.is_mkldnn()) {
+    return std::nullopt;
+  }
+  if (input.is_quantized() || weight.size(2) * weight.size(3) > kLanes) return std::nullopt;
   // Only channels-last passes: NCHW ones stay bit for bit the module's (model/forward_graph.h).
-  return input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  if (input.suggest_memory_format() != at::MemoryFormat::ChannelsLast) return std::nullopt;
+  const auto s = int_pair(stride, std::make_pair(1, 1)), p = int_pair(padding, std::make_pair(0, 0));
+  const auto d = int_pair(dilation, std::make_pair(1, 1));
+  if (!s || !p || !d || d->first != 1 || d->second != 1) return std::nullopt;
+  if (s->first < 1 || s->second < 1 || p->first < 0 || p->second < 0) return std::nullopt;  // ATen's errors
+  return Plan{*s, *p};
+}
+
+}  // namespace
+
+bool own_conv2d_input_gradient(const torch::Tensor& input, const torch::Tensor& weight, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  return own_plan(input, weight, stride, padding, dilation, groups).has_value();
 }
 
 torch::Tensor conv2d(const torch::Tensor& input, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias,
                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  if (!own_conv2d_input_gradient(input, weight, dilation, groups)) {
-    return at::conv2d(input, weight, bias, stride, padding, dilation, groups);
-  }
-  const auto s = pair_of(stride, 1), p = pair_of(padding, 0);
-  if (s[0] < 1 || s[1] < 1 || p[0] < 0 || p[1] < 0) return at::conv2d(input, weight, bias, stride, padding, dilation, groups);
-  return SingleChannelConv::apply(input, weight, bias.value_or(torch::Tensor()), std::vector<int64_t>{s[0], s[1]},
-                                  std::vector<int64_t>{p[0], p[1]});
+  const auto plan = own_plan(input, weight, stride, padding, dilation, groups);
+  if (!plan) return at::conv2d(input, weight, bias, stride, padding, dilation, groups);
+  return SingleChannelConv::apply(input, weight, bias.value_or(torch::Tensor()),
+                                  std::vector<int64_t>{plan->stride.first, plan->stride.second},
+                                  std::vector<int64_t>{plan->padding.first, plan->padding.second});
 }
 
 torch::Tensor single_channel_input_gradient(const torch::Tensor& grad_output, const torch::Tensor& weight,
@@ -155,11 +170,12 @@ torch::Tensor single_channel_input_gradient(const torch::Tensor& grad_output, co
   TORCH_CHECK(grad_output.dim() == 4 && weight.dim() == 4 && weight.size(1) == 1 &&
                   grad_output.size(1) == weight.size(0) && weight.size(2) * weight.size(3) <= kLanes,
               "single_channel_input_gradient: grad [N, C, OH, OW] and weight [C, 1, kh, kw] with kh*kw <= 16");
+  const auto s = int_pair(stride, std::make_pair(1, 1)), p = int_pair(padding, std::make_pair(0, 0));
+  TORCH_CHECK(s && p, "single_channel_input_gradient: stride and padding take one or two values");
   torch::NoGradGuard no_grad;
-  const auto s = pair_of(stride, 1), p = pair_of(padding, 0);
   const auto grad = grad_output.to(torch::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
-  const Geometry geo{grad.size(1), weight.size(2), weight.size(3), grad.size(2), grad.size(3), height, width,
-                     s[0],         s[1],           p[0],           p[1]};
+  const Geometry geo{grad.size(1), weight.size(2), weight.size(3), grad.size(2), grad.size(3), height,
+                     width,        s->first,       s->second,      p->first,     p->second};
   auto kernel = torch::zeros({geo.channels, kLanes}, grad.options());
   kernel.narrow(1, 0, geo.kh * geo.kw).copy_(weight.reshape({geo.channels, geo.kh * geo.kw}));
   auto out = torch::zeros({grad.size(0), 1, height, width}, grad.options().memory_format(at::MemoryFormat::Contiguous));

@@ -9,7 +9,8 @@
 // it was computed from; done here with one vector accumulator per pixel (kh*kw <= 16), 3.7 ms.
 //
 // Registered as the TorchScript operator bulwark::conv2d (same schema as aten::conv2d), which
-// model/forward_graph.h puts in place of aten::conv2d in the graph Bulwark runs. Its forward is
+// model/forward_graph.h puts in place of aten::conv2d (the overload with numeric padding; padding="same"
+// keeps ATen's) in the graph Bulwark runs. Its forward is
 // ATen's conv2d, bit for bit. Only its input gradient differs, and only when the gradient pass runs
 // in channels-last (attack::logits_of's gradient passes, which decide nothing: a point they find
 // misclassified is rechecked): the input requires a gradient under grad mode and is 4-D float,
@@ -29,8 +30,8 @@ torch::Tensor conv2d(const torch::Tensor& input, const torch::Tensor& weight, co
                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
 
 // Whether conv2d computes the input gradient itself for these arguments, in the current grad mode.
-bool own_conv2d_input_gradient(const torch::Tensor& input, const torch::Tensor& weight, at::IntArrayRef dilation,
-                               int64_t groups);
+bool own_conv2d_input_gradient(const torch::Tensor& input, const torch::Tensor& weight, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
 
 // The input gradient of a one-input-channel convolution: grad_output [N, C_out, OH, OW], weight
 // [C_out, 1, kh, kw] (kh*kw <= 16) -> [N, 1, height, width]. Exposed for tests.

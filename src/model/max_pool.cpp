@@ -10,6 +10,8 @@
 #include <limits>
 #include <optional>
 
+#include "model/int_pair.h"
+
 namespace bulwark::model {
 namespace {
 
@@ -21,15 +23,6 @@ struct Plane {
   int64_t h, w, oh, ow;
 };
 
-// One value, or two for (height, width), as ATen reads int[2] arguments; nullopt for other lengths.
-std::optional<std::pair<int64_t, int64_t>> pair_of(at::IntArrayRef v,
-                                                   std::optional<std::pair<int64_t, int64_t>> if_empty) {
-  if (v.empty()) return if_empty;
-  if (v.size() == 1) return std::make_pair(v[0], v[0]);
-  if (v.size() == 2) return std::make_pair(v[0], v[1]);
-  return std::nullopt;
-}
-
 std::optional<Window> own_window(const torch::Tensor& x, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                  at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   if (!x.defined() || x.dim() != 4 || !x.device().is_cpu() || x.is_quantized() || x.is_mkldnn() || ceil_mode) {
@@ -40,11 +33,11 @@ std::optional<Window> own_window(const torch::Tensor& x, at::IntArrayRef kernel_
   // bfloat16 too measured slower than ATen on 14x14 planes (bench/max_pool); fp32 only.
   if (x.scalar_type() != torch::kFloat) return std::nullopt;
   if (!x.is_contiguous() || x.size(0) * x.size(1) == 0) return std::nullopt;
-  const auto k = pair_of(kernel_size, std::nullopt);
+  const auto k = int_pair(kernel_size, std::nullopt);
   if (!k) return std::nullopt;
-  const auto s = pair_of(stride, k);
-  const auto p = pair_of(padding, std::nullopt);
-  const auto d = pair_of(dilation, std::nullopt);
+  const auto s = int_pair(stride, k);
+  const auto p = int_pair(padding, std::nullopt);
+  const auto d = int_pair(dilation, std::nullopt);
   if (!s || !p || !d || d->first != 1 || d->second != 1) return std::nullopt;
   const Window w{k->first, k->second, s->first, s->second, p->first, p->second};
   // ATen's own limits (padding at most half the kernel, a non-empty output): outside them its errors.

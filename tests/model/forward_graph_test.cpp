@@ -108,10 +108,10 @@ TEST(ForwardGraph, ChannelsLastPassesTakeTheFirstLayersInputGradientFromOurKerne
     {
       const auto probe = cl.clone(at::MemoryFormat::ChannelsLast).requires_grad_(true);
       const auto w = const_cast<Model&>(m).module().attr("conv1_weight").toTensor();
-      EXPECT_TRUE(own_conv2d_input_gradient(probe, w, {1, 1}, 1));
+      EXPECT_TRUE(own_conv2d_input_gradient(probe, w, {1, 1}, {1, 1}, {1, 1}, 1));
       torch::NoGradGuard no_grad;
-      EXPECT_FALSE(own_conv2d_input_gradient(probe, w, {1, 1}, 1));
-      EXPECT_FALSE(own_conv2d_input_gradient(x.clone().requires_grad_(true), w, {1, 1}, 1));
+      EXPECT_FALSE(own_conv2d_input_gradient(probe, w, {1, 1}, {1, 1}, {1, 1}, 1));
+      EXPECT_FALSE(own_conv2d_input_gradient(x.clone().requires_grad_(true), w, {1, 1}, {1, 1}, {1, 1}, 1));
     }
     const auto ours = run(m, cl, y, true);
     const auto theirs = run(m, cl, y, false);
@@ -161,8 +161,8 @@ TEST(Conv2d, SingleChannelInputGradientEqualsAtensToRounding) {
   // Not its case: more taps than its vector holds, dilation; a gradient the kernel cannot take.
   const auto w25 = torch::randn({4, 1, 5, 5});
   const auto x = channels_last(torch::rand({2, 1, 8, 8})).requires_grad_(true);
-  EXPECT_FALSE(own_conv2d_input_gradient(x, w25, {1, 1}, 1));
-  EXPECT_FALSE(own_conv2d_input_gradient(x, torch::randn({4, 1, 3, 3}), {2, 2}, 1));
+  EXPECT_FALSE(own_conv2d_input_gradient(x, w25, {1, 1}, {0, 0}, {1, 1}, 1));
+  EXPECT_FALSE(own_conv2d_input_gradient(x, torch::randn({4, 1, 3, 3}), {1, 1}, {0, 0}, {2, 2}, 1));
   EXPECT_THROW((void)single_channel_input_gradient(torch::randn({2, 4, 4, 4}), w25, 8, 8, {1, 1}, {0, 0}),
                c10::Error);
 }
