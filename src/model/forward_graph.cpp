@@ -19,6 +19,11 @@ using torch::jit::Graph;
 using torch::jit::Node;
 using torch::jit::Value;
 
+// The aten::conv2d overload bulwark::conv2d takes the place of (its schema is the same).
+constexpr const char* kAtenConv2d =
+    "aten::conv2d(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, int[2] padding=0, "
+    "int[2] dilation=1, int groups=1) -> Tensor";
+
 bool has_calls(Block* block) {
   for (Node* n : block->nodes()) {
     if (n->kind() == c10::Symbol::fromQualString("prim::CallMethod") ||
@@ -89,7 +94,8 @@ ForwardGraph::ForwardGraph(const torch::jit::Module& module) {
   }
   find_nodes(graph->block(), c10::Symbol::fromQualString("aten::conv2d"), convs);
   for (Node* conv : convs) {
-    if (conv->inputs().size() != 7 || conv->outputs().size() != 1) continue;
+    // Only the overload with numeric padding: conv2d.padding (padding="same" / "valid") stays ATen's.
+    if (!conv->matches(kAtenConv2d)) continue;
     use_own(*graph, conv, conv2d_symbol());
     ++rewrites_.own_conv2d;
   }

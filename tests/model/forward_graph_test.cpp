@@ -126,6 +126,29 @@ TEST(ForwardGraph, ChannelsLastPassesTakeTheFirstLayersInputGradientFromOurKerne
   }
 }
 
+// aten::conv2d has a second overload whose padding is a string ("same", "valid"); it keeps ATen's
+// operator (bulwark::conv2d's schema takes numbers), and the model runs, with and without gradients.
+TEST(ForwardGraph, StringPaddingConvolutionKeepsAtensOperator) {
+  torch::jit::Module module("SamePadding");
+  module.register_parameter("w1", torch::randn({4, 1, 3, 3}).requires_grad_(true), false);
+  module.register_parameter("w2", (torch::randn({10, 4, 28, 28}) * 0.01).requires_grad_(true), false);
+  module.define(R"(
+def forward(self, x):
+    x = torch.relu(torch.conv2d(x, self.w1, None, [1, 1], "same"))
+    return torch.flatten(torch.conv2d(x, self.w2, None, [1, 1], [0, 0]), 1)
+)");
+  const Model m(module, default_spec());
+  EXPECT_EQ(m.forward_graph_rewrites(), 1);  // the second convolution only
+  const auto y = torch::arange(6) % 10;
+  for (const auto& x : probe_inputs(6)) {
+    const auto ours = run(m, x, y, true), theirs = run(m, x, y, false);
+    EXPECT_TRUE(torch::equal(ours.logits, theirs.logits));
+    EXPECT_TRUE(torch::equal(ours.grads[0], theirs.grads[0]));
+    const auto cl = run(m, channels_last(x), y, true);
+    EXPECT_TRUE(torch::allclose(cl.grads[0], theirs.grads[0], 1e-5, 1e-6));
+  }
+}
+
 // The kernel against ATen's backward-data pass over the geometries it covers: kernels up to 16
 // taps, strides, paddings, asymmetric ones, output-channel counts that fill its 4-pixel blocks and
 // leave tails, and a grad_output in NCHW (it is made channels-last first).
