@@ -12,6 +12,9 @@ echo "== train_throughput: wall clock, paired rounds =="
 echo "== max_pool: bulwark::max_pool2d vs ATen, alternated pairs =="
 "$BUILD/bench/max_pool" 11
 
+echo "== conv_pool: the fused first layer vs the operators it replaces, rotated rounds =="
+"$BUILD/bench/conv_pool" 21
+
 echo "== attack_throughput: wall clock, paired rounds =="
 "$BUILD/bench/attack_throughput" "$MODEL" 1000 9   # ends with fp32 vs bf16 on the undefended model
 if [ -f "$BUILD/demo/fastat.pt" ]; then

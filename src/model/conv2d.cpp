@@ -12,6 +12,11 @@
 #include "model/int_pair.h"
 
 namespace bulwark::model {
+
+torch::Tensor bias_or_empty(const c10::optional<torch::Tensor>& bias, const torch::Tensor& weight) {
+  return bias && bias->defined() ? *bias : torch::empty({0}, weight.options().requires_grad(false));
+}
+
 namespace {
 
 constexpr int64_t kLanes = 16;  // kh*kw of the kernels this file covers, padded: one vector per pixel
@@ -76,8 +81,9 @@ BULWARK_VECTOR_CLONES void image_input_gradient(const float* grad, const float* 
   }
 }
 
+// autograd::Function takes no undefined tensor among its inputs: an absent bias goes in as an empty one.
 c10::optional<torch::Tensor> optional_of(const torch::Tensor& t) {
-  return t.defined() ? c10::optional<torch::Tensor>(t) : c10::nullopt;
+  return t.numel() > 0 ? c10::optional<torch::Tensor>(t) : c10::nullopt;
 }
 
 // ATen's forward; the input gradient from single_channel_input_gradient, the weight and bias
@@ -89,7 +95,7 @@ struct SingleChannelConv : public torch::autograd::Function<SingleChannelConv> {
     ctx->save_for_backward({input, weight});
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = padding;
-    ctx->saved_data["bias"] = bias.defined();
+    ctx->saved_data["bias"] = bias.numel() > 0;
     return at::conv2d(input, weight, optional_of(bias), stride, padding);
   }
 
@@ -159,7 +165,7 @@ torch::Tensor conv2d(const torch::Tensor& input, const torch::Tensor& weight, co
                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const auto plan = own_plan(input, weight, stride, padding, dilation, groups);
   if (!plan) return at::conv2d(input, weight, bias, stride, padding, dilation, groups);
-  return SingleChannelConv::apply(input, weight, bias.value_or(torch::Tensor()),
+  return SingleChannelConv::apply(input, weight, bias_or_empty(bias, weight),
                                   std::vector<int64_t>{plan->stride.first, plan->stride.second},
                                   std::vector<int64_t>{plan->padding.first, plan->padding.second});
 }

@@ -42,4 +42,9 @@ torch::Tensor single_channel_input_gradient(const torch::Tensor& grad_output, co
 // The operator's name in TorchScript graphs.
 c10::Symbol conv2d_symbol();
 
+// `bias`, or an empty tensor where there is none: the bias argument of this module's
+// autograd::Functions, whose inputs must all be defined tensors (an undefined one fails in
+// Function::apply: a bias-less convolution, as PyTorch models put before batch norm).
+torch::Tensor bias_or_empty(const c10::optional<torch::Tensor>& bias, const torch::Tensor& weight);
+
 }  // namespace bulwark::model

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/conv2d.h"
+#include "model/conv_pool.h"
 #include "model/max_pool.h"
 
 namespace bulwark::model {
@@ -74,6 +75,26 @@ void use_own(Graph& g, Node* node, c10::Symbol own_kind) {
   node->destroy();
 }
 
+// Rewrite 4: bulwark::conv2d whose only reader is a bulwark::max_pool2d becomes one
+// bulwark::conv2d_max_pool2d with both operators' arguments.
+bool fuse_conv_pool(Graph& g, Node* pool) {
+  Value* activation = pool->input(0);
+  Node* conv = activation->node();
+  if (conv->kind() != conv2d_symbol() || activation->uses().size() != 1) return false;
+  if (conv->owningBlock() != pool->owningBlock() || conv->inputs().size() != 7 || pool->inputs().size() != 6) {
+    return false;
+  }
+  std::vector<Value*> inputs(conv->inputs().begin(), conv->inputs().end());
+  for (size_t i = 1; i < pool->inputs().size(); ++i) inputs.push_back(pool->input(i));
+  Node* fused = g.create(conv2d_max_pool2d_symbol(), inputs, 1);
+  fused->insertBefore(pool);
+  fused->output()->setType(pool->output()->type());
+  pool->output()->replaceAllUsesWith(fused->output());
+  pool->destroy();
+  conv->destroy();
+  return true;
+}
+
 }  // namespace
 
 void inline_calls(Graph& graph) {
@@ -85,7 +106,7 @@ ForwardGraph::ForwardGraph(const torch::jit::Module& module) {
   inline_calls(*graph);
   // Folds the `if inplace:` of every inlined F.relu call, so the relu is a node the rewrite can see.
   torch::jit::ConstantPropagation(graph, /*ignore_custom_classes=*/true);
-  std::vector<Node*> pools, convs;
+  std::vector<Node*> pools, convs, own_pools;
   find_nodes(graph->block(), c10::Symbol::fromQualString("aten::max_pool2d"), pools);
   for (Node* pool : pools) {
     if (move_relu_after(*graph, pool)) ++rewrites_.relu_after_pool;
@@ -98,6 +119,10 @@ ForwardGraph::ForwardGraph(const torch::jit::Module& module) {
     if (!conv->matches(kAtenConv2d)) continue;
     use_own(*graph, conv, conv2d_symbol());
     ++rewrites_.own_conv2d;
+  }
+  find_nodes(graph->block(), max_pool2d_symbol(), own_pools);
+  for (Node* pool : own_pools) {
+    if (fuse_conv_pool(*graph, pool)) ++rewrites_.conv_pool;
   }
   torch::jit::EliminateDeadCode(graph);
   graph->lint();

@@ -16,6 +16,9 @@
 //  3. aten::conv2d becomes bulwark::conv2d (model/conv2d.h): ATen's convolution, except the input
 //     gradient of a one-input-channel convolution in a channels-last gradient pass, which comes from
 //     our kernel (equal to rounding; those passes decide nothing, attack/base.h).
+//  4. a bulwark::conv2d read only by a bulwark::max_pool2d becomes bulwark::conv2d_max_pool2d
+//     (model/conv_pool.h): exactly those two operators, except in a channels-last gradient pass
+//     through a one-input-channel convolution and a 2x2 pool, which runs fused (equal to rounding).
 // Why here and not in the attacks: every caller of Model::logits — attacks, the hardening step, the
 // gate, training, serving — runs the same graph, so what is measured is what is served.
 #pragma once
@@ -38,7 +41,8 @@ class ForwardGraph {
     int relu_after_pool = 0;  // rewrite 1
     int own_max_pool = 0;     // rewrite 2
     int own_conv2d = 0;       // rewrite 3
-    int total() const { return relu_after_pool + own_max_pool + own_conv2d; }
+    int conv_pool = 0;        // rewrite 4
+    int total() const { return relu_after_pool + own_max_pool + own_conv2d + conv_pool; }
   };
 
   // Rewrites a copy of `module`'s forward graph. Throws if the graph cannot be built; callers fall

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "model/conv2d.h"
+#include "model/conv_pool.h"
 #include "model/max_pool.h"
 #include "model/model.h"
 #include "model/zoo.h"
@@ -59,8 +60,8 @@ void expect_same_passes(const Model& m, const std::string& what) {
 TEST(ForwardGraph, ZooCnnRunsRewrittenWithIdenticalLogitsAndGradients) {
   const Model m = create_model("cnn", default_spec(), 3);
   // Two relu -> pool pairs: both relus move after their pool, both pools run our kernel; both
-  // convolutions run as bulwark::conv2d.
-  EXPECT_EQ(m.forward_graph_rewrites(), 6);
+  // convolutions run as bulwark::conv2d, and each with its pool as bulwark::conv2d_max_pool2d.
+  EXPECT_EQ(m.forward_graph_rewrites(), 8);
   expect_same_passes(m, "cnn");
 }
 
@@ -83,7 +84,7 @@ TEST(ForwardGraph, PyTorchModelKeepsEveryBitInEveryMode) {
   Model m = Model::load(dir.file("pool_model.pt"));
   // Four pools on our kernel (the ceil_mode one hands itself to ATen at run time); three relus
   // move; four convolutions (conv3 runs twice).
-  EXPECT_EQ(m.forward_graph_rewrites(), 11);
+  EXPECT_EQ(m.forward_graph_rewrites(), 13);
   expect_same_passes(m, "eval");
 
   m.set_training(true);  // BatchNorm normalises with batch statistics, read from the flag at run time
@@ -97,10 +98,10 @@ TEST(ForwardGraph, PyTorchModelKeepsEveryBitInEveryMode) {
   at::autocast::set_cpu_enabled(false);
 }
 
-// A channels-last gradient pass (attack::logits_of's): the same logits bit for bit, and the first
-// layer's input gradient from model/conv2d.h's kernel, equal to the module's to rounding; the
-// parameter gradients (ATen's) too. In NCHW and without a gradient ATen runs (the tests above).
-TEST(ForwardGraph, ChannelsLastPassesTakeTheFirstLayersInputGradientFromOurKernel) {
+// A channels-last gradient pass (attack::logits_of's): the first convolution and its pool run fused
+// (model/conv_pool.h), so logits, the input gradient and the parameter gradients equal the module's
+// to rounding. In NCHW and without a gradient ATen runs (the tests above).
+TEST(ForwardGraph, ChannelsLastPassesRunTheFirstLayerFused) {
   const Model m = create_model("cnn", default_spec(), 3);
   const auto y = torch::arange(6) % 10;
   for (const auto& x : probe_inputs(6)) {
@@ -113,9 +114,14 @@ TEST(ForwardGraph, ChannelsLastPassesTakeTheFirstLayersInputGradientFromOurKerne
       EXPECT_FALSE(own_conv2d_input_gradient(probe, w, {1, 1}, {1, 1}, {1, 1}, 1));
       EXPECT_FALSE(own_conv2d_input_gradient(x.clone().requires_grad_(true), w, {1, 1}, {1, 1}, {1, 1}, 1));
     }
+    {
+      const auto probe = cl.clone(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+      const auto w = const_cast<Model&>(m).module().attr("conv1_weight").toTensor();
+      EXPECT_TRUE(fused_conv2d_max_pool2d(probe, w, {1, 1}, {1, 1}, {1, 1}, 1, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false));
+    }
     const auto ours = run(m, cl, y, true);
     const auto theirs = run(m, cl, y, false);
-    EXPECT_TRUE(torch::equal(ours.logits, theirs.logits));
+    EXPECT_TRUE(torch::allclose(ours.logits, theirs.logits, 1e-5, 1e-5));
     ASSERT_EQ(ours.grads.size(), theirs.grads.size());
     for (size_t i = 0; i < ours.grads.size(); ++i) {
       const double scale = theirs.grads[i].abs().max().item<double>();
@@ -146,6 +152,37 @@ def forward(self, x):
     EXPECT_TRUE(torch::equal(ours.grads[0], theirs.grads[0]));
     const auto cl = run(m, channels_last(x), y, true);
     EXPECT_TRUE(torch::allclose(cl.grads[0], theirs.grads[0], 1e-5, 1e-6));
+  }
+}
+
+// Bias-less one-channel convolutions (PyTorch models put them before batch norm), one fused with its
+// pool and one not: a channels-last gradient pass runs both our ways and equals the module's to
+// rounding. (An absent bias once reached autograd::Function::apply as an undefined tensor, which
+// it rejects.)
+TEST(ForwardGraph, BiasLessOneChannelConvolutionsRunInChannelsLastPasses) {
+  torch::manual_seed(8);
+  torch::jit::Module module("NoBias");
+  module.register_parameter("w1", torch::randn({6, 1, 3, 3}).requires_grad_(true), false);
+  module.register_parameter("w2", torch::randn({4, 1, 3, 3}).requires_grad_(true), false);
+  module.register_parameter("w3", (torch::randn({10, 10 * 14 * 14}) * 0.01).requires_grad_(true), false);
+  module.define(R"(
+def forward(self, x):
+    a = torch.max_pool2d(torch.conv2d(x, self.w1, None, [1, 1], [1, 1]), [2, 2])
+    b = torch.conv2d(x, self.w2, None, [2, 2], [1, 1])
+    return torch.matmul(torch.flatten(torch.relu(torch.cat([a, b], 1)), 1), self.w3.t())
+)");
+  const Model m(module, default_spec());
+  EXPECT_EQ(m.forward_graph_rewrites(), 4);  // two convolutions, one pool, one fused pair
+  const auto y = torch::arange(6) % 10;
+  for (const auto& x : probe_inputs(6)) {
+    const auto ours = run(m, channels_last(x), y, true), theirs = run(m, x, y, false);
+    EXPECT_TRUE(torch::allclose(ours.logits, theirs.logits, 1e-5, 1e-5));
+    ASSERT_EQ(ours.grads.size(), theirs.grads.size());
+    for (size_t i = 0; i < ours.grads.size(); ++i) {
+      const double scale = theirs.grads[i].abs().max().item<double>();
+      EXPECT_LE((ours.grads[i] - theirs.grads[i]).abs().max().item<double>(), 1e-5 * std::max(scale, 1e-6))
+          << "gradient " << i;
+    }
   }
 }
 
