@@ -60,7 +60,12 @@ LogitsFn logits_of(const model::Model& m, Precision precision) {
   // is rechecked by the forward before it is retired. Passes without autograd stay NCHW. A model
   // with channels_last_gradients() off runs them in NCHW, and in fp32 they are exact.
   const bool cl = m.channels_last_gradients();
-  const auto layout = [cl](const torch::Tensor& x) { return cl ? model::channels_last(x) : x; };
+  // Off, an input that arrives with channels-last strides is given NCHW ones, so no operator takes
+  // the channels-last paths (model/conv2d.h, model/conv_pool.h) and the passes stay exact.
+  const auto layout = [cl](const torch::Tensor& x) {
+    if (cl) return model::channels_last(x);
+    return x.suggest_memory_format() == at::MemoryFormat::ChannelsLast ? x.clone(at::MemoryFormat::Contiguous) : x;
+  };
   if (precision == Precision::kFp32) {
     return LogitsFn(
                [&m, layout](const torch::Tensor& x) {

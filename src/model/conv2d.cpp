@@ -101,6 +101,8 @@ struct SingleChannelConv : public torch::autograd::Function<SingleChannelConv> {
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
+    // Its backward is not itself differentiable: no create_graph through it.
+    TORCH_CHECK(!torch::GradMode::is_enabled(), "bulwark::conv2d: no double backward (create_graph)");
     const auto saved = ctx->get_saved_variables();
     const auto &input = saved[0], &weight = saved[1];
     const auto stride = ctx->saved_data["stride"].toIntVector();

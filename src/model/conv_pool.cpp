@@ -104,7 +104,7 @@ BULWARK_VECTOR_CLONES void image_forward(const float* x, const float* taps, cons
 // position p in the (kh+1) x (kw+1) patch, zero elsewhere; out: the padded plane, zeroed.
 BULWARK_VECTOR_CLONES void image_backward(const float* grad, const uint8_t* positions, const float* table, float* out,
                                           const Geometry& g) {
-  const int64_t xw = g.padded_w(), pw = g.patch_w(), c_n = g.channels;
+  const int64_t xw = g.padded_w(), patch_w = g.patch_w(), c_n = g.channels;
   for (int64_t py = 0; py < g.pooled_h(); ++py) {
     for (int64_t px = 0; px < g.pooled_w(); ++px) {
       const int64_t at = (py * g.pooled_w() + px) * c_n;
@@ -114,7 +114,7 @@ BULWARK_VECTOR_CLONES void image_backward(const float* grad, const uint8_t* posi
       Lanes s[4] = {};
       for (int64_t c = 0; c < c_n; ++c) {
         Lanes k;
-        std::memcpy(&k, table + (c * 4 + pos[c]) * kLanes, sizeof k);
+        std::memcpy(&k, table + (c * 4 + (pos[c] & 3)) * kLanes, sizeof k);  // & 3: in bounds whatever it is given
         s[c & 3] += gr[c] * k;
       }
       const Lanes sum = (s[0] + s[1]) + (s[2] + s[3]);
@@ -122,16 +122,19 @@ BULWARK_VECTOR_CLONES void image_backward(const float* grad, const uint8_t* posi
       std::memcpy(v, &sum, sizeof v);
       float* dst = out + 2 * py * xw + 2 * px;
       for (int64_t i = 0; i <= g.kh; ++i) {
-        for (int64_t j = 0; j < pw; ++j) dst[i * xw + j] += v[i * pw + j];
+        for (int64_t j = 0; j < patch_w; ++j) dst[i * xw + j] += v[i * patch_w + j];
       }
     }
   }
 }
 
-void check_arguments(const torch::Tensor& input, const torch::Tensor& weight, int64_t ph, int64_t pw) {
+void check_arguments(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias, int64_t ph,
+                     int64_t pw) {
   TORCH_CHECK(input.dim() == 4 && input.size(1) == 1 && weight.dim() == 4 && weight.size(1) == 1 &&
                   (weight.size(2) + 1) * (weight.size(3) + 1) <= kLanes && ph >= 0 && pw >= 0,
               "conv_pool: input [N, 1, H, W], weight [C, 1, kh, kw] with (kh+1)*(kw+1) <= 16, padding >= 0");
+  TORCH_CHECK(!bias.defined() || bias.numel() == 0 || bias.numel() == weight.size(0),
+              "conv_pool: bias [C] or none");
   TORCH_CHECK(input.size(2) + 2 * ph - weight.size(2) + 1 >= 2 && input.size(3) + 2 * pw - weight.size(3) + 1 >= 2,
               "conv_pool: the convolution's output must be at least 2x2");
 }
@@ -140,7 +143,7 @@ void check_arguments(const torch::Tensor& input, const torch::Tensor& weight, in
 
 std::vector<torch::Tensor> conv_pool_forward(const torch::Tensor& input, const torch::Tensor& weight,
                                              const torch::Tensor& bias, int64_t ph, int64_t pw) {
-  check_arguments(input, weight, ph, pw);
+  check_arguments(input, weight, bias, ph, pw);
   torch::NoGradGuard no_grad;
   const Geometry g = geometry_of(input, weight, ph, pw);
   const int64_t n = input.size(0), width = g.vectors() * kLanes;
@@ -174,8 +177,9 @@ std::vector<torch::Tensor> conv_pool_forward(const torch::Tensor& input, const t
 torch::Tensor conv_pool_input_gradient(const torch::Tensor& grad_pooled, const torch::Tensor& positions,
                                        const torch::Tensor& weight, int64_t height, int64_t width, int64_t ph,
                                        int64_t pw) {
-  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == 1 && (weight.size(2) + 1) * (weight.size(3) + 1) <= kLanes,
-              "conv_pool: weight [C, 1, kh, kw] with (kh+1)*(kw+1) <= 16");
+  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == 1 && (weight.size(2) + 1) * (weight.size(3) + 1) <= kLanes &&
+                  ph >= 0 && pw >= 0,
+              "conv_pool: weight [C, 1, kh, kw] with (kh+1)*(kw+1) <= 16, padding >= 0");
   const Geometry g{weight.size(0), weight.size(2), weight.size(3), height, width, ph, pw};
   const int64_t n = grad_pooled.size(0);
   TORCH_CHECK(grad_pooled.dim() == 4 && grad_pooled.size(1) == g.channels && grad_pooled.size(2) == g.pooled_h() &&
@@ -233,7 +237,7 @@ torch::Tensor conv_pool_activation_gradient(const torch::Tensor& grad_pooled, co
         for (int64_t x = 0; x < pw; ++x) {
           const int64_t at = ((i * ph + y) * pw + x) * c;
           for (int64_t ch = 0; ch < c; ++ch) {
-            const int64_t p = pp[at + ch];
+            const int64_t p = pp[at + ch] & 3;
             op[((i * out_h + 2 * y + p / 2) * out_w + 2 * x + p % 2) * c + ch] = gp[at + ch];
           }
         }
@@ -259,6 +263,8 @@ struct ConvPool : public torch::autograd::Function<ConvPool> {
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
+    // Its backward is not itself differentiable: no create_graph through it.
+    TORCH_CHECK(!torch::GradMode::is_enabled(), "bulwark::conv2d_max_pool2d: no double backward (create_graph)");
     const auto saved = ctx->get_saved_variables();
     const auto &input = saved[0], &weight = saved[1], &positions = saved[2];
     const auto padding = ctx->saved_data["padding"].toIntVector();
@@ -299,7 +305,7 @@ std::optional<std::pair<int64_t, int64_t>> fused_padding(const torch::Tensor& in
   if (!torch::GradMode::is_enabled() || !input.defined() || !input.requires_grad()) return std::nullopt;
   if (at::autocast::is_cpu_enabled() || ceil_mode || groups != 1) return std::nullopt;
   if (input.dim() != 4 || weight.dim() != 4 || input.size(1) != 1 || weight.size(1) != 1) return std::nullopt;
-  if (input.size(0) == 0 || weight.size(0) == 0) return std::nullopt;
+  if (input.numel() == 0 || weight.numel() == 0) return std::nullopt;  // ATen's operators and their errors
   if (input.scalar_type() != torch::kFloat || weight.scalar_type() != torch::kFloat) return std::nullopt;
   if (!input.device().is_cpu() || !weight.device().is_cpu() || input.is_mkldnn() || weight.is_mkldnn() ||
       input.is_quantized()) {
@@ -331,11 +337,12 @@ std::optional<std::pair<int64_t, int64_t>> fused_padding(const torch::Tensor& in
 
 }  // namespace
 
-bool fused_conv2d_max_pool2d(const torch::Tensor& input, const torch::Tensor& weight, at::IntArrayRef stride,
-                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                             at::IntArrayRef kernel_size, at::IntArrayRef pool_stride, at::IntArrayRef pool_padding,
-                             at::IntArrayRef pool_dilation, bool ceil_mode) {
-  return fused_padding(input, weight, c10::nullopt, stride, padding, dilation, groups, kernel_size, pool_stride,
+bool fused_conv2d_max_pool2d(const torch::Tensor& input, const torch::Tensor& weight,
+                             const c10::optional<torch::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                             at::IntArrayRef dilation, int64_t groups, at::IntArrayRef kernel_size,
+                             at::IntArrayRef pool_stride, at::IntArrayRef pool_padding, at::IntArrayRef pool_dilation,
+                             bool ceil_mode) {
+  return fused_padding(input, weight, bias, stride, padding, dilation, groups, kernel_size, pool_stride,
                        pool_padding, pool_dilation, ceil_mode)
       .has_value();
 }

@@ -17,7 +17,8 @@
 // (attack::logits_of's, which decide nothing: a point they find misclassified is rechecked): the
 // input requires a gradient under grad mode, is 4-D float, channels-last, on the CPU, with one
 // channel; groups 1, stride 1, dilation 1, (kh+1)*(kw+1) <= 16; the pool is 2x2 with stride 2, no
-// padding, dilation 1, floor mode; no autocast. Its values equal ATen's to float rounding (the
+// padding, dilation 1, floor mode; no autocast; a non-empty input. Its backward is not itself
+// differentiable (no create_graph through it). Its values equal ATen's to float rounding (the
 // convolution sums in another order; the pool's comparison is ATen's: the first maximum wins, NaN
 // wins); the weight and bias gradients, when asked for, are ATen's from the rebuilt activation
 // gradient. tests/model/conv_pool_test.cpp checks it.
@@ -39,10 +40,11 @@ torch::Tensor conv2d_max_pool2d(const torch::Tensor& input, const torch::Tensor&
                                 at::IntArrayRef pool_padding, at::IntArrayRef pool_dilation, bool ceil_mode);
 
 // Whether conv2d_max_pool2d runs fused for these arguments, in the current grad and autocast mode.
-bool fused_conv2d_max_pool2d(const torch::Tensor& input, const torch::Tensor& weight, at::IntArrayRef stride,
-                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                             at::IntArrayRef kernel_size, at::IntArrayRef pool_stride, at::IntArrayRef pool_padding,
-                             at::IntArrayRef pool_dilation, bool ceil_mode);
+bool fused_conv2d_max_pool2d(const torch::Tensor& input, const torch::Tensor& weight,
+                             const c10::optional<torch::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                             at::IntArrayRef dilation, int64_t groups, at::IntArrayRef kernel_size,
+                             at::IntArrayRef pool_stride, at::IntArrayRef pool_padding, at::IntArrayRef pool_dilation,
+                             bool ceil_mode);
 
 // The fused kernels, exposed for tests. Forward: input [N, 1, H, W], weight [C, 1, kh, kw], bias
 // [C] or undefined, padding (ph, pw) -> pooled [N, C, PH, PW] (channels-last) and the position of

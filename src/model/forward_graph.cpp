@@ -75,6 +75,18 @@ void use_own(Graph& g, Node* node, c10::Symbol own_kind) {
   node->destroy();
 }
 
+// Whether a node, or one inside its blocks, writes in place or has side effects.
+bool may_write(Node* n) {
+  const auto* schema = n->maybeSchema();
+  if (n->hasSideEffects() || (schema && schema->is_mutable())) return true;
+  for (Block* b : n->blocks()) {
+    for (Node* inner : b->nodes()) {
+      if (may_write(inner)) return true;
+    }
+  }
+  return false;
+}
+
 // Rewrite 4: bulwark::conv2d whose only reader is a bulwark::max_pool2d becomes one
 // bulwark::conv2d_max_pool2d with both operators' arguments.
 bool fuse_conv_pool(Graph& g, Node* pool) {
@@ -83,6 +95,11 @@ bool fuse_conv_pool(Graph& g, Node* pool) {
   if (conv->kind() != conv2d_symbol() || activation->uses().size() != 1) return false;
   if (conv->owningBlock() != pool->owningBlock() || conv->inputs().size() != 7 || pool->inputs().size() != 6) {
     return false;
+  }
+  // The fused operator runs where the pool was: nothing in between may write in place (it could
+  // change the convolution's input, weight or bias) or have side effects.
+  for (Node* n = conv->next(); n != pool; n = n->next()) {
+    if (may_write(n)) return false;
   }
   std::vector<Value*> inputs(conv->inputs().begin(), conv->inputs().end());
   for (size_t i = 1; i < pool->inputs().size(); ++i) inputs.push_back(pool->input(i));

@@ -1,6 +1,7 @@
 // model/forward_graph.h — the graph Bulwark runs for a model's forward(): the module's own graph,
 // inlined, with rewrites that change how fast it runs but not one bit of its logits or of any
-// gradient in NCHW (rewrite 3 computes one input gradient of channels-last passes its own way). The
+// gradient in NCHW (rewrites 3 and 4 compute the first layer of channels-last gradient passes their
+// own way: its input gradient, and with a 2x2 pool after it its values too, equal to rounding). The
 // module itself, and what Model::save writes, stay untouched: a saved model loads in PyTorch and
 // KServe as before.
 //
@@ -19,6 +20,7 @@
 //  4. a bulwark::conv2d read only by a bulwark::max_pool2d becomes bulwark::conv2d_max_pool2d
 //     (model/conv_pool.h): exactly those two operators, except in a channels-last gradient pass
 //     through a one-input-channel convolution and a 2x2 pool, which runs fused (equal to rounding).
+//     Only when nothing between the two in the graph writes in place or has side effects.
 // Why here and not in the attacks: every caller of Model::logits — attacks, the hardening step, the
 // gate, training, serving — runs the same graph, so what is measured is what is served.
 #pragma once

@@ -25,10 +25,11 @@ struct Geo {
   }
 };
 
-// Kernels up to a 4x4 patch, paddings (asymmetric, wider than the kernel), odd sizes whose last
-// row or column no window reads.
+// Kernels up to a 4x4 patch, paddings (asymmetric, as wide as the kernel and wider), odd sizes
+// whose last row or column no window reads.
 const std::vector<Geo> kGeometries = {Geo{3, 3, 1, 1, 28, 28}, Geo{1, 1, 0, 0, 9, 10}, Geo{2, 3, 0, 1, 11, 9},
-                                      Geo{3, 2, 2, 0, 7, 8},   Geo{2, 2, 0, 0, 5, 5},  Geo{3, 3, 0, 0, 4, 4}};
+                                      Geo{3, 2, 2, 0, 7, 8},   Geo{2, 2, 0, 0, 5, 5},  Geo{3, 3, 0, 0, 4, 4},
+                                      Geo{1, 1, 2, 1, 5, 6},   Geo{2, 2, 3, 2, 7, 7}};
 
 // The convolution output at each window's kept position: [N, C, PH, PW].
 torch::Tensor at_positions(const torch::Tensor& activation, const torch::Tensor& positions) {
@@ -61,7 +62,7 @@ TEST(ConvPool, ForwardEqualsAtensToRoundingAndKeepsEachWindowsMaximum) {
       }
     }
   }
-  EXPECT_EQ(checked, 48);
+  EXPECT_EQ(checked, 64);
 }
 
 // Ties and NaN follow ATen's rule: the first maximum of a window wins, and NaN wins over numbers.
@@ -80,6 +81,12 @@ TEST(ConvPool, TiesKeepTheFirstPositionAndNanWins) {
   EXPECT_TRUE(torch::equal(torch::isnan(ours[0]), torch::isnan(aten)));
   EXPECT_GT(torch::isnan(aten).sum().item<int64_t>(), 0);
   EXPECT_TRUE(torch::allclose(ours[0].nan_to_num(0), aten.nan_to_num(0), 1e-5, 1e-5));
+  // Window (2, 1) reads convolution outputs (4..5, 2..3), all NaN: the last NaN wins (position 3),
+  // where ATen's backward sends the gradient; window (2, 0) has NaN at positions 1 and 3.
+  EXPECT_TRUE(torch::equal(ours[1][0][2][1], torch::full({5}, 3, torch::kByte)));
+  EXPECT_TRUE(torch::equal(ours[1][0][2][0], torch::full({5}, 3, torch::kByte)));
+  const auto aten_idx = std::get<1>(torch::max_pool2d_with_indices(torch::conv2d(x, weight, bias, {1, 1}, {1, 1}), {2, 2}));
+  EXPECT_TRUE(torch::equal(aten_idx[0].select(1, 2).select(1, 1), torch::full({5}, 5 * 8 + 3, torch::kLong)));
 }
 
 // The backward against ATen's: the activation gradient is the pooled gradient at each kept position
@@ -117,17 +124,21 @@ TEST(ConvPool, GradientsEqualAtensBackwardThroughTheKeptPositions) {
       }
     }
   }
-  EXPECT_EQ(checked, 48);
+  EXPECT_EQ(checked, 64);
 }
 
-// Through autograd, as the operator runs in the graph: input, weight and bias gradients.
+// Through autograd, as the operator runs in the graph: input, weight and bias gradients; and the
+// input gradient alone with frozen weights, as attacks run.
 TEST(ConvPool, OperatorUnderAutogradGivesAtensGradientsToRounding) {
   torch::manual_seed(23);
   const auto weight = torch::randn({32, 1, 3, 3}).requires_grad_(true);
   const auto bias = torch::randn({32}).requires_grad_(true);
   const auto x = channels_last(torch::rand({4, 1, 28, 28})).requires_grad_(true);
-  ASSERT_TRUE(fused_conv2d_max_pool2d(x, weight, {1, 1}, {1, 1}, {1, 1}, 1, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false));
+  ASSERT_TRUE(
+      fused_conv2d_max_pool2d(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, 1, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false));
   const auto ours = conv2d_max_pool2d(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, 1, {2, 2}, {}, {0, 0}, {1, 1}, false);
+  ASSERT_TRUE(ours.grad_fn());
+  EXPECT_NE(ours.grad_fn()->name().find("ConvPool"), std::string::npos) << ours.grad_fn()->name();
   const auto upstream = torch::randn(ours.sizes());
   const auto g_ours = torch::autograd::grad({(ours * upstream).sum()}, {x, weight, bias});
   // The reference: ATen's operators, their gradients flowing through the positions the fused pass kept.
@@ -140,6 +151,15 @@ TEST(ConvPool, OperatorUnderAutogradGivesAtensGradientsToRounding) {
     const double scale = g_aten[i].abs().max().item<double>();
     EXPECT_LE((g_ours[i] - g_aten[i]).abs().max().item<double>(), 1e-5 * scale) << "gradient " << i;
   }
+  const auto frozen_w = weight.detach(), frozen_b = bias.detach();
+  const auto frozen =
+      conv2d_max_pool2d(x, frozen_w, frozen_b, {1, 1}, {1, 1}, {1, 1}, 1, {2, 2}, {}, {0, 0}, {1, 1}, false);
+  const auto gx = torch::autograd::grad({(frozen * upstream).sum()}, {x})[0];
+  EXPECT_LE((gx - g_aten[0]).abs().max().item<double>(), 1e-5 * g_aten[0].abs().max().item<double>());
+  // No double backward through it: an error, not a silently detached gradient.
+  const auto again = conv2d_max_pool2d(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, 1, {2, 2}, {}, {0, 0}, {1, 1}, false);
+  EXPECT_THROW((void)torch::autograd::grad({again.sum()}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true),
+               c10::Error);
 }
 
 // Outside its case the operator is exactly the two operators it replaced.
@@ -149,7 +169,8 @@ TEST(ConvPool, DeclinesWhatItDoesNotCoverAndThenRunsConvThenPool) {
   const auto nchw = torch::rand({2, 1, 12, 12}).requires_grad_(true);
   const auto fused = [&](const torch::Tensor& x, const torch::Tensor& weight, std::vector<int64_t> stride,
                          std::vector<int64_t> kernel, std::vector<int64_t> pool_stride, bool ceil) {
-    return fused_conv2d_max_pool2d(x, weight, stride, {1, 1}, {1, 1}, 1, kernel, pool_stride, {0, 0}, {1, 1}, ceil);
+    return fused_conv2d_max_pool2d(x, weight, {}, stride, {1, 1}, {1, 1}, 1, kernel, pool_stride, {0, 0}, {1, 1},
+                                   ceil);
   };
   EXPECT_TRUE(fused(cl, w, {1, 1}, {2, 2}, {}, false));
   EXPECT_FALSE(fused(nchw, w, {1, 1}, {2, 2}, {}, false));                    // NCHW: exact passes
@@ -160,6 +181,10 @@ TEST(ConvPool, DeclinesWhatItDoesNotCoverAndThenRunsConvThenPool) {
   EXPECT_FALSE(fused(cl, torch::randn({4, 1, 4, 4}), {1, 1}, {2, 2}, {}, false));  // a 5x5 patch
   EXPECT_FALSE(fused(channels_last(torch::rand({2, 3, 12, 12})).requires_grad_(true), torch::randn({4, 3, 3, 3}),
                      {1, 1}, {2, 2}, {}, false));  // three input channels
+  EXPECT_FALSE(fused(channels_last(torch::rand({2, 1, 0, 12})).requires_grad_(true), w, {1, 1}, {2, 2}, {},
+                     false));  // an empty plane: ATen's error
+  EXPECT_FALSE(fused_conv2d_max_pool2d(cl, w, torch::randn({3}), {1, 1}, {1, 1}, {1, 1}, 1, {2, 2}, {}, {0, 0}, {1, 1},
+                                       false));  // a bias of the wrong size: ATen's error
   {
     torch::NoGradGuard no_grad;
     EXPECT_FALSE(fused(cl, w, {1, 1}, {2, 2}, {}, false));
@@ -175,6 +200,10 @@ TEST(ConvPool, DeclinesWhatItDoesNotCoverAndThenRunsConvThenPool) {
   // The kernels' own checks.
   EXPECT_THROW((void)conv_pool_forward(torch::rand({2, 3, 8, 8}), w, {}, 1, 1), c10::Error);
   EXPECT_THROW((void)conv_pool_forward(torch::rand({2, 1, 2, 2}), w, {}, 0, 0), c10::Error);
+  EXPECT_THROW((void)conv_pool_forward(torch::rand({2, 1, 8, 8}), w, torch::randn({3}), 1, 1), c10::Error);
+  EXPECT_THROW((void)conv_pool_input_gradient(torch::rand({2, 4, 6, 6}), torch::zeros({2, 6, 6, 4}, torch::kByte), w,
+                                              12, 12, -1, -1),
+               c10::Error);
   EXPECT_THROW((void)conv_pool_input_gradient(torch::rand({2, 4, 5, 5}), torch::zeros({2, 6, 6, 4}, torch::kByte), w,
                                               12, 12, 1, 1),
                c10::Error);

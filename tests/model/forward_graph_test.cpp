@@ -117,7 +117,9 @@ TEST(ForwardGraph, ChannelsLastPassesRunTheFirstLayerFused) {
     {
       const auto probe = cl.clone(at::MemoryFormat::ChannelsLast).requires_grad_(true);
       const auto w = const_cast<Model&>(m).module().attr("conv1_weight").toTensor();
-      EXPECT_TRUE(fused_conv2d_max_pool2d(probe, w, {1, 1}, {1, 1}, {1, 1}, 1, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false));
+      const auto b = const_cast<Model&>(m).module().attr("conv1_bias").toTensor();
+      EXPECT_TRUE(
+          fused_conv2d_max_pool2d(probe, w, b, {1, 1}, {1, 1}, {1, 1}, 1, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false));
     }
     const auto ours = run(m, cl, y, true);
     const auto theirs = run(m, cl, y, false);
@@ -156,23 +158,27 @@ def forward(self, x):
 }
 
 // Bias-less one-channel convolutions (PyTorch models put them before batch norm), one fused with its
-// pool and one not: a channels-last gradient pass runs both our ways and equals the module's to
-// rounding. (An absent bias once reached autograd::Function::apply as an undefined tensor, which
-// it rejects.)
+// pool and one not, and a convolution a pool and a slice both read (not fused: the pool is not its
+// only reader): a channels-last gradient pass equals the module's to rounding. (An absent bias once
+// reached autograd::Function::apply as an undefined tensor, which it rejects.)
 TEST(ForwardGraph, BiasLessOneChannelConvolutionsRunInChannelsLastPasses) {
   torch::manual_seed(8);
   torch::jit::Module module("NoBias");
   module.register_parameter("w1", torch::randn({6, 1, 3, 3}).requires_grad_(true), false);
   module.register_parameter("w2", torch::randn({4, 1, 3, 3}).requires_grad_(true), false);
-  module.register_parameter("w3", (torch::randn({10, 10 * 14 * 14}) * 0.01).requires_grad_(true), false);
+  module.register_parameter("w4", torch::randn({4, 1, 3, 3}).requires_grad_(true), false);
+  module.register_parameter("w3", (torch::randn({10, 18 * 14 * 14}) * 0.01).requires_grad_(true), false);
   module.define(R"(
 def forward(self, x):
     a = torch.max_pool2d(torch.conv2d(x, self.w1, None, [1, 1], [1, 1]), [2, 2])
     b = torch.conv2d(x, self.w2, None, [2, 2], [1, 1])
-    return torch.matmul(torch.flatten(torch.relu(torch.cat([a, b], 1)), 1), self.w3.t())
+    d = torch.conv2d(x, self.w4, None, [1, 1], [1, 1])
+    e = torch.max_pool2d(d, [2, 2])
+    f = d[:, :, ::2, ::2]
+    return torch.matmul(torch.flatten(torch.relu(torch.cat([a, b, e, f], 1)), 1), self.w3.t())
 )");
   const Model m(module, default_spec());
-  EXPECT_EQ(m.forward_graph_rewrites(), 4);  // two convolutions, one pool, one fused pair
+  EXPECT_EQ(m.forward_graph_rewrites(), 6);  // three convolutions, two pools, one fused pair
   const auto y = torch::arange(6) % 10;
   for (const auto& x : probe_inputs(6)) {
     const auto ours = run(m, channels_last(x), y, true), theirs = run(m, x, y, false);
