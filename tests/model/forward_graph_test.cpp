@@ -44,6 +44,17 @@ std::vector<torch::Tensor> probe_inputs(int64_t n) {
   return {torch::rand({n, 1, 28, 28}), torch::round(torch::rand({n, 1, 28, 28}) * 2) / 2, torch::zeros({n, 1, 28, 28})};
 }
 
+// Logits and every gradient equal to float rounding (channels-last passes: sums in another order).
+void expect_same_to_rounding(const Pass& ours, const Pass& theirs) {
+  EXPECT_TRUE(torch::allclose(ours.logits, theirs.logits, 1e-5, 1e-5));
+  ASSERT_EQ(ours.grads.size(), theirs.grads.size());
+  for (size_t i = 0; i < ours.grads.size(); ++i) {
+    const double scale = theirs.grads[i].abs().max().item<double>();
+    EXPECT_LE((ours.grads[i] - theirs.grads[i]).abs().max().item<double>(), 1e-5 * std::max(scale, 1e-6))
+        << "gradient " << i;
+  }
+}
+
 void expect_same_passes(const Model& m, const std::string& what) {
   const auto y = torch::arange(6) % 10;
   for (const auto& x : probe_inputs(6)) {
@@ -123,13 +134,7 @@ TEST(ForwardGraph, ChannelsLastPassesRunTheFirstLayerFused) {
     }
     const auto ours = run(m, cl, y, true);
     const auto theirs = run(m, cl, y, false);
-    EXPECT_TRUE(torch::allclose(ours.logits, theirs.logits, 1e-5, 1e-5));
-    ASSERT_EQ(ours.grads.size(), theirs.grads.size());
-    for (size_t i = 0; i < ours.grads.size(); ++i) {
-      const double scale = theirs.grads[i].abs().max().item<double>();
-      EXPECT_LE((ours.grads[i] - theirs.grads[i]).abs().max().item<double>(), 1e-5 * std::max(scale, 1e-6))
-          << "gradient " << i;
-    }
+    expect_same_to_rounding(ours, theirs);
     EXPECT_GT(ours.grads[0].abs().max().item<double>(), 0.0);
   }
 }
@@ -182,13 +187,7 @@ def forward(self, x):
   const auto y = torch::arange(6) % 10;
   for (const auto& x : probe_inputs(6)) {
     const auto ours = run(m, channels_last(x), y, true), theirs = run(m, x, y, false);
-    EXPECT_TRUE(torch::allclose(ours.logits, theirs.logits, 1e-5, 1e-5));
-    ASSERT_EQ(ours.grads.size(), theirs.grads.size());
-    for (size_t i = 0; i < ours.grads.size(); ++i) {
-      const double scale = theirs.grads[i].abs().max().item<double>();
-      EXPECT_LE((ours.grads[i] - theirs.grads[i]).abs().max().item<double>(), 1e-5 * std::max(scale, 1e-6))
-          << "gradient " << i;
-    }
+    expect_same_to_rounding(ours, theirs);
   }
 }
 
