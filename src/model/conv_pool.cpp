@@ -1,7 +1,6 @@
 #include "model/conv_pool.h"
 
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 #include <torch/torch.h>
@@ -302,32 +301,23 @@ std::optional<std::pair<int64_t, int64_t>> fused_padding(const torch::Tensor& in
                                                          at::IntArrayRef kernel_size, at::IntArrayRef pool_stride,
                                                          at::IntArrayRef pool_padding, at::IntArrayRef pool_dilation,
                                                          bool ceil_mode) {
-  if (!torch::GradMode::is_enabled() || !input.defined() || !input.requires_grad()) return std::nullopt;
-  if (at::autocast::is_cpu_enabled() || ceil_mode || groups != 1) return std::nullopt;
-  if (input.dim() != 4 || weight.dim() != 4 || input.size(1) != 1 || weight.size(1) != 1) return std::nullopt;
-  if (input.numel() == 0 || weight.numel() == 0) return std::nullopt;  // ATen's operators and their errors
-  if (input.scalar_type() != torch::kFloat || weight.scalar_type() != torch::kFloat) return std::nullopt;
-  if (!input.device().is_cpu() || !weight.device().is_cpu() || input.is_mkldnn() || weight.is_mkldnn() ||
-      input.is_quantized()) {
-    return std::nullopt;
-  }
+  // The convolution's conditions are those of rewrite 3's kernel (a channels-last gradient pass
+  // through a one-input-channel fp32 convolution, model/conv2d.h); the fused case narrows them.
+  if (!own_conv2d_input_gradient(input, weight, stride, padding, dilation, groups)) return std::nullopt;
+  if (ceil_mode || input.numel() == 0 || weight.numel() == 0) return std::nullopt;  // ATen's errors for empty ones
   if (bias && bias->defined() &&
       (bias->dim() != 1 || bias->size(0) != weight.size(0) || bias->scalar_type() != torch::kFloat ||
        !bias->device().is_cpu())) {
     return std::nullopt;
   }
-  // Only channels-last passes: NCHW ones stay bit for bit the module's (model/forward_graph.h).
-  if (input.suggest_memory_format() != at::MemoryFormat::ChannelsLast) return std::nullopt;
-  if ((weight.size(2) + 1) * (weight.size(3) + 1) > kLanes) return std::nullopt;
-  if (!is_pair(stride, std::make_pair(1, 1), 1, 1) || !is_pair(dilation, std::make_pair(1, 1), 1, 1)) {
+  if ((weight.size(2) + 1) * (weight.size(3) + 1) > kLanes || !is_pair(stride, std::make_pair(1, 1), 1, 1)) {
     return std::nullopt;
   }
   if (!is_pair(kernel_size, std::nullopt, 2, 2) || !is_pair(pool_stride, std::make_pair(2, 2), 2, 2) ||
       !is_pair(pool_padding, std::make_pair(0, 0), 0, 0) || !is_pair(pool_dilation, std::make_pair(1, 1), 1, 1)) {
     return std::nullopt;
   }
-  const auto p = int_pair(padding, std::make_pair(0, 0));
-  if (!p || p->first < 0 || p->second < 0) return std::nullopt;
+  const auto p = int_pair(padding, std::make_pair(0, 0));  // checked by own_conv2d_input_gradient
   // A convolution output smaller than one window: ATen's operators and their errors.
   if (input.size(2) + 2 * p->first - weight.size(2) + 1 < 2 || input.size(3) + 2 * p->second - weight.size(3) + 1 < 2) {
     return std::nullopt;
