@@ -25,7 +25,8 @@ DEB_PACKAGES := cmake make g++ clang libclang-rt-dev ccache pkg-config zlib1g-de
   libcpp-httplib-dev libssl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
   libyaml-cpp-dev libsqlite3-dev libsqlitecpp-dev sqlite3 libpqxx-dev postgresql libgloo-dev \
   prometheus wrk openssl curl libjs-chart.js chromium \
-  python3-jsonschema python3-yaml
+  python3-jsonschema python3-yaml \
+  libpng-dev libjpeg62-turbo-dev libzip-dev python3-torchvision python3-pil
 
 # ccache across precompiled headers (see docs/BUILDING.md).
 export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime

@@ -6,6 +6,9 @@ BUILD=${1:-build}
 MODEL=${2:-$BUILD/demo/baseline.pt}
 [ -f "$MODEL" ] || MODEL=-   # no demo model yet: attack_throughput trains one for an epoch
 
+echo "== decode: image-folder PNG decode rate, 32x32 and 224x224 =="
+"$BUILD/bench/decode"
+
 echo "== train_throughput: wall clock, paired rounds =="
 "$BUILD/bench/train_throughput"
 

@@ -7,6 +7,7 @@
 #include "attack/attack.h"
 #include "attack/squeeze.h"
 #include "cli/common.h"
+#include "cli/data_flags.h"
 #include "cli/run_record.h"
 #include "core/error.h"
 #include "core/files.h"
@@ -19,7 +20,7 @@ namespace {
 
 struct AttackFlags {
   std::string model;
-  std::string data = "fashion-mnist";
+  DataFlags data;
   std::string attacks = "auto";
   std::string eps = "0.1";
   std::string norm = "linf";
@@ -98,7 +99,7 @@ void run_attack(const AttackFlags& f, const CLI::App& cmd, const GlobalOptions& 
   model::Model m = model::Model::load(f.model);
   o.settings.lo = m.spec().lo;
   o.settings.hi = m.spec().hi;
-  const auto d = data::load_dataset(f.data, data::Split::kTest).head(f.n, "--n");
+  const auto d = load_for_model(f.data, data::Split::kTest, m, !f.quiet).head(f.n, "--n");
   m.check_input(d.images.narrow(0, 0, 1));
   const auto x = d.inputs(), y = d.targets();
 
@@ -153,8 +154,7 @@ void register_attack(CLI::App& app, GlobalOptions& g) {
   auto flags = std::make_shared<AttackFlags>();
   auto* cmd = app.add_subcommand("attack", "Evaluate robustness: run evasion attacks and report robust accuracy");
   cmd->add_option("--model", flags->model, "Model file (.pt)")->required();
-  cmd->add_option("--data", flags->data, "fashion-mnist, or a directory in the MNIST IDX layout")
-      ->capture_default_str();
+  add_data_options(cmd, flags->data);
   cmd->add_option("--attacks", flags->attacks, "Comma list of fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square; or auto")
       ->capture_default_str();
   cmd->add_option("--eps", flags->eps, "Comma list of perturbation budgets")->capture_default_str();

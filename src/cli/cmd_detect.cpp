@@ -8,6 +8,7 @@
 
 #include "attack/factory.h"
 #include "cli/common.h"
+#include "cli/data_flags.h"
 #include "cli/run_record.h"
 #include "core/digest.h"
 #include "core/error.h"
@@ -22,7 +23,7 @@ namespace {
 
 struct CalibrateFlags {
   std::string model;
-  std::string data = "fashion-mnist";
+  DataFlags data;
   std::string detectors = "max-softmax,pca";
   std::string squeezers = "bits:4,median:2";
   double fpr = 0.01;
@@ -33,7 +34,7 @@ struct CalibrateFlags {
 
 struct EvaluateFlags {
   std::string model, calibration;
-  std::string data = "fashion-mnist";
+  DataFlags data;
   std::string attacks = "fgsm,pgd,apgd-ce,square";
   std::string eps = "0.1";
   int64_t n = 1000;
@@ -68,7 +69,7 @@ void run_calibrate(const CalibrateFlags& f, const GlobalOptions& g) {
   m.set_training(false);
   // Held-out clean data the model never trained on: the validation part of the training split
   // `bulwark train` used (same seed and fraction), so the test set stays for evaluation.
-  const auto train = data::load_dataset(f.data, data::Split::kTrain);
+  const auto train = load_for_model(f.data, data::Split::kTrain, m);
   m.check_input(train.images.narrow(0, 0, 1));
   const auto split = data::split_train_validation(train, f.val_fraction, m.spec().seed);
   const auto fit = split.train.head(std::min(f.fit_n, split.train.size()), "--fit-n");
@@ -135,7 +136,7 @@ void run_evaluate(const EvaluateFlags& f, const CLI::App& cmd, const GlobalOptio
   o.settings.lo = m.spec().lo;
   o.settings.hi = m.spec().hi;
   const auto set = detect::DetectorSet::load(f.calibration, m, sha256_file_hex(f.model));
-  const auto test = data::load_dataset(f.data, data::Split::kTest);
+  const auto test = load_for_model(f.data, data::Split::kTest, m, !f.quiet);
   if (f.offset < 0 || f.offset + f.n > test.size()) {
     throw invalid_argument("--offset + --n must be <= " + std::to_string(test.size()) + " test images");
   }
@@ -169,7 +170,7 @@ void register_detect(CLI::App& app, GlobalOptions& g) {
   auto cf = std::make_shared<CalibrateFlags>();
   auto* cal = cmd->add_subcommand("calibrate", "Fit detectors on clean held-out data and store thresholds");
   cal->add_option("--model", cf->model, "Model file (.pt)")->required();
-  cal->add_option("--data", cf->data, "fashion-mnist, or a directory in the MNIST IDX layout")->capture_default_str();
+  add_data_options(cal, cf->data);
   cal->add_option("--detectors", cf->detectors, "Comma list of max-softmax, entropy, squeeze, mahalanobis, pca")
       ->capture_default_str();
   cal->add_option("--squeezers", cf->squeezers, "Comma list of squeezers for 'squeeze' (bits:N, median:K)")
@@ -186,7 +187,7 @@ void register_detect(CLI::App& app, GlobalOptions& g) {
   auto* ev = cmd->add_subcommand("evaluate", "Attack held-out points; AUROC and TPR per detector, attack and eps");
   ev->add_option("--model", ef->model, "Model file (.pt)")->required();
   ev->add_option("--calibration", ef->calibration, "Calibration file from detect calibrate")->required();
-  ev->add_option("--data", ef->data, "fashion-mnist, or a directory in the MNIST IDX layout")->capture_default_str();
+  add_data_options(ev, ef->data);
   ev->add_option("--attacks", ef->attacks, "Comma list of fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, square")
       ->capture_default_str();
   ev->add_option("--eps", ef->eps, "Comma list of L-inf budgets")->capture_default_str();

@@ -7,6 +7,7 @@
 
 #include "attack/attack.h"
 #include "cli/common.h"
+#include "cli/data_flags.h"
 #include "cli/run_record.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -22,7 +23,7 @@ namespace {
 struct HardenFlags {
   std::string model, out;
   std::string registry;  // record the run there
-  std::string data = "fashion-mnist";
+  DataFlags data;
   std::string norm = "linf";
   std::string attack_precision = "fp32";
   defense::HardenOptions o;
@@ -66,9 +67,11 @@ void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
   f.o.validate();
   if (!(f.val_fraction > 0 && f.val_fraction < 0.9)) throw invalid_argument("--val-fraction must be in (0, 0.9)");
 
-  auto train_set = data::load_dataset(f.data, data::Split::kTrain);
+  auto train_set = load_for_model(f.data, data::Split::kTrain, m, !f.quiet);
   if (f.limit > 0) train_set = train_set.head(f.limit, "--limit");
-  const auto test = data::load_dataset(f.data, data::Split::kTest).head(f.eval_n, "--eval-n");
+  const auto test = load_for_model(f.data, data::Split::kTest, m, !f.quiet).head(f.eval_n, "--eval-n");
+  require_held_out(train_set, test);
+  f.o.augment = augment_for(f.data, m.spec().input_shape[0]);
   const auto split = data::split_train_validation(train_set, f.val_fraction, g.seed);
 
   const double std_s = lead ? standard_seconds_per_image(m, split.train, f.o.batch_size) : 0;
@@ -145,7 +148,8 @@ void register_harden(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--clean-weight", f->o.clean_weight, "PGD-AT and Fast-AT: weight of the clean loss (the rest on the adversarial loss)")->capture_default_str();
   cmd->add_option("--warmup-epochs", f->o.warmup_epochs, "Ramp eps from 0 over this many epochs")->capture_default_str();
   cmd->add_option("--budget-minutes", f->budget_minutes, "Stop at the best checkpoint when time runs out");
-  cmd->add_option("--data", f->data, "fashion-mnist or an MNIST-layout directory")->capture_default_str();
+  add_data_options(cmd, f->data);
+  add_augment_options(cmd, f->data);
   cmd->add_option("--limit", f->limit, "Use the first N training images")->check(CLI::PositiveNumber);
   cmd->add_option("--val-fraction", f->val_fraction, "Held-out validation fraction")->capture_default_str();
   cmd->add_option("--val-n", f->o.validation_n, "Validation points for PGD-10 checkpoint selection")->capture_default_str();

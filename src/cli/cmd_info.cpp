@@ -20,7 +20,6 @@ void run_info(const std::string& path, const GlobalOptions& g) {
   j["path"] = path;
   j["parameters"] = m.parameter_count();
   j["has_features"] = m.has_features();
-  j["spec_assumed"] = s.assumed;
   std::vector<std::pair<std::string, std::string>> rows = {
       {"path", path},
       {"arch", s.arch},
@@ -31,7 +30,14 @@ void run_info(const std::string& path, const GlobalOptions& g) {
       {"dataset", s.dataset.empty() ? "-" : s.dataset},
       {"seed", std::to_string(s.seed)},
   };
-  if (s.assumed) rows.push_back({"spec", "none in the archive: defaults assumed (add " + path + ".json)"});
+  if (s.normalises()) {
+    std::string mean, std;
+    for (size_t i = 0; i < s.mean.size(); ++i) {
+      mean += (i ? "," : "") + std::to_string(s.mean[i]);
+      std += (i ? "," : "") + std::to_string(s.std[i]);
+    }
+    rows.push_back({"normalise", "(x - [" + mean + "]) / [" + std + "], applied by Bulwark"});
+  }
   if (s.training.contains("test_accuracy")) {
     rows.push_back({"trained", percent(s.training["test_accuracy"].get<double>()) + " clean test accuracy, " +
                                    std::to_string(s.training["options"].value("epochs", 0)) + " epochs"});

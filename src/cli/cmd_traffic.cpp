@@ -10,6 +10,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "model/spec.h"
 #include "traffic/traffic.h"
 
 namespace bulwark::cli {
@@ -22,6 +23,7 @@ struct TrafficFlags {
   std::string token_file, feedback_token_file;
   bool no_feedback = false;
   bool quiet = false;
+  std::string input_shape;
 };
 
 // The first line of a secret file, without surrounding whitespace; errors name the flag.
@@ -125,6 +127,7 @@ void run_traffic_command(TrafficFlags& f, const GlobalOptions& g) {
   o.feedback = !f.no_feedback;
   o.progress = !f.quiet;
   if (g.json && o.out == "-") throw invalid_argument("--out - and --json both want stdout; give --out a file");
+  if (!f.input_shape.empty()) o.input_shape = model::parse_shape(f.input_shape, "--input-shape");
   o.validate();
   resolve_tokens(f, o.client);
 
@@ -164,8 +167,11 @@ void register_traffic(CLI::App& app, GlobalOptions& g) {
                                  "Drive a V2 endpoint with timed benign and attacked traffic; log accuracy per second");
   cmd->add_option("--url", o.client.url, "Server base URL, e.g. http://127.0.0.1:8000")->required();
   cmd->add_option("--model", o.client.model, "Served model name")->required();
-  cmd->add_option("--data", o.data, "fashion-mnist, or a directory in the MNIST IDX layout (test split)")
+  cmd->add_option("--data", o.data, "Test split of: fashion-mnist, an IDX, CIFAR or .npz dataset, or an image folder "
+                                    "(docs/data.md)")
       ->capture_default_str();
+  cmd->add_option("--input-shape", flags->input_shape,
+                  "C,H,W of the served model: image folders are converted and resized to it (V2 metadata shows it)");
   cmd->add_option("--phase", flags->phases,
                   "KIND:SECONDS[:EPS[:MODEL]], repeatable, run in order; KIND benign, fgsm, pgd (crafted against a "
                   "local model), square (queries the endpoint)")

@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include "cli/common.h"
+#include "cli/data_flags.h"
 #include "cli/run_record.h"
 #include "core/progress.h"
 #include "data/dataset.h"
@@ -14,10 +15,14 @@ namespace {
 
 struct TrainFlags {
   std::string arch = "cnn";
-  std::string data = "fashion-mnist";
+  DataFlags data;
+  std::string input_shape;  // image folders: resize to this
   int64_t epochs = 3;
   int64_t batch = 128;
   double lr = 1e-3;
+  std::string optimizer = "adam";
+  double weight_decay = 0;
+  std::string schedule = "constant";
   double val_fraction = 0.05;
   int64_t limit = 0;       // 0 = whole training set
   int64_t test_limit = 0;  // 0 = whole test set
@@ -40,16 +45,26 @@ void run_train(const TrainFlags& f, const CLI::App& cmd, const GlobalOptions& g)
                            .epochs(f.epochs)
                            .batch_size(f.batch)
                            .lr(f.lr)
+                           .optimizer(f.optimizer)
+                           .weight_decay(f.weight_decay)
+                           .cyclic_lr(f.schedule == "one-cycle")
                            .validation_fraction(f.val_fraction)
                            .seed(g.seed)
                            .process_group(group)
                            .channels_last(!f.nchw)
                            .progress(!f.quiet);
-  data::Dataset train_set = data::load_dataset(f.data, data::Split::kTrain);
-  data::Dataset test_set = data::load_dataset(f.data, data::Split::kTest);
+  data::LoadOptions load = load_options(f.data, nullptr, !f.quiet);
+  if (!f.input_shape.empty()) load.shape = model::parse_shape(f.input_shape, "--input-shape");
+  data::Dataset train_set = data::load_dataset(f.data.data, data::Split::kTrain, load);
+  data::Dataset test_set = data::load_dataset(f.data.data, data::Split::kTest, load);
+  require_held_out(train_set, test_set);
+  if (test_set.class_names != train_set.class_names) {
+    throw invalid_argument("--data " + f.data.data + ": the test split's classes differ from the training split's");
+  }
   if (f.limit > 0) train_set = train_set.head(f.limit, "--limit");
   if (f.test_limit > 0) test_set = test_set.head(f.test_limit, "--test-limit");
   const auto split = data::split_train_validation(train_set, options.validation_fraction(), g.seed);
+  const auto train_options = train::TrainOptions(options).augment(augment_for(f.data, train_set.images.size(1)));
 
   model::ModelSpec spec = model::default_spec();
   spec.input_shape = {train_set.images.size(1), train_set.images.size(2), train_set.images.size(3)};
@@ -58,11 +73,11 @@ void run_train(const TrainFlags& f, const CLI::App& cmd, const GlobalOptions& g)
   model::Model m = model::create_model(f.arch, spec, g.seed);
 
   train::CrossEntropyObjective objective;
-  const train::TrainResult result = train::fit(m, split.train, split.validation, options, objective);
+  const train::TrainResult result = train::fit(m, split.train, split.validation, train_options, objective);
   if (!lead) return finish_rank(group);
   const train::EvalResult test = train::evaluate(m, test_set);
 
-  m.mutable_spec().training = {{"options", options.to_json()},
+  m.mutable_spec().training = {{"options", train_options.to_json()},
                                {"objective", objective.to_json()},
                                {"result", result.to_json()},
                                {"test_accuracy", test.accuracy()},
@@ -96,11 +111,21 @@ void run_train(const TrainFlags& f, const CLI::App& cmd, const GlobalOptions& g)
 void register_train(CLI::App& app, GlobalOptions& g) {
   auto flags = std::make_shared<TrainFlags>();
   auto* cmd = app.add_subcommand("train", "Train a model from the zoo and save it (TorchScript + spec)");
-  cmd->add_option("--model", flags->arch, "Architecture: mlp, cnn-small, cnn")->capture_default_str();
-  cmd->add_option("--data", flags->data, "fashion-mnist, or a directory in the MNIST IDX layout")->capture_default_str();
+  cmd->add_option("--model", flags->arch, "Architecture: mlp, cnn-small, cnn, resnet18, preact-resnet18 (the CIFAR variants)")->capture_default_str();
+  add_data_options(cmd, flags->data);
+  add_augment_options(cmd, flags->data);
+  cmd->add_option("--input-shape", flags->input_shape,
+                  "C,H,W to convert image folders to (default: RGB at the images' own size)");
   cmd->add_option("--epochs", flags->epochs, "Epochs")->capture_default_str();
   cmd->add_option("--batch", flags->batch, "Batch size")->capture_default_str();
-  cmd->add_option("--lr", flags->lr, "Adam learning rate")->capture_default_str();
+  cmd->add_option("--lr", flags->lr, "Learning rate (peak rate with --lr-schedule one-cycle)")->capture_default_str();
+  cmd->add_option("--optimizer", flags->optimizer, "adam, or sgd (momentum 0.9; the ResNet recipe)")
+      ->check(CLI::IsMember({"adam", "sgd"}))
+      ->capture_default_str();
+  cmd->add_option("--weight-decay", flags->weight_decay, "Weight decay (e.g. 5e-4 with sgd)")->capture_default_str();
+  cmd->add_option("--lr-schedule", flags->schedule, "constant or one-cycle")
+      ->check(CLI::IsMember({"constant", "one-cycle"}))
+      ->capture_default_str();
   cmd->add_option("--val-fraction", flags->val_fraction, "Held-out validation fraction of the training set")
       ->capture_default_str();
   cmd->add_option("--limit", flags->limit, "Use only the first N training images")->check(CLI::PositiveNumber);

@@ -54,6 +54,7 @@ std::string with_commas(int64_t n);
 void register_train(CLI::App& app, GlobalOptions& g);
 void register_eval(CLI::App& app, GlobalOptions& g);
 void register_info(CLI::App& app, GlobalOptions& g);
+void register_import(CLI::App& app, GlobalOptions& g);
 void register_attack(CLI::App& app, GlobalOptions& g);
 void register_harden(CLI::App& app, GlobalOptions& g);
 void register_serve(CLI::App& app, GlobalOptions& g);  // and `token`

@@ -29,6 +29,7 @@ int run(int argc, char** argv) {
   bulwark::cli::register_train(app, g);
   bulwark::cli::register_eval(app, g);
   bulwark::cli::register_info(app, g);
+  bulwark::cli::register_import(app, g);
   bulwark::cli::register_attack(app, g);
   bulwark::cli::register_harden(app, g);
   bulwark::cli::register_serve(app, g);

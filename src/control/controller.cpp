@@ -269,7 +269,10 @@ void Controller::gate_and_promote() {
   // The candidate's own detectors and monitor reference, on the held-out part of the split its
   // job trained on (the production version's calibration is bound to the production model).
   const auto& h = policy_.hardening;
-  auto train = data::load_dataset(h.data, data::Split::kTrain);
+  data::LoadOptions load;
+  load.shape = candidate.spec().input_shape;
+  load.progress = false;
+  auto train = data::load_dataset(h.data, data::Split::kTrain, load);
   if (h.limit > 0 && h.limit < train.size()) train = train.head(h.limit, "policy.hardening.limit");
   const auto split = data::split_train_validation(train, h.validation_fraction(train.size()), h.seed);
   detect::CalibrationOptions co;
@@ -283,7 +286,7 @@ void Controller::gate_and_promote() {
   const std::string calibration_path = job_dir + "/candidate.detect";
   set.save(calibration_path);
 
-  const auto test = data::load_dataset(h.data, data::Split::kTest);
+  const auto test = data::load_dataset(h.data, data::Split::kTest, load);
   const auto gate = run_gate(candidate, production, test, policy_.gate, h.seed);
   {
     std::lock_guard<std::mutex> lock(mu_);

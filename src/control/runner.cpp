@@ -77,7 +77,11 @@ class ThreadRunner : public JobRunner {
       o.threat.hi = m.spec().hi;
       o.cancel = cancel_;
       o.validate();
-      auto train = data::load_dataset(job.policy.data, data::Split::kTrain);
+      data::LoadOptions load;
+      load.shape = m.spec().input_shape;
+      load.progress = false;
+      auto train = data::load_dataset(job.policy.data, data::Split::kTrain, load);
+      o.augment = m.spec().input_shape[0] == 3;  // the CLI's default for RGB
       if (job.policy.limit > 0 && job.policy.limit < train.size()) train = train.head(job.policy.limit, "policy.hardening.limit");
       const auto split =
           data::split_train_validation(train, job.policy.validation_fraction(train.size()), job.policy.seed);

@@ -1,4 +1,5 @@
-// data/dataset.h — labelled image datasets held in memory as uint8, scaled to [0,1] per batch.
+// data/dataset.h — labelled image datasets held in memory as uint8, scaled to [0,1] per batch, and
+// the one entry point that reads every format `--data` accepts (docs/data.md).
 #pragma once
 
 #include <cstdint>
@@ -13,9 +14,12 @@ enum class Split { kTrain, kTest };
 
 struct Dataset {
   std::string name;                      // "fashion-mnist" or the directory it came from
+  std::string split;                     // "train", "test", "val", or "given" (one split named directly)
   torch::Tensor images;                  // uint8 [N, C, H, W]
   torch::Tensor labels;                  // int64 [N]
   std::vector<std::string> class_names;  // index = label
+  int64_t ignored_files = 0;             // image folders: files without an image extension (as torchvision)
+  int64_t refused_files = 0;             // image folders with skip_bad: files that did not decode
 
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
   // Images as float in [0,1]; `indices` selects rows (int64), undefined = all.
@@ -29,10 +33,31 @@ struct Dataset {
 // The packaged Fashion-MNIST (Debian's dataset-fashion-mnist).
 constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
-// `source` is "fashion-mnist" or a directory in the MNIST layout:
-// {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. Class names: Fashion-MNIST's for
-// "fashion-mnist", "0".."9" otherwise.
-Dataset load_dataset(const std::string& source, Split split);
+// How to read a source. `shape` is the model's input C,H,W when a model is known: image folders are
+// converted to its channels and resized + centre-cropped to its size; tensor formats (IDX, CIFAR,
+// .npz) of another shape are refused, never converted. Empty: as stored (image folders as RGB, as
+// torchvision's default loader does, all of one size).
+struct LoadOptions {
+  std::vector<int64_t> shape;
+  bool skip_bad = false;  // image folders: count files that do not decode instead of failing
+  int64_t max_memory_bytes = int64_t{4} << 30;  // --max-memory: the decoded set must fit
+  int threads = 0;        // decode threads; 0 = all cores
+  bool progress = true;   // a progress bar on stderr for folders of more than a few thousand files
+};
+
+// `source` (`--data`) is one of:
+//  - "fashion-mnist", or a directory in the MNIST layout: {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz];
+//  - a CIFAR-10 / CIFAR-100 binary directory (data_batch_*.bin + test_batch.bin, or train.bin + test.bin),
+//    or one such file;
+//  - a NumPy .npz with x and y (one split), or x_train/y_train/x_test/y_test; or a directory with
+//    train.npz and test.npz;
+//  - an image folder in torchvision's ImageFolder layout: root/train/<class>/<file> and root/test/
+//    (or root/val/), or one split root/<class>/<file> given directly.
+// A source that is one split serves any `split` asked for; Dataset::split says "given".
+Dataset load_dataset(const std::string& source, Split split, const LoadOptions& options = {});
+
+// Throws invalid_argument naming `flag` when the images are not [N, C, H, W] of `shape`.
+void check_shape(const Dataset& d, const std::vector<int64_t>& shape, const std::string& flag = "--data");
 
 struct TrainValSplit {
   Dataset train;

@@ -81,7 +81,8 @@ nlohmann::json HardenOptions::to_json() const {
           {"fast_random_init", fast_random_init}, {"clean_weight", clean_weight}, {"warmup_epochs", warmup_epochs},
           {"budget_seconds", budget_seconds},     {"validation_n", validation_n}, {"guard", guard},
           {"seed", seed},                         {"attack_precision", attack::to_string(attack_precision)},
-          {"memory_format", channels_last ? "channels_last" : "contiguous"}};
+          {"memory_format", channels_last ? "channels_last" : "contiguous"},
+          {"augment", augment ? "crop4+flip" : "none"}};
 }
 
 nlohmann::json HardenResult::to_json() const { return {{"train", train.to_json()}, {"events", events}}; }
@@ -154,6 +155,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
                         .cancel_flag(o.cancel)
                         .process_group(o.group)
                         .channels_last(o.channels_last)
+                        .augment(o.augment)
                         .progress(o.progress);
   result.train = train::fit(m, train, validation, opts, *objective, hook);
   return result;

@@ -43,6 +43,7 @@ struct HardenOptions {
   // checkpoint selection stay fp32.
   attack::Precision attack_precision = attack::Precision::kFp32;
   bool channels_last = true;  // train::TrainOptions::channels_last
+  bool augment = false;       // train::TrainOptions::augment (crop + flip; the CLI's default for RGB)
   bool progress = true;
   std::shared_ptr<const std::atomic<bool>> cancel;  // true: stop at the next batch (closed loop)
   // Data-parallel over this group (train::fit): batch_size is the global batch; each rank makes

@@ -25,24 +25,28 @@ std::string shape_string(at::IntArrayRef dims) {
   return out + "]";
 }
 
-// Defaults for an archive without a spec: run a probe input to learn the class count.
-ModelSpec assumed_spec(torch::jit::Module& module, const std::string& path) {
-  ModelSpec spec = default_spec();
+// A probe forward in eval mode (the caller set it): the module must take [2, C, H, W] and return
+// logits [2, classes].
+int64_t probe_classes(torch::jit::Module& module, const ModelSpec& spec, const std::string& path) {
   torch::NoGradGuard no_grad;  // not InferenceMode: a TorchScript module run under it cannot train afterwards
+  const auto& s = spec.input_shape;
+  torch::Tensor x = torch::full({2, s[0], s[1], s[2]}, 0.5f * (spec.lo + spec.hi));
+  if (spec.normalises()) {
+    x = (x - torch::tensor(spec.mean).view({1, -1, 1, 1})) / torch::tensor(spec.std).view({1, -1, 1, 1});
+  }
   torch::Tensor out;
   try {
-    out = module.forward({torch::zeros({1, spec.input_shape[0], spec.input_shape[1], spec.input_shape[2]})})
-              .toTensor();
+    out = module.forward({x}).toTensor();
   } catch (const std::exception& e) {
-    throw data_format(path + ": has no Bulwark spec (bulwark.json inside or " + path +
-                      ".json beside it) and does not accept a 1x28x28 input: " + first_line(e.what()));
+    throw data_format(path + ": does not accept an input " + shape_string(x.sizes()) + " (--input-shape " +
+                      std::to_string(s[0]) + "," + std::to_string(s[1]) + "," + std::to_string(s[2]) +
+                      "): " + first_line(e.what()));
   }
-  if (out.dim() != 2 || out.size(0) != 1) {
-    throw data_format(path + ": forward() must return logits [N, classes], returned " + shape_string(out.sizes()));
+  if (out.dim() != 2 || out.size(0) != 2) {
+    throw data_format(path + ": forward() must return logits [N, classes], returned " + shape_string(out.sizes()) +
+                      " for an input of 2 images");
   }
-  spec = default_spec(out.size(1));
-  spec.assumed = true;
-  return spec;
+  return out.size(1);
 }
 
 void check_fits(const std::vector<torch::Tensor>& model, const std::vector<torch::Tensor>& saved, const char* what) {
@@ -69,6 +73,10 @@ Model::Model(torch::jit::Module module, ModelSpec spec) : module_(std::move(modu
   // the same attribute names may not.
   linear_head_ = has_features_ && spec_.arch != "torchscript" && module_.hasattr("head_weight") &&
                  module_.hasattr("head_bias");
+  if (spec_.normalises()) {
+    mean_ = torch::tensor(spec_.mean).view({1, -1, 1, 1});
+    std_ = torch::tensor(spec_.std).view({1, -1, 1, 1});
+  }
   use_forward_graph(true);
 }
 
@@ -101,11 +109,41 @@ Model Model::load(const std::string& path) {
   module.eval();  // before the probe below: in train mode it would update BatchNorm statistics
   ModelSpec spec;
   if (spec_text.empty()) {
-    spec = assumed_spec(module, path);
+    throw data_format(path + ": has no Bulwark spec (input shape, normalisation, classes), and Bulwark does not "
+                      "guess one; write it in with: bulwark import " + path +
+                      " --input-shape C,H,W [--mean ... --std ...] [--classes FILE | --data DIR] --out MODEL.bulwark.pt");
   } else {
     const auto j = nlohmann::json::parse(spec_text, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) throw data_format(path + ": spec (bulwark.json) is not valid JSON");
     spec = ModelSpec::from_json(j, path);
+  }
+  return Model(std::move(module), std::move(spec));
+}
+
+Model Model::import_torchscript(const std::string& path, ModelSpec spec) {
+  if (!file_exists(path)) throw not_found(path + ": no such model file");
+  use_plain_interpreter();
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, torch::kCPU);
+  } catch (const std::exception& e) {
+    throw data_format(path + ": not a loadable TorchScript archive (" + first_line(e.what()) +
+                      "); export it with torch.jit.script or torch.jit.trace and save it");
+  }
+  if (!module.find_method("forward")) throw data_format(path + ": TorchScript module has no forward()");
+  module.eval();  // the probe must not update BatchNorm statistics
+  // Checks the spec's own fields (shape, normalisation per channel) before the probe uses them.
+  spec.class_names = spec.class_names.empty() ? std::vector<std::string>{"0"} : spec.class_names;
+  const bool named = spec.class_names.size() > 1 || spec.class_names[0] != "0";
+  spec = ModelSpec::from_json(spec.to_json(), path);
+  const int64_t classes = probe_classes(module, spec, path);
+  if (named && classes != spec.num_classes()) {
+    throw data_format(path + ": returns " + std::to_string(classes) + " logits per image but " +
+                      std::to_string(spec.num_classes()) + " class names were given");
+  }
+  if (!named) {
+    spec.class_names.clear();
+    for (int64_t i = 0; i < classes; ++i) spec.class_names.push_back(std::to_string(i));
   }
   return Model(std::move(module), std::move(spec));
 }
@@ -137,9 +175,16 @@ void Model::check_input(const torch::Tensor& x) const {
   }
 }
 
+torch::Tensor Model::normalise(const torch::Tensor& x) const {
+  if (!spec_.normalises()) return x;
+  // Autograd flows through: attacks take gradients in pixel space.
+  return (x - mean_) / std_;
+}
+
 torch::Tensor Model::logits(const torch::Tensor& x) const {
-  if (forward_graph_) return (*forward_graph_)(module_, x);
-  return const_cast<torch::jit::Module&>(module_).forward({x}).toTensor();
+  const torch::Tensor in = normalise(x);
+  if (forward_graph_) return (*forward_graph_)(module_, in);
+  return const_cast<torch::jit::Module&>(module_).forward({in}).toTensor();
 }
 
 int Model::forward_graph_rewrites() const { return forward_graph_ ? forward_graph_->rewrites().total() : 0; }
@@ -148,7 +193,7 @@ bool Model::has_features() const { return has_features_; }
 
 torch::Tensor Model::features(const torch::Tensor& x) const {
   if (!has_features_) throw invalid_argument("model '" + spec_.arch + "' does not expose features()");
-  return const_cast<torch::jit::Module&>(module_).run_method("features", x).toTensor();
+  return const_cast<torch::jit::Module&>(module_).run_method("features", normalise(x)).toTensor();
 }
 
 std::pair<torch::Tensor, torch::Tensor> Model::logits_and_features(const torch::Tensor& x) const {

@@ -29,9 +29,13 @@ struct ModelState {
 // safe (TorchScript's interpreter is re-entrant).
 class Model {
  public:
-  // Loads a TorchScript archive; its spec comes from the archive, else a "<path>.json" sidecar,
-  // else defaults (spec().assumed = true). Bad files throw naming the path.
+  // Loads a TorchScript archive; its spec comes from the archive, else a "<path>.json" sidecar. An
+  // archive with neither is refused with a message naming `bulwark import` (no shape is guessed).
+  // Bad files throw naming the path.
   static Model load(const std::string& path);
+  // A TorchScript archive from PyTorch with the spec given here (what `bulwark import` writes in):
+  // a probe forward in eval mode checks that it takes [2, C, H, W] and returns [2, classes].
+  static Model import_torchscript(const std::string& path, ModelSpec spec);
   // Wraps an already-built module (zoo, tests).
   Model(torch::jit::Module module, ModelSpec spec);
 
@@ -39,7 +43,8 @@ class Model {
   void save(const std::string& path) const;
   Model clone() const;
 
-  // Logits for a float batch [N, C, H, W]; autograd follows the caller's mode. Runs the module's
+  // Logits for a float batch [N, C, H, W] of pixels in the spec's range (normalised here by the
+  // spec's mean/std when it has them); autograd follows the caller's mode. Runs the module's
   // forward through model/forward_graph.h's exact rewrites when any applies.
   torch::Tensor logits(const torch::Tensor& x) const;
   // How many rewrites that graph holds (0: logits() runs the module's forward as it is).
@@ -88,7 +93,9 @@ class Model {
 
  private:
   friend class EvalMode;
+  torch::Tensor normalise(const torch::Tensor& x) const;
   torch::jit::Module module_;
+  torch::Tensor mean_, std_;  // [1, C, 1, 1] when the spec normalises
   ModelSpec spec_;
   std::shared_ptr<const ForwardGraph> forward_graph_;  // shared by copies, like module_
   bool has_features_ = false;

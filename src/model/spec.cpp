@@ -9,9 +9,13 @@
 namespace bulwark::model {
 
 nlohmann::json ModelSpec::to_json() const {
-  return {{"format", kSpecFormat}, {"arch", arch},         {"input_shape", input_shape},
+  nlohmann::json j = {{"format", kSpecFormat}, {"arch", arch},         {"input_shape", input_shape},
           {"value_range", {lo, hi}}, {"class_names", class_names}, {"dataset", dataset},
           {"seed", seed},            {"training", training},       {"hardening", hardening}};
+  if (normalises()) {
+    j["normalize"] = {{"mean", mean}, {"std", std}};
+  }
+  return j;
 }
 
 ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where) {
@@ -45,6 +49,23 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
     s.seed = j.value("seed", uint64_t{0});
     s.training = j.value("training", nlohmann::json::object());
     s.hardening = j.value("hardening", nlohmann::json::object());
+    if (j.contains("normalize")) {
+      const auto& n = j["normalize"];
+      if (!n.is_object() || !n.contains("mean") || !n.contains("std")) {
+        throw fail("field 'normalize' must be {\"mean\": [...], \"std\": [...]}");
+      }
+      for (const char* key : {"mean", "std"}) {
+        const auto& v = n[key];
+        if (!v.is_array() || !std::all_of(v.begin(), v.end(), [](const nlohmann::json& x) { return x.is_number(); })) {
+          throw fail(std::string("field 'normalize.") + key + "' must be an array of numbers");
+        }
+        for (const auto& x : v) {
+          if (!(std::abs(x.get<double>()) <= 1e6)) throw fail(std::string("field 'normalize.") + key + "' must be finite");
+        }
+      }
+      s.mean = n["mean"].get<std::vector<float>>();
+      s.std = n["std"].get<std::vector<float>>();
+    }
   } catch (const nlohmann::json::exception& e) {
     throw fail(std::string("is malformed: ") + e.what());
   }
@@ -53,6 +74,15 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
     if (d <= 0 || d > 4096) throw fail("field 'input_shape' has a dimension outside 1..4096");
   }
   if (!(s.lo < s.hi)) throw fail("field 'value_range' must have lo < hi");
+  if (s.normalises()) {
+    if (s.mean.size() != static_cast<size_t>(s.input_shape[0]) || s.std.size() != s.mean.size()) {
+      throw fail("field 'normalize' must have one mean and one std per input channel (" +
+                 std::to_string(s.input_shape[0]) + ")");
+    }
+    for (const float v : s.std) {
+      if (!(v > 0.0f)) throw fail("field 'normalize.std' must be positive");
+    }
+  }
   if (s.class_names.empty() || s.class_names.size() > 100000) throw fail("field 'class_names' must have 1..100000 names");
   return s;
 }
@@ -61,6 +91,50 @@ ModelSpec default_spec(int64_t num_classes) {
   ModelSpec s;
   for (int64_t i = 0; i < num_classes; ++i) s.class_names.push_back(std::to_string(i));
   return s;
+}
+
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& flag) {
+  std::vector<int64_t> dims;
+  std::string cur;
+  auto push = [&] {
+    if (cur.empty() || cur.size() > 5 || cur.find_first_not_of("0123456789") != std::string::npos) {
+      throw invalid_argument(flag + " '" + text + "' must be C,H,W (e.g. 3,32,32)");
+    }
+    dims.push_back(std::stoll(cur));
+    cur.clear();
+  };
+  for (const char c : text) {
+    if (c == ',' || c == 'x') push();
+    else cur.push_back(c);
+  }
+  push();
+  if (dims.size() != 3) throw invalid_argument(flag + " '" + text + "' must have 3 numbers C,H,W (e.g. 3,32,32)");
+  for (const int64_t d : dims) {
+    if (d < 1 || d > 4096) throw invalid_argument(flag + " '" + text + "': each of C,H,W must be in 1..4096");
+  }
+  return dims;
+}
+
+std::vector<float> parse_floats(const std::string& text, const std::string& flag) {
+  std::vector<float> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const auto end = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, end - start);
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || !(std::abs(v) <= 1e6)) {
+      throw invalid_argument(flag + " '" + text + "': '" + item + "' is not a finite number");
+    }
+    out.push_back(static_cast<float>(v));
+    start = end + 1;
+  }
+  return out;
 }
 
 }  // namespace bulwark::model

@@ -18,20 +18,31 @@ struct ModelSpec {
   std::vector<int64_t> input_shape{1, 28, 28};  // C, H, W (batch dimension excluded)
   float lo = 0.0f;                              // valid input range, used by attacks and validation
   float hi = 1.0f;
+  // Per-channel normalisation the model expects, applied by Model before its module runs:
+  // (x - mean) / std. Empty: the module takes pixels in [lo, hi] as they are (or normalises inside).
+  // Attacks, eps and the valid range stay in pixel space, as RobustBench does.
+  std::vector<float> mean;
+  std::vector<float> std;
   std::vector<std::string> class_names;
   std::string dataset;
   uint64_t seed = 0;
   nlohmann::json training = nlohmann::json::object();   // summary written by `bulwark train`
   nlohmann::json hardening = nlohmann::json::object();  // written by `bulwark harden`
-  bool assumed = false;  // true when the archive had no spec and defaults were assumed
 
   int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }
+  bool normalises() const { return !mean.empty(); }
   nlohmann::json to_json() const;
   // Validates every field; errors name the field (prefixed by `where`, e.g. the file).
   static ModelSpec from_json(const nlohmann::json& j, const std::string& where);
 };
 
-// Fashion-MNIST-shaped defaults (1x28x28 in [0,1], 10 classes named "0".."9").
+// Fashion-MNIST-shaped defaults (1x28x28 in [0,1], 10 classes named "0".."9"), for the zoo's
+// builders and tests; a file without a spec never gets these (Model::load refuses it).
 ModelSpec default_spec(int64_t num_classes = 10);
+
+// "3x32x32" or "3,32,32" -> {3, 32, 32}; errors name `flag`.
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& flag);
+// "0.4914,0.4822,0.4465" -> floats; errors name `flag`.
+std::vector<float> parse_floats(const std::string& text, const std::string& flag);
 
 }  // namespace bulwark::model

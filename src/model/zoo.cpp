@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
+#include "model/resnet.h"
 
 namespace bulwark::model {
 namespace {
@@ -84,7 +85,7 @@ class ScriptBuilder {
 }  // namespace
 
 const std::vector<std::string>& zoo_architectures() {
-  static const std::vector<std::string> kArchs = {"mlp", "cnn-small", "cnn"};
+  static const std::vector<std::string> kArchs = {"mlp", "cnn-small", "cnn", "resnet18", "preact-resnet18"};
   return kArchs;
 }
 
@@ -92,6 +93,12 @@ Model create_model(const std::string& arch, ModelSpec spec, uint64_t seed) {
   if (spec.input_shape.size() != 3) throw invalid_argument("model input shape must be [C, H, W]");
   if (spec.class_names.empty()) throw invalid_argument("model needs at least one class");
   torch::manual_seed(seed);
+  if (arch == "resnet18" || arch == "preact-resnet18") {
+    spec.arch = arch;
+    spec.seed = seed;
+    auto module = build_resnet18(spec.input_shape, spec.num_classes(), arch == "preact-resnet18");
+    return Model(std::move(module), std::move(spec));
+  }
   ScriptBuilder b(arch, spec.input_shape);
   if (arch == "mlp") {
     b.flatten();
@@ -116,7 +123,6 @@ Model create_model(const std::string& arch, ModelSpec spec, uint64_t seed) {
   }
   spec.arch = arch;
   spec.seed = seed;
-  spec.assumed = false;
   torch::jit::Module module = b.finish(spec.num_classes());
   return Model(std::move(module), std::move(spec));
 }

@@ -11,7 +11,8 @@
 namespace bulwark::model {
 
 // "mlp" (784-256-128-10), "cnn-small" (conv16 4x4 s2, conv32 4x4 s2, fc100),
-// "cnn" (conv32 3x3, pool, conv64 3x3, pool, fc128).
+// "cnn" (conv32 3x3, pool, conv64 3x3, pool, fc128); "resnet18" and "preact-resnet18", the CIFAR
+// variants (model/resnet.h).
 const std::vector<std::string>& zoo_architectures();
 
 // Builds `arch` for `spec.input_shape` and `spec.class_names.size()` classes, seeded.

@@ -16,6 +16,7 @@ namespace bulwark::traffic {
 struct TrafficOptions {
   ClientOptions client;                // --url, --model, tokens, --timeout-s
   std::string data = "fashion-mnist";  // test split of this dataset (data::load_dataset)
+  std::vector<int64_t> input_shape;    // the served model's C,H,W: image folders are converted to it
   std::vector<Phase> phases;           // in order; attacker models resolved (resolve_attacker_models)
   double rate_per_s = 10;              // scheduled requests per second (open loop)
   double attacked_share = 0.5;         // in attack phases, this share of requests is attacked

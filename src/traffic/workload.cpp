@@ -56,7 +56,9 @@ torch::Tensor craft_transfer(const Phase& p, model::Model& m, const torch::Tenso
 Workload prepare_workload(const TrafficOptions& o) {
   o.validate();
   Workload w;
-  const auto d = data::load_dataset(o.data, data::Split::kTest);
+  data::LoadOptions load;
+  load.shape = o.input_shape;
+  const auto d = data::load_dataset(o.data, data::Split::kTest, load);
   if (o.offset + o.n > d.size()) {
     throw invalid_argument("--offset " + std::to_string(o.offset) + " + --n " + std::to_string(o.n) + " exceeds the " +
                            std::to_string(d.size()) + " test images of " + d.name);

@@ -29,6 +29,7 @@ EvalResult evaluate(const model::Model& m, const data::Dataset& d, int64_t batch
     for (int64_t i = 0; i < y.numel(); ++i) {
       if (t[i] >= k || p[i] >= k) throw invalid_argument("dataset label out of the model's class range");
       ++r.confusion[static_cast<size_t>(t[i])][static_cast<size_t>(p[i])];
+      r.predictions.push_back(p[i]);
     }
   }
   for (int64_t c = 0; c < k; ++c) {

@@ -17,6 +17,7 @@ struct EvalResult {
   std::vector<double> per_class_accuracy;        // index = label; NaN-free: classes absent report 0
   std::vector<int64_t> per_class_count;
   std::vector<std::vector<int64_t>> confusion;   // [true][predicted]
+  std::vector<int64_t> predictions;              // per image, in the dataset's order
   double seconds = 0;
 
   double accuracy() const { return n ? static_cast<double>(correct) / static_cast<double>(n) : 0.0; }

@@ -62,6 +62,17 @@ TrainOptions& TrainOptions::channels_last(bool v) {
   return *this;
 }
 
+TrainOptions& TrainOptions::optimizer(const std::string& v) {
+  if (v != "adam" && v != "sgd") throw invalid_argument("--optimizer must be adam or sgd, got '" + v + "'");
+  optimizer_ = v;
+  return *this;
+}
+
+TrainOptions& TrainOptions::augment(bool v) {
+  augment_ = v;
+  return *this;
+}
+
 TrainOptions& TrainOptions::cyclic_lr(bool v) {
   cyclic_lr_ = v;
   return *this;
@@ -75,10 +86,11 @@ double TrainOptions::lr_at(int64_t step, int64_t total, double elapsed_s) const 
 }
 
 nlohmann::json TrainOptions::to_json() const {
-  return {{"epochs", epochs_},   {"batch_size", batch_size_}, {"lr", lr_},     {"optimizer", "adam"},
+  return {{"epochs", epochs_},   {"batch_size", batch_size_}, {"lr", lr_},     {"optimizer", optimizer_},
           {"weight_decay", weight_decay_}, {"validation_fraction", validation_fraction_}, {"seed", seed_},
           {"budget_seconds", budget_seconds_}, {"lr_schedule", cyclic_lr_ ? "one-cycle" : "constant"},
           {"memory_format", channels_last_ ? "channels_last" : "contiguous"},
+          {"augment", augment_ ? "crop4+flip" : "none"},
           {"world_size", group_ ? group_->world_size() : 1}};
 }
 

@@ -22,6 +22,8 @@ class TrainOptions {
   TrainOptions& batch_size(int64_t v);
   TrainOptions& lr(double v);
   TrainOptions& weight_decay(double v);
+  // "adam" (default) or "sgd" (momentum 0.9, the ResNet recipe); --optimizer.
+  TrainOptions& optimizer(const std::string& v);
   TrainOptions& validation_fraction(double v);
   TrainOptions& seed(uint64_t v);
   TrainOptions& budget_seconds(double v);  // 0 = no budget
@@ -40,6 +42,9 @@ class TrainOptions {
   // NCHW again when it ends. On by default: several times faster pooling, results equal to
   // rounding (the sums run in another order); off, the run computes as before it existed.
   TrainOptions& channels_last(bool v);
+  // Random crop (padding 4) + horizontal flip of every training batch (data/augment.h): the standard
+  // augmentation for small RGB images. Off by default; the CLI turns it on for RGB data.
+  TrainOptions& augment(bool v);
 
   int64_t epochs() const { return epochs_; }
   int64_t batch_size() const { return batch_size_; }
@@ -51,6 +56,8 @@ class TrainOptions {
   bool progress() const { return progress_; }
   bool cyclic_lr() const { return cyclic_lr_; }
   bool channels_last() const { return channels_last_; }
+  bool augment() const { return augment_; }
+  const std::string& optimizer() const { return optimizer_; }
   bool cancelled() const { return cancel_ && cancel_->load(); }
   const std::shared_ptr<dist::Group>& process_group() const { return group_; }
   // The learning rate at step `step` of `total` under the schedule, `elapsed_s` into the run.
@@ -69,6 +76,8 @@ class TrainOptions {
   bool progress_ = true;
   bool cyclic_lr_ = false;
   bool channels_last_ = true;
+  bool augment_ = false;
+  std::string optimizer_ = "adam";
   std::shared_ptr<const std::atomic<bool>> cancel_;
   std::shared_ptr<dist::Group> group_;
 };

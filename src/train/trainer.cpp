@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "data/augment.h"
 #include "train/distributed.h"
 #include "train/evaluate.h"
 
@@ -122,7 +123,16 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
   }
   const bool lead = par.rank() == 0;
   const model::ChannelsLast layout(m, o.channels_last());  // before the optimizer sees the parameters
-  torch::optim::Adam optimizer(m.parameters(), torch::optim::AdamOptions(o.lr()).weight_decay(o.weight_decay()));
+  std::unique_ptr<torch::optim::Optimizer> optimizer_owner;
+  if (o.optimizer() == "sgd") {
+    // SGD with momentum 0.9 and (coupled) weight decay: the ResNet recipe of the CIFAR papers.
+    optimizer_owner = std::make_unique<torch::optim::SGD>(
+        m.parameters(), torch::optim::SGDOptions(o.lr()).momentum(0.9).weight_decay(o.weight_decay()));
+  } else {
+    optimizer_owner = std::make_unique<torch::optim::Adam>(
+        m.parameters(), torch::optim::AdamOptions(o.lr()).weight_decay(o.weight_decay()));
+  }
+  torch::optim::Optimizer& optimizer = *optimizer_owner;
 
   TrainResult result;
   result.world_size = par.world();
@@ -167,13 +177,17 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
         ctx.global_batch = global_n;
       }
       if (o.cyclic_lr()) {
-        static_cast<torch::optim::AdamOptions&>(optimizer.param_groups()[0].options())
-            .lr(o.lr_at(epoch * steps_per_epoch + static_cast<int64_t>(b), total_steps,
+        optimizer.param_groups()[0].options().set_lr(o.lr_at(epoch * steps_per_epoch + static_cast<int64_t>(b), total_steps,
                         par.dp ? job_clock_s : seconds_since(run_start)));
       }
       StepTotals step;
       if (shard.size > 0) {
-        const auto x = train.inputs(idx);
+        auto x = train.inputs(idx);
+        if (o.augment()) {
+          // Seeded by (run, epoch, batch, rank's shard): the same crops on a rerun.
+          x = data::crop_flip(x, o.seed() * 1000003ULL + static_cast<uint64_t>(epoch) * 65537ULL +
+                                     static_cast<uint64_t>(b) * 131ULL + static_cast<uint64_t>(shard.offset));
+        }
         const auto y = train.targets(idx);
         StepOutput out = objective.step(m, x, y, ctx);
         optimizer.zero_grad();

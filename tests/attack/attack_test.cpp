@@ -60,7 +60,7 @@ model::Model batchnorm_model() {
     return true;
   }();
   (void)made;
-  auto m = model::Model::load(dir.file("batchnorm_model.pt"));
+  auto m = model::Model::import_torchscript(dir.file("batchnorm_model.pt"), model::ModelSpec{});
   m.set_parameters_require_grad(false);
   return m;
 }

@@ -170,6 +170,15 @@ TEST(Dataset, MissingFileNamesDirectoryAndStem) {
     load_dataset(dir.path(), Split::kTest);
     FAIL();
   } catch (const Error& e) {
+    // An empty directory: not found, with the layouts Bulwark reads.
+    EXPECT_EQ(e.kind(), ErrorKind::kNotFound);
+    EXPECT_NE(std::string(e.what()).find("MNIST-layout IDX"), std::string::npos) << e.what();
+  }
+  testing::write_bytes(dir.file("train-images-idx3-ubyte"), {0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0});
+  try {
+    load_dataset(dir.path(), Split::kTest);
+    FAIL();
+  } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kNotFound);
     EXPECT_NE(std::string(e.what()).find("t10k-images-idx3-ubyte"), std::string::npos) << e.what();
   }

@@ -59,7 +59,7 @@ model::Model batchnorm_model(int blind_class = -1) {
     if (r.exit_code != 0) throw std::runtime_error("make_batchnorm_model.py failed: " + r.output);
     made[blind_class] = sub + "/batchnorm_model.pt";
   }
-  return model::Model::load(made[blind_class]);
+  return model::Model::import_torchscript(made[blind_class], model::ModelSpec{});
 }
 
 // Copies of the model's buffers by name: bn.running_mean, bn.running_var, bn.num_batches_tracked, ...

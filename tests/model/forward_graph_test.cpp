@@ -92,7 +92,7 @@ TEST(ForwardGraph, PyTorchModelKeepsEveryBitInEveryMode) {
   const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR +
                                       "/make_pool_model.py " + dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  Model m = Model::load(dir.file("pool_model.pt"));
+  Model m = Model::import_torchscript(dir.file("pool_model.pt"), ModelSpec{});
   // Four pools on our kernel (the ceil_mode one hands itself to ATen at run time); three relus
   // move; four convolutions (conv3 runs twice).
   EXPECT_EQ(m.forward_graph_rewrites(), 13);

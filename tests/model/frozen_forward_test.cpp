@@ -76,7 +76,7 @@ TEST(FrozenForward, BatchNormModelInTrainModeRunsInEvalModeAndStaysInTrainMode) 
   const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR +
                                       "/make_batchnorm_model.py " + dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  Model m = Model::load(dir.file("batchnorm_model.pt"));
+  Model m = Model::import_torchscript(dir.file("batchnorm_model.pt"), ModelSpec{});
   m.set_training(true);  // as during fine-tuning
   ASSERT_TRUE(m.module().is_training());
   const FrozenForward frozen(m);

@@ -96,21 +96,21 @@ TEST(WindowForward, PyTorchExportedChainQueriesAgreeWithTheLogits) {
   const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR +
                                       "/make_window_model.py " + dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const Model m = Model::load(dir.file("window_model.pt"));
+  const Model m = Model::import_torchscript(dir.file("window_model.pt"), ModelSpec{});
   const auto engine = WindowForward::create(m, 1);
   ASSERT_NE(engine, nullptr);
   EXPECT_EQ(engine->window_layers(), 4u) << "conv1 (BatchNorm folded) + relu, conv2 + relu, pool, conv3 + relu";
   EXPECT_TRUE(engine->incremental_head());
   check_random_queries(m, 7, 40, 3);
   // A residual add reads the first ReLU's output twice: the chain stops there, the rest runs in full.
-  const Model skip = Model::load(dir.file("skip_model.pt"));
+  const Model skip = Model::import_torchscript(dir.file("skip_model.pt"), ModelSpec{});
   const auto skip_engine = WindowForward::create(skip, 1);
   ASSERT_NE(skip_engine, nullptr);
   EXPECT_EQ(skip_engine->window_layers(), 1u);
   EXPECT_FALSE(skip_engine->incremental_head());
   check_random_queries(skip, 5, 20, 4);
   // Normalising the input before the first convolution: no chain to run incrementally.
-  EXPECT_EQ(WindowForward::create(Model::load(dir.file("norm_model.pt")), 4), nullptr);
+  EXPECT_EQ(WindowForward::create(Model::import_torchscript(dir.file("norm_model.pt"), ModelSpec{}), 4), nullptr);
 }
 
 TEST(WindowForward, DeclinesModelsWithoutAConvolutionChainOrOverItsCacheBound) {

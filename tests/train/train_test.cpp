@@ -40,7 +40,7 @@ model::Model batchnorm_model() {
     return true;
   }();
   (void)made;
-  return model::Model::load(dir.file("batchnorm_model.pt"));
+  return model::Model::import_torchscript(dir.file("batchnorm_model.pt"), model::ModelSpec{});
 }
 
 // Copies of the model's buffers by name: bn.running_mean, bn.running_var, bn.num_batches_tracked, ...

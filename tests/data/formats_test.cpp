@@ -1,0 +1,281 @@
+// Datasets in the formats users bring (issue 30): image folders held bit for bit to torchvision's
+// ImageFolder + ToTensor, CIFAR binary files, NumPy .npz, and each kind of bad input refused by name.
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <functional>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "data/data.h"
+#include "test_util.h"
+
+namespace bulwark::data {
+namespace {
+
+using testing::TempDir;
+namespace fs = std::filesystem;
+
+// What the Python fixture wrote: one run per test binary, the directory kept for every test.
+const std::string& fixture_dir() {
+  static TempDir dir;
+  static const bool made = [] {
+    const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR +
+                                        "/make_image_folder.py " + dir.path());
+    if (r.exit_code != 0) ADD_FAILURE() << r.output;
+    return r.exit_code == 0;
+  }();
+  (void)made;
+  static const std::string path = dir.path();
+  return path;
+}
+
+torch::Tensor read_raw(const std::string& path, std::vector<int64_t> shape, torch::Dtype dtype) {
+  const std::string bytes = read_file(path);
+  return torch::from_blob(const_cast<char*>(bytes.data()), shape, dtype).clone();
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Every pixel, label, class and file order as torchvision reads them (PIL's convert("RGB") /
+// convert("L") of RGB, L, RGBA, palette with and without transparency, LA, 1-bit and 16-bit PNGs).
+TEST(ImageFolder, EqualsTorchvisionBitForBit) {
+  const auto& fx = fixture_dir();
+  const auto meta = nlohmann::json::parse(read_file(fx + "/meta.json"));
+  const int64_t n = meta["n"].get<int64_t>();
+  const auto scan = scan_image_folder(fx + "/folder");
+  EXPECT_EQ(scan.classes, meta["classes"].get<std::vector<std::string>>());
+  ASSERT_EQ(static_cast<int64_t>(scan.files.size()), n);
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_EQ(scan.files[static_cast<size_t>(i)].first, fx + "/folder/" + meta["files"][i].get<std::string>()) << i;
+  }
+  EXPECT_EQ(scan.ignored_files, 1);  // notes.txt
+
+  const auto rgb = load_dataset(fx + "/folder", Split::kTest);
+  EXPECT_EQ(rgb.split, "given");
+  const auto expected_labels = read_raw(fx + "/labels.bin", {n}, torch::kInt64);
+  EXPECT_TRUE(torch::equal(rgb.labels, expected_labels));
+  const auto expected_rgb = read_raw(fx + "/rgb.bin", {n, 3, 32, 32}, torch::kFloat32);
+  ASSERT_EQ(rgb.images.sizes(), expected_rgb.sizes());
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_TRUE(torch::equal(rgb.inputs(torch::tensor({i})), expected_rgb.narrow(0, i, 1)))
+        << meta["files"][i] << ": max diff "
+        << (rgb.inputs(torch::tensor({i})) - expected_rgb.narrow(0, i, 1)).abs().max().item<float>();
+  }
+
+  LoadOptions gray_options;
+  gray_options.shape = {1, 32, 32};
+  const auto gray = load_dataset(fx + "/folder", Split::kTest, gray_options);
+  const auto expected_gray = read_raw(fx + "/gray.bin", {n, 1, 32, 32}, torch::kFloat32);
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_TRUE(torch::equal(gray.inputs(torch::tensor({i})), expected_gray.narrow(0, i, 1)))
+        << meta["files"][i] << ": max diff "
+        << (gray.inputs(torch::tensor({i})) - expected_gray.narrow(0, i, 1)).abs().max().item<float>() << " first "
+        << gray.images[i].flatten().narrow(0, 0, 4) << expected_gray[i].flatten().narrow(0, 0, 4) * 255;
+  }
+}
+
+// A split root (train/ and val/) serves each split from its folder; decoding on one thread or many
+// gives the same tensors.
+TEST(ImageFolder, SplitRootAndThreads) {
+  const auto& fx = fixture_dir();
+  TempDir dir;
+  fs::copy(fx + "/folder", dir.file("train"), fs::copy_options::recursive);
+  fs::copy(fx + "/folder", dir.file("val"), fs::copy_options::recursive);
+  LoadOptions one;
+  one.threads = 1;
+  const auto train = load_dataset(dir.path(), Split::kTrain, one);
+  const auto test = load_dataset(dir.path(), Split::kTest);
+  EXPECT_EQ(train.split, "train");
+  EXPECT_EQ(test.split, "val");
+  EXPECT_TRUE(torch::equal(train.images, test.images));
+  EXPECT_EQ(train.class_names, test.class_names);
+}
+
+// Resize(32) + CenterCrop(32) as torchvision computes it on uint8 tensors (antialiased bilinear).
+TEST(ImageFolder, ResizeAndCenterCropMatchTorchvision) {
+  const auto& fx = fixture_dir();
+  const auto expected = read_raw(fx + "/resize.bin", {5, 3, 32, 32}, torch::kUInt8);
+  for (int64_t i = 0; i < 5; ++i) {
+    const std::string path = fx + "/resize/" + std::to_string(i) + ".png";
+    const auto img = decode_image(read_file(path), path);
+    const auto chw = torch::from_blob(const_cast<uint8_t*>(img.pixels.data()), {img.height, img.width, 3}, torch::kUInt8)
+                         .permute({2, 0, 1});
+    const auto got = resize_center_crop(chw.contiguous(), 32, 32);
+    const auto diff = (got.to(torch::kInt32) - expected[i].to(torch::kInt32)).abs();
+    EXPECT_LE(diff.max().item<int>(), 1) << i;
+    EXPECT_LT(diff.gt(0).sum().item<int64_t>(), diff.numel() / 100 + 1) << i << ": more than 1% of pixels off by one";
+  }
+  // A folder of mixed sizes reads once the model's size is known, and is refused without it.
+  TempDir dir;
+  fs::create_directories(dir.file("c"));
+  for (int i = 0; i < 5; ++i) {
+    fs::copy(fx + "/resize/" + std::to_string(i) + ".png", dir.file("c/" + std::to_string(i) + ".png"));
+  }
+  EXPECT_NE(error_of([&] { load_dataset(dir.path(), Split::kTest); }).find("mixed sizes"), std::string::npos);
+  LoadOptions sized;
+  sized.shape = {3, 32, 32};
+  const auto d = load_dataset(dir.path(), Split::kTest, sized);
+  EXPECT_EQ(d.images.sizes(), (std::vector<int64_t>{5, 3, 32, 32}));
+}
+
+TEST(ImageFolder, BadInputIsNamed) {
+  TempDir dir;
+  fs::create_directories(dir.file("a"));
+  fs::create_directories(dir.file("b"));
+  const std::string good = encode_png({4, 4, 3, std::vector<uint8_t>(48, 7)});
+  atomic_write_file(dir.file("a/1.png"), good);
+  // A class folder with no image.
+  EXPECT_NE(error_of([&] { load_dataset(dir.path(), Split::kTest); }).find("'b' has no images"), std::string::npos);
+  atomic_write_file(dir.file("b/1.png"), good);
+  // A corrupt PNG (truncated) is named; with skip_bad it is counted instead.
+  atomic_write_file(dir.file("b/2.png"), good.substr(0, good.size() / 2));
+  const std::string corrupt = error_of([&] { load_dataset(dir.path(), Split::kTest); });
+  EXPECT_NE(corrupt.find("b/2.png"), std::string::npos) << corrupt;
+  LoadOptions skip;
+  skip.skip_bad = true;
+  const auto d = load_dataset(dir.path(), Split::kTest, skip);
+  EXPECT_EQ(d.size(), 2);
+  EXPECT_EQ(d.refused_files, 1);
+  // Not an image by its bytes; an extension Bulwark does not decode.
+  atomic_write_file(dir.file("b/2.png"), "hello");
+  EXPECT_NE(error_of([&] { load_dataset(dir.path(), Split::kTest); }).find("neither PNG nor JPEG"), std::string::npos);
+  fs::remove(dir.file("b/2.png"));
+  atomic_write_file(dir.file("b/3.bmp"), "BM");
+  EXPECT_NE(error_of([&] { load_dataset(dir.path(), Split::kTest); }).find("b/3.bmp"), std::string::npos);
+  fs::remove(dir.file("b/3.bmp"));
+  // The memory bound is checked before decoding.
+  LoadOptions small;
+  small.shape = {3, 224, 224};
+  small.max_memory_bytes = 100000;
+  EXPECT_NE(error_of([&] { load_dataset(dir.path(), Split::kTest, small); }).find("--max-memory"), std::string::npos);
+  // A 4-channel model cannot take an image folder.
+  LoadOptions four;
+  four.shape = {4, 4, 4};
+  EXPECT_NE(error_of([&] { load_dataset(dir.path(), Split::kTest, four); }).find("1 (gray) or 3 (RGB)"),
+            std::string::npos);
+}
+
+TEST(Cifar, WrittenFilesReadBack) {
+  TempDir dir;
+  torch::manual_seed(3);
+  std::vector<torch::Tensor> images, labels;
+  for (int i = 1; i <= 5; ++i) {
+    images.push_back(torch::randint(0, 256, {7, 3, 32, 32}, torch::kUInt8));
+    labels.push_back(torch::randint(0, 10, {7}, torch::kInt64));
+    write_cifar_file(dir.file("data_batch_" + std::to_string(i) + ".bin"), CifarKind::kCifar10, images.back(),
+                     labels.back());
+  }
+  const auto test_x = torch::randint(0, 256, {9, 3, 32, 32}, torch::kUInt8);
+  const auto test_y = torch::randint(0, 10, {9}, torch::kInt64);
+  write_cifar_file(dir.file("test_batch.bin"), CifarKind::kCifar10, test_x, test_y);
+  atomic_write_file(dir.file("batches.meta.txt"),
+                    "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n");
+  // The record layout is the published one: label byte, then the red, green, blue planes.
+  const std::string raw = read_file(dir.file("test_batch.bin"));
+  ASSERT_EQ(raw.size(), 9u * 3073u);
+  EXPECT_EQ(static_cast<uint8_t>(raw[0]), test_y[0].item<int64_t>());
+  EXPECT_EQ(static_cast<uint8_t>(raw[1 + 1024]), test_x[0][1][0][0].item<uint8_t>());
+
+  const auto train = load_dataset(dir.path(), Split::kTrain);
+  EXPECT_TRUE(torch::equal(train.images, torch::cat(images)));
+  EXPECT_TRUE(torch::equal(train.labels, torch::cat(labels)));
+  EXPECT_EQ(train.class_names[9], "truck");
+  const auto test = load_dataset(dir.path(), Split::kTest);
+  EXPECT_TRUE(torch::equal(test.images, test_x));
+  EXPECT_TRUE(torch::equal(test.labels, test_y));
+  // One file given directly.
+  EXPECT_TRUE(torch::equal(load_dataset(dir.file("test_batch.bin"), Split::kTest).images, test_x));
+
+  // CIFAR-100: coarse + fine label bytes; the fine label is the class.
+  TempDir hundred;
+  const auto y100 = torch::tensor({0, 42, 99}, torch::kInt64);
+  write_cifar_file(hundred.file("test.bin"), CifarKind::kCifar100, test_x.narrow(0, 0, 3), y100);
+  write_cifar_file(hundred.file("train.bin"), CifarKind::kCifar100, test_x.narrow(0, 0, 3), y100);
+  const auto c100 = load_dataset(hundred.path(), Split::kTest);
+  EXPECT_TRUE(torch::equal(c100.labels, y100));
+  EXPECT_EQ(c100.class_names.size(), 100u);
+}
+
+TEST(Cifar, BadFilesAreNamed) {
+  TempDir dir;
+  const auto x = torch::zeros({2, 3, 32, 32}, torch::kUInt8);
+  write_cifar_file(dir.file("test_batch.bin"), CifarKind::kCifar10, x, torch::tensor({1, 2}));
+  std::string raw = read_file(dir.file("test_batch.bin"));
+  atomic_write_file(dir.file("test_batch.bin"), raw.substr(0, raw.size() - 1));
+  EXPECT_NE(error_of([&] { load_dataset(dir.file("test_batch.bin"), Split::kTest); }).find("not a whole number"),
+            std::string::npos);
+  raw[3073] = 10;  // the second record's label
+  atomic_write_file(dir.file("test_batch.bin"), raw);
+  const std::string label = error_of([&] { load_dataset(dir.file("test_batch.bin"), Split::kTest); });
+  EXPECT_NE(label.find("record 1 has label 10"), std::string::npos) << label;
+  // A renamed file could be either CIFAR: refused rather than guessed.
+  atomic_write_file(dir.file("mine.bin"), raw);
+  EXPECT_NE(error_of([&] { load_dataset(dir.file("mine.bin"), Split::kTest); }).find("must keep its name"),
+            std::string::npos);
+  // Data of another shape than the model's is refused before any work, not converted.
+  write_cifar_file(dir.file("test_batch.bin"), CifarKind::kCifar10, x, torch::tensor({1, 2}));
+  LoadOptions mnist;
+  mnist.shape = {1, 28, 28};
+  const std::string shape = error_of([&] { load_dataset(dir.file("test_batch.bin"), Split::kTest, mnist); });
+  EXPECT_NE(shape.find("images are 3x32x32 but the model takes 1x28x28"), std::string::npos) << shape;
+}
+
+TEST(Npz, ReadsWhatNumpyWrites) {
+  const auto& fx = fixture_dir();
+  const auto x = read_raw(fx + "/npz_x.bin", {6, 8, 9, 3}, torch::kUInt8).permute({0, 3, 1, 2}).contiguous();
+  const auto y = read_raw(fx + "/npz_y.bin", {6}, torch::kInt64);
+  for (const char* name : {"nhwc.npz", "nchw.npz"}) {
+    const auto d = load_dataset(fx + "/" + name, Split::kTest);
+    EXPECT_TRUE(torch::equal(d.images, x)) << name;
+    EXPECT_TRUE(torch::equal(d.labels, y)) << name;
+    EXPECT_EQ(d.split, "given");
+  }
+  const auto train = load_dataset(fx + "/keras.npz", Split::kTrain);
+  const auto test = load_dataset(fx + "/keras.npz", Split::kTest);
+  EXPECT_TRUE(torch::equal(train.images, x.narrow(0, 0, 4)));
+  EXPECT_TRUE(torch::equal(test.labels, y.narrow(0, 4, 2)));
+  EXPECT_NE(error_of([&] { load_dataset(fx + "/ambiguous.npz", Split::kTest); }).find("reads as both"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_dataset(fx + "/fortran.npz", Split::kTest); }).find("Fortran"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_dataset(fx + "/floats.npz", Split::kTest); }).find("uint8"), std::string::npos);
+  // Our writer's files read back too (numpy.load reads them: the bench's Python side uses them).
+  TempDir dir;
+  write_npz(dir.file("w.npz"), x, y);
+  EXPECT_TRUE(torch::equal(load_dataset(dir.file("w.npz"), Split::kTest).images, x));
+  atomic_write_file(dir.file("bad.npz"), "PK not really");
+  EXPECT_NE(error_of([&] { load_dataset(dir.file("bad.npz"), Split::kTest); }).find("bad.npz"), std::string::npos);
+}
+
+TEST(Augment, CropFlipIsSeededAndKeepsPixels) {
+  torch::manual_seed(0);
+  const auto x = torch::rand({16, 3, 8, 8});
+  const auto a = crop_flip(x, 5), b = crop_flip(x, 5), c = crop_flip(x, 6);
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_FALSE(torch::equal(a, c));
+  EXPECT_EQ(a.sizes(), x.sizes());
+  // With no padding only flips remain: each image is itself or its mirror, and both happen.
+  const auto f = crop_flip(x, 7, 0);
+  int flipped = 0, same = 0;
+  for (int64_t i = 0; i < 16; ++i) {
+    if (torch::equal(f[i], x[i])) ++same;
+    else if (torch::equal(f[i], x[i].flip({2}))) ++flipped;
+  }
+  EXPECT_EQ(same + flipped, 16);
+  EXPECT_GT(same, 0);
+  EXPECT_GT(flipped, 0);
+}
+
+}  // namespace
+}  // namespace bulwark::data
