@@ -70,7 +70,7 @@ void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
   auto train_set = load_for_model(f.data, data::Split::kTrain, m, !f.quiet);
   if (f.limit > 0) train_set = train_set.head(f.limit, "--limit");
   const auto test = load_for_model(f.data, data::Split::kTest, m, !f.quiet).head(f.eval_n, "--eval-n");
-  require_held_out(train_set, test);
+  data::require_held_out(train_set, test);
   f.o.augment = augment_for(f.data, m.spec().input_shape[0]);
   const auto split = data::split_train_validation(train_set, f.val_fraction, g.seed);
 

@@ -49,6 +49,16 @@ void run_import(const ImportFlags& f, const GlobalOptions& g) {
     spec.mean = model::parse_floats(f.mean, "--mean");
     spec.std = model::parse_floats(f.std, "--std");
   }
+  if (spec.normalises()) {
+    const auto c = static_cast<size_t>(spec.input_shape[0]);
+    if (spec.mean.size() != c || spec.std.size() != c) {
+      throw invalid_argument("--mean and --std need one value per input channel (" + std::to_string(c) + "), got " +
+                             std::to_string(spec.mean.size()) + " and " + std::to_string(spec.std.size()));
+    }
+    for (const float s : spec.std) {
+      if (!(s > 0)) throw invalid_argument("--std values must be positive");
+    }
+  }
   const auto range = model::parse_floats(f.value_range, "--value-range");
   if (range.size() != 2) throw invalid_argument("--value-range must be lo,hi (e.g. 0,1)");
   spec.lo = range[0];

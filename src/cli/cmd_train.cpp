@@ -3,6 +3,7 @@
 
 #include "cli/common.h"
 #include "cli/data_flags.h"
+#include "core/error.h"
 #include "cli/run_record.h"
 #include "core/progress.h"
 #include "data/dataset.h"
@@ -57,7 +58,7 @@ void run_train(const TrainFlags& f, const CLI::App& cmd, const GlobalOptions& g)
   if (!f.input_shape.empty()) load.shape = model::parse_shape(f.input_shape, "--input-shape");
   data::Dataset train_set = data::load_dataset(f.data.data, data::Split::kTrain, load);
   data::Dataset test_set = data::load_dataset(f.data.data, data::Split::kTest, load);
-  require_held_out(train_set, test_set);
+  data::require_held_out(train_set, test_set);
   if (test_set.class_names != train_set.class_names) {
     throw invalid_argument("--data " + f.data.data + ": the test split's classes differ from the training split's");
   }

@@ -94,14 +94,6 @@ void check_labels(const data::Dataset& d, const model::Model& model) {
   }
 }
 
-void require_held_out(const data::Dataset& train, const data::Dataset& test) {
-  if (train.split == "given" || test.split == "given") {
-    throw invalid_argument("--data " + train.name + " is one split: training and its test need both, e.g. an image "
-                           "folder root/train/<class>/... and root/test/<class>/..., a CIFAR directory, or a .npz "
-                           "with x_train, y_train, x_test, y_test");
-  }
-}
-
 data::Dataset load_for_model(const DataFlags& flags, data::Split split, const model::Model& model, bool progress) {
   auto d = data::load_dataset(flags.data, split, load_options(flags, &model, progress));
   check_labels(d, model);

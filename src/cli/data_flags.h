@@ -42,10 +42,6 @@ data::LoadOptions load_options(const DataFlags& flags, const model::Model* model
 data::Dataset load_for_model(const DataFlags& flags, data::Split split, const model::Model& model,
                              bool progress = true);
 
-// Training needs a held-out test set: refuses a source that is one split (Dataset::split "given")
-// for both.
-void require_held_out(const data::Dataset& train, const data::Dataset& test);
-
 // The class names / label checks of load_for_model, for data loaded otherwise.
 void check_labels(const data::Dataset& d, const model::Model& model);
 

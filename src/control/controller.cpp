@@ -287,6 +287,7 @@ void Controller::gate_and_promote() {
   set.save(calibration_path);
 
   const auto test = data::load_dataset(h.data, data::Split::kTest, load);
+  data::require_held_out(train, test);  // the gate never judges on the images the job trained on
   const auto gate = run_gate(candidate, production, test, policy_.gate, h.seed);
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -81,6 +81,7 @@ class ThreadRunner : public JobRunner {
       load.shape = m.spec().input_shape;
       load.progress = false;
       auto train = data::load_dataset(job.policy.data, data::Split::kTrain, load);
+      data::require_held_out(train, data::load_dataset(job.policy.data, data::Split::kTest, load));
       o.augment = m.spec().input_shape[0] == 3;  // the CLI's default for RGB
       if (job.policy.limit > 0 && job.policy.limit < train.size()) train = train.head(job.policy.limit, "policy.hardening.limit");
       const auto split =

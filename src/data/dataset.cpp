@@ -215,6 +215,9 @@ Dataset load_dataset(const std::string& source, Split split, const LoadOptions& 
     d = read_image_folder(source + "/" + s, options);
     d.name = source;
     d.split = s;
+  } else if (directory_exists(source + "/train")) {
+    throw data_format("--data " + source + ": has train/ but no test/ or val/ beside it; give the test split too, or "
+                      "name a split folder directly (" + source + "/train)");
   } else if (is_image_folder(source)) {
     d = read_image_folder(source, options);
     d.split = "given";
@@ -223,6 +226,14 @@ Dataset load_dataset(const std::string& source, Split split, const LoadOptions& 
   }
   if (!options.shape.empty()) check_shape(d, options.shape);
   return d;
+}
+
+void require_held_out(const Dataset& train, const Dataset& test) {
+  if (train.split == "given" || test.split == "given") {
+    throw invalid_argument("--data " + train.name + " is one split: training and its test need both, e.g. an image "
+                           "folder root/train/<class>/... and root/test/<class>/..., a CIFAR directory, or a .npz "
+                           "with x_train, y_train, x_test, y_test");
+  }
 }
 
 void check_shape(const Dataset& d, const std::vector<int64_t>& shape, const std::string& flag) {

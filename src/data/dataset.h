@@ -56,6 +56,9 @@ struct LoadOptions {
 // A source that is one split serves any `split` asked for; Dataset::split says "given".
 Dataset load_dataset(const std::string& source, Split split, const LoadOptions& options = {});
 
+// Training needs a held-out test set: refuses a source that is one split (Dataset::split "given").
+void require_held_out(const Dataset& train, const Dataset& test);
+
 // Throws invalid_argument naming `flag` when the images are not [N, C, H, W] of `shape`.
 void check_shape(const Dataset& d, const std::vector<int64_t>& shape, const std::string& flag = "--data");
 

@@ -4,6 +4,7 @@
 // jpeglib.h needs FILE and size_t declared before it.
 #include <cstdio>
 #include <jpeglib.h>
+#include <jerror.h>
 
 #include <csetjmp>
 #include <cstring>
@@ -61,21 +62,38 @@ DecodedImage decode_png(const std::string& bytes, const std::string& where) {
     throw data_format(where + ": " + std::to_string(width) + "x" + std::to_string(height) +
                       " pixels exceed the limit of " + std::to_string(kMaxImagePixels));
   }
-  png_set_expand(png);    // palette -> RGB, gray < 8 bits -> 8 bits, tRNS -> alpha
-  png_set_strip_16(png);  // keep the high byte
+  // 16-bit gray without alpha: PIL reads it as 16-bit integers and its conversions to L/RGB clip
+  // at 255; everything else 16-bit keeps its high byte, as PIL's RGB/LA modes do.
+  const bool gray16 = png_get_bit_depth(png, info) == 16 && png_get_color_type(png, info) == PNG_COLOR_TYPE_GRAY &&
+                      !png_get_valid(png, info, PNG_INFO_tRNS);
+  png_set_expand(png);  // palette -> RGB, gray < 8 bits -> 8 bits, tRNS -> alpha
+  if (gray16) {
+    png_set_swap(png);  // little-endian samples in memory
+  } else {
+    png_set_strip_16(png);
+  }
   png_set_interlace_handling(png);
   png_read_update_info(png, info);
   image.width = width;
   image.height = height;
   image.channels = png_get_channels(png, info);
-  image.pixels.resize(static_cast<size_t>(width) * height * static_cast<size_t>(image.channels));
+  const size_t sample = gray16 ? 2 : 1;
+  image.pixels.resize(static_cast<size_t>(width) * height * static_cast<size_t>(image.channels) * sample);
   rows.resize(height);
   for (png_uint_32 y = 0; y < height; ++y) {
-    rows[y] = image.pixels.data() + static_cast<size_t>(y) * width * static_cast<size_t>(image.channels);
+    rows[y] = image.pixels.data() + static_cast<size_t>(y) * width * static_cast<size_t>(image.channels) * sample;
   }
   png_read_image(png, rows.data());
   png_read_end(png, nullptr);
   png_destroy_read_struct(&png, &info, nullptr);
+  if (gray16) {
+    const size_t n = static_cast<size_t>(width) * height;
+    for (size_t i = 0; i < n; ++i) {
+      const unsigned v = image.pixels[2 * i] | (static_cast<unsigned>(image.pixels[2 * i + 1]) << 8);
+      image.pixels[i] = static_cast<uint8_t>(v > 255 ? 255 : v);
+    }
+    image.pixels.resize(n);
+  }
   return image;
 }
 
@@ -93,14 +111,22 @@ void jpeg_on_error(j_common_ptr cinfo) {
   std::longjmp(err->jump, 1);
 }
 
-void jpeg_quiet(j_common_ptr, int) {}  // corrupt-data warnings: libjpeg recovers, as PIL does
+// Warnings on corrupt data: libjpeg recovers, as PIL does; except a file that ends early, where
+// libjpeg pads the missing rows grey and PIL refuses ("image file is truncated").
+void jpeg_on_message(j_common_ptr cinfo, int level) {
+  if (level == -1 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
+    auto* err = reinterpret_cast<JpegError*>(cinfo->err);
+    std::strcpy(err->message, "file is truncated");
+    std::longjmp(err->jump, 1);
+  }
+}
 
 DecodedImage decode_jpeg(const std::string& bytes, const std::string& where) {
   jpeg_decompress_struct cinfo;
   JpegError err;
   cinfo.err = jpeg_std_error(&err.mgr);
   err.mgr.error_exit = jpeg_on_error;
-  err.mgr.emit_message = jpeg_quiet;
+  err.mgr.emit_message = jpeg_on_message;
   err.message[0] = '\0';
   DecodedImage image;
   if (setjmp(err.jump)) {
@@ -111,7 +137,6 @@ DecodedImage decode_jpeg(const std::string& bytes, const std::string& where) {
   jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
   jpeg_read_header(&cinfo, TRUE);
   if (static_cast<int64_t>(cinfo.image_width) * cinfo.image_height > kMaxImagePixels) {
-    std::strcpy(err.message, "too many pixels");
     jpeg_destroy_decompress(&cinfo);
     throw data_format(where + ": " + std::to_string(cinfo.image_width) + "x" + std::to_string(cinfo.image_height) +
                       " pixels exceed the limit of " + std::to_string(kMaxImagePixels));

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <exception>
 #include <mutex>
 #include <thread>
 
@@ -157,12 +158,12 @@ Dataset read_image_folder(const std::string& root, const LoadOptions& options) {
   std::atomic<bool> stop{false};
   std::mutex error_mutex;
   int64_t error_index = n;
-  std::string error_text;
-  auto fail = [&](int64_t i, const std::string& what) {
+  std::exception_ptr error;  // the first failing file's error, rethrown as it was (its kind decides the exit code)
+  auto fail = [&](int64_t i, std::exception_ptr e) {
     std::lock_guard<std::mutex> lock(error_mutex);
     if (i < error_index) {
       error_index = i;
-      error_text = what;
+      error = std::move(e);
     }
     stop = true;
   };
@@ -175,36 +176,49 @@ Dataset read_image_folder(const std::string& root, const LoadOptions& options) {
         torch::Tensor chw = to_chw(img);
         if (sized) chw = resize_center_crop(chw, options.shape[1], options.shape[2]);
         if ((held_bytes += chw.numel()) > options.max_memory_bytes) {
-          fail(i, root + ": the decoded images exceed the memory bound of " +
-                      std::to_string(options.max_memory_bytes >> 20) + " MiB (--max-memory)");
+          fail(i, std::make_exception_ptr(invalid_argument(root + ": the decoded images exceed the memory bound of " +
+                                                           std::to_string(options.max_memory_bytes >> 20) +
+                                                           " MiB (--max-memory)")));
         }
         images[static_cast<size_t>(i)] = std::move(chw);
       } catch (const Error& e) {
-        if (options.skip_bad && e.kind() == ErrorKind::kDataFormat) {
+        if (options.skip_bad && (e.kind() == ErrorKind::kDataFormat || e.kind() == ErrorKind::kIo)) {
           refused[static_cast<size_t>(i)] = 1;
         } else {
-          fail(i, e.what());
+          fail(i, std::current_exception());
         }
       } catch (const std::exception& e) {
-        fail(i, path + ": " + e.what());
+        fail(i, std::make_exception_ptr(internal_error(path + ": " + e.what())));
       }
       ++done;
     }
   };
   const int threads = static_cast<int>(std::clamp<int64_t>(
       options.threads > 0 ? options.threads : hardware_threads(), 1, std::max<int64_t>(n, 1)));
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) pool.emplace_back(work);
   {
+    // Joins the workers however this scope ends (a thread that failed to start, a throwing bar).
+    struct Pool {
+      std::vector<std::thread> threads;
+      std::atomic<bool>& stop;
+      ~Pool() {
+        if (std::any_of(threads.begin(), threads.end(), [](const std::thread& t) { return t.joinable(); })) {
+          stop = true;
+          for (auto& t : threads) {
+            if (t.joinable()) t.join();
+          }
+        }
+      }
+    } pool{{}, stop};
+    for (int t = 0; t < threads; ++t) pool.threads.emplace_back(work);
     ProgressBar bar("decode " + root, n, options.progress && n >= 5000);
     while (done < n && !stop) {
       bar.update(done);
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    for (auto& t : pool) t.join();
+    for (auto& t : pool.threads) t.join();
     if (!stop) bar.finish(std::to_string(n) + " images");
   }
-  if (stop) throw data_format(error_text);
+  if (error) std::rethrow_exception(error);
 
   Dataset d;
   d.name = root;

@@ -58,11 +58,9 @@ int64_t dtype_size(const std::string& dtype) {
   if (dtype.size() < 3) return 0;
   const char kind = dtype[1];
   if (kind != 'u' && kind != 'i' && kind != 'f' && kind != 'b') return 0;
-  try {
-    return std::stoll(dtype.substr(2));
-  } catch (const std::exception&) {
-    return 0;
-  }
+  const std::string digits = dtype.substr(2);
+  if (digits != "1" && digits != "2" && digits != "4" && digits != "8") return 0;
+  return std::stoll(digits);
 }
 
 std::string shape_text(const std::vector<int64_t>& s) {
@@ -135,7 +133,9 @@ std::vector<std::string> npz_array_names(const std::string& path) {
   std::vector<std::string> names;
   const zip_int64_t n = zip_get_num_entries(z.get(), 0);
   for (zip_int64_t i = 0; i < n; ++i) {
-    std::string name = zip_get_name(z.get(), static_cast<zip_uint64_t>(i), 0);
+    const char* raw = zip_get_name(z.get(), static_cast<zip_uint64_t>(i), 0);
+    if (raw == nullptr) throw data_format(path + ": a zip entry has no readable name");
+    std::string name = raw;
     if (name.size() > 4 && name.compare(name.size() - 4, 4, ".npy") == 0) names.push_back(name.substr(0, name.size() - 4));
   }
   return names;
@@ -150,16 +150,30 @@ NpyArray read_npz_array(const std::string& path, const std::string& name, int64_
   if (zip_stat_index(z.get(), static_cast<zip_uint64_t>(index), 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE)) {
     throw data_format(where + ": size unknown");
   }
-  if (static_cast<int64_t>(st.size) > max_bytes) {
+  if (max_bytes < 0 || st.size > static_cast<zip_uint64_t>(max_bytes)) {
     throw invalid_argument(where + ": " + std::to_string(st.size) + " bytes exceed the memory bound of " +
                            std::to_string(max_bytes) + " bytes (--max-memory)");
   }
   zip_file_t* f = zip_fopen_index(z.get(), static_cast<zip_uint64_t>(index), 0);
   if (f == nullptr) throw data_format(where + ": cannot be opened (" + std::string(zip_strerror(z.get())) + ")");
-  std::string bytes(static_cast<size_t>(st.size), '\0');
-  const zip_int64_t got = zip_fread(f, bytes.data(), st.size);
+  // Read in chunks as the data arrives: a declared size is a claim, not an allocation.
+  std::string bytes;
+  char chunk[1 << 16];
+  for (;;) {
+    const zip_int64_t got = zip_fread(f, chunk, sizeof chunk);
+    if (got < 0) {
+      zip_fclose(f);
+      throw data_format(where + ": is corrupt (" + std::string(zip_strerror(z.get())) + ")");
+    }
+    if (got == 0) break;
+    if (bytes.size() + static_cast<size_t>(got) > st.size) {
+      zip_fclose(f);
+      throw data_format(where + ": holds more bytes than its zip entry declares");
+    }
+    bytes.append(chunk, static_cast<size_t>(got));
+  }
   zip_fclose(f);
-  if (got != static_cast<zip_int64_t>(st.size)) throw data_format(where + ": is truncated or corrupt");
+  if (bytes.size() != st.size) throw data_format(where + ": is truncated or corrupt");
   return parse_npy(bytes, where);
 }
 
@@ -251,7 +265,7 @@ torch::Tensor npy_labels(const NpyArray& a, const std::string& where) {
   } else {
     throw data_format(where + ": labels must be integers, got dtype '" + d + "'");
   }
-  return t.to(torch::kInt64);
+  return t.to(torch::kInt64, /*non_blocking=*/false, /*copy=*/true);  // never a view of the file's bytes
 }
 
 }  // namespace bulwark::data

@@ -31,7 +31,12 @@ torch::Tensor FrozenForward::operator()(const torch::Tensor& x) const {
     EvalMode eval(model_);
     return model_.logits(x);
   }
-  auto out = const_cast<torch::jit::Module&>(frozen_).forward({x}).toTensor();
+  // The frozen copy is the module alone: the spec's normalisation runs first, as in Model::logits.
+  const auto& spec = model_.spec();
+  const torch::Tensor in = spec.normalises() ? (x - torch::tensor(spec.mean).view({1, -1, 1, 1})) /
+                                                   torch::tensor(spec.std).view({1, -1, 1, 1})
+                                             : x;
+  auto out = const_cast<torch::jit::Module&>(frozen_).forward({in}).toTensor();
   return out.is_mkldnn() ? out.to_dense() : out;
 }
 

@@ -149,6 +149,9 @@ Model Model::import_torchscript(const std::string& path, ModelSpec spec) {
 }
 
 void Model::save(const std::string& path) const {
+  // Saved in eval mode, as deployed: a consumer that calls forward() (torch.jit.load in Python, a
+  // TorchScript server) gets BatchNorm's running statistics, not the batch's.
+  EvalMode eval(*this);
   std::ostringstream bytes;
   torch::jit::ExtraFilesMap extra{{kSpecExtraFile, spec_.to_json().dump(2)}};
   module_.save(bytes, extra);

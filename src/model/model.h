@@ -39,7 +39,7 @@ class Model {
   // Wraps an already-built module (zoo, tests).
   Model(torch::jit::Module module, ModelSpec spec);
 
-  // Writes the archive (with its spec) atomically.
+  // Writes the archive (with its spec) atomically, in eval mode (the model's own modes are kept).
   void save(const std::string& path) const;
   Model clone() const;
 

@@ -65,6 +65,10 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
       }
       s.mean = n["mean"].get<std::vector<float>>();
       s.std = n["std"].get<std::vector<float>>();
+      if (s.mean.empty() || s.std.size() != s.mean.size()) {
+        throw fail("field 'normalize' must have one mean and one std per input channel (" +
+                   std::to_string(s.input_shape.size() == 3 ? s.input_shape[0] : 0) + ")");
+      }
     }
   } catch (const nlohmann::json::exception& e) {
     throw fail(std::string("is malformed: ") + e.what());

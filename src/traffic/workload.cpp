@@ -58,6 +58,11 @@ Workload prepare_workload(const TrafficOptions& o) {
   Workload w;
   data::LoadOptions load;
   load.shape = o.input_shape;
+  for (const auto& p : o.phases) {
+    // Without --input-shape, a transfer phase's local model says the served shape (it must take
+    // the same images); image folders are converted to it.
+    if (load.shape.empty() && p.transfer()) load.shape = model::Model::load(p.attacker_model).spec().input_shape;
+  }
   const auto d = data::load_dataset(o.data, data::Split::kTest, load);
   if (o.offset + o.n > d.size()) {
     throw invalid_argument("--offset " + std::to_string(o.offset) + " + --n " + std::to_string(o.n) + " exceeds the " +

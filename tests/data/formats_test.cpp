@@ -168,6 +168,26 @@ TEST(ImageFolder, BadInputIsNamed) {
             std::string::npos);
 }
 
+// JPEG through libjpeg-turbo as PIL decodes it; a JPEG cut short is refused (PIL: "image file is
+// truncated"), not padded grey; a 16-bit gray PNG clips at 255 as PIL's convert("L") does.
+TEST(ImageCodec, JpegTruncatedAndSixteenBitGrayAsPil) {
+  const auto& fx = fixture_dir();
+  const auto photo = decode_image(read_file(fx + "/photo.jpg"), "photo.jpg");
+  ASSERT_EQ(photo.height, 48);
+  ASSERT_EQ(photo.width, 40);
+  ASSERT_EQ(photo.channels, 3);
+  const auto expected = read_raw(fx + "/photo_rgb.bin", {48, 40, 3}, torch::kUInt8);
+  const auto got = torch::from_blob(const_cast<uint8_t*>(photo.pixels.data()), {48, 40, 3}, torch::kUInt8);
+  EXPECT_LE((got.to(torch::kInt32) - expected.to(torch::kInt32)).abs().max().item<int>(), 1);
+  EXPECT_NE(error_of([&] { decode_image(read_file(fx + "/truncated.jpg"), "truncated.jpg"); }).find("truncated"),
+            std::string::npos);
+  const auto g16 = convert_channels(decode_image(read_file(fx + "/gray16.png"), "gray16.png"), 1);
+  ASSERT_EQ(g16.pixels.size(), 256u);
+  const auto g16_expected = read_raw(fx + "/gray16_l.bin", {256}, torch::kUInt8);
+  EXPECT_TRUE(torch::equal(torch::from_blob(const_cast<uint8_t*>(g16.pixels.data()), {256}, torch::kUInt8),
+                           g16_expected));
+}
+
 TEST(Cifar, WrittenFilesReadBack) {
   TempDir dir;
   torch::manual_seed(3);
@@ -253,7 +273,9 @@ TEST(Npz, ReadsWhatNumpyWrites) {
   // Our writer's files read back too (numpy.load reads them: the bench's Python side uses them).
   TempDir dir;
   write_npz(dir.file("w.npz"), x, y);
-  EXPECT_TRUE(torch::equal(load_dataset(dir.file("w.npz"), Split::kTest).images, x));
+  const auto back = load_dataset(dir.file("w.npz"), Split::kTest);
+  EXPECT_TRUE(torch::equal(back.images, x));
+  EXPECT_TRUE(torch::equal(back.labels, y));  // int64 labels: a copy, not a view of the freed file bytes
   atomic_write_file(dir.file("bad.npz"), "PK not really");
   EXPECT_NE(error_of([&] { load_dataset(dir.file("bad.npz"), Split::kTest); }).find("bad.npz"), std::string::npos);
 }

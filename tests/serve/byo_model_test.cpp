@@ -4,6 +4,7 @@
 // served with UINT8 input as image clients send it.
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "core/files.h"
@@ -110,7 +111,8 @@ TEST(ByoModel, ImportChecksItsInputsAndDataMustFit) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("returns 3 logits per image but 2 class names"), std::string::npos) << r.output;
   r = bulwark("import " + rn + "/outside.pt --input-shape 3,32,32 --mean 0.5 --std 0.5 --out " + dir.file("x.pt"));
-  EXPECT_NE(r.output.find("one mean and one std per input channel"), std::string::npos) << r.output;
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--mean and --std need one value per input channel (3)"), std::string::npos) << r.output;
   r = bulwark("import " + rn + "/outside.pt --input-shape 3,32 --out " + dir.file("x.pt"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("--input-shape"), std::string::npos) << r.output;
