@@ -28,6 +28,19 @@ def flags_in(text):
     return out
 
 
+def command_flags(path):
+    """A command's own flags, plus the shared groups it adds (cli/data_flags.cpp's --data group and
+    --augment group)."""
+    text = src(path)
+    flags = flags_in(text)
+    data_flags = src("src/cli/data_flags.cpp")
+    if "add_data_options(" in text:
+        flags.update(flags_in(function_body(data_flags, "void add_data_options(")))
+    if "add_augment_options(" in text:
+        flags.update(flags_in(function_body(data_flags, "void add_augment_options(")))
+    return flags
+
+
 def cli_flags():
     serve = flags_in(function_body(src("src/cli/cmd_serve.cpp"), "void add_serve_options("))
     registry_option = flags_in(src("src/cli/run_record.cpp"))
@@ -35,8 +48,8 @@ def cli_flags():
         "": flags_in(src("src/cli/main.cpp")),  # global
         "serve": serve,
         "guard": serve,
-        "harden": {**flags_in(src("src/cli/cmd_harden.cpp")), **registry_option},
-        "train": {**flags_in(src("src/cli/cmd_train.cpp")), **registry_option},
+        "harden": {**command_flags("src/cli/cmd_harden.cpp"), **registry_option},
+        "train": {**command_flags("src/cli/cmd_train.cpp"), **registry_option},
     }
 
 
