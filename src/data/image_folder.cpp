@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <initializer_list>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -22,15 +23,18 @@ namespace bulwark::data {
 namespace fs = std::filesystem;
 namespace {
 
-bool decodable(const std::string& name) {
+// Whether `name` ends with one of `extensions`, compared case-insensitively.
+bool has_extension(const std::string& name, std::initializer_list<const char*> extensions) {
   std::string lower = name;
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  for (const char* ext : {".png", ".jpg", ".jpeg"}) {
+  for (const char* ext : extensions) {
     const std::string e = ext;
     if (lower.size() >= e.size() && lower.compare(lower.size() - e.size(), e.size(), e) == 0) return true;
   }
   return false;
 }
+
+bool decodable(const std::string& name) { return has_extension(name, {".png", ".jpg", ".jpeg"}); }
 
 torch::Tensor to_chw(const DecodedImage& image) {
   return torch::from_blob(const_cast<uint8_t*>(image.pixels.data()), {image.height, image.width, image.channels},
@@ -46,13 +50,7 @@ std::string size_text(const torch::Tensor& chw) {
 }  // namespace
 
 bool has_image_extension(const std::string& name) {
-  std::string lower = name;
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  for (const char* ext : {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}) {
-    const std::string e = ext;
-    if (lower.size() >= e.size() && lower.compare(lower.size() - e.size(), e.size(), e) == 0) return true;
-  }
-  return false;
+  return has_extension(name, {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"});
 }
 
 ImageFolderScan scan_image_folder(const std::string& root) {

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 
 #include <mutex>
@@ -49,6 +51,37 @@ int64_t probe_classes(torch::jit::Module& module, const ModelSpec& spec, const s
   return out.size(1);
 }
 
+// For a module without a `features` method (a model from PyTorch): the input of the linear layer
+// whose output forward() returns — the penultimate features feature detectors (Mahalanobis) read —
+// added as `features`. forward's graph is copied with its calls inlined and cut before that layer.
+// A forward that does not end in aten::linear gets nothing (and such a model has no features()).
+void add_derived_features(torch::jit::Module& module) {
+  try {
+    auto graph = module.get_method("forward").graph()->copy();
+    // One Inline pass takes one level of calls here (the plain interpreter's callee graphs keep
+    // theirs): repeat until forward's own nodes end in the layer (torchvision's forward calls
+    // _forward_impl, which calls fc).
+    for (int depth = 0; depth < 16 && graph->outputs().size() == 1; ++depth) {
+      const auto kind = graph->outputs()[0]->node()->kind();
+      if (kind != c10::prim::CallMethod && kind != c10::prim::CallFunction) break;
+      torch::jit::Inline(*graph);
+    }
+    if (graph->outputs().size() != 1) return;
+    torch::jit::Node* last = graph->outputs()[0]->node();
+    if (last->kind() != c10::Symbol::fromQualString("aten::linear")) return;
+    torch::jit::Value* features = last->inputs()[0];
+    graph->eraseOutput(0);
+    graph->registerOutput(features);
+    torch::jit::EliminateDeadCode(graph);
+    const auto type = module.type();
+    auto* fn = module._ivalue()->compilation_unit()->create_function(
+        c10::QualifiedName(*type->name(), "features"), graph);
+    type->addMethod(fn);
+  } catch (const std::exception&) {
+    // An unusual graph: the model simply has no features().
+  }
+}
+
 void check_fits(const std::vector<torch::Tensor>& model, const std::vector<torch::Tensor>& saved, const char* what) {
   bool fits = model.size() == saved.size();
   for (size_t i = 0; fits && i < model.size(); ++i) fits = model[i].sizes().equals(saved[i].sizes());
@@ -68,6 +101,7 @@ void use_plain_interpreter() {
 
 Model::Model(torch::jit::Module module, ModelSpec spec) : module_(std::move(module)), spec_(std::move(spec)) {
   use_plain_interpreter();
+  if (spec_.arch == "torchscript" && !module_.find_method("features")) add_derived_features(module_);
   has_features_ = module_.find_method("features").has_value();
   // Only zoo models are known to compute forward() as that linear head; an imported module with
   // the same attribute names may not.

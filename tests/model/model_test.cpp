@@ -208,7 +208,20 @@ TEST(PyTorchInterop, TorchScriptFromPythonLoadsAndMatches) {
   }
   const Model m = Model::import_torchscript(dir.file("pytorch_model.pt"), ModelSpec{});
   EXPECT_EQ(m.spec().num_classes(), 10);  // from the probe's logits
-  EXPECT_FALSE(m.has_features());
+  // features(): the input of the last linear layer, found in forward's graph (fc's input, the
+  // flattened activations), so that its linear layer gives back the logits.
+  ASSERT_TRUE(m.has_features());
+  {
+    torch::NoGradGuard no_grad;
+    EvalMode eval(m);
+    const auto x = torch::rand({3, 1, 28, 28});
+    const auto f = m.features(x);
+    EXPECT_EQ(f.sizes(), (std::vector<int64_t>{3, 8 * 14 * 14}));
+    auto& module = const_cast<Model&>(m).module();
+    const auto fc = module.attr("fc").toModule();
+    const auto z = torch::linear(f, fc.attr("weight").toTensor(), fc.attr("bias").toTensor());
+    EXPECT_TRUE(torch::allclose(z, m.logits(x), 1e-5, 1e-5));
+  }
   const auto x = testing::read_floats(dir.file("input.bin"), {4, 1, 28, 28});
   const auto expected = testing::read_floats(dir.file("logits.bin"), {4, 10});
   EXPECT_TRUE(torch::allclose(m.predict_logits(x), expected, 1e-5, 1e-5));

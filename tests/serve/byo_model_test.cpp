@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/files.h"
+#include "model/model.h"
 #include "server_fixture.h"
 #include "server_process.h"
 
@@ -85,6 +86,21 @@ TEST(ByoModel, ImportedResnetEvaluatesImageForImageAsPyTorch) {
     r = bulwark("--json eval --model " + dir.file(name) + " --data " + rn + "/data --predictions " + dir.file("p.csv"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_EQ(predictions_csv(dir.file("p.csv")), expected) << name;
+  }
+  // Feature detectors need the penultimate features: found as the input of torchvision's fc (through
+  // forward -> _forward_impl -> fc), so fc of them gives the logits.
+  {
+    const auto m = model::Model::load(dir.file("out.pt"));
+    ASSERT_TRUE(m.has_features());
+    torch::NoGradGuard no_grad;
+    model::EvalMode eval(m);
+    const auto x = torch::rand({2, 3, 32, 32});
+    const auto f = m.features(x);
+    EXPECT_EQ(f.sizes(), (std::vector<int64_t>{2, 512}));
+    auto& module = const_cast<model::Model&>(m).module();
+    const auto fc = module.attr("fc").toModule();
+    EXPECT_TRUE(torch::allclose(torch::linear(f, fc.attr("weight").toTensor(), fc.attr("bias").toTensor()),
+                                m.logits(x), 1e-4, 1e-4));
   }
   const auto info = json::parse(bulwark("--json info " + dir.file("out.pt")).output);
   EXPECT_EQ(info["input_shape"], json({3, 32, 32}));
