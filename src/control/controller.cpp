@@ -424,11 +424,16 @@ void Controller::transition(State to, const std::string& reason, json details) {
   State from;
   std::string served_version;
   if (const auto src = core_.source_of(options_.served_name)) served_version = std::to_string(src->registry_version);
+  // On disk before anyone can see it: a guard killed in between restarts from the state it was
+  // entering (a job it then abandons), never from the one it left while /v2/guard already showed
+  // the new one.
+  const double since = now_s();
+  persist(to, since, reason);
   {
     std::lock_guard<std::mutex> lock(mu_);
     from = state_;
     state_ = to;
-    since_s_ = now_s();
+    since_s_ = since;
     reason_ = reason;
     details["from"] = to_string(from);
     details["to"] = to_string(to);
@@ -437,7 +442,6 @@ void Controller::transition(State to, const std::string& reason, json details) {
     history_.push_back(details);
     if (history_.size() > kHistory) history_.pop_front();
   }
-  persist();
   registry_->record("guard.transition", options_.model, details);
   core_.guard().events().publish(
       detect::Event{now_s(), "guard.state", "", options_.served_name, served_version, "", 0, 0, 0, details});
@@ -448,12 +452,12 @@ void Controller::transition(State to, const std::string& reason, json details) {
   std::cerr << "bulwark guard: " << to_string(from) << " -> " << to_string(to) << ": " << reason << '\n';
 }
 
-void Controller::persist() {
+void Controller::persist(State state, double since_s, const std::string& reason) {
   json j;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    j = {{"model", options_.model},       {"state", to_string(state_)},
-         {"since_s", since_s_},           {"reason", reason_},
+    j = {{"model", options_.model},       {"state", to_string(state)},
+         {"since_s", since_s},            {"reason", reason},
          {"job", {{"id", job_id_}, {"dir", job_dir_}}},
          {"production_version", production_version_}, {"candidate_version", candidate_version_},
          {"accuracy_before", accuracy_before_}};

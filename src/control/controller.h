@@ -84,7 +84,8 @@ class Controller {
   void loop();
   void tick(const std::vector<detect::Event>& events);
   void transition(State to, const std::string& reason, nlohmann::json details = nlohmann::json::object());
-  void persist();
+  // Writes the state file with `state` (the one being entered) and the other fields as they are.
+  void persist(State state, double since_s, const std::string& reason);
   void recover();
   void start_hardening(const std::string& reason);
   void gate_and_promote();
