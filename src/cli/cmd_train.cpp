@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "cli/run_record.h"
 #include "core/progress.h"
+#include "data/classes.h"
 #include "data/dataset.h"
 #include "dist/group.h"
 #include "model/zoo.h"
@@ -60,7 +61,12 @@ void run_train(const TrainFlags& f, const CLI::App& cmd, const GlobalOptions& g)
   data::Dataset test_set = data::load_dataset(f.data.data, data::Split::kTest, load);
   data::require_held_out(train_set, test_set);
   if (test_set.class_names != train_set.class_names) {
-    throw invalid_argument("--data " + f.data.data + ": the test split's classes differ from the training split's");
+    // Numbered classes (IDX, .npz) are counted from the labels each split holds: the model takes the
+    // larger count. Named ones must agree.
+    if (!data::numbered_classes(train_set.class_names) || !data::numbered_classes(test_set.class_names)) {
+      throw invalid_argument("--data " + f.data.data + ": the test split's classes differ from the training split's");
+    }
+    if (test_set.class_names.size() > train_set.class_names.size()) train_set.class_names = test_set.class_names;
   }
   if (f.limit > 0) train_set = train_set.head(f.limit, "--limit");
   if (f.test_limit > 0) test_set = test_set.head(f.test_limit, "--test-limit");

@@ -5,20 +5,10 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "data/classes.h"
 #include "model/model.h"
 
 namespace bulwark::cli {
-namespace {
-
-bool numeric_names(const std::vector<std::string>& names) {
-  for (size_t i = 0; i < names.size(); ++i) {
-    if (names[i] != std::to_string(i)) return false;
-  }
-  return true;
-}
-
-}  // namespace
-
 void add_data_options(CLI::App* cmd, DataFlags& flags) {
   cmd->add_option("--data", flags.data,
                   "fashion-mnist, an IDX directory, a CIFAR-10/100 binary directory or file, a .npz (x, y), or an "
@@ -72,31 +62,9 @@ data::LoadOptions load_options(const DataFlags& flags, const model::Model* model
   return o;
 }
 
-void check_labels(const data::Dataset& d, const model::Model& model) {
-  const auto& names = model.spec().class_names;
-  if (d.size() > 0) {
-    const int64_t top = d.labels.max().item<int64_t>();
-    if (top >= model.spec().num_classes()) {
-      throw invalid_argument("--data " + d.name + ": label " + std::to_string(top) + " is out of range for the model's " +
-                             std::to_string(model.spec().num_classes()) + " classes");
-    }
-  }
-  // An image folder names its classes; a model imported for named classes does too. The same index
-  // must mean the same class (a folder missing one class shifts every label after it).
-  if (!numeric_names(d.class_names) && !numeric_names(names)) {
-    for (size_t i = 0; i < std::min(d.class_names.size(), names.size()); ++i) {
-      if (d.class_names[i] != names[i]) {
-        throw invalid_argument("--data " + d.name + ": class " + std::to_string(i) + " is '" + d.class_names[i] +
-                               "' but the model's class " + std::to_string(i) + " is '" + names[i] +
-                               "' (the folder's class folders must be the model's classes, in the same order)");
-      }
-    }
-  }
-}
-
 data::Dataset load_for_model(const DataFlags& flags, data::Split split, const model::Model& model, bool progress) {
   auto d = data::load_dataset(flags.data, split, load_options(flags, &model, progress));
-  check_labels(d, model);
+  data::check_classes(d, model.spec().class_names);
   if (d.ignored_files > 0) {
     std::cerr << "note: " << d.name << ": " << d.ignored_files
               << " files without an image extension are not part of the set (as torchvision's ImageFolder)\n";

@@ -38,11 +38,8 @@ int64_t parse_memory(const std::string& text);
 data::LoadOptions load_options(const DataFlags& flags, const model::Model* model, bool progress = true);
 
 // Loads `split` for `model`; refuses data whose shape, label range or class names do not fit the
-// model, and prints to stderr how many files were ignored or refused.
+// model (data/classes.h), and prints to stderr how many files were ignored or refused.
 data::Dataset load_for_model(const DataFlags& flags, data::Split split, const model::Model& model,
                              bool progress = true);
-
-// The class names / label checks of load_for_model, for data loaded otherwise.
-void check_labels(const data::Dataset& d, const model::Model& model);
 
 }  // namespace bulwark::cli

@@ -12,6 +12,7 @@
 #include "core/digest.h"
 #include "core/error.h"
 #include "core/files.h"
+#include "data/classes.h"
 #include "data/dataset.h"
 #include "detect/calibration.h"
 #include "detect/monitor_fit.h"
@@ -288,6 +289,7 @@ void Controller::gate_and_promote() {
 
   const auto test = data::load_dataset(h.data, data::Split::kTest, load);
   data::require_held_out(train, test);  // the gate never judges on the images the job trained on
+  data::check_classes(test, candidate.spec().class_names);
   const auto gate = run_gate(candidate, production, test, policy_.gate, h.seed);
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -16,6 +16,7 @@
 #include "control/kubernetes.h"
 #include "core/error.h"
 #include "core/files.h"
+#include "data/classes.h"
 #include "data/dataset.h"
 #include "defense/harden.h"
 #include "model/model.h"
@@ -82,6 +83,7 @@ class ThreadRunner : public JobRunner {
       load.progress = false;
       auto train = data::load_dataset(job.policy.data, data::Split::kTrain, load);
       data::require_held_out(train, data::load_dataset(job.policy.data, data::Split::kTest, load));
+      data::check_classes(train, m.spec().class_names);
       o.augment = m.spec().input_shape[0] == 3;  // the CLI's default for RGB
       if (job.policy.limit > 0 && job.policy.limit < train.size()) train = train.head(job.policy.limit, "policy.hardening.limit");
       const auto split =

@@ -8,6 +8,10 @@
 namespace bulwark::model {
 
 FrozenForward::FrozenForward(const Model& m) : model_(m) {
+  if (m.spec().normalises()) {
+    mean_ = torch::tensor(m.spec().mean).view({1, -1, 1, 1});
+    std_ = torch::tensor(m.spec().std).view({1, -1, 1, 1});
+  }
   try {
     auto copy = model_.module().clone();  // its own methods: inlining below leaves the model's alone
     // freeze() inlines one level of calls under the plain interpreter, then drops the submodules'
@@ -32,10 +36,7 @@ torch::Tensor FrozenForward::operator()(const torch::Tensor& x) const {
     return model_.logits(x);
   }
   // The frozen copy is the module alone: the spec's normalisation runs first, as in Model::logits.
-  const auto& spec = model_.spec();
-  const torch::Tensor in = spec.normalises() ? (x - torch::tensor(spec.mean).view({1, -1, 1, 1})) /
-                                                   torch::tensor(spec.std).view({1, -1, 1, 1})
-                                             : x;
+  const torch::Tensor in = mean_.defined() ? (x - mean_) / std_ : x;
   auto out = const_cast<torch::jit::Module&>(frozen_).forward({in}).toTensor();
   return out.is_mkldnn() ? out.to_dense() : out;
 }

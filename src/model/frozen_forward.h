@@ -31,6 +31,7 @@ class FrozenForward {
  private:
   Model model_;
   torch::jit::Module frozen_;
+  torch::Tensor mean_, std_;  // [1, C, 1, 1] when the spec normalises (Model::logits does it before the module)
   bool optimized_ = false;
 };
 

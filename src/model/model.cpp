@@ -3,7 +3,6 @@
 #include <torch/torch.h>
 
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
-#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 
 #include <mutex>
@@ -58,14 +57,7 @@ int64_t probe_classes(torch::jit::Module& module, const ModelSpec& spec, const s
 void add_derived_features(torch::jit::Module& module) {
   try {
     auto graph = module.get_method("forward").graph()->copy();
-    // One Inline pass takes one level of calls here (the plain interpreter's callee graphs keep
-    // theirs): repeat until forward's own nodes end in the layer (torchvision's forward calls
-    // _forward_impl, which calls fc).
-    for (int depth = 0; depth < 16 && graph->outputs().size() == 1; ++depth) {
-      const auto kind = graph->outputs()[0]->node()->kind();
-      if (kind != c10::prim::CallMethod && kind != c10::prim::CallFunction) break;
-      torch::jit::Inline(*graph);
-    }
+    inline_calls(*graph);  // torchvision's forward calls _forward_impl, which calls fc
     if (graph->outputs().size() != 1) return;
     torch::jit::Node* last = graph->outputs()[0]->node();
     if (last->kind() != c10::Symbol::fromQualString("aten::linear")) return;
@@ -166,9 +158,10 @@ Model Model::import_torchscript(const std::string& path, ModelSpec spec) {
   }
   if (!module.find_method("forward")) throw data_format(path + ": TorchScript module has no forward()");
   module.eval();  // the probe must not update BatchNorm statistics
-  // Checks the spec's own fields (shape, normalisation per channel) before the probe uses them.
-  spec.class_names = spec.class_names.empty() ? std::vector<std::string>{"0"} : spec.class_names;
-  const bool named = spec.class_names.size() > 1 || spec.class_names[0] != "0";
+  // Checks the spec's own fields (shape, normalisation per channel) before the probe uses them; with
+  // no class names given, one placeholder stands in until the probe counts the classes.
+  const bool named = !spec.class_names.empty();
+  if (!named) spec.class_names = {"0"};
   spec = ModelSpec::from_json(spec.to_json(), path);
   const int64_t classes = probe_classes(module, spec, path);
   if (named && classes != spec.num_classes()) {

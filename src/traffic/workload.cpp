@@ -56,13 +56,17 @@ torch::Tensor craft_transfer(const Phase& p, model::Model& m, const torch::Tenso
 Workload prepare_workload(const TrafficOptions& o) {
   o.validate();
   Workload w;
+  std::map<std::string, model::Model> models;  // attacker models by path, loaded once
+  for (const auto& p : o.phases) {
+    if (p.transfer() && !models.count(p.attacker_model)) {
+      models.emplace(p.attacker_model, model::Model::load(p.attacker_model));
+    }
+  }
   data::LoadOptions load;
   load.shape = o.input_shape;
-  for (const auto& p : o.phases) {
-    // Without --input-shape, a transfer phase's local model says the served shape (it must take
-    // the same images); image folders are converted to it.
-    if (load.shape.empty() && p.transfer()) load.shape = model::Model::load(p.attacker_model).spec().input_shape;
-  }
+  // Without --input-shape, a transfer phase's local model says the served shape (it must take the
+  // same images); image folders are converted to it.
+  if (load.shape.empty() && !models.empty()) load.shape = models.begin()->second.spec().input_shape;
   const auto d = data::load_dataset(o.data, data::Split::kTest, load);
   if (o.offset + o.n > d.size()) {
     throw invalid_argument("--offset " + std::to_string(o.offset) + " + --n " + std::to_string(o.n) + " exceeds the " +
@@ -75,7 +79,6 @@ Workload prepare_workload(const TrafficOptions& o) {
   const auto perm = data::seeded_permutation(o.n, o.seed);
   w.order.assign(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + o.n);
 
-  std::map<std::string, model::Model> models;  // attacker models by path, loaded once
   std::map<std::string, size_t> crafted;       // "kind eps path" -> the plan that holds it
   for (const auto& p : o.phases) {
     PhasePlan plan;
@@ -83,10 +86,7 @@ Workload prepare_workload(const TrafficOptions& o) {
     const auto start = std::chrono::steady_clock::now();
     if (p.transfer()) {
       auto it = models.find(p.attacker_model);
-      if (it == models.end()) {
-        it = models.emplace(p.attacker_model, model::Model::load(p.attacker_model)).first;
-        it->second.check_input(w.x.narrow(0, 0, 1));
-      }
+      it->second.check_input(w.x.narrow(0, 0, 1));
       char key[64];
       std::snprintf(key, sizeof key, "%s %.17g ", to_string(p.kind).c_str(), p.eps_linf);
       const auto same = crafted.find(key + p.attacker_model);

@@ -301,3 +301,29 @@ TEST(Augment, CropFlipIsSeededAndKeepsPixels) {
 
 }  // namespace
 }  // namespace bulwark::data
+
+namespace bulwark::data {
+namespace {
+
+// One check for every command and the loop's jobs: labels in range, named classes in the model's order.
+TEST(Classes, LabelsAndNamesMustFitTheModel) {
+  Dataset d;
+  d.name = "set";
+  d.images = torch::zeros({3, 1, 2, 2}, torch::kUInt8);
+  d.labels = torch::tensor({0, 2, 1}, torch::kInt64);
+  d.class_names = {"a", "b", "c"};
+  EXPECT_NO_THROW(check_classes(d, {"a", "b", "c"}));
+  EXPECT_NO_THROW(check_classes(d, {"0", "1", "2"}));  // numbered: by count only
+  EXPECT_THROW(check_classes(d, {"0", "1"}), Error);   // label 2 out of range
+  try {
+    check_classes(d, {"a", "c", "b"});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("class 1 is 'b' but the model's class 1 is 'c'"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(numbered_classes({"0", "1"}));
+  EXPECT_FALSE(numbered_classes({"1", "0"}));
+}
+
+}  // namespace
+}  // namespace bulwark::data
