@@ -74,6 +74,11 @@ void register_guard(CLI::App& app, GlobalOptions& g) {
                           const auto c = weak.lock();
                           if (!c) throw unavailable("the controller has stopped");
                           return c->request_hardening(actor);
+                        },
+                        [weak](const std::string& actor, const std::string& decision) {
+                          const auto c = weak.lock();
+                          if (!c) throw unavailable("the controller has stopped");
+                          return c->decide(actor, decision);
                         }});
       controller->start();
       std::cerr << "guard: watching '" << name << "' (registry " << ref.model << "@production), state "

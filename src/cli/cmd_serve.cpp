@@ -304,6 +304,12 @@ void add_serve_options(CLI::App* cmd, ServeFlags& f) {
   cmd->add_option("--stateful-max-clients", f.stateful_max_clients, "Clients whose query history is kept")
       ->capture_default_str();
   cmd->add_option("--stateful-max-queries", f.stateful_max_queries, "Queries kept per client")->capture_default_str();
+  cmd->add_option("--client-prefix-v4", f.core.guard.prefix_v4,
+                  "Requests without a token count as one client per IPv4 network of this prefix length")
+      ->capture_default_str();
+  cmd->add_option("--client-prefix-v6", f.core.guard.prefix_v6,
+                  "Requests without a token count as one client per IPv6 network of this prefix length")
+      ->capture_default_str();
   cmd->add_option("--monitor", f.monitor, "Stream monitor for calibrated models: on or off")->capture_default_str();
   cmd->add_option("--monitor-arl0-hours", f.monitor_arl0_hours, "Mean time between false alarms on clean traffic")
       ->capture_default_str();

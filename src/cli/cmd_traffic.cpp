@@ -26,18 +26,25 @@ struct TrafficFlags {
   std::string input_shape;
 };
 
-// The first line of a secret file, without surrounding whitespace; errors name the flag.
-std::string read_token_file(const std::string& path, const char* flag) {
+// The non-empty lines of a secret file, without surrounding whitespace (at most 256); errors name
+// the flag.
+std::vector<std::string> read_token_lines(const std::string& path, const char* flag) {
   std::ifstream in(path);
   if (!in) throw not_found(std::string(flag) + ": cannot read '" + path + "'");
+  std::vector<std::string> tokens;
   std::string line;
-  std::getline(in, line);
-  const auto first = line.find_first_not_of(" \t\r\n");
-  if (first == std::string::npos)
-    throw invalid_argument(std::string(flag) + ": '" + path + "' has no token on its first line");
-  line.erase(line.find_last_not_of(" \t\r\n") + 1);
-  return line.substr(first);
+  while (std::getline(in, line)) {
+    const auto first = line.find_first_not_of(" \t\r\n");
+    if (first == std::string::npos) continue;
+    line.erase(line.find_last_not_of(" \t\r\n") + 1);
+    tokens.push_back(line.substr(first));
+    if (tokens.size() > 256) throw invalid_argument(std::string(flag) + ": '" + path + "' holds more than 256 tokens");
+  }
+  if (tokens.empty()) throw invalid_argument(std::string(flag) + ": '" + path + "' holds no token");
+  return tokens;
 }
+
+std::string read_token_file(const std::string& path, const char* flag) { return read_token_lines(path, flag).front(); }
 
 std::string env_or_empty(const char* name) {
   const char* v = std::getenv(name);
@@ -47,7 +54,13 @@ std::string env_or_empty(const char* name) {
 // Tokens never come from the command line (they would show in `ps`): files first, then the
 // environment; the feedback token defaults to the inference token.
 void resolve_tokens(const TrafficFlags& f, traffic::ClientOptions& c) {
-  c.token = f.token_file.empty() ? env_or_empty("BULWARK_TOKEN") : read_token_file(f.token_file, "--token-file");
+  if (f.token_file.empty()) {
+    c.token = env_or_empty("BULWARK_TOKEN");
+  } else {
+    c.tokens = read_token_lines(f.token_file, "--token-file");
+    c.token = c.tokens.front();
+    if (c.tokens.size() == 1) c.tokens.clear();
+  }
   if (!f.feedback_token_file.empty()) {
     c.feedback_token = read_token_file(f.feedback_token_file, "--feedback-token-file");
   } else {
@@ -190,7 +203,7 @@ void register_traffic(CLI::App& app, GlobalOptions& g) {
       ->capture_default_str();
   cmd->add_option("--batch", o.craft_batch, "Images crafted together (memory bound)")->capture_default_str();
   cmd->add_option("--timeout-s", o.client.timeout_s, "Connect/read/write timeout per request")->capture_default_str();
-  cmd->add_option("--token-file", flags->token_file, "Inference token file (first line); default env BULWARK_TOKEN");
+  cmd->add_option("--token-file", flags->token_file, "Inference token file, one token per line (several: the workers take turns, as several clients); default env BULWARK_TOKEN");
   cmd->add_option("--feedback-token-file", flags->feedback_token_file,
                   "Feedback token file; default env BULWARK_FEEDBACK_TOKEN, else the inference token");
   cmd->add_flag("--no-feedback", flags->no_feedback, "Do not post the true labels");

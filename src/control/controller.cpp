@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "control/gate.h"
 #include "control/kubernetes.h"
@@ -29,8 +30,10 @@ namespace {
 
 constexpr size_t kInboxCap = 10000;
 constexpr size_t kHistory = 50;
-const State kAllStates[] = {State::kServing,  State::kAlarm,    State::kHardening,  State::kGating, State::kPromoting,
-                            State::kWatching, State::kStable,   State::kRolledBack, State::kFailed};
+const State kAllStates[] = {State::kServing,  State::kAlarm,  State::kHardening,  State::kGating, State::kPromoting,
+                            State::kWatching, State::kStable, State::kRolledBack, State::kFailed, State::kHeld};
+constexpr double kDay = 86400;
+constexpr double kEvidenceRows = 5;  // flagged rows an identity needs to count as evidence
 
 double now_s() { return serve::unix_now_s(); }
 
@@ -63,6 +66,7 @@ std::string to_string(State s) {
     case State::kStable: return "stable";
     case State::kRolledBack: return "rolled-back";
     case State::kFailed: return "failed";
+    case State::kHeld: return "held";
   }
   return "serving";
 }
@@ -157,22 +161,26 @@ void Controller::loop() {
 void Controller::tick(const std::vector<detect::Event>& events) {
   State st;
   double since;
-  std::string manual;
+  std::string manual, decision, decision_actor;
   {
     std::lock_guard<std::mutex> lock(mu_);
     st = state_;
     since = since_s_;
     manual.swap(manual_request_);
+    decision.swap(decision_);
+    decision_actor.swap(decision_actor_);
   }
   const double now = now_s();
   switch (st) {
-    case State::kServing:
+    case State::kServing: {
       if (!manual.empty()) return start_hardening("requested by " + manual);
       for (const auto& e : events) {
         if (e.kind == "alarm" && e.model == options_.served_name && contains(policy_.trigger.alarms, e.detector)) {
           {
             std::lock_guard<std::mutex> lock(mu_);
             alarm_detector_ = e.detector;
+            alarm_s_ = e.time_s;
+            waiting_for_.clear();
           }
           char buf[160];
           std::snprintf(buf, sizeof buf, "%s alarm: statistic %.3g over threshold %.3g", e.detector.c_str(), e.statistic,
@@ -180,16 +188,30 @@ void Controller::tick(const std::vector<detect::Event>& events) {
           return transition(State::kAlarm, buf, {{"detector", e.detector}, {"statistic", e.statistic}});
         }
       }
-      return;
-    case State::kAlarm:
-      for (const auto& e : events) {
-        if (e.kind == "alarm.cleared" && e.model == options_.served_name && e.detector == alarm_detector_) {
-          return transition(State::kServing, "alarm cleared after " + secs(now - since) + ", before the persistence of " +
-                                                 secs(policy_.trigger.persistence_s));
+      // An alarm that outlasted the last job (a refused gate, a failed job, the cooldown) raises no
+      // new event: the episode goes on, and so does the loop.
+      if (alarm_standing()) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          alarm_s_ = now;
+          waiting_for_.clear();
         }
+        return transition(State::kAlarm, "alarm still standing after the cooldown: evaluating again");
       }
-      if (now - since >= policy_.trigger.persistence_s) start_hardening("alarm persisted " + secs(now - since));
       return;
+    }
+    case State::kAlarm: {
+      bool cleared = false;
+      for (const auto& e : events) {
+        cleared = cleared || (e.kind == "alarm.cleared" && e.model == options_.served_name && e.detector == alarm_detector_);
+      }
+      if (cleared || !alarm_standing()) {
+        return transition(State::kServing, "alarm cleared after " + secs(now - since) +
+                                               (now - since < policy_.trigger.persistence_s ? ", before the persistence of " + secs(policy_.trigger.persistence_s) : ""));
+      }
+      if (now - since >= policy_.trigger.persistence_s) maybe_start_from_alarm(now, since);
+      return;
+    }
     case State::kHardening: {
       const auto js = runner_->poll();
       {
@@ -218,13 +240,104 @@ void Controller::tick(const std::vector<detect::Event>& events) {
       return finish_promotion();
     case State::kWatching:
       return judge_watch(events);
+    case State::kHeld: {
+      if (decision.empty()) return;
+      int64_t candidate;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        candidate = candidate_version_;
+      }
+      if (decision == "rollback") return rollback("rolled back by " + decision_actor + " (held candidate)");
+      route_traffic(candidate, 100, "full");
+      return transition(State::kStable, "kept by " + decision_actor + " (held candidate)");
+    }
     case State::kStable:
     case State::kRolledBack:
-    case State::kFailed:
+    case State::kFailed: {
       if (!manual.empty()) return start_hardening("requested by " + manual + " (cooldown skipped)");
-      if (now - since >= policy_.cooldown_s) transition(State::kServing, "cooldown of " + secs(policy_.cooldown_s) + " over");
+      const double cooldown = cooldown_now();
+      if (now - since >= cooldown) transition(State::kServing, "cooldown of " + secs(cooldown) + " over");
       return;
+    }
   }
+}
+
+bool Controller::alarm_standing() const {
+  const auto status = core_.guard().status(now_s());
+  const auto& m = status["monitors"];
+  if (!m.contains(options_.served_name)) return false;
+  const auto& detectors = m[options_.served_name]["detectors"];
+  for (const auto& name : policy_.trigger.alarms) {
+    if (detectors.contains(name) && detectors[name].value("in_alarm", false)) return true;
+  }
+  return false;
+}
+
+bool Controller::attack_ongoing(double now) const {
+  const double window = core_.guard().options().monitor_options.window_s();
+  for (const char* statistic : {"detector_rate", "confidence"}) {
+    if (core_.guard().suspicious_identities(options_.served_name, statistic, now - window,
+                                            policy_.trigger.min_client_flag_share, kEvidenceRows) > 0) {
+      return true;
+    }
+  }
+  const auto status = core_.guard().status(now);
+  const auto& m = status["monitors"];
+  if (!m.contains(options_.served_name)) return false;
+  for (const auto& [name, d] : m[options_.served_name]["detectors"].items()) {
+    if (name == "accuracy") continue;  // labels, not traffic
+    if (d.value("in_alarm", false) || now - d.value("last_cross_s", -1e300) < window) return true;
+  }
+  return false;
+}
+
+void Controller::maybe_start_from_alarm(double now, double since) {
+  std::string detector, waiting;
+  int64_t jobs_today;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    detector = alarm_detector_;
+    while (!job_starts_.empty() && job_starts_.front() < now - kDay) job_starts_.pop_front();
+    jobs_today = static_cast<int64_t>(job_starts_.size());
+  }
+  if (detector != "accuracy") {
+    const double window = core_.guard().options().monitor_options.window_s();
+    const int64_t identities = core_.guard().suspicious_identities(
+        options_.served_name, detector, now - window, policy_.trigger.min_client_flag_share, kEvidenceRows);
+    if (identities < policy_.trigger.min_clients) {
+      waiting = "evidence: " + std::to_string(identities) + " of the " + std::to_string(policy_.trigger.min_clients) +
+                " identities a " + detector + " alarm needs (trigger.min_clients) sent such inputs in the last " +
+                secs(window);
+    }
+  }
+  if (waiting.empty() && jobs_today >= policy_.trigger.max_jobs_per_day) {
+    waiting = "the job budget: " + std::to_string(jobs_today) + " jobs started in the last 24 h (trigger.max_jobs_per_day " +
+              std::to_string(policy_.trigger.max_jobs_per_day) + ")";
+  }
+  if (waiting.empty()) return start_hardening("alarm persisted " + secs(now - since));
+  bool first;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    first = waiting_for_ != waiting.substr(0, waiting.find(':'));
+    waiting_for_ = waiting.substr(0, waiting.find(':'));
+    reason_ = "alarm persisted " + secs(now - since) + "; waiting for " + waiting;
+  }
+  if (first) {
+    const json details{{"waiting_for", waiting}};
+    registry_->record("guard.waiting", options_.model, details);
+    core_.guard().events().publish(detect::Event{now, "guard.waiting", "", options_.served_name, "", "", 0, 0, 0, details});
+  }
+}
+
+double Controller::cooldown_now() const {
+  int64_t streak;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    streak = failure_streak_;
+  }
+  double c = policy_.cooldown_s;
+  for (int64_t i = 0; i < streak && c < policy_.max_cooldown_s; ++i) c *= 2;
+  return std::min(c, policy_.max_cooldown_s);
 }
 
 void Controller::start_hardening(const std::string& reason) {
@@ -237,6 +350,7 @@ void Controller::start_hardening(const std::string& reason) {
   job.base_model = files.at("model.pt");
   job.out = job.dir + "/candidate.pt";
   job.policy = policy_.hardening;
+  const auto served = core_.source_of(options_.served_name);
   {
     std::lock_guard<std::mutex> lock(mu_);
     job_id_ = job.id;
@@ -245,6 +359,11 @@ void Controller::start_hardening(const std::string& reason) {
     production_version_ = production.version;
     candidate_version_ = 0;
     job_progress_ = "starting";
+    job_starts_.push_back(job_started_s_);
+    if (state_ != State::kAlarm) alarm_s_ = job_started_s_;  // a requested job: the episode starts now
+    replaced_serve_version_ = served ? served->serve_version : "";
+    candidate_serve_version_.clear();
+    watch_ = nullptr;
   }
   runner_ = make_runner(policy_.hardening.runner, options_.bulwark_binary, policy_.kubernetes);
   transition(State::kHardening, reason,
@@ -290,7 +409,14 @@ void Controller::gate_and_promote() {
   const auto test = data::load_dataset(h.data, data::Split::kTest, load);
   data::require_held_out(train, test);  // the gate never judges on the images the job trained on
   data::check_classes(test, candidate.spec().class_names);
-  const auto gate = run_gate(candidate, production, test, policy_.gate, h.seed);
+  // The root of production's lineage: the clean floor repeated cycles cannot ratchet down.
+  auto root = production_rec;
+  for (int i = 0; i < 1000 && root.parent && *root.parent > 0; ++i) {
+    root = registry_->resolve(registry::Reference{options_.model, *root.parent, registry::Stage::kNone});
+  }
+  std::optional<model::Model> first;
+  if (root.version != production_rec.version) first.emplace(model::Model::load(registry_->verify(root).at("model.pt")));
+  const auto gate = run_gate(candidate, production, test, policy_.gate, h.seed, first ? &*first : nullptr, root.version);
   {
     std::lock_guard<std::mutex> lock(mu_);
     last_gate_ = gate.to_json();
@@ -311,13 +437,9 @@ void Controller::gate_and_promote() {
   r.metrics = {{"gate", gate.to_json()}, {"clean", gate.candidate.clean}, {"robust", gate.candidate.robust}};
   const auto key = registry::SigningKey::load(h.key);
   const auto v = registry_->register_version(r, &key);
-  int64_t labels = 0;
-  const double before = feedback_accuracy(&labels);
   {
     std::lock_guard<std::mutex> lock(mu_);
     candidate_version_ = v.version;
-    accuracy_before_ = labels >= policy_.watch.min_feedback ? before : -1;
-    labels_before_ = labels;
   }
   transition(State::kPromoting, gate.reason, {{"candidate", v.ref()}, {"gate", gate.to_json()}});
   registry_->promote(options_.model, v.version, registry::Stage::kProduction);
@@ -335,9 +457,16 @@ void Controller::finish_promotion() {
   }
   const auto served = core_.source_of(options_.served_name);
   if (served && served->registry_version == candidate) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      promoted_s_ = now_s();
+      candidate_serve_version_ = served->serve_version;
+    }
     core_.guard().events().publish(detect::Event{now_s(), "guard.promoted", "", options_.model, std::to_string(candidate), "",
                                                  0, 0, 0, {{"version", candidate}}});
-    return transition(State::kWatching, "serving version " + std::to_string(candidate) + "; watching for " + secs(policy_.watch.window_s));
+    return transition(State::kWatching, "serving version " + std::to_string(candidate) + "; watching for " +
+                                            secs(policy_.watch.window_s) + " (up to " + secs(policy_.watch.max_window()) +
+                                            " for labels)");
   }
   if (now_s() - since > options_.promote_deadline_s) {
     rollback("the server did not swap version " + std::to_string(candidate) + " in within " + secs(options_.promote_deadline_s));
@@ -345,13 +474,16 @@ void Controller::finish_promotion() {
 }
 
 void Controller::judge_watch(const std::vector<detect::Event>& events) {
-  double since, before;
+  double promoted, alarm;
   int64_t candidate;
+  std::string replaced_sv, candidate_sv;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    since = since_s_;
-    before = accuracy_before_;
+    promoted = promoted_s_;
+    alarm = alarm_s_;
     candidate = candidate_version_;
+    replaced_sv = replaced_serve_version_;
+    candidate_sv = candidate_serve_version_;
   }
   const auto served = core_.source_of(options_.served_name);
   if (!served || served->registry_version != candidate) {
@@ -364,26 +496,67 @@ void Controller::judge_watch(const std::vector<detect::Event>& events) {
       }
     }
   }
-  if (now_s() - since < policy_.watch.window_s) return;
-  int64_t labels = 0;
-  const double after = feedback_accuracy(&labels);
-  if (labels < policy_.watch.min_feedback) {
+  const auto& w = policy_.watch;
+  const double now = now_s();
+  auto& guard = core_.guard();
+  // Labels count for the version that answered, by answer time (serve/guard.h's ledger).
+  const auto benign = guard.labelled(options_.served_name, replaced_sv, alarm - w.window_s, alarm);
+  const auto attacked = guard.labelled(options_.served_name, replaced_sv, alarm, promoted);
+  const auto mine = guard.labelled(options_.served_name, candidate_sv, promoted, now + 1);
+  const bool ongoing = attack_ongoing(now);
+  const auto& reference = ongoing ? attacked : benign;
+  const std::string against = ongoing ? "the replaced version's under the attack (alarm to promotion)"
+                                       : "the replaced version's before the alarm";
+  const json numbers{{"replaced_before_alarm", benign.to_json()},
+                     {"replaced_under_attack", attacked.to_json()},
+                     {"candidate", mine.to_json()},
+                     {"attack_ongoing", ongoing},
+                     {"compared_with", ongoing ? "replaced_under_attack" : "replaced_before_alarm"},
+                     {"watched_s", now - promoted}};
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    watch_ = numbers;
+  }
+  const bool enough = mine.labels >= w.min_feedback && reference.labels >= w.min_feedback;
+  if (enough) {
+    std::string worse;
+    if (mine.accuracy() < reference.accuracy() - w.max_accuracy_drop) {
+      worse = "feedback accuracy " + pct(mine.accuracy()) + " is more than " + pct(w.max_accuracy_drop) + " below " +
+              against + " " + pct(reference.accuracy()) + " (watch.max_accuracy_drop)";
+    } else if (mine.accuracy() < w.min_feedback_accuracy) {
+      worse = "feedback accuracy " + pct(mine.accuracy()) + " is below " + pct(w.min_feedback_accuracy) +
+              " (watch.min_feedback_accuracy)";
+    }
+    if (!worse.empty()) {
+      if (mine.labellers >= w.min_labellers) return rollback(worse);
+      return hold(worse + "; the labels come from " + std::to_string(mine.labellers) + " feedback token(s), a rollback needs " +
+                      std::to_string(w.min_labellers) + " (watch.min_labellers) or an admin's decision",
+                  numbers);
+    }
+    if (now - promoted < w.window_s) return;
     route_traffic(candidate, 100, "full");
-    return transition(State::kStable, "kept: only " + std::to_string(labels) + " labels in the watch window (" +
-                                          std::to_string(policy_.watch.min_feedback) + " needed to judge)");
+    return transition(State::kStable,
+                      "feedback accuracy " + pct(mine.accuracy()) + " on " + std::to_string(mine.labels) + " labels (" +
+                          against + ": " + pct(reference.accuracy()) + " on " + std::to_string(reference.labels) + ")",
+                      {{"watch", numbers}});
   }
-  if (before >= 0 && after < before - policy_.watch.max_accuracy_drop) {
-    return rollback("feedback accuracy " + pct(after) + " is more than " + pct(policy_.watch.max_accuracy_drop) +
-                    " below the replaced version's " + pct(before) + " (watch.max_accuracy_drop)");
+  if (now - promoted < w.max_window()) return;  // the watch extends while labels come in
+  hold("too few labels after " + secs(now - promoted) + " (watch.max_window_s): " + std::to_string(mine.labels) +
+           " on the new version, " + std::to_string(reference.labels) + " on " + against + ", " +
+           std::to_string(w.min_feedback) + " needed for each (watch.min_feedback)",
+       numbers);
+}
+
+void Controller::hold(const std::string& reason, json details) {
+  int64_t candidate;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    candidate = candidate_version_;
   }
-  if (after < policy_.watch.min_feedback_accuracy) {
-    return rollback("feedback accuracy " + pct(after) + " is below " + pct(policy_.watch.min_feedback_accuracy) +
-                    " (watch.min_feedback_accuracy)");
-  }
-  route_traffic(candidate, 100, "full");
-  transition(State::kStable, "feedback accuracy " + pct(after) + " on " + std::to_string(labels) + " labels" +
-                                 (before >= 0 ? " (replaced version: " + pct(before) + ")" : ""),
-             {{"accuracy", after}, {"accuracy_before", before}, {"labels", labels}});
+  core_.guard().events().publish(detect::Event{now_s(), "guard.held", "", options_.model, std::to_string(candidate), "", 0,
+                                               0, 0, {{"version", candidate}, {"reason", reason}, {"watch", details}}});
+  transition(State::kHeld, reason + ": held at its current traffic share until an admin decides (POST /v2/guard/decide)",
+             {{"watch", details}});
 }
 
 void Controller::rollback(const std::string& reason) {
@@ -412,16 +585,6 @@ void Controller::abandon_job() {
   if (!dir.empty()) fs::remove_all(dir, ec);
 }
 
-double Controller::feedback_accuracy(int64_t* labels) const {
-  const auto status = core_.guard().status(now_s());
-  const auto& m = status["monitors"];
-  *labels = 0;
-  if (!m.contains(options_.served_name)) return -1;
-  const auto& s = m[options_.served_name];
-  *labels = s.value("window_feedback", int64_t{0});
-  return s.contains("accuracy") && s["accuracy"].is_number() ? s["accuracy"].get<double>() : -1;
-}
-
 void Controller::transition(State to, const std::string& reason, json details) {
   State from;
   std::string served_version;
@@ -436,6 +599,8 @@ void Controller::transition(State to, const std::string& reason, json details) {
     from = state_;
     state_ = to;
     since_s_ = since;
+    if (to == State::kStable) failure_streak_ = 0;
+    if (to == State::kFailed || to == State::kRolledBack) ++failure_streak_;
     reason_ = reason;
     details["from"] = to_string(from);
     details["to"] = to_string(to);
@@ -462,7 +627,9 @@ void Controller::persist(State state, double since_s, const std::string& reason)
          {"since_s", since_s},            {"reason", reason},
          {"job", {{"id", job_id_}, {"dir", job_dir_}}},
          {"production_version", production_version_}, {"candidate_version", candidate_version_},
-         {"accuracy_before", accuracy_before_}};
+         {"alarm_s", alarm_s_}, {"promoted_s", promoted_s_},
+         {"failure_streak", failure_streak_ + ((state == State::kFailed || state == State::kRolledBack) ? 1 : 0)},
+         {"job_starts", std::vector<double>(job_starts_.begin(), job_starts_.end())}};
   }
   atomic_write_file(options_.state_file, j.dump(2));
 }
@@ -489,7 +656,16 @@ void Controller::recover() {
     job_dir_ = j["job"].value("dir", "");
     production_version_ = j.value("production_version", int64_t{0});
     candidate_version_ = j.value("candidate_version", int64_t{0});
-    accuracy_before_ = j.value("accuracy_before", -1.0);
+    alarm_s_ = j.value("alarm_s", 0.0);
+    promoted_s_ = j.value("promoted_s", 0.0);
+    // The streak as saved includes the failure being entered; transition() adds it again below.
+    failure_streak_ = j.value("failure_streak", int64_t{0});
+    if (saved == State::kFailed || saved == State::kRolledBack) failure_streak_ = std::max<int64_t>(0, failure_streak_ - 1);
+    if (j.contains("job_starts") && j["job_starts"].is_array()) {
+      for (const auto& t : j["job_starts"]) {
+        if (t.is_number()) job_starts_.push_back(t.get<double>());
+      }
+    }
   }
   int64_t production = 0;
   try {
@@ -505,8 +681,8 @@ void Controller::recover() {
       return transition(State::kFailed, "guard restarted during " + to_string(saved) + ": job " + job_id_ + " abandoned");
     case State::kPromoting:
       if (candidate_version_ > 0 && production == candidate_version_) {
-        return transition(State::kWatching, "guard restarted after promoting version " + std::to_string(production) +
-                                                ": watching it again");
+        return transition(State::kHeld, "guard restarted after promoting version " + std::to_string(production) +
+                                            ": no labels to judge it on; held until an admin decides");
       }
       abandon_job();
       return transition(State::kFailed, "guard restarted before version " + std::to_string(candidate_version_) +
@@ -516,7 +692,8 @@ void Controller::recover() {
         return transition(State::kFailed, "guard restarted while watching version " + std::to_string(candidate_version_) +
                                               ", which is no longer in production");
       }
-      return transition(State::kWatching, "guard restarted: watching version " + std::to_string(production) + " again");
+      return transition(State::kHeld, "guard restarted while watching version " + std::to_string(production) +
+                                          ": the labels it was judged on were in memory; held until an admin decides");
     default:
       return;  // serving, stable, rolled-back, failed: the cooldown goes on from the saved time
   }
@@ -534,6 +711,10 @@ json Controller::status() const {
          {"history", json(std::vector<json>(history_.begin(), history_.end()))},
          {"last_gate", last_gate_}};
   if (state_ == State::kHardening) j["job"] = {{"id", job_id_}, {"progress", job_progress_}, {"started_s", job_started_s_}};
+  j["watch"] = watch_;
+  j["failure_streak"] = failure_streak_;
+  j["jobs_last_24h"] = job_starts_.size();
+  j["alarm_s"] = alarm_s_;
   return j;
 }
 
@@ -547,6 +728,18 @@ json Controller::request_hardening(const std::string& actor) {
   manual_request_ = actor;
   cv_.notify_all();
   return {{"accepted", true}, {"state", to_string(state_)}};
+}
+
+json Controller::decide(const std::string& actor, const std::string& decision) {
+  if (decision != "keep" && decision != "rollback") throw invalid_argument("decision must be keep or rollback");
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ != State::kHeld) {
+    throw Error(ErrorKind::kUnavailable, "the controller is " + to_string(state_) + ": only a held candidate awaits a decision");
+  }
+  decision_ = decision;
+  decision_actor_ = actor;
+  cv_.notify_all();
+  return {{"accepted", true}, {"decision", decision}, {"version", candidate_version_}};
 }
 
 }  // namespace bulwark::control

@@ -1,15 +1,20 @@
 // control/controller.h — the closed loop: a state machine driven by the monitor's events and the
 // policy,
 //
-//   serving → alarm → hardening → gating → promoting → watching → stable | rolled-back
+//   serving → alarm → hardening → gating → promoting → watching → stable | rolled-back | held
 //                 ↘ serving (alarm cleared)   ↘ failed (job or gate)    (then, after the cooldown, serving)
 //
-// serving: waiting for an alarm of a trigger statistic on the served model. alarm: the alarm must
-// persist `trigger.persistence_s`. hardening: a job (runner.h) fine-tunes the production version
+// serving: waiting for an alarm of a trigger statistic on the served model, or, after a cooldown,
+// for one still standing (an attack that outlasted a refused gate is answered again). alarm: the
+// alarm must persist `trigger.persistence_s`; a traffic alarm then needs evidence from
+// `trigger.min_clients` identities, and the day's job budget must not be spent (policy.h). hardening: a job (runner.h) fine-tunes the production version
 // adversarially. gating: the candidate gets its own detector calibration, then the gate (gate.h)
 // compares it with production. promoting: the candidate is registered (signed) and promoted; the
 // server, following the production stage, verifies and swaps it in. watching: labelled feedback
-// on the new version is compared with the replaced version's; worse → rollback. In Kubernetes mode
+// on the new version's own answers is compared with the replaced version's (before the alarm, or
+// under the attack while it goes on); worse → rollback, given labels from watch.min_labellers
+// tokens; too few labels, or a rollback only one labeller asks for → held, until an admin decides
+// (decide()). Failures in a row double the cooldown (up to max_cooldown_s). In Kubernetes mode
 // with an InferenceService (kubernetes.h), promotion also pins it to the candidate at the canary
 // share, stable moves it to 100 %, and a rollback pins it back to the previous version at 100 %;
 // each apply is an audit entry ("guard.inferenceservice"). At most one job
@@ -45,7 +50,18 @@ namespace bulwark::control {
 
 class InferenceServicePromoter;
 
-enum class State { kServing, kAlarm, kHardening, kGating, kPromoting, kWatching, kStable, kRolledBack, kFailed };
+enum class State {
+  kServing,
+  kAlarm,
+  kHardening,
+  kGating,
+  kPromoting,
+  kWatching,
+  kStable,
+  kRolledBack,
+  kFailed,
+  kHeld
+};
 std::string to_string(State s);
 State parse_state(const std::string& s);  // throws data_format naming it
 
@@ -78,6 +94,9 @@ class Controller {
   // reason, unless the controller is serving (or in stable/failed/rolled-back: the cooldown is
   // skipped for an explicit request).
   nlohmann::json request_hardening(const std::string& actor);
+  // An admin's decision on a held candidate (POST /v2/guard/decide): "keep" (full traffic, stable)
+  // or "rollback". Refused unless the controller is held.
+  nlohmann::json decide(const std::string& actor, const std::string& decision);
 
  private:
   struct Persisted;
@@ -91,10 +110,18 @@ class Controller {
   void gate_and_promote();
   void finish_promotion();
   void judge_watch(const std::vector<detect::Event>& events);
+  void hold(const std::string& reason, nlohmann::json details);
+  // Serving or alarm: whether a trigger statistic of the served model is in alarm now.
+  bool alarm_standing() const;
+  // Whether the attack looks to be going on: suspicious identities, or a traffic statistic crossing
+  // its threshold within the monitor's window.
+  bool attack_ongoing(double now) const;
+  // Alarm persisted: starts the job, or says what it waits for (evidence, budget).
+  void maybe_start_from_alarm(double now, double since);
+  double cooldown_now() const;  // cooldown_s doubled per failure in a row, capped
   void rollback(const std::string& reason);
   void route_traffic(int64_t version, int64_t percent, const std::string& step);
   void abandon_job();
-  double feedback_accuracy(int64_t* labels) const;  // the served model's monitor window
 
   const ControllerOptions options_;
   const Policy policy_;
@@ -111,8 +138,14 @@ class Controller {
   double job_started_s_ = 0;
   std::string job_progress_;
   int64_t production_version_ = 0, candidate_version_ = 0;
-  double accuracy_before_ = -1;
-  int64_t labels_before_ = 0;
+  double alarm_s_ = 0;        // when the episode began (alarm raised, or hardening requested)
+  double promoted_s_ = 0;     // when the candidate began serving
+  std::string replaced_serve_version_, candidate_serve_version_;  // the server's version strings (the ledger's keys)
+  int64_t failure_streak_ = 0;       // failed, refused, rolled-back or held-then-rolled-back jobs in a row
+  std::deque<double> job_starts_;    // jobs started in the last 24 h
+  std::string waiting_for_;          // in alarm: what the job waits for (evidence, budget), once per episode
+  nlohmann::json watch_ = nullptr;   // the watch's numbers: references, candidate, labels, verdict
+  std::string decision_, decision_actor_;  // a pending decide()
   nlohmann::json last_gate_ = nullptr;
   std::deque<nlohmann::json> history_;  // the last 50 transitions
   std::string manual_request_;          // actor of a pending request_hardening

@@ -4,7 +4,9 @@
 // first one that fails named.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +23,7 @@ namespace bulwark::control {
 
 struct GateSide {
   double clean = 0, robust = 0;         // robust: worst case over the attack set at gate.eps
+  std::vector<std::string> warnings;    // the suite's gradient-masking warnings
   nlohmann::json report;                // the attack suite's report (RobustnessReport::to_json)
 };
 
@@ -28,12 +31,18 @@ struct GateResult {
   bool passed = false;
   std::string reason;  // "passed", or the threshold that failed with both numbers
   GateSide candidate, production;
+  int64_t first_version = 0;  // the lineage's first version, whose clean accuracy is the floor
+  double first_clean = -1;    // -1: production is the first version
   double seconds = 0;
   nlohmann::json to_json() const;
 };
 
-// Evaluates both models on `test` (the policy's n points from offset). Deterministic given seed.
+// Evaluates both models on `test` (the policy's n points from offset), and `first` (the lineage's
+// first version, when production is not it) on clean points only. Refuses, naming the rule: a
+// candidate whose evaluation warns of gradient masking; clean accuracy more than max_clean_drop
+// below production's or max_clean_drop_from_first below the first version's; robust accuracy
+// below min_robust_accuracy. Deterministic given seed.
 GateResult run_gate(model::Model& candidate, model::Model& production, const data::Dataset& test,
-                    const GatePolicy& gate, uint64_t seed);
+                    const GatePolicy& gate, uint64_t seed, model::Model* first = nullptr, int64_t first_version = 0);
 
 }  // namespace bulwark::control

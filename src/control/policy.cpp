@@ -74,12 +74,16 @@ Policy Policy::from_yaml(const YAML::Node& node, const std::string& where) {
   Policy p;
   for (const auto& kv : node) {
     const auto key = kv.first.as<std::string>();
-    static const std::set<std::string> kSections{"trigger", "hardening", "gate", "watch", "kubernetes", "cooldown_s"};
+    static const std::set<std::string> kSections{"trigger", "hardening", "gate", "watch", "kubernetes", "cooldown_s",
+                                                  "max_cooldown_s"};
     if (!kSections.count(key)) throw invalid_argument(where + ": unknown key '" + key + "'");
   }
   Section t(node, "trigger", where);
   t.read("alarms", p.trigger.alarms);
   t.read("persistence_s", p.trigger.persistence_s);
+  t.read("min_clients", p.trigger.min_clients);
+  t.read("min_client_flag_share", p.trigger.min_client_flag_share);
+  t.read("max_jobs_per_day", p.trigger.max_jobs_per_day);
   t.done();
   Section h(node, "hardening", where);
   h.read("method", p.hardening.method);
@@ -103,11 +107,14 @@ Policy Policy::from_yaml(const YAML::Node& node, const std::string& where) {
   g.read("attacks", p.gate.attacks);
   g.read("eps", p.gate.eps);
   g.read("max_clean_drop", p.gate.max_clean_drop);
+  g.read("max_clean_drop_from_first", p.gate.max_clean_drop_from_first);
   g.read("min_robust_accuracy", p.gate.min_robust_accuracy);
   g.read("pgd_steps", p.gate.pgd_steps);
   g.done();
   Section w(node, "watch", where);
   w.read("window_s", p.watch.window_s);
+  w.read("max_window_s", p.watch.max_window_s);
+  w.read("min_labellers", p.watch.min_labellers);
   w.read("max_accuracy_drop", p.watch.max_accuracy_drop);
   w.read("min_feedback_accuracy", p.watch.min_feedback_accuracy);
   w.read("rollback_on_accuracy_alarm", p.watch.rollback_on_accuracy_alarm);
@@ -123,11 +130,13 @@ Policy Policy::from_yaml(const YAML::Node& node, const std::string& where) {
   k.read("canary_percent", p.kubernetes.canary_percent);
   k.read("timeout_s", p.kubernetes.timeout_s);
   k.done();
-  if (node["cooldown_s"]) {
+  for (const auto& [key, out] : {std::pair<const char*, double*>{"cooldown_s", &p.cooldown_s},
+                                  std::pair<const char*, double*>{"max_cooldown_s", &p.max_cooldown_s}}) {
+    if (!node[key]) continue;
     try {
-      p.cooldown_s = node["cooldown_s"].as<double>();
+      *out = node[key].as<double>();
     } catch (const YAML::Exception&) {
-      throw invalid_argument(where + ".cooldown_s: wrong type");
+      throw invalid_argument(where + "." + key + ": wrong type");
     }
   }
   p.validate();
@@ -141,6 +150,10 @@ void Policy::validate() const {
     require(kAlarms.count(a) != 0, "trigger.alarms", "from detector_rate, confidence, class_mix, accuracy (got '" + a + "')");
   }
   require(trigger.persistence_s >= 0 && trigger.persistence_s <= 3600, "trigger.persistence_s", "in [0, 3600]");
+  require(trigger.min_clients >= 1 && trigger.min_clients <= 1000, "trigger.min_clients", "in [1, 1000]");
+  require(trigger.min_client_flag_share > 0 && trigger.min_client_flag_share <= 1, "trigger.min_client_flag_share",
+          "in (0, 1]");
+  require(trigger.max_jobs_per_day >= 0 && trigger.max_jobs_per_day <= 1000, "trigger.max_jobs_per_day", "in [0, 1000]");
   require(hardening.method == "pgd-at" || hardening.method == "trades" || hardening.method == "fast-at",
           "hardening.method", "pgd-at, trades or fast-at");
   require(hardening.eps > 0 && hardening.eps <= 1, "hardening.eps", "in (0, 1]");
@@ -167,6 +180,8 @@ void Policy::validate() const {
   require(!gate.attacks.empty(), "gate.attacks", "a non-empty list");
   require(gate.eps > 0 && gate.eps <= 1, "gate.eps", "in (0, 1]");
   require(gate.max_clean_drop >= 0 && gate.max_clean_drop <= 1, "gate.max_clean_drop", "in [0, 1] (a fraction)");
+  require(gate.max_clean_drop_from_first >= 0 && gate.max_clean_drop_from_first <= 1, "gate.max_clean_drop_from_first",
+          "in [0, 1] (a fraction)");
   require(gate.min_robust_accuracy >= 0 && gate.min_robust_accuracy <= 1, "gate.min_robust_accuracy", "in [0, 1]");
   require(gate.pgd_steps >= 1 && gate.pgd_steps <= 1000, "gate.pgd_steps", "in [1, 1000]");
   require(watch.window_s >= 0 && watch.window_s <= 86400, "watch.window_s", "in [0, 86400]");
@@ -174,6 +189,9 @@ void Policy::validate() const {
   require(watch.min_feedback_accuracy >= 0 && watch.min_feedback_accuracy <= 1, "watch.min_feedback_accuracy",
           "in [0, 1]");
   require(watch.min_feedback >= 1, "watch.min_feedback", ">= 1");
+  require(watch.max_window_s == 0 || (watch.max_window_s >= watch.window_s && watch.max_window_s <= 7 * 86400),
+          "watch.max_window_s", "0 (5 x window_s) or in [watch.window_s, 604800]");
+  require(watch.min_labellers >= 1 && watch.min_labellers <= 100, "watch.min_labellers", "in [1, 100]");
   const auto& k = kubernetes;
   require(!k.kubectl.empty(), "kubernetes.kubectl", "a kubectl binary (a name on PATH or a path)");
   require(is_dns_label(k.namespace_name), "kubernetes.namespace",
@@ -194,6 +212,7 @@ void Policy::validate() const {
   require(k.canary_percent >= 1 && k.canary_percent <= 99, "kubernetes.canary_percent", "in [1, 99]");
   require(k.timeout_s >= 1 && k.timeout_s <= 600, "kubernetes.timeout_s", "in [1, 600]");
   require(cooldown_s >= 0 && cooldown_s <= 7 * 86400, "cooldown_s", "in [0, 604800]");
+  require(max_cooldown_s >= cooldown_s && max_cooldown_s <= 30 * 86400, "max_cooldown_s", "in [cooldown_s, 2592000]");
 }
 
 std::string KubernetesPolicy::job_template() const { return templates + "/kubeflow/" + job_kind + ".yaml"; }
@@ -206,7 +225,9 @@ double HardeningPolicy::validation_fraction(int64_t train_size) const {
 }
 
 nlohmann::json Policy::to_json() const {
-  return {{"trigger", {{"alarms", trigger.alarms}, {"persistence_s", trigger.persistence_s}}},
+  return {{"trigger",
+           {{"alarms", trigger.alarms}, {"persistence_s", trigger.persistence_s}, {"min_clients", trigger.min_clients},
+            {"min_client_flag_share", trigger.min_client_flag_share}, {"max_jobs_per_day", trigger.max_jobs_per_day}}},
           {"hardening",
            {{"method", hardening.method}, {"eps", hardening.eps}, {"epochs", hardening.epochs},
             {"limit", hardening.limit}, {"budget_minutes", hardening.budget_minutes}, {"data", hardening.data},
@@ -215,10 +236,12 @@ nlohmann::json Policy::to_json() const {
             {"attack_precision", hardening.attack_precision}, {"seed", hardening.seed}, {"detectors", hardening.detectors}}},
           {"gate",
            {{"n", gate.n}, {"offset", gate.offset}, {"attacks", gate.attacks}, {"eps", gate.eps},
-            {"max_clean_drop", gate.max_clean_drop}, {"min_robust_accuracy", gate.min_robust_accuracy},
+            {"max_clean_drop", gate.max_clean_drop}, {"max_clean_drop_from_first", gate.max_clean_drop_from_first},
+            {"min_robust_accuracy", gate.min_robust_accuracy},
             {"pgd_steps", gate.pgd_steps}}},
           {"watch",
-           {{"window_s", watch.window_s}, {"max_accuracy_drop", watch.max_accuracy_drop},
+           {{"window_s", watch.window_s}, {"max_window_s", watch.max_window_s}, {"min_labellers", watch.min_labellers},
+            {"max_accuracy_drop", watch.max_accuracy_drop},
             {"min_feedback_accuracy", watch.min_feedback_accuracy}, {"min_feedback", watch.min_feedback},
             {"rollback_on_accuracy_alarm", watch.rollback_on_accuracy_alarm}}},
           {"kubernetes",
@@ -226,7 +249,8 @@ nlohmann::json Policy::to_json() const {
             {"templates", kubernetes.templates}, {"variables", kubernetes.variables},
             {"inference_service", kubernetes.inference_service}, {"canary_percent", kubernetes.canary_percent},
             {"timeout_s", kubernetes.timeout_s}}},
-          {"cooldown_s", cooldown_s}};
+          {"cooldown_s", cooldown_s},
+          {"max_cooldown_s", max_cooldown_s}};
 }
 
 }  // namespace bulwark::control

@@ -21,6 +21,13 @@ struct TriggerPolicy {
   // Monitor statistics whose alarms start hardening: detector_rate, confidence, class_mix, accuracy.
   std::vector<std::string> alarms{"detector_rate", "confidence", "accuracy"};
   double persistence_s = 1.0;  // the alarm must still stand this long after it was raised
+  // A traffic alarm (all but accuracy) starts a job only on evidence from this many identities
+  // (tokens; without a token, network prefixes): each with >= min_client_flag_share of its rows,
+  // and at least 5 of them, flagged by the detectors within the monitor's window. One client
+  // cannot make the loop spend compute. An accuracy alarm rests on labels and needs none.
+  int64_t min_clients = 2;
+  double min_client_flag_share = 0.15;  // 3x the usual 5 % calibrated false-positive rate
+  int64_t max_jobs_per_day = 4;         // jobs an alarm may start in any 24 h (admin requests are not refused)
 };
 
 struct HardeningPolicy {
@@ -47,23 +54,35 @@ struct HardeningPolicy {
 struct GatePolicy {
   int64_t n = 500;                            // held-out test images, from `offset`
   int64_t offset = 0;
-  std::vector<std::string> attacks{"pgd"};    // the attack set (names as in `bulwark attack`)
+  // The attack set (names as in `bulwark attack`): white-box APGD-CE and black-box Square by
+  // default; a candidate whose evaluation raises a gradient-masking warning is refused whatever
+  // its numbers.
+  std::vector<std::string> attacks{"apgd-ce", "square"};
   double eps = 0.1;
   double max_clean_drop = 0.05;               // candidate clean accuracy >= production's - this
+  // ... and >= the first production version's (the root of the lineage) - this: repeated
+  // cycles, each within max_clean_drop, cannot ratchet clean accuracy down.
+  double max_clean_drop_from_first = 0.10;
   double min_robust_accuracy = 0.4;           // worst case over the attack set
   int64_t pgd_steps = 20;
 };
 
-// After the swap, the new version is judged on labelled feedback (POST .../feedback) against the
-// version it replaced, measured the same way just before the swap: under the same traffic, attack
-// included. An attack still going on lowers both, so the comparison, not the clean reference, says
-// whether the new version does worse.
+// After the swap, the new version is judged on labelled feedback (POST .../feedback) for ITS
+// answers since promotion (labels count for the version that answered), against the version it
+// replaced: on benign traffic, its accuracy in the window_s before the alarm; while the attack goes
+// on, its accuracy between the alarm and the swap. Too few labels: the watch extends up to
+// max_window_s, then holds (neither full traffic nor rollback) and says so (event guard.held)
+// until an admin decides (POST /v2/guard/decide). A rollback on labels needs them from
+// min_labellers feedback tokens, else it holds for an admin too: one labeller cannot undo a version.
 struct WatchPolicy {
   double window_s = 60;
+  double max_window_s = 0;            // the watch waits this long at most for min_feedback labels (0: 5 x window_s)
   double max_accuracy_drop = 0.05;    // roll back when feedback accuracy falls more than this below the replaced version's
   double min_feedback_accuracy = 0;   // ...or below this floor (0: off)
-  int64_t min_feedback = 20;          // labels needed in the window before either rule applies
+  int64_t min_feedback = 20;          // labels needed (candidate, and each reference) before a rule applies
+  int64_t min_labellers = 2;          // feedback tokens a rollback on labels needs
   bool rollback_on_accuracy_alarm = false;  // the monitor's accuracy alarm on the new version rolls back at once
+  double max_window() const { return max_window_s > 0 ? max_window_s : 5 * window_s; }
 };
 
 // hardening.runner kubernetes: each job a Kubeflow TrainJob (or PyTorchJob) rendered from the
@@ -92,6 +111,8 @@ struct Policy {
   WatchPolicy watch;
   KubernetesPolicy kubernetes;
   double cooldown_s = 120;  // after stable, rolled-back or failed, before another job may start
+  // Each failed, refused or rolled-back job in a row doubles the cooldown, up to this.
+  double max_cooldown_s = 86400;
 
   // `where` names the source in errors ("guard.yaml: policy"). Unknown keys are errors.
   static Policy from_yaml(const YAML::Node& node, const std::string& where);

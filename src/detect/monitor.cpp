@@ -251,6 +251,11 @@ void StreamMonitor::set_version(std::string version) {
   publish(events);
 }
 
+std::string StreamMonitor::version() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return version_;
+}
+
 StreamMonitor::Snapshot StreamMonitor::snapshot(double now_s) const {
   std::lock_guard<std::mutex> lock(mu_);
   return snapshot_locked(now_s);
@@ -291,7 +296,8 @@ StreamMonitor::Snapshot StreamMonitor::snapshot_locked(double now_s) const {
     const Alarm& a = alarm_[d];
     s.detectors[d] = DetectorState{detector_name(d), d == kClassMix ? class_statistic_locked() : a.statistic,
                                    a.threshold,      a.in_alarm,
-                                   a.alarms,         a.crossings};
+                                   a.alarms,         a.crossings,
+                                   a.last_cross_s};
   }
   s.alarms_total = alarms_total_;
   s.observations_total = observations_;

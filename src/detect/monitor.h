@@ -42,12 +42,14 @@ class StreamMonitor {
   // The model was swapped: keep the reference and thresholds, restart statistics and windows.
   // Detectors in alarm publish "alarm.cleared" with details.reason = "version_changed".
   void set_version(std::string version);
+  std::string version() const;
 
   struct DetectorState {
     std::string name;
     double statistic = 0, threshold = 0;
     bool in_alarm = false;
     uint64_t alarms = 0, crossings = 0;
+    double last_cross_s = -1e300;  // the latest threshold crossing, alarm event or not (cooldown)
   };
   struct Snapshot {
     double time_s = 0, window_s = 0;

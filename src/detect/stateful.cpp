@@ -113,7 +113,6 @@ struct Client {
   uint64_t next_seq = 1;                         // 0 means "no previous holder"
   std::deque<double> recent_hits;                // the last hits_to_flag hit times
   int64_t hits = 0;
-  double until_s = 0;                    // end of the current throttle / block
   std::list<std::string>::iterator lru;  // position in Shard::lru
 };
 
@@ -125,6 +124,11 @@ struct StatefulDetector::Shard {
   std::list<std::string> lru;  // least recently active first
   int64_t capacity = 0;
   int64_t queries = 0, hits = 0;
+  // Throttles and blocks in force, kept apart from `clients`: evicting a client's history (LRU,
+  // which other identities can force) never lifts its block. Bounded by block_capacity; when full
+  // the block that ends first goes.
+  std::unordered_map<std::string, double> blocks;  // client -> until_s
+  int64_t block_capacity = 0;
 };
 
 // ---- options ----
@@ -227,6 +231,10 @@ StatefulOptions& StatefulOptions::hi(double v) {
   hi_ = finite("hi", v);
   return *this;
 }
+StatefulOptions& StatefulOptions::max_blocked_clients(int64_t v) {
+  max_blocked_clients_ = in_range<int64_t>("max_blocked_clients", v, 1, 10'000'000);
+  return *this;
+}
 StatefulOptions& StatefulOptions::shards(int v) {
   shards_ = in_range("shards", v, 1, 256);
   return *this;
@@ -251,6 +259,7 @@ nlohmann::json StatefulOptions::to_json() const {
           {"block_s", block_s_},
           {"lo", lo_},
           {"hi", hi_},
+          {"max_blocked_clients", max_blocked_clients_},
           {"shards", shards_}};
 }
 
@@ -271,6 +280,7 @@ StatefulDetector::StatefulDetector(StatefulOptions o) : options_(std::move(o)) {
   for (int64_t i = 0; i < n; ++i) {
     shards_.push_back(std::make_unique<Shard>());
     shards_.back()->capacity = options_.max_clients() / n + (i < options_.max_clients() % n ? 1 : 0);
+    shards_.back()->block_capacity = std::max<int64_t>(1, options_.max_blocked_clients() / n);
   }
 }
 
@@ -376,11 +386,9 @@ size_t client_bytes(const Client& c) {
 
 }  // namespace
 
-QueryVerdict StatefulDetector::observe(const std::string& client, const float* x, int64_t d, double now_s) {
-  const std::vector<uint64_t> fp = fingerprint(x, d);  // outside the lock: the costly part
+QueryVerdict StatefulDetector::observe_locked(Shard& shard, const std::string& client, const std::vector<uint64_t>& fp,
+                                             double now_s) {
   const StatefulOptions& o = options_;
-  Shard& shard = shard_for(client);
-  std::lock_guard<std::mutex> lock(shard.mu);
   ++shard.queries;
   auto it = shard.clients.find(client);
   if (it == shard.clients.end()) {
@@ -411,11 +419,43 @@ QueryVerdict StatefulDetector::observe(const std::string& client, const float* x
 
   v.flagged = flagged_at(c, o, now_s);
   v.newly_flagged = v.flagged && !was_flagged;
-  if (v.flagged && v.hit) c.until_s = std::max(c.until_s, now_s + o.block_s());
-  v.blocked = o.policy() == Policy::kBlock && c.until_s > now_s;
-  v.throttled = o.policy() == Policy::kThrottle && c.until_s > now_s;
+  double& until = shard.blocks[client];  // a zero entry is dropped below when nothing applies
+  if (v.flagged && v.hit && o.policy() != Policy::kFlag) until = std::max(until, now_s + o.block_s());
+  if (until <= now_s) {
+    shard.blocks.erase(client);
+  } else if (static_cast<int64_t>(shard.blocks.size()) > shard.block_capacity) {
+    auto first = shard.blocks.end();
+    for (auto b = shard.blocks.begin(); b != shard.blocks.end(); ++b) {
+      if (b->first != client && (first == shard.blocks.end() || b->second < first->second)) first = b;
+    }
+    if (first != shard.blocks.end()) shard.blocks.erase(first);
+  }
+  const auto b = shard.blocks.find(client);
+  const bool active = b != shard.blocks.end() && b->second > now_s;
+  v.blocked = o.policy() == Policy::kBlock && active;
+  v.throttled = o.policy() == Policy::kThrottle && active;
   v.client_hits = c.hits;
   return v;
+}
+
+QueryVerdict StatefulDetector::observe(const std::string& client, const float* x, int64_t d, double now_s) {
+  const std::vector<uint64_t> fp = fingerprint(x, d);  // outside the lock: the costly part
+  Shard& shard = shard_for(client);
+  std::lock_guard<std::mutex> lock(shard.mu);
+  return observe_locked(shard, client, fp, now_s);
+}
+
+std::vector<QueryVerdict> StatefulDetector::observe_rows(const std::string& client, const float* x, int64_t n,
+                                                         int64_t d, double now_s) {
+  std::vector<std::vector<uint64_t>> fps;
+  fps.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) fps.push_back(fingerprint(x + i * d, d));  // outside the lock
+  Shard& shard = shard_for(client);
+  std::lock_guard<std::mutex> lock(shard.mu);  // the whole request at once: no row of another slips between
+  std::vector<QueryVerdict> out;
+  out.reserve(fps.size());
+  for (const auto& fp : fps) out.push_back(observe_locked(shard, client, fp, now_s));
+  return out;
 }
 
 StatefulDetector::ClientState StatefulDetector::state(const std::string& client, double now_s) const {
@@ -423,14 +463,14 @@ StatefulDetector::ClientState StatefulDetector::state(const std::string& client,
   Shard& shard = shard_for(client);
   std::lock_guard<std::mutex> lock(shard.mu);
   ClientState s;
+  const auto b = shard.blocks.find(client);
+  const double until = b != shard.blocks.end() ? b->second : 0;
   auto it = shard.clients.find(client);
-  if (it == shard.clients.end()) return s;
-  const Client& c = it->second;
-  s.flagged = flagged_at(c, o, now_s);
-  const bool active = o.policy() != Policy::kFlag && c.until_s > now_s;
+  s.flagged = it != shard.clients.end() && flagged_at(it->second, o, now_s);
+  const bool active = o.policy() != Policy::kFlag && until > now_s;
   s.blocked = active && o.policy() == Policy::kBlock;
   s.throttled = active && o.policy() == Policy::kThrottle;
-  if (active) s.until_s = c.until_s;
+  if (active) s.until_s = until;
   if (active || s.flagged) {
     char buf[256];
     std::snprintf(buf, sizeof buf,
@@ -440,7 +480,7 @@ StatefulDetector::ClientState StatefulDetector::state(const std::string& client,
     s.reason = buf;
     if (active) {
       std::snprintf(buf, sizeof buf, "; %s for another %.0f s", s.blocked ? "blocked" : "throttled",
-                    std::ceil(c.until_s - now_s));
+                    std::ceil(until - now_s));
       s.reason += buf;
     }
   }
@@ -450,10 +490,11 @@ StatefulDetector::ClientState StatefulDetector::state(const std::string& client,
 void StatefulDetector::prune(double now_s) {
   for (auto& shard : shards_) {
     std::lock_guard<std::mutex> lock(shard->mu);
+    for (auto b = shard->blocks.begin(); b != shard->blocks.end();) b = b->second > now_s ? std::next(b) : shard->blocks.erase(b);
     for (auto it = shard->clients.begin(); it != shard->clients.end();) {
       Client& c = it->second;
       expire(c, now_s, options_.max_age_s());
-      const bool keep = !c.entries.empty() || c.until_s > now_s ||
+      const bool keep = !c.entries.empty() ||
                         (!c.recent_hits.empty() && c.recent_hits.back() > now_s - options_.flag_window_s());
       if (keep) {
         ++it;
@@ -475,10 +516,13 @@ StatefulDetector::Stats StatefulDetector::stats(double now_s) const {
     for (const auto& [name, c] : shard->clients) {
       s.stored_queries += static_cast<int64_t>(c.entries.size());
       s.flagged_clients += flagged_at(c, options_, now_s) ? 1 : 0;
-      const bool active = c.until_s > now_s;
+      s.memory_bytes += client_bytes(c);
+    }
+    for (const auto& [name, until] : shard->blocks) {
+      const bool active = until > now_s;
       s.throttled_clients += active && options_.policy() == Policy::kThrottle ? 1 : 0;
       s.blocked_clients += active && options_.policy() == Policy::kBlock ? 1 : 0;
-      s.memory_bytes += client_bytes(c);
+      s.memory_bytes += kClientBytes / 8;
     }
   }
   s.memory_cap_bytes = memory_cap_bytes();

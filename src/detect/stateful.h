@@ -31,8 +31,8 @@
 // Stated limits: (1) an attack spread over many identities, one query each, is not seen (per-client
 // attribution is the price of never flagging one client for another's queries); (2) an attacker
 // with many identities can evict the history of the least-recently-active clients once max_clients
-// is reached (LRU within a shard; shards are chosen by the keyed hash, so it cannot aim at one);
-// (3) an attacker who moves most values across a bucket boundary on every query avoids matches,
+// is reached (LRU within a shard; shards are chosen by the keyed hash, so it cannot aim at one),
+// but not lift a block or throttle in force: those live in their own bounded table; (3) an attacker who moves most values across a bucket boundary on every query avoids matches,
 // at the price of a far less efficient attack; (4) a client re-sending the same image is a hit,
 // like an attack step: hits_to_flag > 1 leaves room for retries.
 #pragma once
@@ -78,6 +78,7 @@ class StatefulOptions {
   StatefulOptions& block_s(double v);  // > 0; how long a throttle or block lasts
   StatefulOptions& lo(double v);       // the input range, mapped onto 0..255
   StatefulOptions& hi(double v);
+  StatefulOptions& max_blocked_clients(int64_t v);  // 1..10^7 blocks/throttles in force, kept apart from history
   StatefulOptions& shards(int v);    // 1..256 independently locked client tables
   StatefulOptions& key(uint64_t v);  // secret; 0 = draw one when built
 
@@ -95,6 +96,7 @@ class StatefulOptions {
   double block_s() const { return block_s_; }
   double lo() const { return lo_; }
   double hi() const { return hi_; }
+  int64_t max_blocked_clients() const { return max_blocked_clients_; }
   int shards() const { return shards_; }
   uint64_t key() const { return key_; }
 
@@ -120,6 +122,7 @@ class StatefulOptions {
   double block_s_ = 600;
   double lo_ = 0.0;
   double hi_ = 1.0;
+  int64_t max_blocked_clients_ = 65536;
   int shards_ = 16;
   uint64_t key_ = 0;
 };
@@ -148,6 +151,10 @@ class StatefulDetector {
   // the time so tests and simulations are deterministic). Matches it against the client's history,
   // then stores it, hit or not, so a chain of near-duplicates keeps matching.
   QueryVerdict observe(const std::string& client, const float* x, int64_t d, double now_s);
+  // The n rows of one request (n x d values), observed as one step under the client's lock: no
+  // query of a concurrent request of the same client lands between them. One verdict per row.
+  std::vector<QueryVerdict> observe_rows(const std::string& client, const float* x, int64_t n, int64_t d,
+                                         double now_s);
 
   // Before running the model: whether the server should refuse or slow this client, and why.
   struct ClientState {
@@ -184,6 +191,7 @@ class StatefulDetector {
  private:
   struct Shard;
   Shard& shard_for(const std::string& client) const;
+  QueryVerdict observe_locked(Shard& shard, const std::string& client, const std::vector<uint64_t>& fp, double now_s);
 
   StatefulOptions options_;  // key() holds the drawn key when none was set
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -20,6 +20,7 @@ const char* to_string(Role r) {
     case Role::kInfer: return "infer";
     case Role::kFeedback: return "feedback";
     case Role::kAdmin: return "admin";
+    case Role::kMetrics: return "metrics";
   }
   return "?";
 }
@@ -28,7 +29,8 @@ Role parse_role(const std::string& s, const std::string& where) {
   if (s == "infer") return Role::kInfer;
   if (s == "feedback") return Role::kFeedback;
   if (s == "admin") return Role::kAdmin;
-  throw invalid_argument(where + ": unknown role '" + s + "' (known: infer, feedback, admin)");
+  if (s == "metrics") return Role::kMetrics;
+  throw invalid_argument(where + ": unknown role '" + s + "' (known: infer, feedback, admin, metrics)");
 }
 
 std::string generate_token() { return random_hex(32); }
@@ -102,6 +104,11 @@ bool TokenStore::grants(Role role) const {
 
 void TokenStore::authenticate(const std::string& authorization) const {
   if (enabled()) entry_for(authorization);
+}
+
+bool TokenStore::has_role(const std::string& authorization, Role role) const {
+  if (!enabled() || authorization.empty()) return false;
+  return entry_for(authorization).roles.count(role) > 0;
 }
 
 Principal TokenStore::authorize(const std::string& authorization, Role role) {

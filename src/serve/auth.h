@@ -4,7 +4,7 @@
 //   tokens:
 //     - id: dashboard          # what logs and metrics show
 //       sha256: 9f86d08...     # hex SHA-256 of the secret token
-//       roles: [infer, feedback, admin]
+//       roles: [infer, feedback, admin]   # metrics: the detector and loop series on /metrics
 //       rate_per_s: 50         # optional token bucket; 0 or absent = unlimited
 //       burst: 100             # optional, default max(1, rate_per_s)
 // `bulwark token` prints a fresh token and its entry. Thread-safe: authorize() may be called from
@@ -26,7 +26,7 @@
 
 namespace bulwark::serve {
 
-enum class Role { kInfer, kFeedback, kAdmin };
+enum class Role { kInfer, kFeedback, kAdmin, kMetrics };
 const char* to_string(Role r);
 Role parse_role(const std::string& s, const std::string& where);
 
@@ -73,6 +73,9 @@ class TokenStore {
   // Only that the header names a known token (any role, no rate charged): what a frontend checks
   // before it reads a request's body. Throws kUnauthenticated; without tokens, never.
   void authenticate(const std::string& authorization) const;
+  // Whether the header names a token with `role`: false without a header or without tokens;
+  // throws kUnauthenticated for a token that is not known.
+  bool has_role(const std::string& authorization, Role role) const;
 
  private:
   const TokenEntry& entry_for(const std::string& authorization) const;

@@ -482,7 +482,9 @@ std::optional<ResolvedModel> InferenceCore::source_of(const std::string& name) c
   std::lock_guard<std::mutex> lock(mu_);
   const auto it = slots_.find(name);
   if (it == slots_.end()) return std::nullopt;
-  return it->second->source;
+  auto source = it->second->source;
+  source.serve_version = it->second->version;
+  return source;
 }
 
 nlohmann::json InferenceCore::guard_status() {
@@ -492,6 +494,11 @@ nlohmann::json InferenceCore::guard_status() {
 nlohmann::json InferenceCore::request_hardening(const std::string& actor) {
   if (!control_.harden) throw not_found("no closed-loop controller runs in this server (start it with `bulwark guard`)");
   return control_.harden(actor);
+}
+
+nlohmann::json InferenceCore::decide(const std::string& actor, const std::string& decision) {
+  if (!control_.decide) throw not_found("no closed-loop controller runs in this server (start it with `bulwark guard`)");
+  return control_.decide(actor, decision);
 }
 
 Principal InferenceCore::authorize_repository(const std::string& authorization) {
@@ -531,8 +538,9 @@ InferResponse InferenceCore::infer(const RequestHead& head, const std::string& a
     who = authorize(authorization, Role::kInfer);
     rec.token_id = who.token_id;
     if (known_model(head.model)) metric_model = head.model;
-    // Query history is attributed to the token; without auth, to the peer address.
-    const std::string client = who.token_id != "anonymous" ? "token:" + who.token_id : "peer:" + head.peer;
+    // Query history and alarm evidence are attributed to the token; without one, to the peer's
+    // network prefix (guard.h).
+    const std::string client = guard_.identity(who.token_id, head.peer);
     guard_.admit(client, unix_now_s());
     if (draining_) throw unavailable("the server is shutting down");
     const auto slot = find(head.model, head.version);  // held until the response is built: hot swap safe
@@ -547,6 +555,7 @@ InferResponse InferenceCore::infer(const RequestHead& head, const std::string& a
     rec.request_id = r.id.empty() ? next_request_id() : r.id;
     const auto x = to_model_input(r, spec, options_.max_elements, options_.batching.max_batch);
     check_requested_outputs(r);
+    guard_.check_queries(r.model, slot->version, client, x, unix_now_s());  // every row, before the model runs
     auto pending = slot->batcher->submit(x, deadline);
     if (pending.wait_until(deadline) != std::future_status::ready) {
       throw DeadlineExceededError("model '" + head.model + "' did not answer within " +
@@ -563,12 +572,15 @@ InferResponse InferenceCore::infer(const RequestHead& head, const std::string& a
       const double threshold = slot->detectors->combined_threshold();
       for (int64_t i = 0; i < scores.size(0); ++i) flagged.push_back(score[i] > threshold);
     }
-    guard_.after_inference(r.model, slot->version, client, rec.request_id, x, result.logits, flagged, unix_now_s());
-
+    // Feedback names the answer by a random id the server issued (never one the client chose,
+    // which another client could guess or re-use to overwrite the record).
     InferResponse resp;
+    if (guard_.feedback_possible()) resp.feedback_id = random_hex(16);
+    guard_.after_inference(r.model, slot->version, client, resp.feedback_id, result.logits, flagged, unix_now_s());
+
     resp.model = r.model;
     resp.version = slot->version;
-    resp.id = rec.request_id;
+    resp.id = r.id.empty() && !resp.feedback_id.empty() ? resp.feedback_id : rec.request_id;
     resp.outputs = build_outputs(r, result.logits, spec);
     if (score) {
       const bool expose = guard_.expose_to(who.admin);
@@ -610,16 +622,28 @@ InferResponse InferenceCore::infer(const RequestHead& head, const std::string& a
 }
 
 FeedbackResult InferenceCore::feedback(const std::string& model, const std::string& id,
-                                       const std::vector<std::string>& labels) {
+                                       const std::vector<std::string>& labels, const std::string& labeller) {
   if (id.empty() || id.size() > 256) throw invalid_argument("id must be 1..256 characters");
   if (labels.empty() || labels.size() > 65536) throw invalid_argument("labels: 1..65536 labels per feedback");
   const auto slot = find(model, "");
   std::vector<int64_t> k;
   for (size_t i = 0; i < labels.size(); ++i) k.push_back(parse_label(labels[i], slot->model.spec(), i));
-  return guard_.feedback(model, id, k, unix_now_s());
+  return guard_.feedback(model, id, k, labeller, unix_now_s());
 }
 
-std::string InferenceCore::render_metrics() {
+std::string InferenceCore::render_metrics(const std::string& authorization) {
+  std::shared_ptr<TokenStore> tokens;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tokens = tokens_;
+  }
+  bool internal = false;
+  try {
+    internal = tokens->has_role(authorization, Role::kMetrics) || tokens->has_role(authorization, Role::kAdmin);
+  } catch (const Error&) {
+    note_auth_failure();
+    throw;
+  }
   guard_.publish_gauges(unix_now_s());
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -628,7 +652,7 @@ std::string InferenceCore::render_metrics() {
                      static_cast<double>(slot->batcher->admitted_rows()));
     }
   }
-  return metrics_.render();
+  return metrics_.render(internal);
 }
 
 }  // namespace bulwark::serve

@@ -112,7 +112,9 @@ class InferenceCore {
   InferResponse infer(const InferRequest& request, const std::string& authorization, const std::string& transport);
   // Labels (class names or indices) for an earlier request's rows. The frontend authorizes role
   // feedback first, before it parses the body. Throws not_found naming an unknown or expired id.
-  FeedbackResult feedback(const std::string& model, const std::string& id, const std::vector<std::string>& labels);
+  // `labeller` is the feedback token's id: the watch counts distinct labellers.
+  FeedbackResult feedback(const std::string& model, const std::string& id, const std::vector<std::string>& labels,
+                          const std::string& labeller);
   // For non-inference endpoints: throws like infer's authentication.
   Principal authorize(const std::string& authorization, Role role);
   // Before a frontend reads a request's body: throws kUnauthenticated unless the header names a
@@ -138,19 +140,25 @@ class InferenceCore {
   struct ControlHooks {
     std::function<nlohmann::json()> status;
     std::function<nlohmann::json(const std::string& actor)> harden;
+    std::function<nlohmann::json(const std::string& actor, const std::string& decision)> decide;
   };
   void set_control(ControlHooks hooks) { control_ = std::move(hooks); }
   // {"guard": detectors, monitors and recent events, "controller": ... or null}.
   nlohmann::json guard_status();
   nlohmann::json request_hardening(const std::string& actor);
+  // POST /v2/guard/decide: an admin keeps or rolls back a held candidate.
+  nlohmann::json decide(const std::string& actor, const std::string& decision);
 
   // After this, ready() is false; requests already admitted finish (each within
   // request_timeout_ms; a model still stuck after batching.drain_timeout_ms is left behind when
   // the core goes).
   void begin_drain() { draining_ = true; }
   Metrics& metrics() { return metrics_; }
-  // /metrics: the counters plus the guard's gauges as of now.
-  std::string render_metrics();
+  // /metrics: the counters plus the guard's gauges as of now. The detectors' and the loop's series
+  // (per-input scores, stateful hits, monitor statistics and thresholds, loop state) only for a
+  // token with the 'metrics' or 'admin' role: from them anyone could read each hidden flag. An
+  // unknown token is refused (kUnauthenticated); no token gets the public series.
+  std::string render_metrics(const std::string& authorization = "");
   Guard& guard() { return guard_; }
   const CoreOptions& options() const { return options_; }
 

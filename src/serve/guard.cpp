@@ -2,8 +2,11 @@
 
 #include <torch/torch.h>
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "core/digest.h"
 #include "core/error.h"
@@ -14,6 +17,9 @@ namespace bulwark::serve {
 namespace {
 
 constexpr size_t kMaxFeedbackIdBytes = 256;
+constexpr size_t kMaxLedgers = 32;          // model versions with a label ledger
+constexpr size_t kMaxLabellers = 1024;      // distinct labellers told apart per version
+constexpr size_t kMaxEvidence = 4096;       // identities with alarm evidence
 
 std::string seconds_text(double s) {
   char buf[32];
@@ -22,6 +28,37 @@ std::string seconds_text(double s) {
 }
 
 }  // namespace
+
+nlohmann::json LabelCount::to_json() const {
+  return {{"labels", labels}, {"correct", correct}, {"labellers", labellers},
+          {"accuracy", labels > 0 ? nlohmann::json(accuracy()) : nlohmann::json(nullptr)}};
+}
+
+std::string network_identity(const std::string& peer, int prefix_v4, int prefix_v6) {
+  std::string host = peer;
+  if (!host.empty() && host.front() == '[') {  // [v6]:port
+    const auto close = host.find(']');
+    host = close == std::string::npos ? host : host.substr(1, close - 1);
+  } else if (std::count(host.begin(), host.end(), ':') == 1) {  // v4:port
+    host = host.substr(0, host.find(':'));
+  }
+  unsigned char addr[16] = {};
+  int bits = 0, len = 0, family = 0;
+  if (inet_pton(AF_INET, host.c_str(), addr) == 1) {
+    bits = 32, len = prefix_v4, family = AF_INET;
+  } else if (inet_pton(AF_INET6, host.c_str(), addr) == 1) {
+    bits = 128, len = prefix_v6, family = AF_INET6;
+  } else {
+    return "peer:" + peer.substr(0, 128);
+  }
+  for (int i = 0; i < bits / 8; ++i) {
+    const int keep = std::clamp(len - 8 * i, 0, 8);
+    addr[i] &= static_cast<unsigned char>(0xFF00 >> keep);
+  }
+  char text[INET6_ADDRSTRLEN] = {};
+  inet_ntop(family, addr, text, sizeof text);
+  return std::string("net:") + text + "/" + std::to_string(len);
+}
 
 ExposeScores parse_expose(const std::string& s) {
   if (s == "off") return ExposeScores::kOff;
@@ -43,6 +80,9 @@ void GuardOptions::validate() const {
     throw invalid_argument("--feedback-capacity must be in 1..10000000");
   }
   if (!(feedback_ttl_s > 0 && feedback_ttl_s <= 7 * 86400)) throw invalid_argument("--feedback-ttl-s must be in (0, 604800]");
+  if (prefix_v4 < 8 || prefix_v4 > 32) throw invalid_argument("--client-prefix-v4 must be in 8..32");
+  if (prefix_v6 < 16 || prefix_v6 > 128) throw invalid_argument("--client-prefix-v6 must be in 16..128");
+  if (ledger_capacity < 100 || ledger_capacity > 10000000) throw invalid_argument("ledger capacity must be in 100..10000000");
   for (const auto& [name, file] : calibration) {
     if (name.empty() || file.empty()) throw invalid_argument("--calibration needs NAME=FILE");
   }
@@ -130,34 +170,65 @@ void Guard::admit(const std::string& client, double now_s) {
   }
 }
 
-void Guard::after_inference(const std::string& model, const std::string& version, const std::string& client,
-                            const std::string& request_id, const at::Tensor& x, const at::Tensor& logits,
-                            const std::vector<uint8_t>& flagged, double now_s) {
-  const int64_t n = logits.size(0);
-  if (stateful_) {
-    const auto flat = x.contiguous().to(torch::kFloat);  // already so: no copy
-    const int64_t d = flat.numel() / std::max<int64_t>(1, n);
-    const float* p = flat.data_ptr<float>();
-    for (int64_t i = 0; i < n; ++i) {
-      const auto v = stateful_->observe(client, p + i * d, d, now_s);
-      if (v.hit) metrics_.counter("bulwark_stateful_hits_total", {{"model", model}});
-      if (!v.newly_flagged) continue;
-      const auto policy = detect::to_string(stateful_->options().policy());
-      metrics_.counter("bulwark_stateful_flagged_total", {{"policy", policy}});
-      detect::Event e;
-      e.time_s = now_s;
-      e.kind = v.blocked ? "client.blocked" : v.throttled ? "client.throttled" : "client.flagged";
-      e.detector = "stateful";
-      e.model = model;
-      e.version = version;
-      e.subject = client;
-      e.statistic = static_cast<double>(v.client_hits);
-      e.threshold = stateful_->options().hits_to_flag();
-      e.window_s = stateful_->options().flag_window_s();
-      e.details = {{"policy", policy}, {"shared_hashes", v.shared}};
-      events_->publish(e);
-    }
+std::string Guard::identity(const std::string& token_id, const std::string& peer) const {
+  if (token_id != "anonymous") return "token:" + token_id;
+  return network_identity(peer, options_.prefix_v4, options_.prefix_v6);
+}
+
+void Guard::check_queries(const std::string& model, const std::string& version, const std::string& client,
+                          const at::Tensor& x, double now_s) {
+  if (!stateful_) return;
+  const auto flat = x.contiguous().to(torch::kFloat);  // already so: no copy
+  const int64_t n = flat.size(0);
+  const int64_t d = flat.numel() / std::max<int64_t>(1, n);
+  const auto verdicts = stateful_->observe_rows(client, flat.data_ptr<float>(), n, d, now_s);
+  const auto policy = detect::to_string(stateful_->options().policy());
+  bool blocked = false, throttled = false;
+  for (const auto& v : verdicts) {
+    if (v.hit) metrics_.counter("bulwark_stateful_hits_total", {{"model", model}});
+    blocked = blocked || v.blocked;
+    throttled = throttled || v.throttled;
+    if (!v.newly_flagged) continue;
+    metrics_.counter("bulwark_stateful_flagged_total", {{"policy", policy}});
+    detect::Event e;
+    e.time_s = now_s;
+    e.kind = v.blocked ? "client.blocked" : v.throttled ? "client.throttled" : "client.flagged";
+    e.detector = "stateful";
+    e.model = model;
+    e.version = version;
+    e.subject = client;
+    e.statistic = static_cast<double>(v.client_hits);
+    e.threshold = stateful_->options().hits_to_flag();
+    e.window_s = stateful_->options().flag_window_s();
+    e.details = {{"policy", policy}, {"shared_hashes", v.shared}};
+    events_->publish(e);
   }
+  if (!blocked && !throttled) return;
+  // The request that crossed the threshold is refused whole, like every one after it (admit()).
+  const auto st = stateful_->state(client, now_s);
+  if (blocked) {
+    metrics_.counter("bulwark_stateful_refused_total", {{"policy", "block"}});
+    throw Error(ErrorKind::kPermissionDenied,
+                "client blocked for another " + seconds_text(st.until_s - now_s) + " s: " + st.reason);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [it, fresh] = throttle_last_.emplace(client, now_s);
+  if (!fresh && now_s - it->second >= options_.throttle_interval_s) {
+    it->second = now_s;  // this request is the interval's one
+    return;
+  }
+  if (!fresh) {
+    metrics_.counter("bulwark_stateful_refused_total", {{"policy", "throttle"}});
+    throw RateLimitedError("client throttled to 1 request per " + seconds_text(options_.throttle_interval_s) +
+                               " s: " + st.reason,
+                           options_.throttle_interval_s - (now_s - it->second));
+  }
+}
+
+void Guard::after_inference(const std::string& model, const std::string& version, const std::string& client,
+                            const std::string& feedback_id, const at::Tensor& logits, const std::vector<uint8_t>& flagged,
+                            double now_s) {
+  const int64_t n = logits.size(0);
   // Confidence and class per row in plain loops (see the header: no ATen kernels here).
   const auto z = logits.contiguous().to(torch::kFloat);
   const int64_t classes = z.size(1);
@@ -178,14 +249,73 @@ void Guard::after_inference(const std::string& model, const std::string& version
     const auto it = monitors_.find(model);
     if (it != monitors_.end()) monitor = it->second;
   }
-  if (monitor) {
-    for (int64_t i = 0; i < n; ++i) {
-      const bool hit = !flagged.empty() && flagged[static_cast<size_t>(i)];
-      monitor->observe(now_s, conf[i], hit, pred[i]);
-    }
+  for (int64_t i = 0; i < n; ++i) {
+    const bool hit = !flagged.empty() && flagged[static_cast<size_t>(i)];
+    if (monitor) monitor->observe(now_s, conf[i], hit, pred[i]);
   }
-  if (request_id.empty() || request_id.size() > kMaxFeedbackIdBytes) return;
-  remember(request_id, Answered{model, version, std::move(pred), now_s});
+  note_evidence(model, client, pred, conf, flagged, monitor.get(), now_s);
+  if (feedback_id.empty() || feedback_id.size() > kMaxFeedbackIdBytes) return;
+  remember(feedback_id, Answered{model, version, std::move(pred), now_s});
+}
+
+void Guard::note_evidence(const std::string& model, const std::string& client, const std::vector<int64_t>& pred,
+                          const std::vector<float>& conf, const std::vector<uint8_t>& flagged,
+                          const detect::StreamMonitor* monitor, double now_s) {
+  const double tau = options_.monitor_options.window_s();
+  // Low confidence: more than 2 sd below the clean reference (no reference: not counted).
+  const double low = monitor ? monitor->reference().confidence_mean - 2 * monitor->reference().confidence_sd : -1;
+  double hits = 0, lows = 0;
+  std::array<double, 16> classes{};
+  for (size_t i = 0; i < pred.size(); ++i) {
+    const bool hit = !flagged.empty() && flagged[i];
+    hits += hit;
+    lows += hit || conf[i] < low;
+    classes[static_cast<size_t>(pred[i]) % 16] += 1;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string key = model + '\n' + client;
+  auto it = evidence_.find(key);
+  if (it == evidence_.end()) {
+    if (evidence_.size() >= kMaxEvidence) {  // the identity heard from least recently goes
+      auto oldest = evidence_.begin();
+      for (auto e = evidence_.begin(); e != evidence_.end(); ++e) {
+        if (e->second.time_s < oldest->second.time_s) oldest = e;
+      }
+      evidence_.erase(oldest);
+    }
+    it = evidence_.emplace(key, Evidence{}).first;
+    it->second.time_s = now_s;
+  }
+  Evidence& e = it->second;
+  const double decay = std::exp(-std::max(0.0, now_s - e.time_s) / tau);
+  e.rows = e.rows * decay + static_cast<double>(pred.size());
+  e.flagged = e.flagged * decay + hits;
+  e.low_confidence = e.low_confidence * decay + lows;
+  for (size_t k = 0; k < classes.size(); ++k) e.classes[k] = e.classes[k] * decay + classes[k];
+  e.time_s = std::max(e.time_s, now_s);
+}
+
+int64_t Guard::suspicious_identities(const std::string& model, const std::string& statistic, double since_s,
+                                     double min_share, double min_rows) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string prefix = model + '\n';
+  int64_t n = 0;
+  for (const auto& [key, e] : evidence_) {
+    if (key.compare(0, prefix.size(), prefix) != 0 || e.time_s < since_s) continue;
+    double anomalous = e.flagged, share = min_share;
+    if (statistic == "confidence") anomalous = e.low_confidence;
+    if (statistic == "class_mix") {
+      anomalous = *std::max_element(e.classes.begin(), e.classes.end());
+      share = std::max(share, 0.5);
+    }
+    n += anomalous >= min_rows && anomalous >= share * e.rows;
+  }
+  return n;
+}
+
+bool Guard::feedback_possible() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return feedback_possible_;
 }
 
 void Guard::set_feedback_possible(bool possible) {
@@ -206,7 +336,8 @@ void Guard::remember(const std::string& id, Answered a) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!feedback_possible_) return;
   const double now_s = a.time_s;
-  answered_[id] = std::move(a);  // a re-used id answers for its latest request
+  // Ids are the server's (128 random bits): one never names two answers, and none is replaced.
+  if (!answered_.emplace(id, std::move(a)).second) return;
   order_.emplace_back(now_s, id);
   // Evict by age, then by count. `order_` may hold stale duplicates of re-used ids: an entry is
   // only erased when its time matches the live record.
@@ -220,7 +351,7 @@ void Guard::remember(const std::string& id, Answered a) {
 }
 
 FeedbackResult Guard::feedback(const std::string& model, const std::string& id, const std::vector<int64_t>& labels,
-                               double now_s) {
+                               const std::string& labeller, double now_s) {
   Answered a;
   std::shared_ptr<detect::StreamMonitor> monitor;
   {
@@ -241,10 +372,38 @@ FeedbackResult Guard::feedback(const std::string& model, const std::string& id, 
     a = std::move(it->second);
     answered_.erase(it);  // one label per answer: a second post is a 404, not a double count
     const auto m = monitors_.find(model);
-    if (m != monitors_.end()) monitor = m->second;
+    // The stream monitor watches the version it was made for: labels of an older version's
+    // answers count in that version's ledger only.
+    if (m != monitors_.end() && m->second->version() == a.version) monitor = m->second;
+    // The ledger of the version that answered, by answer time.
+    auto key = std::make_pair(model, a.version);
+    auto l = ledgers_.find(key);
+    if (l == ledgers_.end()) {
+      if (ledgers_.size() >= kMaxLedgers) {
+        auto stale = ledgers_.begin();
+        for (auto e = ledgers_.begin(); e != ledgers_.end(); ++e) {
+          if (e->second.last_s < stale->second.last_s) stale = e;
+        }
+        ledgers_.erase(stale);
+      }
+      l = ledgers_.emplace(key, Ledger{}).first;
+    }
+    Ledger& ledger = l->second;
+    auto who = std::find(ledger.labellers.begin(), ledger.labellers.end(), labeller);
+    if (who == ledger.labellers.end()) {
+      if (ledger.labellers.size() < kMaxLabellers) ledger.labellers.push_back(labeller);
+      who = ledger.labellers.end() - 1;
+    }
+    const auto labeller_index = static_cast<uint16_t>(who - ledger.labellers.begin());
+    for (size_t i = 0; i < labels.size(); ++i) {
+      ledger.rows.push_back({a.time_s, labels[i] == a.predicted[i], labeller_index});
+      if (static_cast<int64_t>(ledger.rows.size()) > options_.ledger_capacity) ledger.rows.pop_front();
+    }
+    ledger.last_s = now_s;
   }
   FeedbackResult r;
   r.rows = static_cast<int64_t>(labels.size());
+  r.version = a.version;
   for (size_t i = 0; i < labels.size(); ++i) {
     const bool ok = labels[i] == a.predicted[i];
     r.correct += ok;
@@ -254,6 +413,22 @@ FeedbackResult Guard::feedback(const std::string& model, const std::string& id, 
   metrics_.counter("bulwark_feedback_total", {{"model", model}, {"result", "wrong"}},
                    static_cast<double>(r.rows - r.correct));
   return r;
+}
+
+LabelCount Guard::labelled(const std::string& model, const std::string& version, double from_s, double to_s) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  LabelCount c;
+  const auto l = ledgers_.find(std::make_pair(model, version));
+  if (l == ledgers_.end()) return c;
+  std::set<uint16_t> who;
+  for (const auto& row : l->second.rows) {
+    if (row.answered_s < from_s || row.answered_s >= to_s) continue;
+    ++c.labels;
+    c.correct += row.correct;
+    who.insert(row.labeller);
+  }
+  c.labellers = static_cast<int64_t>(who.size());
+  return c;
 }
 
 bool Guard::expose_to(bool admin) const {

@@ -253,7 +253,7 @@ void HttpFrontend::register_routes() {
   // Labels for earlier answers (Bulwark extension): {"id": "...", "label": 3} or
   // {"id": "...", "labels": ["Coat", ...]} for a request of several rows. Role feedback.
   s.Post(R"(/v2/models/([^/]+)/feedback)", guarded([&core](const httplib::Request& req, httplib::Response& res) {
-           core.authorize(req.get_header_value("Authorization"), Role::kFeedback);
+           const auto who = core.authorize(req.get_header_value("Authorization"), Role::kFeedback);
            if (req.body.size() > kMaxFeedbackBytes) throw invalid_argument("feedback body exceeds 1 MiB");
            json j;
            try {
@@ -278,8 +278,8 @@ void HttpFrontend::register_routes() {
                labels.push_back(label_text(j["labels"][i], "labels[" + std::to_string(i) + "]"));
              }
            }
-           const auto r = core.feedback(req.matches[1], j["id"].get<std::string>(), labels);
-           send_json(res, 200, {{"id", j["id"]}, {"rows", r.rows}, {"correct", r.correct}});
+           const auto r = core.feedback(req.matches[1], j["id"].get<std::string>(), labels, who.token_id);
+           send_json(res, 200, {{"id", j["id"]}, {"rows", r.rows}, {"correct", r.correct}, {"model_version", r.version}});
          }));
   s.Post("/v2/repository/index", guarded([&core](const httplib::Request& req, httplib::Response& res) {
            core.authorize_repository(req.get_header_value("Authorization"));
@@ -328,8 +328,19 @@ void HttpFrontend::register_routes() {
            const auto who = core.authorize_repository(req.get_header_value("Authorization"));
            send_json(res, 202, core.request_hardening("token:" + who.token_id));
          }));
-  s.Get("/metrics", guarded([&core](const httplib::Request&, httplib::Response& res) {
-          res.set_content(core.render_metrics(), "text/plain; version=0.0.4; charset=utf-8");
+  // {"decision": "keep" | "rollback"} for a candidate the watch holds. Admin.
+  s.Post("/v2/guard/decide", guarded([&core](const httplib::Request& req, httplib::Response& res) {
+           const auto who = core.authorize_repository(req.get_header_value("Authorization"));
+           if (req.body.size() > 4096) throw invalid_argument("decide body exceeds 4 KiB");
+           const auto j = json::parse(req.body, nullptr, false);
+           if (!j.is_object() || !j.contains("decision") || !j["decision"].is_string()) {
+             throw invalid_argument("decision: \"keep\" or \"rollback\" is required");
+           }
+           send_json(res, 202, core.decide("token:" + who.token_id, j["decision"].get<std::string>()));
+         }));
+  s.Get("/metrics", guarded([&core](const httplib::Request& req, httplib::Response& res) {
+          res.set_content(core.render_metrics(req.get_header_value("Authorization")),
+                          "text/plain; version=0.0.4; charset=utf-8");
         }));
 }
 

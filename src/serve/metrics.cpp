@@ -74,6 +74,11 @@ Metrics::Metrics() {
     f.type = type;
     f.help = help;
     f.hist.bounds = bounds;
+    // Detector, monitor, feedback and loop series: diffs around one request recover its flag.
+    for (const char* p : {"bulwark_attack_", "bulwark_stateful_", "bulwark_monitor_", "bulwark_alarms_",
+                          "bulwark_feedback_", "bulwark_guard_"}) {
+      f.internal = f.internal || name.rfind(p, 0) == 0;
+    }
     families_[name] = f;
     order_.push_back(name);
   };
@@ -184,11 +189,12 @@ void Metrics::set_models(const std::vector<std::pair<std::string, std::string>>&
   }
 }
 
-std::string Metrics::render() const {
+std::string Metrics::render(bool internal) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::ostringstream out;
   for (const auto& name : order_) {
     const auto& f = families_.at(name);
+    if (f.internal && !internal) continue;
     out << "# HELP " << f.name << ' ' << f.help << "\n# TYPE " << f.name << ' ' << f.type << '\n';
     if (f.name == "bulwark_inflight_requests") {
       out << f.name << ' ' << inflight_ << '\n';

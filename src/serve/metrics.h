@@ -32,8 +32,10 @@ class Metrics {
   void counter(const std::string& name, const Labels& l, double v = 1);
   void gauge(const std::string& name, const Labels& l, double v);
 
-  // The whole exposition, ready for GET /metrics.
-  std::string render() const;
+  // The exposition, ready for GET /metrics. Without `internal`, the families that would tell an
+  // anonymous scraper one request's hidden verdict (detector scores and flags, stateful hits,
+  // monitor statistics and thresholds, alarms, feedback, the loop's state) are left out.
+  std::string render(bool internal = true) const;
 
  private:
   struct Histogram {
@@ -43,6 +45,7 @@ class Metrics {
   };
   struct Family {
     std::string name, help, type;  // counter | gauge | histogram
+    bool internal = false;         // only for the metrics role (render(true))
     std::map<Labels, double> values;
     Histogram hist;
   };

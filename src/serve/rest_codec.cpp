@@ -187,6 +187,7 @@ InferRequest parse_infer_request(const std::string& body, std::optional<size_t> 
 
 json guard_parameters(const InferResponse& r) {
   json p = json::object();
+  if (!r.feedback_id.empty()) p["feedback_id"] = r.feedback_id;
   if (r.attack_scores.empty()) return p;
   float max_score = 0;
   int64_t flagged = 0;

@@ -46,7 +46,8 @@ struct InferOutput {
 struct InferResponse {
   std::string model;
   std::string version;
-  std::string id;
+  std::string id;           // the request's id when it gave one, else feedback_id
+  std::string feedback_id;  // server-issued, random: what POST .../feedback names (empty: no feedback possible)
   std::vector<InferOutput> outputs;
   // Guard hook: per-input attack score (higher = more suspicious) and flag.
   std::vector<float> attack_scores;

@@ -139,6 +139,8 @@ InferResult decode_infer_response(const std::string& body, size_t json_length) {
     r.model_version = j["model_version"].get<std::string>();
   if (j.contains("parameters") && j["parameters"].is_object()) {
     const auto& p = j["parameters"];
+    // Feedback names the server's id for the answer (the response's id echoes the request's own).
+    if (p.contains("feedback_id") && p["feedback_id"].is_string()) r.id = p["feedback_id"].get<std::string>();
     if (p.contains("attack_flagged_count") && p["attack_flagged_count"].is_number_integer()) {
       r.flagged = p["attack_flagged_count"].get<int64_t>();
     } else if (p.contains("attack_flagged") && p["attack_flagged"].is_boolean()) {

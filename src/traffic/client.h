@@ -35,6 +35,7 @@ struct ClientOptions {
   std::string url;             // http://127.0.0.1:8000
   std::string model;           // the served model's name
   std::string token;           // bearer token for inference; empty = no Authorization header
+  std::vector<std::string> tokens;  // several: worker i sends as tokens[i % size] (the runner)
   std::string feedback_token;  // bearer token for feedback (role feedback); empty = none
   double timeout_s = 10;       // connect, read and write timeouts
 

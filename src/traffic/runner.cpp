@@ -62,7 +62,7 @@ class Run {
 
  private:
   bool claim(Slot* s);
-  void work();
+  void work(int index);
   void send(V2Client& client, const Slot& s);
   // Fills the record and outcome of one slot; may throw (send() turns that into a failure).
   void attempt(V2Client& client, const Slot& s, RequestRecord& rec, Outcome& out);
@@ -216,9 +216,12 @@ void Run::complete(const Slot& s, const Outcome& out, const RequestRecord& rec) 
   changed_.notify_all();
 }
 
-void Run::work() {
+void Run::work(int index) {
   {
-    V2Client client(o_.client);
+    auto options = o_.client;
+    // Several inference tokens: each worker sends as one of them, round robin (several clients).
+    if (!options.tokens.empty()) options.token = options.tokens[static_cast<size_t>(index) % options.tokens.size()];
+    V2Client client(options);
     Slot s;
     while (claim(&s)) send(client, s);
     client.stop();
@@ -286,7 +289,7 @@ TrafficReport Run::execute() {
   }
   workers_left_ = o_.concurrency;
   std::vector<std::thread> workers;
-  for (int i = 0; i < o_.concurrency; ++i) workers.emplace_back([this] { work(); });
+  for (int i = 0; i < o_.concurrency; ++i) workers.emplace_back([this, i] { work(i); });
 
   ProgressBar bar("traffic", total_s_, o_.progress);
   bool write_failed = false;

@@ -40,12 +40,16 @@ TEST(Control, TheGateRefusesAWeakCandidateAndSaysWhichThreshold) {
   EXPECT_EQ(loop.core.source_of("fashion")->registry_version, 1);
 }
 
+// With the watch's default windows (policy defaults, no monitor override): the candidate's own
+// answers since promotion against the replaced version's before the request; labels from two
+// labellers roll it back as soon as min_feedback of them show it worse.
 TEST(Control, TheWatchRollsBackAPromotedVersionThatDoesWorse) {
   LoopRegistry r;
   auto policy = small_policy(r.key);
   policy.gate.min_robust_accuracy = 0;  // let any candidate through: the watch is under test
   policy.gate.max_clean_drop = 1;
-  policy.watch.window_s = 8;  // room for the 20 labelled requests below
+  policy.gate.max_clean_drop_from_first = 1;
+  policy.watch = control::WatchPolicy{};  // the defaults: 60 s, up to 300 s, 20 labels, 2 labellers
   Loop loop(r, policy);
   loop.labelled_traffic(20, /*agree=*/true, 0);  // version 1: 100 % on its feedback
   loop.controller->request_hardening("test");
@@ -57,12 +61,137 @@ TEST(Control, TheWatchRollsBackAPromotedVersionThatDoesWorse) {
       << loop.controller->status().dump(2) << loop.core.guard_status()["guard"]["monitors"].dump(2);
   const auto status = loop.controller->status();
   EXPECT_NE(status["reason"].get<std::string>().find("watch.max_accuracy_drop"), std::string::npos) << status.dump(2);
+  EXPECT_NE(status["reason"].get<std::string>().find("before the alarm"), std::string::npos) << status.dump(2);
+  const auto& w = status["watch"];
+  EXPECT_EQ(w["replaced_before_alarm"]["labels"], 20) << status.dump(2);
+  EXPECT_EQ(w["replaced_before_alarm"]["accuracy"], 1.0);
+  EXPECT_EQ(w["candidate"]["labels"], 20);
+  EXPECT_EQ(w["candidate"]["accuracy"], 0.0);
+  EXPECT_EQ(w["candidate"]["labellers"], 2);
   EXPECT_EQ(r.production(), 1);
   EXPECT_TRUE(eventually([&] { return loop.core.source_of("fashion")->registry_version == 1; }));
   bool rolled_back_event = false;
   for (const auto& e : loop.guard_events()) rolled_back_event = rolled_back_event || e.kind == "guard.rolled-back";
   EXPECT_TRUE(rolled_back_event);
   EXPECT_TRUE(r.audit_ok());
+}
+
+// One labeller cannot undo a version: the same regression labelled by one token holds the
+// candidate for an admin, who rolls it back (POST /v2/guard/decide).
+TEST(Control, ARollbackOnOneLabellersWordHoldsForAnAdmin) {
+  LoopRegistry r;
+  auto policy = small_policy(r.key);
+  policy.gate.min_robust_accuracy = 0;
+  policy.gate.max_clean_drop = 1;
+  policy.gate.max_clean_drop_from_first = 1;
+  policy.watch = control::WatchPolicy{};
+  Loop loop(r, policy);
+  loop.labelled_traffic(20, /*agree=*/true, 0);
+  loop.controller->request_hardening("test");
+  ASSERT_TRUE(loop.wait_for(control::State::kWatching, 240 * kSanitizerSlowdown)) << loop.controller->status().dump(2);
+  loop.labelled_traffic(20, /*agree=*/false, 100, /*one_labeller=*/true);
+  ASSERT_TRUE(loop.wait_for(control::State::kHeld, 30)) << loop.controller->status().dump(2);
+  EXPECT_NE(loop.controller->status()["reason"].get<std::string>().find("watch.min_labellers"), std::string::npos);
+  EXPECT_EQ(r.production(), 2);  // not rolled back on one token's labels
+  bool held_event = false;
+  for (const auto& e : loop.guard_events()) held_event = held_event || e.kind == "guard.held";
+  EXPECT_TRUE(held_event);
+  // The decision is an admin's: an infer token is refused, a bad body names the field.
+  httplib::Client c("127.0.0.1", loop.http->port());
+  c.set_bearer_token_auth(kClientAToken);
+  EXPECT_EQ(c.Post("/v2/guard/decide", R"({"decision":"rollback"})", "application/json")->status, 403);
+  c.set_bearer_token_auth(kOpsToken);
+  EXPECT_EQ(c.Post("/v2/guard/decide", R"({"decision":"undo"})", "application/json")->status, 400);
+  EXPECT_EQ(c.Post("/v2/guard/decide", R"({"decision":"rollback"})", "application/json")->status, 202);
+  ASSERT_TRUE(loop.wait_for(control::State::kRolledBack, 30)) << loop.controller->status().dump(2);
+  EXPECT_NE(loop.controller->status()["reason"].get<std::string>().find("token:ops"), std::string::npos);
+  EXPECT_EQ(r.production(), 1);
+  EXPECT_EQ(c.Post("/v2/guard/decide", R"({"decision":"keep"})", "application/json")->status, 503);  // nothing held
+}
+
+// Too few labels: the watch extends to max_window_s, then holds — neither full traffic nor a
+// rollback — and says so; an admin keeps it.
+TEST(Control, WithTooFewLabelsTheWatchHoldsAndSaysSo) {
+  LoopRegistry r;
+  auto policy = small_policy(r.key);
+  policy.gate.min_robust_accuracy = 0;
+  policy.gate.max_clean_drop = 1;
+  policy.gate.max_clean_drop_from_first = 1;
+  policy.watch.window_s = 1;
+  policy.watch.max_window_s = 3;
+  policy.watch.min_feedback = 10;
+  Loop loop(r, policy);
+  loop.labelled_traffic(10, /*agree=*/true, 0);
+  loop.controller->request_hardening("test");
+  ASSERT_TRUE(loop.wait_for(control::State::kWatching, 240 * kSanitizerSlowdown)) << loop.controller->status().dump(2);
+  loop.labelled_traffic(3, /*agree=*/true, 100);  // 3 of the 10 labels it needs
+  ASSERT_TRUE(loop.wait_for(control::State::kHeld, 30)) << loop.controller->status().dump(2);
+  const auto status = loop.controller->status();
+  EXPECT_NE(status["reason"].get<std::string>().find("too few labels"), std::string::npos) << status.dump(2);
+  EXPECT_NE(status["reason"].get<std::string>().find("3 on the new version"), std::string::npos) << status.dump(2);
+  EXPECT_GE(status["watch"]["watched_s"].get<double>(), 3.0);
+  EXPECT_EQ(r.production(), 2);
+  EXPECT_EQ(loop.controller->decide("token:ops", "keep")["accepted"], true);
+  ASSERT_TRUE(loop.wait_for(control::State::kStable, 30)) << loop.controller->status().dump(2);
+  EXPECT_EQ(r.production(), 2);
+}
+
+// A traffic alarm from one client's requests starts no job, however long it lasts; evidence from a
+// second identity does. With the gate refusing every candidate and the attack going on, the loop
+// tries again after each cooldown (no new alarm event comes) until the day's job budget is spent.
+TEST(Control, OneClientCannotStartAJobAndAPersistingAlarmIsRetriedWithinTheBudget) {
+  LoopRegistry r(/*trained=*/true);
+  auto policy = small_policy(r.key);
+  policy.trigger.alarms = {"detector_rate", "confidence"};
+  policy.trigger.persistence_s = 0.5;
+  policy.trigger.max_jobs_per_day = 2;
+  policy.gate.min_robust_accuracy = 0.99;  // refused: the attack outlasts the job
+  policy.cooldown_s = 1;
+  Loop loop(r, policy);
+  std::atomic<bool> stop_a{false}, stop_b{false};
+  std::thread a([&] { loop.noise_traffic(kClientAToken, stop_a); }), b;
+  struct Joiner {  // a failed assertion below must not leave the threads running
+    std::atomic<bool>& a;
+    std::atomic<bool>& b;
+    std::vector<std::thread*> threads;
+    ~Joiner() {
+      a = b = true;
+      for (auto* t : threads) {
+        if (t->joinable()) t->join();
+      }
+    }
+  } joiner{stop_a, stop_b, {&a, &b}};
+  ASSERT_TRUE(loop.wait_for(control::State::kAlarm, 60)) << loop.controller->status().dump(2)
+                                                          << loop.core.guard_status()["guard"]["monitors"].dump(2);
+  // One identity: the alarm stands, the job waits, and says for what.
+  std::this_thread::sleep_for(std::chrono::seconds(4));
+  EXPECT_EQ(loop.controller->state(), control::State::kAlarm) << loop.controller->status().dump(2);
+  EXPECT_NE(loop.controller->status()["reason"].get<std::string>().find("trigger.min_clients"), std::string::npos)
+      << loop.controller->status().dump(2);
+  EXPECT_TRUE(Loop::transitions_to(r, "hardening").empty());
+  // A second identity: the job starts.
+  b = std::thread([&] { loop.noise_traffic(kClientBToken, stop_b); });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(400 * kSanitizerSlowdown);
+  bool budget_said = false;
+  while (std::chrono::steady_clock::now() < deadline && !budget_said) {
+    for (const auto& e : loop.guard_events()) {
+      budget_said = budget_said || (e.kind == "guard.waiting" &&
+                                    e.details["waiting_for"].get<std::string>().find("trigger.max_jobs_per_day") != std::string::npos);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // no third job follows the budget's word
+  stop_a = stop_b = true;
+  EXPECT_TRUE(budget_said) << loop.controller->status().dump(2);
+  const auto jobs = Loop::transitions_to(r, "hardening");
+  EXPECT_EQ(jobs.size(), 2u) << loop.controller->status().dump(2);
+  EXPECT_EQ(Loop::transitions_to(r, "failed").size(), 2u);
+  // The second job came from the standing alarm, after the cooldown, not from a new alarm event.
+  bool retried = false;
+  for (const auto& reason : Loop::transitions_to(r, "alarm")) retried = retried || reason.find("still standing") != std::string::npos;
+  EXPECT_TRUE(retried);
+  EXPECT_EQ(r.production(), 1);
+  EXPECT_GE(loop.controller->status()["failure_streak"].get<int64_t>(), 2);
 }
 
 TEST(Control, AGuardKilledMidHardeningRestartsConsistent) {
@@ -178,6 +307,56 @@ TEST(Control, TheJobHardensWithThePolicysAttackPrecision) {
   }
 }
 
+// A candidate whose evaluation warns of gradient masking is refused whatever its numbers: here a
+// model that quantises its input, so every white-box attack sees a zero gradient.
+TEST(Control, TheGateRefusesACandidateThatMasksGradients) {
+  TempDir dir;
+  const auto path = dir.file("masked.pt");
+  const auto made = run_command(std::string(kPython) + " " + BULWARK_FIXTURES_DIR + "/make_masked_model.py " + path);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  auto candidate = model::Model::import_torchscript(path, model::default_spec(10));
+  auto production = model::Model::load(write_model(dir, "p.pt", "mlp", 1));
+  control::GatePolicy gate;
+  gate.n = 50;
+  gate.attacks = {"pgd"};
+  gate.pgd_steps = 5;
+  gate.min_robust_accuracy = 0;
+  gate.max_clean_drop = 1;
+  const auto test = data::load_dataset("fashion-mnist", data::Split::kTest);
+  const auto r = control::run_gate(candidate, production, test, gate, 0);
+  EXPECT_FALSE(r.passed);
+  EXPECT_NE(r.reason.find("gradient masking"), std::string::npos) << r.reason;
+  EXPECT_FALSE(r.candidate.warnings.empty());
+}
+
+// The clean floor of the lineage's first version: repeated cycles, each within max_clean_drop of
+// the version before, cannot ratchet clean accuracy below it.
+TEST(Control, TheGateHoldsCleanAccuracyToTheFirstVersion) {
+  TempDir dir;
+  auto a = model::Model::load(write_model(dir, "a.pt", "mlp", 1));
+  auto b = model::Model::load(write_model(dir, "b.pt", "mlp", 2));
+  control::GatePolicy gate;
+  gate.n = 200;
+  gate.attacks = {"fgsm"};
+  gate.min_robust_accuracy = 0;
+  gate.max_clean_drop = 1;  // production's own rule lets anything through
+  gate.max_clean_drop_from_first = 0;
+  const auto test = data::load_dataset("fashion-mnist", data::Split::kTest);
+  const auto probe = control::run_gate(a, a, test, gate, 0, &b, 1);
+  ASSERT_NE(probe.first_clean, probe.candidate.clean) << "the two untrained MLPs score alike; pick other seeds";
+  EXPECT_TRUE(probe.passed == (probe.candidate.clean >= probe.first_clean)) << probe.reason;
+  // Whichever is worse, as the candidate against the better one as the first version, is refused.
+  auto& worse = probe.candidate.clean < probe.first_clean ? a : b;
+  auto& better = probe.candidate.clean < probe.first_clean ? b : a;
+  const auto r = control::run_gate(worse, worse, test, gate, 0, &better, 1);
+  EXPECT_FALSE(r.passed);
+  EXPECT_NE(r.reason.find("gate.max_clean_drop_from_first"), std::string::npos) << r.reason;
+  EXPECT_NE(r.reason.find("first version's (1)"), std::string::npos) << r.reason;
+  EXPECT_EQ(r.to_json()["first"]["version"], 1);
+  gate.max_clean_drop_from_first = 1;
+  EXPECT_TRUE(control::run_gate(worse, worse, test, gate, 0, &better, 1).passed);
+}
+
 TEST(Control, PolicyErrorsNameTheKeyAndTheLimit) {
   const auto error_of = policy_error;
   EXPECT_NE(error_of("hardening: {key: k, method: adam}").find("policy.hardening.method"), std::string::npos);
@@ -194,6 +373,12 @@ TEST(Control, PolicyErrorsNameTheKeyAndTheLimit) {
   EXPECT_NE(error_of("hardening: {key: k}\ntrigger: {alarms: [loud]}").find("'loud'"), std::string::npos);
   EXPECT_NE(error_of("hardening: {key: k}\nwatch: {windows: 3}").find("unknown key 'windows'"), std::string::npos);
   EXPECT_NE(error_of("hardening: {key: k}\ngate: {eps: fast}").find("policy.gate.eps: wrong type"), std::string::npos);
+  EXPECT_NE(error_of("hardening: {key: k}\ntrigger: {min_clients: 0}").find("policy.trigger.min_clients must be in [1, 1000]"),
+            std::string::npos);
+  EXPECT_NE(error_of("hardening: {key: k}\nwatch: {window_s: 60, max_window_s: 30}").find("policy.watch.max_window_s"),
+            std::string::npos);
+  EXPECT_NE(error_of("hardening: {key: k}\ncooldown_s: 600\nmax_cooldown_s: 60").find("policy.max_cooldown_s"),
+            std::string::npos);
   EXPECT_EQ(error_of("hardening: {key: k}"), "accepted");
 }
 

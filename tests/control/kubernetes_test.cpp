@@ -468,8 +468,11 @@ TEST(KubeLoop, HardensInAJobThenMovesTheInferenceServiceFromTenToAllTraffic) {
   auto policy = kube_loop_policy(r, k);
   policy.watch.window_s = 1;
   Loop loop(r, policy);
+  loop.labelled_traffic(10, /*agree=*/true, 0);  // the replaced version's reference
   loop.controller->request_hardening("test");
-  ASSERT_TRUE(loop.wait_for(control::State::kStable, 300 * kSanitizerSlowdown)) << loop.controller->status().dump(2);
+  ASSERT_TRUE(loop.wait_for(control::State::kWatching, 300 * kSanitizerSlowdown)) << loop.controller->status().dump(2);
+  loop.labelled_traffic(10, /*agree=*/true, 100);  // as good: kept
+  ASSERT_TRUE(loop.wait_for(control::State::kStable, 60)) << loop.controller->status().dump(2);
   EXPECT_EQ(r.production(), 2);
   // The job: one TrainJob applied in the namespace, its schema-valid manifest, followed by gets.
   const auto applies = k.find({"-n", "ml-prod", "apply", "-f", "-"});
@@ -497,7 +500,7 @@ TEST(KubeLoop, ARollbackPinsTheInferenceServiceToThePreviousVersion) {
   FakeKubectl k;
   LoopRegistry r;
   auto policy = kube_loop_policy(r, k);
-  policy.watch.window_s = 8;  // room for the 20 labelled requests below
+  policy.watch.window_s = 8;
   Loop loop(r, policy);
   loop.labelled_traffic(20, /*agree=*/true, 0);  // version 1: 100 % on its feedback
   loop.controller->request_hardening("test");

@@ -378,3 +378,61 @@ TEST(StatefulDetector, ConcurrentClients) {
 
 }  // namespace
 }  // namespace bulwark::detect
+
+namespace bulwark::detect {
+namespace {
+
+// A block lives in its own table: other identities pushing the blocked client's history out of the
+// LRU (max_clients) do not lift it (before, a blocked client was unblocked after ~1 s of others).
+TEST(StatefulDetector, ABlockSurvivesEvictionPressure) {
+  StatefulOptions o;
+  o.max_clients(4).shards(1).hits_to_flag(2).policy(Policy::kBlock).block_s(600).key(42);
+  StatefulDetector d(o);
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0, 1);
+  auto image = [&] {
+    std::vector<float> v(784);
+    for (auto& p : v) p = u(rng);
+    return v;
+  };
+  const auto x = image();
+  for (int q = 0; q < 3; ++q) d.observe("attacker", x.data(), 784, 10.0 + q);
+  ASSERT_TRUE(d.state("attacker", 13).blocked);
+  for (int i = 0; i < 200; ++i) {  // far more identities than max_clients
+    const auto y = image();
+    d.observe("other-" + std::to_string(i), y.data(), 784, 14.0 + i * 0.01);
+  }
+  EXPECT_LE(d.stats(20).clients, 4);
+  const auto st = d.state("attacker", 20);
+  EXPECT_TRUE(st.blocked);
+  EXPECT_NEAR(st.until_s, 12.0 + 600, 1e-9);
+  EXPECT_FALSE(d.state("attacker", 700).blocked);  // and it ends when it should
+}
+
+// observe_rows: the rows of one request in order under one lock; the verdicts say where the client
+// became blocked.
+TEST(StatefulDetector, ObserveRowsMatchesRowByRow) {
+  StatefulOptions o;
+  o.hits_to_flag(3).policy(Policy::kBlock).key(7);
+  StatefulDetector batch(o), single(o);
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> u(0, 1);
+  std::vector<float> x(8 * 784);
+  for (int i = 0; i < 784; ++i) x[i] = u(rng);
+  for (int q = 1; q < 8; ++q) {  // each row the last with 9 values moved up by 0.1
+    std::copy(x.begin() + (q - 1) * 784, x.begin() + q * 784, x.begin() + q * 784);
+    for (int i = q * 9; i < q * 9 + 9; ++i) x[q * 784 + i] = std::min(1.0f, x[q * 784 + i] + 0.1f);
+  }
+  const auto verdicts = batch.observe_rows("c", x.data(), 8, 784, 1.0);
+  ASSERT_EQ(verdicts.size(), 8u);
+  for (int q = 0; q < 8; ++q) {
+    const auto v = single.observe("c", x.data() + q * 784, 784, 1.0);
+    EXPECT_EQ(verdicts[q].hit, v.hit) << q;
+    EXPECT_EQ(verdicts[q].blocked, v.blocked) << q;
+  }
+  EXPECT_FALSE(verdicts[0].blocked);
+  EXPECT_TRUE(verdicts[7].blocked);
+}
+
+}  // namespace
+}  // namespace bulwark::detect

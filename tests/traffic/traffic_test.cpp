@@ -67,7 +67,7 @@ int64_t sum_field(const std::vector<json>& lines, const char* field) {
 
 // Sum of a Prometheus counter's samples whose labels contain every `must` fragment.
 double metric_sum(const TestServer& s, const std::string& name, const std::vector<std::string>& must) {
-  auto c = s.client("");
+  auto c = s.client(kAdminToken);  // the detector and feedback series are for the metrics and admin roles
   const auto res = c.Get("/metrics");
   EXPECT_TRUE(res && res->status == 200);
   std::istringstream in(res ? res->body : "");
