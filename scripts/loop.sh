@@ -22,21 +22,26 @@ rm -f "$REG/guard/fashion.state.json"
   --key "$OUT/signing.key" --method train --dataset fashion-mnist --registry "$REG" > /dev/null
 "$BULWARK" registry promote fashion@latest --registry "$REG" > /dev/null
 
-# Tokens: the traffic generator (infer, feedback) and the operator (admin).
+# Tokens: two traffic clients (infer, feedback; the workers take turns, so the attack comes from
+# two identities: a traffic alarm needs evidence from trigger.min_clients = 2) and the operator.
 json_field() { $PY -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
-TRAFFIC_TOKEN_JSON=$("$BULWARK" --json token --id traffic --roles infer,feedback)
+TRAFFIC_A_JSON=$("$BULWARK" --json token --id traffic-a --roles infer,feedback)
+TRAFFIC_B_JSON=$("$BULWARK" --json token --id traffic-b --roles infer,feedback)
 OPS_TOKEN_JSON=$("$BULWARK" --json token --id ops --roles admin,infer)
 cat > "$LOOP/tokens.yaml" <<YAML
 tokens:
-  - id: traffic
-    sha256: $(json_field "$TRAFFIC_TOKEN_JSON" sha256)
+  - id: traffic-a
+    sha256: $(json_field "$TRAFFIC_A_JSON" sha256)
+    roles: [infer, feedback]
+  - id: traffic-b
+    sha256: $(json_field "$TRAFFIC_B_JSON" sha256)
     roles: [infer, feedback]
   - id: ops
     sha256: $(json_field "$OPS_TOKEN_JSON" sha256)
     roles: [admin, infer]
 YAML
-export BULWARK_TOKEN
-BULWARK_TOKEN=$(json_field "$TRAFFIC_TOKEN_JSON" token)
+TOKENS="$LOOP/traffic.tokens"
+(umask 077 && printf '%s\n%s\n' "$(json_field "$TRAFFIC_A_JSON" token)" "$(json_field "$TRAFFIC_B_JSON" token)" > "$TOKENS")
 OPS_TOKEN=$(json_field "$OPS_TOKEN_JSON" token)
 
 sed -e "s#build/demo/registry#$REG#; s#build/demo/tokens.yaml#$LOOP/tokens.yaml#" \
@@ -65,7 +70,7 @@ guard_state() {
 START=$(date +%s)
 "$BULWARK" traffic --url "$URL" --model fashion --phase benign:20 --phase "$ATTACK:1200:0.1" \
   --attacker-model "$OUT/baseline.pt" --rate 40 --attacked-share 0.5 --concurrency 4 --n 2000 \
-  --out "$LOOP/traffic.jsonl" --quiet > "$LOOP/traffic-a.txt" 2>&1 &
+  --token-file "$TOKENS" --out "$LOOP/traffic.jsonl" --quiet > "$LOOP/traffic-a.txt" 2>&1 &
 TRAFFIC=$!
 STATE=serving
 while :; do
@@ -87,7 +92,7 @@ PROD_SHA=$($PY -c 'import json,sys; print(json.loads(sys.argv[1])["files"]["mode
 PROD_MODEL="$REG/objects/sha256/${PROD_SHA:0:2}/$PROD_SHA"
 "$BULWARK" traffic --url "$URL" --model fashion --phase fgsm:20:0.1 --phase "pgd:30:0.1:$PROD_MODEL" \
   --attacker-model "$OUT/baseline.pt" --rate 40 --attacked-share 0.5 --concurrency 4 --n 2000 \
-  --out "$LOOP/traffic.jsonl" --append --quiet > "$LOOP/traffic-b.txt" 2>&1
+  --token-file "$TOKENS" --out "$LOOP/traffic.jsonl" --append --quiet > "$LOOP/traffic-b.txt" 2>&1
 kill -TERM "$GUARD"
 wait "$GUARD" || true
 
@@ -106,7 +111,7 @@ done
 "$BULWARK" --json eval --model "$PROD_MODEL" > "$LOOP/eval-production.json"
 
 # The experiment table: accuracy by phase and served model version.
-$PY - "$LOOP/traffic.jsonl" "$LOOP/summary.json" "$LOOP/eval-production.json" <<'PYEOF'
+$PY - "$LOOP/traffic.jsonl" "$LOOP/summary.json" "$LOOP/eval-production.json" "$LOOP/events.jsonl" <<'PYEOF'
 import json, sys
 rows, order = {}, []
 for line in open(sys.argv[1]):
@@ -133,6 +138,21 @@ print("time to promotion  %s after attack traffic started" % fmt(summary.get("ti
 print("failed requests    %d of %d" % (sum(r["failed"] for r in rows.values()), sum(r["sent"] for r in rows.values())))
 prod = json.load(open(sys.argv[3]))
 print("production model   clean accuracy %.2f%% on the %d test images" % (100 * prod["accuracy"], prod["n"]))
+# The watch's numbers: labelled answers by the version that gave them (the last verdict's).
+watch = None
+for line in open(sys.argv[4]):
+    e = json.loads(line)
+    if e.get("kind") == "guard.state" and isinstance(e.get("details", {}).get("watch"), dict):
+        watch = e["details"]["watch"]
+if watch:
+    acc = lambda c: "-" if c.get("accuracy") is None else "%5.1f%%" % (100 * c["accuracy"])
+    print("\nwatch (feedback accuracy of labelled answers, by the version that answered)")
+    for name, key in (("replaced version, before the alarm", "replaced_before_alarm"),
+                      ("replaced version, under the attack", "replaced_under_attack"),
+                      ("candidate, since promotion", "candidate")):
+        c = watch[key]
+        print("  %-36s %s on %5d labels from %d labeller(s)" % (name, acc(c), c["labels"], c["labellers"]))
+    print("  compared with                        %s" % watch["compared_with"].replace("_", " "))
 PYEOF
 "$BULWARK" registry verify fashion@production --registry "$REG"
 "$BULWARK" audit verify --registry "$REG"

@@ -231,6 +231,10 @@ StatefulOptions& StatefulOptions::hi(double v) {
   hi_ = finite("hi", v);
   return *this;
 }
+StatefulOptions& StatefulOptions::pool(int v) {
+  pool_ = in_range("pool", v, 1, 64);
+  return *this;
+}
 StatefulOptions& StatefulOptions::max_blocked_clients(int64_t v) {
   max_blocked_clients_ = in_range<int64_t>("max_blocked_clients", v, 1, 10'000'000);
   return *this;
@@ -260,6 +264,7 @@ nlohmann::json StatefulOptions::to_json() const {
           {"lo", lo_},
           {"hi", hi_},
           {"max_blocked_clients", max_blocked_clients_},
+          {"pool", pool_},
           {"shards", shards_}};
 }
 
@@ -295,6 +300,19 @@ std::vector<uint64_t> StatefulDetector::fingerprint(const float* x, int64_t d) c
   // Reused per thread: observe() runs on request threads, and this is its only allocation-heavy part.
   thread_local std::vector<uint8_t> q;
   thread_local std::vector<uint64_t> h;
+  thread_local std::vector<float> pooled;
+  if (options_.pool() > 1) {  // the mean of each `pool` consecutive values: noise averages out first
+    const int64_t p = options_.pool(), m = (d + p - 1) / p;
+    pooled.resize(static_cast<size_t>(m));
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t end = std::min(d, (j + 1) * p);
+      double sum = 0;
+      for (int64_t i = j * p; i < end; ++i) sum += x[i];
+      pooled[static_cast<size_t>(j)] = static_cast<float>(sum / static_cast<double>(end - j * p));
+    }
+    x = pooled.data();
+    d = m;
+  }
   q.resize(static_cast<size_t>(d));
   const uint64_t key = options_.key();
   const int step = options_.quant_step();

@@ -78,6 +78,7 @@ class StatefulOptions {
   StatefulOptions& block_s(double v);  // > 0; how long a throttle or block lasts
   StatefulOptions& lo(double v);       // the input range, mapped onto 0..255
   StatefulOptions& hi(double v);
+  StatefulOptions& pool(int v);  // 1..64: fingerprint the means of this many consecutive values (1: as Blacklight)
   StatefulOptions& max_blocked_clients(int64_t v);  // 1..10^7 blocks/throttles in force, kept apart from history
   StatefulOptions& shards(int v);    // 1..256 independently locked client tables
   StatefulOptions& key(uint64_t v);  // secret; 0 = draw one when built
@@ -97,6 +98,7 @@ class StatefulOptions {
   double lo() const { return lo_; }
   double hi() const { return hi_; }
   int64_t max_blocked_clients() const { return max_blocked_clients_; }
+  int pool() const { return pool_; }
   int shards() const { return shards_; }
   uint64_t key() const { return key_; }
 
@@ -123,6 +125,7 @@ class StatefulOptions {
   double lo_ = 0.0;
   double hi_ = 1.0;
   int64_t max_blocked_clients_ = 65536;
+  int pool_ = 1;
   int shards_ = 16;
   uint64_t key_ = 0;
 };
