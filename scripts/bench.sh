@@ -48,6 +48,11 @@ if [ "$MODEL" != - ] && [ -f "$CALIBRATION" ]; then
   echo "== detect: the stream monitor end to end, then Square against the query-similarity detector =="
   "$BUILD/bench/detect" monitor "$MODEL" "$CALIBRATION" 50
   "$BUILD/bench/detect" stateful "$MODEL" 50 5000
+  echo "== stateful_evasion: Square with and without noise padding, benign replay, camera frames (issue 31) =="
+  for cfg in "1 20 25" "2 20 25" "4 10 25" "8 10 25" "4 10 40" "2 10 35"; do
+    # shellcheck disable=SC2086
+    "$BUILD/bench/stateful_evasion" "$MODEL" 20 300 $cfg
+  done
 else
   "$BUILD/bench/serve" "$MODEL" 3
 fi

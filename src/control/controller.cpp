@@ -503,7 +503,10 @@ void Controller::judge_watch(const std::vector<detect::Event>& events) {
   const auto benign = guard.labelled(options_.served_name, replaced_sv, alarm - w.window_s, alarm);
   const auto attacked = guard.labelled(options_.served_name, replaced_sv, alarm, promoted);
   const auto mine = guard.labelled(options_.served_name, candidate_sv, promoted, now + 1);
-  const bool ongoing = attack_ongoing(now);
+  // Under the attack the candidate is judged against the replaced version under the same attack,
+  // when there are labels from then; otherwise (a requested job, labels not back yet) against its
+  // benign accuracy.
+  const bool ongoing = attacked.labels >= w.min_feedback && attack_ongoing(now);
   const auto& reference = ongoing ? attacked : benign;
   const std::string against = ongoing ? "the replaced version's under the attack (alarm to promotion)"
                                        : "the replaced version's before the alarm";

@@ -130,15 +130,16 @@ Policy Policy::from_yaml(const YAML::Node& node, const std::string& where) {
   k.read("canary_percent", p.kubernetes.canary_percent);
   k.read("timeout_s", p.kubernetes.timeout_s);
   k.done();
-  for (const auto& [key, out] : {std::pair<const char*, double*>{"cooldown_s", &p.cooldown_s},
-                                  std::pair<const char*, double*>{"max_cooldown_s", &p.max_cooldown_s}}) {
-    if (!node[key]) continue;
+  const auto scalar = [&where](const YAML::Node& value, const char* key, double& out) {
+    if (!value) return;
     try {
-      *out = node[key].as<double>();
+      out = value.as<double>();
     } catch (const YAML::Exception&) {
       throw invalid_argument(where + "." + key + ": wrong type");
     }
-  }
+  };
+  scalar(node["cooldown_s"], "cooldown_s", p.cooldown_s);
+  scalar(node["max_cooldown_s"], "max_cooldown_s", p.max_cooldown_s);
   p.validate();
   return p;
 }

@@ -40,15 +40,21 @@ TEST(Control, TheGateRefusesAWeakCandidateAndSaysWhichThreshold) {
   EXPECT_EQ(loop.core.source_of("fashion")->registry_version, 1);
 }
 
+// The small policy with a gate any candidate passes: the watch is under test.
+control::Policy watch_policy(const std::string& key) {
+  auto policy = small_policy(key);
+  policy.gate.min_robust_accuracy = 0;
+  policy.gate.max_clean_drop = 1;
+  policy.gate.max_clean_drop_from_first = 1;
+  return policy;
+}
+
 // With the watch's default windows (policy defaults, no monitor override): the candidate's own
 // answers since promotion against the replaced version's before the request; labels from two
 // labellers roll it back as soon as min_feedback of them show it worse.
 TEST(Control, TheWatchRollsBackAPromotedVersionThatDoesWorse) {
   LoopRegistry r;
-  auto policy = small_policy(r.key);
-  policy.gate.min_robust_accuracy = 0;  // let any candidate through: the watch is under test
-  policy.gate.max_clean_drop = 1;
-  policy.gate.max_clean_drop_from_first = 1;
+  auto policy = watch_policy(r.key);
   policy.watch = control::WatchPolicy{};  // the defaults: 60 s, up to 300 s, 20 labels, 2 labellers
   Loop loop(r, policy);
   loop.labelled_traffic(20, /*agree=*/true, 0);  // version 1: 100 % on its feedback
@@ -80,10 +86,7 @@ TEST(Control, TheWatchRollsBackAPromotedVersionThatDoesWorse) {
 // candidate for an admin, who rolls it back (POST /v2/guard/decide).
 TEST(Control, ARollbackOnOneLabellersWordHoldsForAnAdmin) {
   LoopRegistry r;
-  auto policy = small_policy(r.key);
-  policy.gate.min_robust_accuracy = 0;
-  policy.gate.max_clean_drop = 1;
-  policy.gate.max_clean_drop_from_first = 1;
+  auto policy = watch_policy(r.key);
   policy.watch = control::WatchPolicy{};
   Loop loop(r, policy);
   loop.labelled_traffic(20, /*agree=*/true, 0);
@@ -113,10 +116,7 @@ TEST(Control, ARollbackOnOneLabellersWordHoldsForAnAdmin) {
 // rollback — and says so; an admin keeps it.
 TEST(Control, WithTooFewLabelsTheWatchHoldsAndSaysSo) {
   LoopRegistry r;
-  auto policy = small_policy(r.key);
-  policy.gate.min_robust_accuracy = 0;
-  policy.gate.max_clean_drop = 1;
-  policy.gate.max_clean_drop_from_first = 1;
+  auto policy = watch_policy(r.key);
   policy.watch.window_s = 1;
   policy.watch.max_window_s = 3;
   policy.watch.min_feedback = 10;
