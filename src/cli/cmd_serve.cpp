@@ -43,6 +43,7 @@ void build_guard_options(ServeFlags& f) {
   g.expose = serve::parse_expose(f.expose_scores);
   g.stateful = f.stateful;
   g.stateful_options.hits_to_flag(f.stateful_hits)
+      .hits_to_block(f.stateful_block_hits)
       .block_s(f.stateful_block_s)
       .max_clients(f.stateful_max_clients)
       .max_queries_per_client(f.stateful_max_queries);
@@ -297,10 +298,14 @@ void add_serve_options(CLI::App* cmd, ServeFlags& f) {
   cmd->add_option("--detectors", f.detectors, "Subset of the calibrated detectors to run (default: all)");
   cmd->add_option("--expose-scores", f.expose_scores, "Who sees attack scores in responses: off, admin, all")
       ->capture_default_str();
-  cmd->add_option("--stateful", f.stateful, "Query-similarity detection per client: off, flag, throttle, block")
+  cmd->add_option("--stateful", f.stateful,
+                  "Query-similarity detection per client: off, flag, throttle, block, escalate (throttle, then block)")
       ->capture_default_str();
   cmd->add_option("--stateful-hits", f.stateful_hits, "Near-duplicate hits that flag a client")->capture_default_str();
   cmd->add_option("--stateful-block-s", f.stateful_block_s, "How long a throttle or block lasts")->capture_default_str();
+  cmd->add_option("--stateful-block-hits", f.stateful_block_hits,
+                  "With --stateful escalate: hits within the hour that turn the throttle into a block")
+      ->capture_default_str();
   cmd->add_option("--stateful-max-clients", f.stateful_max_clients, "Clients whose query history is kept")
       ->capture_default_str();
   cmd->add_option("--stateful-max-queries", f.stateful_max_queries, "Queries kept per client")->capture_default_str();

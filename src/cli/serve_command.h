@@ -32,6 +32,7 @@ struct ServeFlags {
   std::string expose_scores = "admin";
   std::string stateful = "off";
   int stateful_hits = 3;
+  int stateful_block_hits = 10;
   double stateful_block_s = 600;
   int64_t stateful_max_clients = 256;
   int64_t stateful_max_queries = 1000;

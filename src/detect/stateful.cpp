@@ -111,7 +111,7 @@ struct Client {
   std::deque<Entry> entries;                     // oldest first; seqs consecutive
   std::unordered_map<uint64_t, uint64_t> index;  // hash -> seq of its newest holder
   uint64_t next_seq = 1;                         // 0 means "no previous holder"
-  std::deque<double> recent_hits;                // the last hits_to_flag hit times
+  std::deque<double> recent_hits;                // the last max(hits_to_flag, hits_to_block) hit times
   int64_t hits = 0;
   std::list<std::string>::iterator lru;  // position in Shard::lru
 };
@@ -127,7 +127,11 @@ struct StatefulDetector::Shard {
   // Throttles and blocks in force, kept apart from `clients`: evicting a client's history (LRU,
   // which other identities can force) never lifts its block. Bounded by block_capacity; when full
   // the block that ends first goes.
-  std::unordered_map<std::string, double> blocks;  // client -> until_s
+  struct Enforcement {
+    double until_s = 0;
+    bool block = false;  // else a throttle
+  };
+  std::unordered_map<std::string, Enforcement> blocks;
   int64_t block_capacity = 0;
 };
 
@@ -137,7 +141,8 @@ Policy parse_policy(const std::string& s) {
   if (s == "flag") return Policy::kFlag;
   if (s == "throttle") return Policy::kThrottle;
   if (s == "block") return Policy::kBlock;
-  throw invalid_argument("stateful.policy must be flag, throttle or block, got '" + s + "'");
+  if (s == "escalate") return Policy::kEscalate;
+  throw invalid_argument("stateful.policy must be flag, throttle, block or escalate, got '" + s + "'");
 }
 
 std::string to_string(Policy p) {
@@ -146,6 +151,8 @@ std::string to_string(Policy p) {
       return "flag";
     case Policy::kThrottle:
       return "throttle";
+    case Policy::kEscalate:
+      return "escalate";
     case Policy::kBlock:
       return "block";
   }
@@ -211,6 +218,10 @@ StatefulOptions& StatefulOptions::hits_to_flag(int v) {
   hits_to_flag_ = in_range("hits_to_flag", v, 1, 1000);
   return *this;
 }
+StatefulOptions& StatefulOptions::hits_to_block(int v) {
+  hits_to_block_ = in_range("hits_to_block", v, 1, 1000);
+  return *this;
+}
 StatefulOptions& StatefulOptions::flag_window_s(double v) {
   flag_window_s_ = seconds("flag_window_s", v);
   return *this;
@@ -264,6 +275,7 @@ nlohmann::json StatefulOptions::to_json() const {
           {"lo", lo_},
           {"hi", hi_},
           {"max_blocked_clients", max_blocked_clients_},
+          {"hits_to_block", hits_to_block_},
           {"pool", pool_},
           {"shards", shards_}};
 }
@@ -276,6 +288,11 @@ StatefulDetector::StatefulDetector(StatefulOptions o) : options_(std::move(o)) {
                            ") must be <= stateful.top_k (" + std::to_string(options_.top_k()) + ")");
   }
   if (!(options_.lo() < options_.hi())) throw invalid_argument("stateful.lo must be < stateful.hi");
+  if (options_.policy() == Policy::kEscalate && options_.hits_to_block() <= options_.hits_to_flag()) {
+    throw invalid_argument("stateful.hits_to_block (" + std::to_string(options_.hits_to_block()) +
+                           ") must be above stateful.hits_to_flag (" + std::to_string(options_.hits_to_flag()) +
+                           ") with policy escalate");
+  }
   while (options_.key() == 0) {
     std::random_device rd;
     options_.key((static_cast<uint64_t>(rd()) << 32) ^ rd());
@@ -391,9 +408,14 @@ void store(Client& c, const std::vector<uint64_t>& fp, double now_s) {
   c.entries.push_back(std::move(e));
 }
 
+// Whether the client's last `hits` hits all fall within flag_window_s.
+bool hits_within(const Client& c, const StatefulOptions& o, int hits, double now_s) {
+  return static_cast<int>(c.recent_hits.size()) >= hits &&
+         c.recent_hits[c.recent_hits.size() - static_cast<size_t>(hits)] > now_s - o.flag_window_s();
+}
+
 bool flagged_at(const Client& c, const StatefulOptions& o, double now_s) {
-  return static_cast<int>(c.recent_hits.size()) >= o.hits_to_flag() &&
-         c.recent_hits.front() > now_s - o.flag_window_s();
+  return hits_within(c, o, o.hits_to_flag(), now_s);
 }
 
 size_t client_bytes(const Client& c) {
@@ -430,28 +452,34 @@ QueryVerdict StatefulDetector::observe_locked(Shard& shard, const std::string& c
     ++shard.hits;
     ++c.hits;
     c.recent_hits.push_back(now_s);
-    if (static_cast<int>(c.recent_hits.size()) > o.hits_to_flag()) c.recent_hits.pop_front();
+    if (static_cast<int>(c.recent_hits.size()) > std::max(o.hits_to_flag(), o.hits_to_block())) c.recent_hits.pop_front();
   }
   while (static_cast<int64_t>(c.entries.size()) >= o.max_queries_per_client()) evict_oldest(c);
   store(c, fp, now_s);
 
   v.flagged = flagged_at(c, o, now_s);
   v.newly_flagged = v.flagged && !was_flagged;
-  double& until = shard.blocks[client];  // a zero entry is dropped below when nothing applies
-  if (v.flagged && v.hit && o.policy() != Policy::kFlag) until = std::max(until, now_s + o.block_s());
-  if (until <= now_s) {
+  auto& enforced = shard.blocks[client];  // a zero entry is dropped below when nothing applies
+  if (v.flagged && v.hit && o.policy() != Policy::kFlag) {
+    // escalate: a throttle from hits_to_flag hits, a block from hits_to_block within the window.
+    const bool block = o.policy() == Policy::kBlock ||
+                       (o.policy() == Policy::kEscalate && hits_within(c, o, o.hits_to_block(), now_s));
+    enforced.until_s = std::max(enforced.until_s, now_s + o.block_s());
+    enforced.block = enforced.block || block;
+  }
+  if (enforced.until_s <= now_s) {
     shard.blocks.erase(client);
   } else if (static_cast<int64_t>(shard.blocks.size()) > shard.block_capacity) {
     auto first = shard.blocks.end();
     for (auto b = shard.blocks.begin(); b != shard.blocks.end(); ++b) {
-      if (b->first != client && (first == shard.blocks.end() || b->second < first->second)) first = b;
+      if (b->first != client && (first == shard.blocks.end() || b->second.until_s < first->second.until_s)) first = b;
     }
     if (first != shard.blocks.end()) shard.blocks.erase(first);
   }
   const auto b = shard.blocks.find(client);
-  const bool active = b != shard.blocks.end() && b->second > now_s;
-  v.blocked = o.policy() == Policy::kBlock && active;
-  v.throttled = o.policy() == Policy::kThrottle && active;
+  const bool active = b != shard.blocks.end() && b->second.until_s > now_s;
+  v.blocked = active && b->second.block;
+  v.throttled = active && !b->second.block;
   v.client_hits = c.hits;
   return v;
 }
@@ -482,12 +510,12 @@ StatefulDetector::ClientState StatefulDetector::state(const std::string& client,
   std::lock_guard<std::mutex> lock(shard.mu);
   ClientState s;
   const auto b = shard.blocks.find(client);
-  const double until = b != shard.blocks.end() ? b->second : 0;
+  const double until = b != shard.blocks.end() ? b->second.until_s : 0;
   auto it = shard.clients.find(client);
   s.flagged = it != shard.clients.end() && flagged_at(it->second, o, now_s);
   const bool active = o.policy() != Policy::kFlag && until > now_s;
-  s.blocked = active && o.policy() == Policy::kBlock;
-  s.throttled = active && o.policy() == Policy::kThrottle;
+  s.blocked = active && b->second.block;
+  s.throttled = active && !b->second.block;
   if (active) s.until_s = until;
   if (active || s.flagged) {
     char buf[256];
@@ -508,7 +536,7 @@ StatefulDetector::ClientState StatefulDetector::state(const std::string& client,
 void StatefulDetector::prune(double now_s) {
   for (auto& shard : shards_) {
     std::lock_guard<std::mutex> lock(shard->mu);
-    for (auto b = shard->blocks.begin(); b != shard->blocks.end();) b = b->second > now_s ? std::next(b) : shard->blocks.erase(b);
+    for (auto b = shard->blocks.begin(); b != shard->blocks.end();) b = b->second.until_s > now_s ? std::next(b) : shard->blocks.erase(b);
     for (auto it = shard->clients.begin(); it != shard->clients.end();) {
       Client& c = it->second;
       expire(c, now_s, options_.max_age_s());
@@ -536,10 +564,10 @@ StatefulDetector::Stats StatefulDetector::stats(double now_s) const {
       s.flagged_clients += flagged_at(c, options_, now_s) ? 1 : 0;
       s.memory_bytes += client_bytes(c);
     }
-    for (const auto& [name, until] : shard->blocks) {
-      const bool active = until > now_s;
-      s.throttled_clients += active && options_.policy() == Policy::kThrottle ? 1 : 0;
-      s.blocked_clients += active && options_.policy() == Policy::kBlock ? 1 : 0;
+    for (const auto& [name, e] : shard->blocks) {
+      const bool active = e.until_s > now_s;
+      s.throttled_clients += active && !e.block ? 1 : 0;
+      s.blocked_clients += active && e.block ? 1 : 0;
       s.memory_bytes += kClientBytes / 8;
     }
   }

@@ -52,8 +52,11 @@ enum class Policy {
   kFlag,      // report (metrics, logs) only
   kThrottle,  // the server cuts the client's rate for block_s
   kBlock,     // the server refuses the client's requests for block_s
+  kEscalate,  // throttle from hits_to_flag hits, block from hits_to_block: room for benign repeats
+              // (a static camera's frames), while a query attack, a hit on nearly every query, is
+              // slowed at once and refused soon after
 };
-// "flag" | "throttle" | "block"; errors name stateful.policy.
+// "flag" | "throttle" | "block" | "escalate"; errors name stateful.policy.
 Policy parse_policy(const std::string& s);
 std::string to_string(Policy p);
 
@@ -74,6 +77,7 @@ class StatefulOptions {
   StatefulOptions& max_age_s(double v);                // > 0; older queries are forgotten
   StatefulOptions& hits_to_flag(int v);                // 1..1000 hits ...
   StatefulOptions& flag_window_s(double v);            // ... within this many seconds flag a client
+  StatefulOptions& hits_to_block(int v);               // 1..1000: escalate blocks from this many hits in the window
   StatefulOptions& policy(Policy v);
   StatefulOptions& block_s(double v);  // > 0; how long a throttle or block lasts
   StatefulOptions& lo(double v);       // the input range, mapped onto 0..255
@@ -93,6 +97,7 @@ class StatefulOptions {
   double max_age_s() const { return max_age_s_; }
   int hits_to_flag() const { return hits_to_flag_; }
   double flag_window_s() const { return flag_window_s_; }
+  int hits_to_block() const { return hits_to_block_; }
   Policy policy() const { return policy_; }
   double block_s() const { return block_s_; }
   double lo() const { return lo_; }
@@ -120,6 +125,7 @@ class StatefulOptions {
   // while Square or NES produce a hit on nearly every query and are flagged within a few.
   int hits_to_flag_ = 3;
   double flag_window_s_ = 3600;
+  int hits_to_block_ = 10;
   Policy policy_ = Policy::kFlag;
   double block_s_ = 600;
   double lo_ = 0.0;
@@ -136,8 +142,8 @@ struct QueryVerdict {
   int shared = 0;              // the most hashes shared with any one stored query
   bool flagged = false;        // >= hits_to_flag hits within flag_window_s, this one included
   bool newly_flagged = false;  // flagged now, not before this query
-  bool blocked = false;        // policy kBlock and inside block_s of the last flagging hit
-  bool throttled = false;      // policy kThrottle, likewise
+  bool blocked = false;        // policy kBlock (or kEscalate past hits_to_block) and inside block_s of the last flagging hit
+  bool throttled = false;      // policy kThrottle (or kEscalate below hits_to_block), likewise
   int64_t client_hits = 0;     // hits of this client since it was first seen (or re-admitted)
 };
 

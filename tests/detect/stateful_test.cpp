@@ -436,3 +436,57 @@ TEST(StatefulDetector, ObserveRowsMatchesRowByRow) {
 
 }  // namespace
 }  // namespace bulwark::detect
+
+namespace bulwark::detect {
+namespace {
+
+// escalate: flag and throttle first, block only past hits_to_block. A static camera (6 frames of
+// one scene with sensor noise) is throttled at most, never blocked; a query attack's near-duplicate
+// stream, a hit on nearly every query, is blocked soon after.
+TEST(StatefulDetector, EscalateThrottlesRepeatedFramesAndBlocksAnAttackStream) {
+  StatefulOptions o;
+  // A match threshold at which these frames match each other (18-21 of 50 hashes shared with this
+  // key): the test is about what the policy does with the hits.
+  o.hits_to_flag(3).hits_to_block(10).policy(Policy::kEscalate).key(9).match_threshold(15);
+  StatefulDetector d(o);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(0, 1);
+  std::normal_distribution<float> noise(0, 2.0f / 255);
+  const auto images = fashion_mnist_test(1);  // a scene with flat regions, as camera scenes have
+  if (images.empty()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  const auto& scene = images[0];
+  std::vector<std::vector<float>> frames;
+  for (int k = 0; k < 6; ++k) {
+    frames.push_back(scene);
+    for (auto& p : frames.back()) p = std::clamp(p + noise(rng), 0.0f, 1.0f);
+  }
+  StatefulOptions b = o;
+  b.policy(Policy::kBlock);
+  StatefulDetector strict(b);
+  bool camera_blocked = false, camera_throttled = false, strict_blocked = false;
+  for (int k = 0; k < 6; ++k) {
+    const auto v = d.observe("camera", frames[k].data(), 784, 1.0 + k);
+    camera_blocked = camera_blocked || v.blocked;
+    camera_throttled = camera_throttled || v.throttled;
+    strict_blocked = strict_blocked || strict.observe("camera", frames[k].data(), 784, 1.0 + k).blocked;
+  }
+  EXPECT_TRUE(strict_blocked) << "the frames are near-duplicates: policy block stops them";
+  EXPECT_FALSE(camera_blocked);
+  EXPECT_TRUE(camera_throttled) << "escalate still slows them";
+  EXPECT_FALSE(d.state("camera", 7).blocked);
+  // An attack-like stream: the block comes at the 10th hit.
+  std::vector<float> x(784);
+  for (auto& p : x) p = u(rng);
+  int blocked_at = -1;
+  for (int q = 0; q < 30 && blocked_at < 0; ++q) {
+    x[(q * 37) % 784] = u(rng);  // one value moves per query
+    const auto v = d.observe("attacker", x.data(), 784, 100.0 + q);
+    if (v.blocked) blocked_at = q;
+  }
+  EXPECT_EQ(blocked_at, 10);  // query 0 is stored; queries 1..10 are hits; the 10th hit blocks
+  EXPECT_THROW(StatefulDetector(StatefulOptions().policy(Policy::kEscalate).hits_to_flag(5).hits_to_block(5)), Error);
+  EXPECT_EQ(parse_policy("escalate"), Policy::kEscalate);
+}
+
+}  // namespace
+}  // namespace bulwark::detect
