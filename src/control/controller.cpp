@@ -201,6 +201,7 @@ void Controller::tick(const std::vector<detect::Event>& events) {
       return;
     }
     case State::kAlarm: {
+      if (!manual.empty()) return start_hardening("requested by " + manual + " during the alarm");
       bool cleared = false;
       for (const auto& e : events) {
         cleared = cleared || (e.kind == "alarm.cleared" && e.model == options_.served_name && e.detector == alarm_detector_);
@@ -661,9 +662,8 @@ void Controller::recover() {
     candidate_version_ = j.value("candidate_version", int64_t{0});
     alarm_s_ = j.value("alarm_s", 0.0);
     promoted_s_ = j.value("promoted_s", 0.0);
-    // The streak as saved includes the failure being entered; transition() adds it again below.
+    // As saved, the streak includes the failure the saved state entered (persist() counts it).
     failure_streak_ = j.value("failure_streak", int64_t{0});
-    if (saved == State::kFailed || saved == State::kRolledBack) failure_streak_ = std::max<int64_t>(0, failure_streak_ - 1);
     if (j.contains("job_starts") && j["job_starts"].is_array()) {
       for (const auto& t : j["job_starts"]) {
         if (t.is_number()) job_starts_.push_back(t.get<double>());
@@ -723,8 +723,9 @@ json Controller::status() const {
 
 json Controller::request_hardening(const std::string& actor) {
   std::lock_guard<std::mutex> lock(mu_);
-  const bool idle = state_ == State::kServing || state_ == State::kStable || state_ == State::kFailed ||
-                    state_ == State::kRolledBack;
+  // In alarm too: an operator may start the job the evidence rule or the budget holds back.
+  const bool idle = state_ == State::kServing || state_ == State::kAlarm || state_ == State::kStable ||
+                    state_ == State::kFailed || state_ == State::kRolledBack;
   if (!idle) {
     throw Error(ErrorKind::kUnavailable, "the controller is " + to_string(state_) + ": one job at a time");
   }

@@ -91,8 +91,8 @@ class Controller {
   nlohmann::json status() const;
   State state() const;
   // Hardening now, as if a trigger alarm had persisted (POST /v2/guard/harden). Refused, with the
-  // reason, unless the controller is serving (or in stable/failed/rolled-back: the cooldown is
-  // skipped for an explicit request).
+  // reason, unless the controller is serving, in alarm (the evidence rule and the job budget do not
+  // hold back an admin), or in stable/failed/rolled-back (the cooldown is skipped).
   nlohmann::json request_hardening(const std::string& actor);
   // An admin's decision on a held candidate (POST /v2/guard/decide): "keep" (full traffic, stable)
   // or "rollback". Refused unless the controller is held.
