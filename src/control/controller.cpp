@@ -264,12 +264,10 @@ void Controller::tick(const std::vector<detect::Event>& events) {
 }
 
 bool Controller::alarm_standing() const {
-  const auto status = core_.guard().status(now_s());
-  const auto& m = status["monitors"];
-  if (!m.contains(options_.served_name)) return false;
-  const auto& detectors = m[options_.served_name]["detectors"];
-  for (const auto& name : policy_.trigger.alarms) {
-    if (detectors.contains(name) && detectors[name].value("in_alarm", false)) return true;
+  const auto snapshot = core_.guard().monitor_snapshot(options_.served_name, now_s());
+  if (!snapshot) return false;
+  for (const auto& d : snapshot->detectors) {
+    if (d.in_alarm && contains(policy_.trigger.alarms, d.name)) return true;
   }
   return false;
 }
@@ -282,12 +280,11 @@ bool Controller::attack_ongoing(double now) const {
       return true;
     }
   }
-  const auto status = core_.guard().status(now);
-  const auto& m = status["monitors"];
-  if (!m.contains(options_.served_name)) return false;
-  for (const auto& [name, d] : m[options_.served_name]["detectors"].items()) {
-    if (name == "accuracy") continue;  // labels, not traffic
-    if (d.value("in_alarm", false) || now - d.value("last_cross_s", -1e300) < window) return true;
+  const auto snapshot = core_.guard().monitor_snapshot(options_.served_name, now);
+  if (!snapshot) return false;
+  for (const auto& d : snapshot->detectors) {
+    if (d.name == "accuracy") continue;  // labels, not traffic
+    if (d.in_alarm || now - d.last_cross_s < window) return true;
   }
   return false;
 }

@@ -465,6 +465,17 @@ void Guard::publish_gauges(double now_s) {
   }
 }
 
+std::optional<detect::StreamMonitor::Snapshot> Guard::monitor_snapshot(const std::string& model, double now_s) const {
+  std::shared_ptr<detect::StreamMonitor> monitor;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto it = monitors_.find(model);
+    if (it == monitors_.end()) return std::nullopt;
+    monitor = it->second;
+  }
+  return monitor->snapshot(now_s);
+}
+
 nlohmann::json Guard::status(double now_s) const {
   nlohmann::json j{{"stateful", stateful_ ? stateful_->stats(now_s).to_json() : nlohmann::json(nullptr)}};
   std::map<std::string, std::shared_ptr<detect::StreamMonitor>> monitors;

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -141,6 +142,8 @@ class Guard {
   // Monitor snapshots and stateful stats into /metrics gauges (called on scrape).
   void publish_gauges(double now_s);
   nlohmann::json status(double now_s) const;
+  // The stream monitor of the version of `model` now served, as of now_s; nullopt without one.
+  std::optional<detect::StreamMonitor::Snapshot> monitor_snapshot(const std::string& model, double now_s) const;
   const GuardOptions& options() const { return options_; }
   // Answers are remembered for feedback only while some client can post it (a token with the
   // 'feedback' role; without tokens nobody can): otherwise the table would fill with ids nobody
