@@ -27,6 +27,25 @@ std::string seconds_text(double s) {
   return buf;
 }
 
+// A throttled client's one request per interval: admits it (noting the time) or throws 429 with
+// the wait. `last` holds only throttled clients; stale entries go once it outgrows `bound`. The
+// caller holds the lock guarding `last`.
+void charge_throttle(std::map<std::string, double>& last, const std::string& client, double interval_s, size_t bound,
+                     const std::string& reason, Metrics& metrics, double now_s) {
+  auto [it, fresh] = last.emplace(client, now_s);
+  if (!fresh) {
+    const double wait = interval_s - (now_s - it->second);
+    if (wait > 0) {
+      metrics.counter("bulwark_stateful_refused_total", {{"policy", "throttle"}});
+      throw RateLimitedError("client throttled to 1 request per " + seconds_text(interval_s) + " s: " + reason, wait);
+    }
+    it->second = now_s;
+  }
+  if (last.size() > bound) {
+    for (auto i = last.begin(); i != last.end();) i = now_s - i->second > interval_s ? last.erase(i) : std::next(i);
+  }
+}
+
 }  // namespace
 
 nlohmann::json LabelCount::to_json() const {
@@ -151,23 +170,8 @@ void Guard::admit(const std::string& client, double now_s) {
   }
   if (!st.throttled) return;
   std::lock_guard<std::mutex> lock(mu_);
-  auto [it, fresh] = throttle_last_.emplace(client, now_s);
-  if (!fresh) {
-    const double wait = options_.throttle_interval_s - (now_s - it->second);
-    if (wait > 0) {
-      metrics_.counter("bulwark_stateful_refused_total", {{"policy", "throttle"}});
-      throw RateLimitedError("client throttled to 1 request per " + seconds_text(options_.throttle_interval_s) +
-                                 " s: " + st.reason,
-                             wait);
-    }
-    it->second = now_s;
-  }
-  // Bounded: only throttled clients are here, and stale entries go once the table is large.
-  if (throttle_last_.size() > static_cast<size_t>(options_.stateful_options.max_clients())) {
-    for (auto i = throttle_last_.begin(); i != throttle_last_.end();) {
-      i = now_s - i->second > options_.throttle_interval_s ? throttle_last_.erase(i) : std::next(i);
-    }
-  }
+  charge_throttle(throttle_last_, client, options_.throttle_interval_s,
+                  static_cast<size_t>(options_.stateful_options.max_clients()), st.reason, metrics_, now_s);
 }
 
 std::string Guard::identity(const std::string& token_id, const std::string& peer) const {
@@ -212,17 +216,8 @@ void Guard::check_queries(const std::string& model, const std::string& version, 
                 "client blocked for another " + seconds_text(st.until_s - now_s) + " s: " + st.reason);
   }
   std::lock_guard<std::mutex> lock(mu_);
-  auto [it, fresh] = throttle_last_.emplace(client, now_s);
-  if (!fresh && now_s - it->second >= options_.throttle_interval_s) {
-    it->second = now_s;  // this request is the interval's one
-    return;
-  }
-  if (!fresh) {
-    metrics_.counter("bulwark_stateful_refused_total", {{"policy", "throttle"}});
-    throw RateLimitedError("client throttled to 1 request per " + seconds_text(options_.throttle_interval_s) +
-                               " s: " + st.reason,
-                           options_.throttle_interval_s - (now_s - it->second));
-  }
+  charge_throttle(throttle_last_, client, options_.throttle_interval_s,
+                  static_cast<size_t>(options_.stateful_options.max_clients()), st.reason, metrics_, now_s);
 }
 
 void Guard::after_inference(const std::string& model, const std::string& version, const std::string& client,
@@ -339,13 +334,10 @@ void Guard::remember(const std::string& id, Answered a) {
   // Ids are the server's (128 random bits): one never names two answers, and none is replaced.
   if (!answered_.emplace(id, std::move(a)).second) return;
   order_.emplace_back(now_s, id);
-  // Evict by age, then by count. `order_` may hold stale duplicates of re-used ids: an entry is
-  // only erased when its time matches the live record.
+  // Evict by age, then by count (an id already labelled is gone from answered_ already).
   while (!order_.empty() && (order_.size() > static_cast<size_t>(options_.feedback_capacity) ||
                              now_s - order_.front().first > options_.feedback_ttl_s)) {
-    const auto& [t, old] = order_.front();
-    const auto it = answered_.find(old);
-    if (it != answered_.end() && it->second.time_s == t) answered_.erase(it);
+    answered_.erase(order_.front().second);
     order_.pop_front();
   }
 }
