@@ -3,12 +3,16 @@
 // observe it, one client per attacked image):
 //   square      Square (L∞, eps 0.1) against MODEL: queries until the client is flagged;
 //   square+noise  the same, every query sent with U(-0.04, 0.04) noise added (the attacker's padding);
+//   square+cells  the same with U(-0.04, 0.04) noise constant over each 2 x 2 cell (an attacker who
+//                 knows the distance test's grid; stated limit 5 in detect/stateful.h);
 //   benign      the 10,000 Fashion-MNIST test images replayed by one client: hits, flagged;
 //   camera      frames of one scene with N(0, (2/255)^2) sensor noise, per client: hits in 6 frames.
-// usage: stateful_evasion MODEL [n=40] [queries=500] [pool=1] [window=20] [match=25] [top_k=50] [step=50]
+// usage: stateful_evasion MODEL [n=40] [queries=500] [distance=0.025] [grid=14] [window=20] [match=25] [top_k=50] [step=50]
+// (distance 0: the Blacklight fingerprints alone, as before issue 31's noise line)
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -24,18 +28,24 @@ namespace {
 
 namespace attack = bulwark::attack;
 namespace detect = bulwark::detect;
+const detect::Shape kImage{1, 28, 28};
 
 detect::StatefulOptions options(int argc, char** argv) {
   auto arg = [&](int i, int def) { return argc > i ? std::atoi(argv[i]) : def; };
   detect::StatefulOptions o;
-  o.pool(arg(4, 1)).window(arg(5, 20)).match_threshold(arg(6, 25)).top_k(arg(7, 50)).quant_step(arg(8, 50));
+  o.distance(argc > 4 ? std::atof(argv[4]) : 0.025).grid(arg(5, 14));
+  o.window(arg(6, 20)).match_threshold(arg(7, 25)).top_k(arg(8, 50)).quant_step(arg(9, 50));
   o.hits_to_flag(3).policy(detect::Policy::kBlock).key(0x5eed);
   return o;
 }
 
-// Square on n points, each point's queries observed as one client's; queries to the flag per point.
-std::vector<int64_t> square_to_flag(bulwark::model::Model& m, const torch::Tensor& x, const torch::Tensor& y,
-                                    const detect::StatefulOptions& o, int64_t queries, double noise) {
+// Square on n points, each point's queries observed as one client's: per point, the queries to the
+// flag (-1: never flagged) and the queries the attack sent in all (it stops when it fools the model).
+struct Run {
+  std::vector<int64_t> flagged_at, sent;
+};
+Run square_to_flag(bulwark::model::Model& m, const torch::Tensor& x, const torch::Tensor& y,
+                                    const detect::StatefulOptions& o, int64_t queries, double noise, bool cell_noise) {
   detect::StatefulDetector d(o);
   const int64_t n = x.size(0);
   std::vector<int64_t> sent(static_cast<size_t>(n), 0), flagged_at(static_cast<size_t>(n), -1);
@@ -47,10 +57,14 @@ std::vector<int64_t> square_to_flag(bulwark::model::Model& m, const torch::Tenso
   for (int64_t i = 0; i < n; ++i) {  // one point at a time: the rows of each call are that point's queries
     const attack::LogitsFn one = [&, i](const torch::Tensor& q) {
       auto sent_q = q;
-      if (noise > 0) sent_q = (q + torch::empty_like(q).uniform_(-noise, noise)).clamp(0, 1);
+      if (noise > 0 && !cell_noise) sent_q = (q + torch::empty_like(q).uniform_(-noise, noise)).clamp(0, 1);
+      if (noise > 0 && cell_noise) {  // one draw per 2 x 2 cell, repeated over its pixels
+        const auto coarse = torch::empty({q.size(0), q.size(1), q.size(2) / 2, q.size(3) / 2}).uniform_(-noise, noise);
+        sent_q = (q + coarse.repeat_interleave(2, 2).repeat_interleave(2, 3)).clamp(0, 1);
+      }
       const auto flat = sent_q.detach().contiguous().to(torch::kFloat).reshape({q.size(0), -1});
       for (int64_t r = 0; r < q.size(0); ++r) {
-        const auto v = d.observe("p" + std::to_string(i), flat[r].data_ptr<float>(), flat.size(1), 0.0);
+        const auto v = d.observe("p" + std::to_string(i), flat[r].data_ptr<float>(), kImage, 0.0);
         ++sent[static_cast<size_t>(i)];
         if (v.flagged && flagged_at[static_cast<size_t>(i)] < 0) flagged_at[static_cast<size_t>(i)] = sent[static_cast<size_t>(i)];
       }
@@ -58,25 +72,29 @@ std::vector<int64_t> square_to_flag(bulwark::model::Model& m, const torch::Tenso
     };
     attack::make_attack("square", 0.1, s)->perturb(one, x.narrow(0, i, 1), y.narrow(0, i, 1));
   }
-  return flagged_at;
+  return {flagged_at, sent};
 }
 
-void summarise(const char* name, const std::vector<int64_t>& at) {
-  std::vector<int64_t> flagged;
-  for (auto v : at) {
-    if (v > 0) flagged.push_back(v);
+void summarise(const char* name, const Run& run) {
+  std::vector<int64_t> flagged, unflagged;
+  for (size_t i = 0; i < run.flagged_at.size(); ++i) {
+    if (run.flagged_at[i] > 0) flagged.push_back(run.flagged_at[i]);
+    else unflagged.push_back(run.sent[i]);
   }
   std::sort(flagged.begin(), flagged.end());
-  const auto med = flagged.empty() ? -1 : flagged[flagged.size() / 2];
-  std::printf("%-14s flagged %3zu/%zu  queries to flag: median %lld, max %lld\n", name, flagged.size(), at.size(),
-              static_cast<long long>(med), static_cast<long long>(flagged.empty() ? -1 : flagged.back()));
+  std::sort(unflagged.begin(), unflagged.end());
+  auto median = [](const std::vector<int64_t>& v) { return static_cast<long long>(v.empty() ? -1 : v[v.size() / 2]); };
+  std::printf("%-14s flagged %3zu/%zu  queries to flag: median %lld, max %lld;  unflagged: %zu, their queries in all: "
+              "median %lld\n",
+              name, flagged.size(), run.flagged_at.size(), median(flagged),
+              static_cast<long long>(flagged.empty() ? -1 : flagged.back()), unflagged.size(), median(unflagged));
 }
 
 }  // namespace
 
 int main(int argc, char** argv) try {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: stateful_evasion MODEL [n] [queries] [pool] [window] [match] [top_k] [step]\n");
+    std::fprintf(stderr, "usage: stateful_evasion MODEL [n] [queries] [distance] [grid] [window] [match] [top_k] [step]\n");
     return 2;
   }
   torch::manual_seed(0);
@@ -87,21 +105,29 @@ int main(int argc, char** argv) try {
   std::printf("stateful options: %s\n", o.to_json().dump().c_str());
   const auto test = bulwark::data::load_dataset("fashion-mnist", bulwark::data::Split::kTest);
   const auto x = test.inputs(torch::arange(n)), y = test.targets(torch::arange(n));
-  summarise("square", square_to_flag(m, x, y, o, queries, 0));
-  summarise("square+noise", square_to_flag(m, x, y, o, queries, 0.04));
+  summarise("square", square_to_flag(m, x, y, o, queries, 0, false));
+  summarise("square+noise", square_to_flag(m, x, y, o, queries, 0.04, false));
+  summarise("square+cells", square_to_flag(m, x, y, o, queries, 0.04, true));
 
   // Benign replay: 10,000 distinct test images from one client.
   {
     detect::StatefulDetector d(o);
     const auto all = test.inputs().contiguous().reshape({test.size(), -1});
     int64_t hits = 0, first_flag = -1;
+    double closest = 1;
+    const auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < all.size(0); ++i) {
-      const auto v = d.observe("replay", all[i].data_ptr<float>(), all.size(1), static_cast<double>(i) * 0.01);
+      const auto v = d.observe("replay", all[i].data_ptr<float>(), kImage, static_cast<double>(i) * 0.01);
       hits += v.hit;
+      if (v.nearest >= 0) closest = std::min(closest, v.nearest);
       if (v.flagged && first_flag < 0) first_flag = i;
     }
-    std::printf("%-14s %lld hits in %lld distinct images; flagged at %lld (-1: never)\n", "benign", static_cast<long long>(hits),
-                static_cast<long long>(all.size(0)), static_cast<long long>(first_flag));
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+                      static_cast<double>(all.size(0));
+    std::printf("%-14s %lld hits in %lld distinct images; flagged at %lld (-1: never); closest pair %.4f; %.1f us/query "
+                "against up to %lld stored\n",
+                "benign", static_cast<long long>(hits), static_cast<long long>(all.size(0)), static_cast<long long>(first_flag),
+                closest, us, static_cast<long long>(o.max_queries_per_client()));
   }
   // Camera: 6 frames of one scene, N(0, 2/255) per pixel, for 100 scenes (one client each).
   {
@@ -112,7 +138,7 @@ int main(int argc, char** argv) try {
       bool f = false;
       for (int k = 0; k < 6; ++k) {
         const auto frame = (scene + torch::randn_like(scene) * (2.0 / 255)).clamp(0, 1).contiguous();
-        const auto v = d.observe("cam" + std::to_string(s), frame.data_ptr<float>(), frame.numel(), k * 1.0);
+        const auto v = d.observe("cam" + std::to_string(s), frame.data_ptr<float>(), kImage, k * 1.0);
         hits += v.hit;
         f = f || v.flagged;
       }

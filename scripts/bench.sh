@@ -49,10 +49,12 @@ if [ "$MODEL" != - ] && [ -f "$CALIBRATION" ]; then
   "$BUILD/bench/detect" monitor "$MODEL" "$CALIBRATION" 50
   "$BUILD/bench/detect" stateful "$MODEL" 50 5000
   echo "== stateful_evasion: Square with and without noise padding, benign replay, camera frames (issue 31) =="
-  for cfg in "1 20 25" "2 20 25" "4 10 25" "8 10 25" "4 10 40" "2 10 35"; do
+  # distance grid: 0 = the fingerprints alone; the default 0.025 14; a stricter and a looser one
+  for cfg in "0 14" "0.025 14" "0.02 14" "0.03 14" "0.015 7"; do
     # shellcheck disable=SC2086
     "$BUILD/bench/stateful_evasion" "$MODEL" 20 300 $cfg
   done
+  "$BUILD/bench/stateful_evasion" "$MODEL" 20 5000 0.025 14  # Square's default budget
 else
   "$BUILD/bench/serve" "$MODEL" 3
 fi

@@ -46,7 +46,9 @@ void build_guard_options(ServeFlags& f) {
       .hits_to_block(f.stateful_block_hits)
       .block_s(f.stateful_block_s)
       .max_clients(f.stateful_max_clients)
-      .max_queries_per_client(f.stateful_max_queries);
+      .max_queries_per_client(f.stateful_max_queries)
+      .distance(f.stateful_distance)
+      .grid(f.stateful_grid);
   if (f.monitor != "on" && f.monitor != "off") throw invalid_argument("--monitor must be on or off");
   g.monitor = f.monitor == "on";
   g.monitor_options.arl0_hours(f.monitor_arl0_hours).expected_rate_hz(f.monitor_rate_hz);
@@ -309,6 +311,12 @@ void add_serve_options(CLI::App* cmd, ServeFlags& f) {
   cmd->add_option("--stateful-max-clients", f.stateful_max_clients, "Clients whose query history is kept")
       ->capture_default_str();
   cmd->add_option("--stateful-max-queries", f.stateful_max_queries, "Queries kept per client")->capture_default_str();
+  cmd->add_option("--stateful-distance", f.stateful_distance,
+                  "RMS distance (on the input's range) between a client's queries, in a --stateful-grid view, "
+                  "that counts as a near-duplicate; 0 turns this noise-robust test off")
+      ->capture_default_str();
+  cmd->add_option("--stateful-grid", f.stateful_grid, "Cells per side of the distance test's low-resolution view")
+      ->capture_default_str();
   cmd->add_option("--client-prefix-v4", f.core.guard.prefix_v4,
                   "Requests without a token count as one client per IPv4 network of this prefix length")
       ->capture_default_str();

@@ -36,6 +36,8 @@ struct ServeFlags {
   double stateful_block_s = 600;
   int64_t stateful_max_clients = 256;
   int64_t stateful_max_queries = 1000;
+  double stateful_distance = 0.025;
+  int stateful_grid = 14;
   std::string monitor = "on";
   double monitor_arl0_hours = 24;
   double monitor_rate_hz = 50;

@@ -91,7 +91,8 @@ struct Slot {
 struct Entry {
   uint64_t seq;
   double t;
-  std::vector<Slot> slots;  // largest hash first, as fingerprint() returns them
+  std::vector<Slot> slots;     // largest hash first, as fingerprint() returns them
+  std::vector<uint8_t> cells;  // the distance test's view (empty when the test is off)
   uint64_t prev_of(uint64_t h) const {
     auto it = std::lower_bound(slots.begin(), slots.end(), h, [](const Slot& s, uint64_t v) { return s.hash > v; });
     return it != slots.end() && it->hash == h ? it->prev : 0;
@@ -117,6 +118,12 @@ struct Client {
 };
 
 }  // namespace
+
+// One query, prepared outside any lock.
+struct StatefulDetector::Query {
+  std::vector<uint64_t> fp;
+  std::vector<uint8_t> cells;
+};
 
 struct StatefulDetector::Shard {
   mutable std::mutex mu;
@@ -242,8 +249,16 @@ StatefulOptions& StatefulOptions::hi(double v) {
   hi_ = finite("hi", v);
   return *this;
 }
-StatefulOptions& StatefulOptions::pool(int v) {
-  pool_ = in_range("pool", v, 1, 64);
+StatefulOptions& StatefulOptions::grid(int v) {
+  grid_ = in_range("grid", v, 1, 64);
+  return *this;
+}
+StatefulOptions& StatefulOptions::distance(double v) {
+  if (!(v >= 0 && v <= 1)) {  // also NaN
+    throw invalid_argument("stateful.distance (--stateful-distance) must be in [0, 1] (a fraction of the input range), got " +
+                           std::to_string(v));
+  }
+  distance_ = v;
   return *this;
 }
 StatefulOptions& StatefulOptions::max_blocked_clients(int64_t v) {
@@ -276,7 +291,8 @@ nlohmann::json StatefulOptions::to_json() const {
           {"hi", hi_},
           {"max_blocked_clients", max_blocked_clients_},
           {"hits_to_block", hits_to_block_},
-          {"pool", pool_},
+          {"grid", grid_},
+          {"distance", distance_},
           {"shards", shards_}};
 }
 
@@ -317,19 +333,6 @@ std::vector<uint64_t> StatefulDetector::fingerprint(const float* x, int64_t d) c
   // Reused per thread: observe() runs on request threads, and this is its only allocation-heavy part.
   thread_local std::vector<uint8_t> q;
   thread_local std::vector<uint64_t> h;
-  thread_local std::vector<float> pooled;
-  if (options_.pool() > 1) {  // the mean of each `pool` consecutive values: noise averages out first
-    const int64_t p = options_.pool(), m = (d + p - 1) / p;
-    pooled.resize(static_cast<size_t>(m));
-    for (int64_t j = 0; j < m; ++j) {
-      const int64_t end = std::min(d, (j + 1) * p);
-      double sum = 0;
-      for (int64_t i = j * p; i < end; ++i) sum += x[i];
-      pooled[static_cast<size_t>(j)] = static_cast<float>(sum / static_cast<double>(end - j * p));
-    }
-    x = pooled.data();
-    d = m;
-  }
   q.resize(static_cast<size_t>(d));
   const uint64_t key = options_.key();
   const int step = options_.quant_step();
@@ -357,6 +360,50 @@ std::vector<uint64_t> StatefulDetector::fingerprint(const float* x, int64_t d) c
     cutoff = 0;
   }
   return h;
+}
+
+std::vector<uint8_t> StatefulDetector::cells(const float* x, Shape shape) const {
+  if (x == nullptr || shape.channels <= 0 || shape.height <= 0 || shape.width <= 0) {
+    throw invalid_argument("stateful: a query needs at least one value");
+  }
+  const int64_t grid = options_.grid();
+  const int64_t c = shape.channels, h = shape.height, w = shape.width;
+  const int64_t gc = std::min<int64_t>(c, 3);
+  const int64_t gh = h == 1 ? 1 : std::min(grid, h);
+  const int64_t gw = h == 1 ? std::min(grid * grid, w) : std::min(grid, w);
+  // adaptive_avg_pool's partition: cell i of n over len covers [floor(i len / n), ceil((i+1) len / n)).
+  auto first = [](int64_t i, int64_t n, int64_t len) { return i * len / n; };
+  auto last = [](int64_t i, int64_t n, int64_t len) { return ((i + 1) * len + n - 1) / n; };
+  const double scale = 255.0 / (options_.hi() - options_.lo());
+  std::vector<uint8_t> out(static_cast<size_t>(gc * gh * gw));
+  size_t k = 0;
+  for (int64_t g = 0; g < gc; ++g) {
+    for (int64_t r = 0; r < gh; ++r) {
+      for (int64_t q = 0; q < gw; ++q) {
+        double sum = 0;
+        int64_t count = 0;
+        for (int64_t ch = first(g, gc, c); ch < last(g, gc, c); ++ch) {
+          for (int64_t y = first(r, gh, h); y < last(r, gh, h); ++y) {
+            const float* row = x + (ch * h + y) * w;
+            for (int64_t i = first(q, gw, w); i < last(q, gw, w); ++i) {
+              const double s = (row[i] - options_.lo()) * scale;
+              sum += s >= 0 ? std::min(s, 255.0) : 0.0;  // the comparison also maps NaN to 0
+            }
+            count += last(q, gw, w) - first(q, gw, w);
+          }
+        }
+        out[k++] = static_cast<uint8_t>(std::lround(sum / static_cast<double>(count)));
+      }
+    }
+  }
+  return out;
+}
+
+StatefulDetector::Query StatefulDetector::prepare(const float* x, Shape shape) const {
+  Query q;
+  q.fp = fingerprint(x, shape.size());
+  if (options_.distance() > 0) q.cells = cells(x, shape);
+  return q;
 }
 
 namespace {
@@ -397,8 +444,25 @@ int best_match(const Client& c, const std::vector<uint64_t>& fp) {
   return best;
 }
 
-void store(Client& c, const std::vector<uint64_t>& fp, double now_s) {
-  Entry e{c.next_seq++, now_s, {}};
+// The smallest sum of squared cell differences to a stored query of the same size (-1: none).
+int64_t nearest_cells(const Client& c, const std::vector<uint8_t>& cells) {
+  if (cells.empty()) return -1;
+  int64_t best = -1;
+  for (const Entry& e : c.entries) {
+    if (e.cells.size() != cells.size()) continue;
+    int64_t sum = 0;
+    for (size_t i = 0; i < cells.size(); ++i) {
+      const int64_t diff = static_cast<int64_t>(cells[i]) - e.cells[i];
+      sum += diff * diff;
+      if (best >= 0 && sum >= best) break;  // this one cannot be nearer
+    }
+    if (best < 0 || sum < best) best = sum;
+  }
+  return best;
+}
+
+void store(Client& c, const std::vector<uint64_t>& fp, std::vector<uint8_t> cells, double now_s) {
+  Entry e{c.next_seq++, now_s, {}, std::move(cells)};
   e.slots.reserve(fp.size());
   for (uint64_t h : fp) {
     auto [it, fresh] = c.index.try_emplace(h, e.seq);
@@ -420,14 +484,16 @@ bool flagged_at(const Client& c, const StatefulOptions& o, double now_s) {
 
 size_t client_bytes(const Client& c) {
   size_t bytes = kClientBytes + c.index.size() * kNodeBytes + c.index.bucket_count() * sizeof(void*);
-  for (const Entry& e : c.entries) bytes += sizeof(Entry) + kMallocBytes + e.slots.capacity() * sizeof(Slot);
+  for (const Entry& e : c.entries) {
+    bytes += sizeof(Entry) + kMallocBytes + e.slots.capacity() * sizeof(Slot);
+    if (e.cells.capacity() > 0) bytes += kMallocBytes + e.cells.capacity();
+  }
   return bytes;
 }
 
 }  // namespace
 
-QueryVerdict StatefulDetector::observe_locked(Shard& shard, const std::string& client, const std::vector<uint64_t>& fp,
-                                             double now_s) {
+QueryVerdict StatefulDetector::observe_locked(Shard& shard, const std::string& client, Query query, double now_s) {
   const StatefulOptions& o = options_;
   ++shard.queries;
   auto it = shard.clients.find(client);
@@ -445,8 +511,10 @@ QueryVerdict StatefulDetector::observe_locked(Shard& shard, const std::string& c
   expire(c, now_s, o.max_age_s());
 
   QueryVerdict v;
-  v.shared = best_match(c, fp);
-  v.hit = v.shared >= o.match_threshold();
+  v.shared = best_match(c, query.fp);
+  const int64_t nearest = nearest_cells(c, query.cells);
+  if (nearest >= 0) v.nearest = std::sqrt(static_cast<double>(nearest) / static_cast<double>(query.cells.size())) / 255.0;
+  v.hit = v.shared >= o.match_threshold() || (v.nearest >= 0 && v.nearest < o.distance());
   const bool was_flagged = flagged_at(c, o, now_s);
   if (v.hit) {
     ++shard.hits;
@@ -455,7 +523,7 @@ QueryVerdict StatefulDetector::observe_locked(Shard& shard, const std::string& c
     if (static_cast<int>(c.recent_hits.size()) > std::max(o.hits_to_flag(), o.hits_to_block())) c.recent_hits.pop_front();
   }
   while (static_cast<int64_t>(c.entries.size()) >= o.max_queries_per_client()) evict_oldest(c);
-  store(c, fp, now_s);
+  store(c, query.fp, std::move(query.cells), now_s);
 
   v.flagged = flagged_at(c, o, now_s);
   v.newly_flagged = v.flagged && !was_flagged;
@@ -484,23 +552,24 @@ QueryVerdict StatefulDetector::observe_locked(Shard& shard, const std::string& c
   return v;
 }
 
-QueryVerdict StatefulDetector::observe(const std::string& client, const float* x, int64_t d, double now_s) {
-  const std::vector<uint64_t> fp = fingerprint(x, d);  // outside the lock: the costly part
+QueryVerdict StatefulDetector::observe(const std::string& client, const float* x, Shape shape, double now_s) {
+  Query q = prepare(x, shape);  // outside the lock: the costly part
   Shard& shard = shard_for(client);
   std::lock_guard<std::mutex> lock(shard.mu);
-  return observe_locked(shard, client, fp, now_s);
+  return observe_locked(shard, client, std::move(q), now_s);
 }
 
 std::vector<QueryVerdict> StatefulDetector::observe_rows(const std::string& client, const float* x, int64_t n,
-                                                         int64_t d, double now_s) {
-  std::vector<std::vector<uint64_t>> fps;
-  fps.reserve(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) fps.push_back(fingerprint(x + i * d, d));  // outside the lock
+                                                         Shape shape, double now_s) {
+  const int64_t d = shape.size();
+  std::vector<Query> qs;
+  qs.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) qs.push_back(prepare(x + i * d, shape));  // outside the lock
   Shard& shard = shard_for(client);
   std::lock_guard<std::mutex> lock(shard.mu);  // the whole request at once: no row of another slips between
   std::vector<QueryVerdict> out;
-  out.reserve(fps.size());
-  for (const auto& fp : fps) out.push_back(observe_locked(shard, client, fp, now_s));
+  out.reserve(qs.size());
+  for (auto& q : qs) out.push_back(observe_locked(shard, client, std::move(q), now_s));
   return out;
 }
 
@@ -520,7 +589,7 @@ StatefulDetector::ClientState StatefulDetector::state(const std::string& client,
   if (active || s.flagged) {
     char buf[256];
     std::snprintf(buf, sizeof buf,
-                  "stateful detector (Blacklight fingerprints): %d queries within %.0f s nearly duplicated "
+                  "stateful detector (query similarity): %d queries within %.0f s nearly duplicated "
                   "earlier ones, the pattern of a query-based black-box attack",
                   o.hits_to_flag(), o.flag_window_s());
     s.reason = buf;
@@ -591,7 +660,8 @@ nlohmann::json StatefulDetector::Stats::to_json() const {
 
 size_t StatefulDetector::bytes_per_query() const {
   const size_t k = static_cast<size_t>(options_.top_k());
-  return sizeof(Entry) + kMallocBytes + k * (sizeof(Slot) + kNodeBytes + kBucketBytes);
+  const size_t cells = options_.distance() > 0 ? kMallocBytes + 3 * static_cast<size_t>(options_.grid() * options_.grid()) : 0;
+  return sizeof(Entry) + kMallocBytes + k * (sizeof(Slot) + kNodeBytes + kBucketBytes) + cells;
 }
 
 size_t StatefulDetector::memory_cap_bytes() const {

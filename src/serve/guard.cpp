@@ -184,8 +184,12 @@ void Guard::check_queries(const std::string& model, const std::string& version, 
   if (!stateful_) return;
   const auto flat = x.contiguous().to(torch::kFloat);  // already so: no copy
   const int64_t n = flat.size(0);
-  const int64_t d = flat.numel() / std::max<int64_t>(1, n);
-  const auto verdicts = stateful_->observe_rows(client, flat.data_ptr<float>(), n, d, now_s);
+  // Rows as the model takes them: [n, C, H, W] images keep their layout for the distance test's
+  // cells; anything else is a flat vector per row.
+  detect::Shape shape{1, 1, flat.numel() / std::max<int64_t>(1, n)};
+  if (flat.dim() == 4) shape = {flat.size(1), flat.size(2), flat.size(3)};
+  if (flat.dim() == 3) shape = {1, flat.size(1), flat.size(2)};
+  const auto verdicts = stateful_->observe_rows(client, flat.data_ptr<float>(), n, shape, now_s);
   const auto policy = detect::to_string(stateful_->options().policy());
   bool blocked = false, throttled = false;
   for (const auto& v : verdicts) {
@@ -204,7 +208,7 @@ void Guard::check_queries(const std::string& model, const std::string& version, 
     e.statistic = static_cast<double>(v.client_hits);
     e.threshold = stateful_->options().hits_to_flag();
     e.window_s = stateful_->options().flag_window_s();
-    e.details = {{"policy", policy}, {"shared_hashes", v.shared}};
+    e.details = {{"policy", policy}, {"shared_hashes", v.shared}, {"nearest_distance", v.nearest}};
     events_->publish(e);
   }
   if (!blocked && !throttled) return;

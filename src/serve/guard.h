@@ -1,7 +1,7 @@
 // serve/guard.h — the watch on the request path (the detect module, plugged into serve):
 //   - each model's per-input detectors, run on its batch thread (detect::DetectorSet: calibrated
 //     from the model's calibration file, or the uncalibrated confidence fallback);
-//   - the per-client query-similarity detector (Blacklight fingerprints) and its policy:
+//   - the per-client query-similarity detector (Blacklight fingerprints, cell distances) and its policy:
 //     flag, throttle (one request per throttle_interval_s) or block (403 naming the reason);
 //   - one stream monitor per model (confidence, detector hit rate, class mix, feedback accuracy),
 //     whose alarms and the per-client actions go out as events (detect::EventBus);

@@ -15,6 +15,7 @@ namespace bulwark::detect {
 namespace {
 
 constexpr int64_t kD = 784;  // 28 x 28, the Fashion-MNIST input size
+constexpr Shape kImage{1, 28, 28};
 constexpr uint64_t kKey = 0x5eed;
 
 std::vector<float> random_image(std::mt19937& rng) {
@@ -121,7 +122,7 @@ TEST(StatefulDetector, NearDuplicateStreamIsFlaggedWithinAFewQueries) {
   auto x = random_image(rng);
   int newly = 0, first_flag = -1;
   for (int q = 0; q < 50; ++q) {
-    const auto v = det.observe("attacker", x.data(), kD, q);
+    const auto v = det.observe("attacker", x.data(), kImage, q);
     EXPECT_EQ(v.hit, q > 0) << "query " << q << " shared " << v.shared;
     newly += v.newly_flagged;
     if (v.flagged && first_flag < 0) first_flag = q;
@@ -151,7 +152,7 @@ TEST(StatefulDetector, SquareLikeSquaresOnFashionMnistAreFlagged) {
     for (int r = r0; r < r0 + 6; ++r) {
       for (int c = c0; c < c0 + 6; ++c) candidate[r * 28 + c] = std::clamp(x0[r * 28 + c] + sign, 0.0f, 1.0f);
     }
-    if (det.observe("square", candidate.data(), kD, q).flagged) first_flag = q;
+    if (det.observe("square", candidate.data(), kImage, q).flagged) first_flag = q;
     if (rng() & 1) current = candidate;
   }
   EXPECT_GE(first_flag, 3);
@@ -164,7 +165,7 @@ TEST(StatefulDetector, DistinctFashionMnistImagesAreNotFlagged) {
   StatefulDetector det(StatefulOptions().key(kKey).max_queries_per_client(5000));
   int hits = 0;
   for (size_t i = 0; i < images.size(); ++i) {
-    const auto v = det.observe("benign", images[i].data(), kD, static_cast<double>(i) * 0.1);
+    const auto v = det.observe("benign", images[i].data(), kImage, static_cast<double>(i) * 0.1);
     hits += v.hit;
     ASSERT_FALSE(v.flagged) << "image " << i;
   }
@@ -175,7 +176,7 @@ TEST(StatefulDetector, DistinctSmoothPatternsAreNotFlagged) {
   StatefulDetector det(StatefulOptions().key(kKey));
   std::mt19937 rng(4);
   int hits = 0;
-  for (int i = 0; i < 1000; ++i) hits += det.observe("benign", smooth_image(rng).data(), kD, i).hit;
+  for (int i = 0; i < 1000; ++i) hits += det.observe("benign", smooth_image(rng).data(), kImage, i).hit;
   EXPECT_EQ(hits, 0);
   EXPECT_EQ(det.stats(1000).flagged_clients, 0);
 }
@@ -186,16 +187,16 @@ TEST(StatefulDetector, HistoryIsPerClient) {
   auto x = random_image(rng);
   // One near-duplicate per client: nobody has two similar queries of its own.
   for (int c = 0; c < 40; ++c) {
-    EXPECT_FALSE(det.observe("client-" + std::to_string(c), x.data(), kD, c).hit);
+    EXPECT_FALSE(det.observe("client-" + std::to_string(c), x.data(), kImage, c).hit);
     x = nudge(x, rng);
   }
   EXPECT_EQ(det.stats(40).flagged_clients, 0);
   EXPECT_EQ(det.stats(40).hits, 0);
   // B sending A's exact image does not hit; A sending a near-duplicate of its own does.
   const auto a = random_image(rng);
-  EXPECT_FALSE(det.observe("A", a.data(), kD, 50).hit);
-  EXPECT_FALSE(det.observe("B", a.data(), kD, 51).hit);
-  EXPECT_TRUE(det.observe("A", nudge(a, rng).data(), kD, 52).hit);
+  EXPECT_FALSE(det.observe("A", a.data(), kImage, 50).hit);
+  EXPECT_FALSE(det.observe("B", a.data(), kImage, 51).hit);
+  EXPECT_TRUE(det.observe("A", nudge(a, rng).data(), kImage, 52).hit);
 }
 
 TEST(StatefulDetector, MemoryStaysUnderItsCap) {
@@ -205,7 +206,7 @@ TEST(StatefulDetector, MemoryStaysUnderItsCap) {
   // 8 steady clients, which fills every quota.
   for (int q = 0; q < 2000; ++q) {
     const std::string client = q < 1000 ? "flooder-" + std::to_string(q % 50) : "steady-" + std::to_string(q % 8);
-    det.observe(client, random_image(rng).data(), kD, q);
+    det.observe(client, random_image(rng).data(), kImage, q);
     if (q % 100 == 99) {
       const auto s = det.stats(q);
       EXPECT_LE(s.memory_bytes, s.memory_cap_bytes);
@@ -226,11 +227,11 @@ TEST(StatefulDetector, FloodingClientEvictsOnlyItsOwnHistory) {
   std::mt19937 rng(7);
   auto a = random_image(rng);
   for (int q = 0; q < 2; ++q) {
-    det.observe("A", a.data(), kD, q);
+    det.observe("A", a.data(), kImage, q);
     a = nudge(a, rng);
   }
-  for (int q = 0; q < 500; ++q) det.observe("M", random_image(rng).data(), kD, 10 + q * 0.01);
-  const auto v = det.observe("A", a.data(), kD, 20);
+  for (int q = 0; q < 500; ++q) det.observe("M", random_image(rng).data(), kImage, 10 + q * 0.01);
+  const auto v = det.observe("A", a.data(), kImage, 20);
   EXPECT_TRUE(v.hit) << "shared " << v.shared;
   EXPECT_EQ(det.stats(20).stored_queries, 3 + 50);
 }
@@ -240,27 +241,27 @@ TEST(StatefulDetector, FullTableEvictsTheLeastRecentlyActiveClient) {
   StatefulDetector det(StatefulOptions().key(kKey).max_clients(2).shards(1));
   std::mt19937 rng(8);
   const auto a = random_image(rng), b = random_image(rng), c = random_image(rng);
-  det.observe("A", a.data(), kD, 0);
-  det.observe("B", b.data(), kD, 1);
-  det.observe("A", random_image(rng).data(), kD, 2);  // A is now the more recent
-  det.observe("C", c.data(), kD, 3);                  // evicts B
+  det.observe("A", a.data(), kImage, 0);
+  det.observe("B", b.data(), kImage, 1);
+  det.observe("A", random_image(rng).data(), kImage, 2);  // A is now the more recent
+  det.observe("C", c.data(), kImage, 3);                  // evicts B
   EXPECT_EQ(det.stats(3).clients, 2);
-  EXPECT_TRUE(det.observe("A", a.data(), kD, 4).hit);
-  EXPECT_FALSE(det.observe("B", b.data(), kD, 5).hit);  // B's history is gone
+  EXPECT_TRUE(det.observe("A", a.data(), kImage, 4).hit);
+  EXPECT_FALSE(det.observe("B", b.data(), kImage, 5).hit);  // B's history is gone
 }
 
 TEST(StatefulDetector, OldQueriesAreForgotten) {
   StatefulDetector det(StatefulOptions().key(kKey).max_age_s(100));
   std::mt19937 rng(9);
   auto x = random_image(rng);
-  det.observe("A", x.data(), kD, 0);
+  det.observe("A", x.data(), kImage, 0);
   x = nudge(x, rng);
-  EXPECT_TRUE(det.observe("A", x.data(), kD, 50).hit);
+  EXPECT_TRUE(det.observe("A", x.data(), kImage, 50).hit);
   x = nudge(x, rng);
-  EXPECT_FALSE(det.observe("A", x.data(), kD, 200).hit);  // both earlier ones are > 100 s old
+  EXPECT_FALSE(det.observe("A", x.data(), kImage, 200).hit);  // both earlier ones are > 100 s old
   EXPECT_EQ(det.stats(200).stored_queries, 1);
 
-  det.observe("B", x.data(), kD, 210);
+  det.observe("B", x.data(), kImage, 210);
   det.prune(250);
   EXPECT_EQ(det.stats(250).stored_queries, 2);
   det.prune(400);  // everything older than 300: gone, and the clients with it
@@ -272,9 +273,9 @@ TEST(StatefulDetector, BlockPolicyBlocksForBlockSeconds) {
   StatefulDetector det(StatefulOptions().key(kKey).policy(Policy::kBlock).hits_to_flag(2).block_s(600));
   std::mt19937 rng(10);
   const auto x = random_image(rng);
-  EXPECT_FALSE(det.observe("A", x.data(), kD, 0).blocked);
-  EXPECT_FALSE(det.observe("A", x.data(), kD, 1).blocked);  // one hit
-  const auto v = det.observe("A", x.data(), kD, 2);         // two: flagged, blocked
+  EXPECT_FALSE(det.observe("A", x.data(), kImage, 0).blocked);
+  EXPECT_FALSE(det.observe("A", x.data(), kImage, 1).blocked);  // one hit
+  const auto v = det.observe("A", x.data(), kImage, 2);         // two: flagged, blocked
   EXPECT_TRUE(v.blocked && v.flagged && v.newly_flagged);
   EXPECT_FALSE(v.throttled);
   EXPECT_EQ(v.client_hits, 2);
@@ -294,15 +295,15 @@ TEST(StatefulDetector, ThrottleAndFlagPolicies) {
   std::mt19937 rng(11);
   const auto x = random_image(rng);
   StatefulDetector throttle(StatefulOptions().key(kKey).policy(Policy::kThrottle).hits_to_flag(1).block_s(60));
-  throttle.observe("A", x.data(), kD, 0);
-  EXPECT_TRUE(throttle.observe("A", x.data(), kD, 1).throttled);
+  throttle.observe("A", x.data(), kImage, 0);
+  EXPECT_TRUE(throttle.observe("A", x.data(), kImage, 1).throttled);
   EXPECT_TRUE(throttle.state("A", 30).throttled);
   EXPECT_FALSE(throttle.state("A", 30).blocked);
   EXPECT_FALSE(throttle.state("A", 62).throttled);
 
   StatefulDetector flag(StatefulOptions().key(kKey).hits_to_flag(1));
-  flag.observe("A", x.data(), kD, 0);
-  const auto v = flag.observe("A", x.data(), kD, 1);
+  flag.observe("A", x.data(), kImage, 0);
+  const auto v = flag.observe("A", x.data(), kImage, 1);
   EXPECT_TRUE(v.flagged && !v.blocked && !v.throttled);
   EXPECT_FALSE(flag.state("A", 5000).flagged);  // the hit left flag_window_s
 }
@@ -331,6 +332,9 @@ TEST(StatefulOptions, BadValuesThrowNamingTheKey) {
   expect_invalid([] { StatefulOptions().block_s(-1); }, "stateful.block_s");
   expect_invalid([] { StatefulOptions().lo(INFINITY); }, "stateful.lo");
   expect_invalid([] { StatefulOptions().shards(0); }, "stateful.shards");
+  expect_invalid([] { StatefulOptions().grid(0); }, "stateful.grid");
+  expect_invalid([] { StatefulOptions().distance(1.5); }, "stateful.distance");
+  expect_invalid([] { StatefulOptions().distance(NAN); }, "stateful.distance");
   expect_invalid([] { StatefulDetector d(StatefulOptions().top_k(10).match_threshold(20)); },
                  "stateful.match_threshold");
   expect_invalid([] { StatefulDetector d(StatefulOptions().lo(1).hi(0)); }, "stateful.lo");
@@ -345,7 +349,9 @@ TEST(StatefulOptions, ReportOmitsTheKeyAndDrawsOneWhenUnset) {
   EXPECT_FALSE(j.contains("key"));
   EXPECT_EQ(j.at("window"), 20);
   EXPECT_EQ(j.at("policy"), "flag");
-  EXPECT_EQ(det.bytes_per_query(), 3256u);  // 56 + 50 hashes x 64 bytes with libstdc++ on x86-64
+  // 80 + 50 hashes x 64 bytes with libstdc++ on x86-64, + 16 + 3 x 14 x 14 cells
+  EXPECT_EQ(det.bytes_per_query(), 3280u + 16u + 588u);
+  EXPECT_EQ(StatefulDetector(StatefulOptions().distance(0)).bytes_per_query(), 3280u);
   EXPECT_TRUE(det.stats(0).to_json().contains("memory_cap_bytes"));
 }
 
@@ -358,7 +364,7 @@ TEST(StatefulDetector, ConcurrentClients) {
       auto x = random_image(rng);
       const std::string me = "client-" + std::to_string(t);
       for (int q = 0; q < 300; ++q) {
-        det.observe(me, x.data(), kD, q);
+        det.observe(me, x.data(), kImage, q);
         x = nudge(x, rng);
         if (q % 50 == 0) {
           det.state(me, q);
@@ -396,11 +402,11 @@ TEST(StatefulDetector, ABlockSurvivesEvictionPressure) {
     return v;
   };
   const auto x = image();
-  for (int q = 0; q < 3; ++q) d.observe("attacker", x.data(), 784, 10.0 + q);
+  for (int q = 0; q < 3; ++q) d.observe("attacker", x.data(), kImage, 10.0 + q);
   ASSERT_TRUE(d.state("attacker", 13).blocked);
   for (int i = 0; i < 200; ++i) {  // far more identities than max_clients
     const auto y = image();
-    d.observe("other-" + std::to_string(i), y.data(), 784, 14.0 + i * 0.01);
+    d.observe("other-" + std::to_string(i), y.data(), kImage, 14.0 + i * 0.01);
   }
   EXPECT_LE(d.stats(20).clients, 4);
   const auto st = d.state("attacker", 20);
@@ -423,10 +429,10 @@ TEST(StatefulDetector, ObserveRowsMatchesRowByRow) {
     std::copy(x.begin() + (q - 1) * 784, x.begin() + q * 784, x.begin() + q * 784);
     for (int i = q * 9; i < q * 9 + 9; ++i) x[q * 784 + i] = std::min(1.0f, x[q * 784 + i] + 0.1f);
   }
-  const auto verdicts = batch.observe_rows("c", x.data(), 8, 784, 1.0);
+  const auto verdicts = batch.observe_rows("c", x.data(), 8, kImage, 1.0);
   ASSERT_EQ(verdicts.size(), 8u);
   for (int q = 0; q < 8; ++q) {
-    const auto v = single.observe("c", x.data() + q * 784, 784, 1.0);
+    const auto v = single.observe("c", x.data() + q * 784, kImage, 1.0);
     EXPECT_EQ(verdicts[q].hit, v.hit) << q;
     EXPECT_EQ(verdicts[q].blocked, v.blocked) << q;
   }
@@ -465,10 +471,10 @@ TEST(StatefulDetector, EscalateThrottlesRepeatedFramesAndBlocksAnAttackStream) {
   StatefulDetector strict(b);
   bool camera_blocked = false, camera_throttled = false, strict_blocked = false;
   for (int k = 0; k < 6; ++k) {
-    const auto v = d.observe("camera", frames[k].data(), 784, 1.0 + k);
+    const auto v = d.observe("camera", frames[k].data(), kImage, 1.0 + k);
     camera_blocked = camera_blocked || v.blocked;
     camera_throttled = camera_throttled || v.throttled;
-    strict_blocked = strict_blocked || strict.observe("camera", frames[k].data(), 784, 1.0 + k).blocked;
+    strict_blocked = strict_blocked || strict.observe("camera", frames[k].data(), kImage, 1.0 + k).blocked;
   }
   EXPECT_TRUE(strict_blocked) << "the frames are near-duplicates: policy block stops them";
   EXPECT_FALSE(camera_blocked);
@@ -480,12 +486,112 @@ TEST(StatefulDetector, EscalateThrottlesRepeatedFramesAndBlocksAnAttackStream) {
   int blocked_at = -1;
   for (int q = 0; q < 30 && blocked_at < 0; ++q) {
     x[(q * 37) % 784] = u(rng);  // one value moves per query
-    const auto v = d.observe("attacker", x.data(), 784, 100.0 + q);
+    const auto v = d.observe("attacker", x.data(), kImage, 100.0 + q);
     if (v.blocked) blocked_at = q;
   }
   EXPECT_EQ(blocked_at, 10);  // query 0 is stored; queries 1..10 are hits; the 10th hit blocks
   EXPECT_THROW(StatefulDetector(StatefulOptions().policy(Policy::kEscalate).hits_to_flag(5).hits_to_block(5)), Error);
   EXPECT_EQ(parse_policy("escalate"), Policy::kEscalate);
+}
+
+}  // namespace
+}  // namespace bulwark::detect
+
+namespace bulwark::detect {
+namespace {
+
+// The distance test's view, by hand: cell means on 0..255 over torch's adaptive_avg_pool2d partition.
+TEST(StatefulCells, MeansOfEachCellByHand) {
+  StatefulDetector det(StatefulOptions().grid(2).key(kKey));
+  // 1 x 4 x 4: four 2 x 2 cells.
+  std::vector<float> x(16, 0.0f);
+  x[0] = x[1] = x[4] = x[5] = 1.0f;  // top-left cell: 255
+  x[2] = 0.5f;                       // top-right: one of four at 127.5 -> 31.875
+  x[15] = 2.0f;                      // bottom-right: clamped to hi -> 63.75
+  x[10] = -3.0f;                     // clamped to lo
+  x[8] = NAN;                        // counted as lo
+  EXPECT_EQ(det.cells(x.data(), {1, 4, 4}), (std::vector<uint8_t>{255, 32, 0, 64}));
+  // 1 x 3 x 3 with grid 2: overlapping cells [0, 2) and [1, 3), as adaptive_avg_pool2d.
+  const std::vector<float> y{0, 0, 1, 0, 0, 1, 0, 0, 1};
+  EXPECT_EQ(det.cells(y.data(), {1, 3, 3}), (std::vector<uint8_t>{0, 128, 0, 128}));
+  // RGB: one group per channel; five channels: three groups (adaptive over channels too).
+  std::vector<float> rgb(3 * 16, 0.0f);
+  std::fill(rgb.begin() + 16, rgb.begin() + 32, 1.0f);  // green everywhere
+  EXPECT_EQ(det.cells(rgb.data(), {3, 4, 4}), (std::vector<uint8_t>{0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0}));
+  std::vector<float> five(5 * 16, 1.0f);
+  EXPECT_EQ(det.cells(five.data(), {5, 4, 4}).size(), 12u);
+  // A flat vector: grid^2 = 4 cells along it.
+  const std::vector<float> flat{0, 0, 1, 1, 0, 0, 1, 1};
+  EXPECT_EQ(det.cells(flat.data(), {1, 1, 8}), (std::vector<uint8_t>{0, 255, 0, 255}));
+  EXPECT_THROW(det.cells(x.data(), {0, 4, 4}), Error);
+  EXPECT_THROW(det.cells(nullptr, {1, 4, 4}), Error);
+}
+
+// A Square-like stream on a Fashion-MNIST image, each query sent with U(-0.04, 0.04) noise added
+// (clamped to [0, 1]), as an attacker padding its queries against the fingerprints. Queries to the flag.
+int square_queries_to_flag(const StatefulOptions& o, const std::vector<float>& x0, float noise, uint32_t seed) {
+  StatefulDetector det(o);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> pad(-noise, noise);
+  auto current = x0;
+  for (int q = 0; q < 100; ++q) {
+    auto candidate = current;
+    const int r0 = rng() % 23, c0 = rng() % 23;
+    const float sign = (rng() & 1) ? 0.1f : -0.1f;
+    for (int r = r0; r < r0 + 6; ++r) {
+      for (int c = c0; c < c0 + 6; ++c) candidate[r * 28 + c] = std::clamp(x0[r * 28 + c] + sign, 0.0f, 1.0f);
+    }
+    auto sent = candidate;
+    if (noise > 0) {
+      for (auto& v : sent) v = std::clamp(v + pad(rng), 0.0f, 1.0f);
+    }
+    if (det.observe("square", sent.data(), kImage, q).flagged) return q + 1;
+    if (rng() & 1) current = candidate;
+  }
+  return -1;
+}
+
+TEST(StatefulDetector, NoisePaddedSquareIsFlaggedAsSoonAsPlainSquare) {
+  const auto images = fashion_mnist_test(20);
+  if (images.empty()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  const auto with_cells = StatefulOptions().key(kKey);
+  const auto fingerprints_only = StatefulOptions(with_cells).distance(0);
+  int plain = 0, padded = 0, padded_fingerprints = 0, missed_fingerprints = 0;
+  for (int i = 0; i < 20; ++i) {
+    const int a = square_queries_to_flag(with_cells, images[i], 0, 100 + i);
+    const int b = square_queries_to_flag(with_cells, images[i], 0.04f, 100 + i);
+    const int f = square_queries_to_flag(fingerprints_only, images[i], 0.04f, 100 + i);
+    ASSERT_GT(a, 0) << "image " << i;
+    ASSERT_GT(b, 0) << "image " << i << ": noise padding evaded the detector";
+    plain += a;
+    padded += b;
+    if (f < 0) ++missed_fingerprints;
+    else padded_fingerprints += f;
+  }
+  // The same number of queries (within 50 %) with and without the padding ...
+  EXPECT_LE(padded, plain * 3 / 2) << "plain " << plain << ", padded " << padded;
+  EXPECT_GE(padded, plain / 2);
+  // ... where the fingerprints alone miss most padded streams within 100 queries (the reason for the cells).
+  EXPECT_GE(missed_fingerprints, 10) << "fingerprints alone flagged " << 20 - missed_fingerprints << " of 20";
+}
+
+// Distinct images stay apart in the cells' view: the 10,000 test images from one client, each
+// compared with the 1,000 before it (the default history), are never within the default distance.
+TEST(StatefulDetector, DistinctFashionMnistImagesStayBeyondTheDistance) {
+  const auto images = fashion_mnist_test(10000);
+  if (images.empty()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  StatefulDetector det(StatefulOptions().key(kKey).policy(Policy::kBlock));
+  int hits = 0;
+  double closest = 1;
+  for (size_t i = 0; i < images.size(); ++i) {
+    const auto v = det.observe("benign", images[i].data(), kImage, static_cast<double>(i) * 0.01);
+    hits += v.hit;
+    if (v.nearest >= 0) closest = std::min(closest, v.nearest);
+    ASSERT_FALSE(v.blocked) << "image " << i;
+  }
+  EXPECT_EQ(hits, 0);
+  EXPECT_GT(closest, StatefulOptions().distance()) << "closest pair " << closest;
+  EXPECT_LT(closest, 0.1) << "the view does tell near images apart from far ones";
 }
 
 }  // namespace

@@ -281,6 +281,32 @@ TEST(Guard, NearDuplicateRowsAndConcurrentRequestsStopAtTheThreshold) {
   EXPECT_TRUE(s.core->guard().status(serve::unix_now_s())["stateful"]["blocked_clients"].get<int64_t>() >= 2);
 }
 
+// Noise padding (U(-0.04, 0.04) on every value of every query) breaks the fingerprints' windows; the
+// server passes each row's image layout to the detector, whose 14 x 14 cell view still sees the stream.
+TEST(Guard, NoisePaddedNearDuplicatesAreBlockedThroughTheServer) {
+  for (const double distance : {0.025, 0.0}) {
+    serve::CoreOptions o;
+    o.guard.stateful = "block";
+    o.guard.stateful_options.hits_to_flag(3).distance(distance);
+    TestServer s(o);
+    auto rows = near_duplicates(10, 3);
+    torch::manual_seed(4);
+    rows = (rows + torch::empty_like(rows).uniform_(-0.04, 0.04)).clamp(0, 1);
+    int blocked_at = -1;
+    for (int64_t q = 0; q < 10 && blocked_at < 0; ++q) {
+      const auto r = s.client(kInferToken).Post("/v2/models/fashion/infer", image_body(rows.narrow(0, q, 1), "n").dump(),
+                                                "application/json");
+      if (r->status == 403) blocked_at = static_cast<int>(q);
+      else ASSERT_EQ(r->status, 200) << r->body;
+    }
+    if (distance > 0) {
+      EXPECT_EQ(blocked_at, 3) << "stored, then three hits: the third blocks";
+    } else {
+      EXPECT_EQ(blocked_at, -1) << "the fingerprints alone miss the padded stream (why the cells exist)";
+    }
+  }
+}
+
 // Requests without a token count per network prefix: rotating addresses within a /24 (or a /64)
 // is one client.
 TEST(Guard, AnonymousClientsAreGroupedByNetworkPrefix) {
