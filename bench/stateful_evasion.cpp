@@ -5,6 +5,8 @@
 //   square+noise  the same, every query sent with U(-0.04, 0.04) noise added (the attacker's padding);
 //   square+cells  the same with U(-0.04, 0.04) noise constant over each 2 x 2 cell (an attacker who
 //                 knows the distance test's grid; stated limit 5 in detect/stateful.h);
+//   nes(+noise) NES (Ilyas et al. 2018; Blacklight's evaluation): 25 antithetic Gaussian pairs per
+//               gradient estimate (sigma 0.001), signed steps of eps/10 inside the L∞ eps 0.1 ball;
 //   benign      the 10,000 Fashion-MNIST test images replayed by one client: hits, flagged;
 //   camera      frames of one scene with N(0, (2/255)^2) sensor noise, per client: hits in 6 frames.
 // usage: stateful_evasion MODEL [n=40] [queries=500] [distance=0.025] [grid=14] [window=20] [match=25] [top_k=50] [step=50]
@@ -75,6 +77,48 @@ Run square_to_flag(bulwark::model::Model& m, const torch::Tensor& x, const torch
   return {flagged_at, sent};
 }
 
+// NES on n points: each estimate sends 50 queries x + sigma u (u ~ N(0, I), antithetic pairs).
+Run nes_to_flag(bulwark::model::Model& m, const torch::Tensor& x, const torch::Tensor& y, const detect::StatefulOptions& o,
+                int64_t queries, double noise) {
+  detect::StatefulDetector d(o);
+  const int64_t n = x.size(0), pairs = 25;
+  const double eps = 0.1, sigma = 0.001, step = eps / 10;
+  Run run{std::vector<int64_t>(static_cast<size_t>(n), -1), std::vector<int64_t>(static_cast<size_t>(n), 0)};
+  torch::NoGradGuard no_grad;
+  auto logits = attack::logits_of(m);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto x0 = x.narrow(0, i, 1);
+    const int64_t label = y[i].item<int64_t>();
+    auto adv = x0.clone();
+    auto margin = [&](const torch::Tensor& z) {  // true-class logit minus the best other: < 0 is fooled
+      auto other = z.clone();
+      other.select(1, label).fill_(-1e9);
+      return z.select(1, label) - std::get<0>(other.max(1));
+    };
+    auto send = [&](const torch::Tensor& q) {
+      auto sent_q = q;
+      if (noise > 0) sent_q = (q + torch::empty_like(q).uniform_(-noise, noise)).clamp(0, 1);
+      const auto flat = sent_q.contiguous().reshape({q.size(0), -1});
+      for (int64_t r = 0; r < q.size(0); ++r) {
+        const auto v = d.observe("nes" + std::to_string(i), flat[r].data_ptr<float>(), kImage, 0.0);
+        auto& sent = run.sent[static_cast<size_t>(i)];
+        ++sent;
+        if (v.flagged && run.flagged_at[static_cast<size_t>(i)] < 0) run.flagged_at[static_cast<size_t>(i)] = sent;
+      }
+      return margin(logits(sent_q));
+    };
+    while (run.sent[static_cast<size_t>(i)] + 2 * pairs <= queries && run.flagged_at[static_cast<size_t>(i)] < 0) {
+      const auto u = torch::randn({pairs, 1, 28, 28});
+      const auto q = torch::cat({adv + sigma * u, adv - sigma * u}).clamp(0, 1);
+      const auto f = send(q);
+      if ((f < 0).any().item<bool>()) break;  // a query already fooled the model
+      const auto g = ((f.narrow(0, 0, pairs) - f.narrow(0, pairs, pairs)).view({pairs, 1, 1, 1}) * u).sum(0, true);
+      adv = torch::min(torch::max(adv - step * g.sign(), x0 - eps), x0 + eps).clamp(0, 1);
+    }
+  }
+  return run;
+}
+
 void summarise(const char* name, const Run& run) {
   std::vector<int64_t> flagged, unflagged;
   for (size_t i = 0; i < run.flagged_at.size(); ++i) {
@@ -108,6 +152,8 @@ int main(int argc, char** argv) try {
   summarise("square", square_to_flag(m, x, y, o, queries, 0, false));
   summarise("square+noise", square_to_flag(m, x, y, o, queries, 0.04, false));
   summarise("square+cells", square_to_flag(m, x, y, o, queries, 0.04, true));
+  summarise("nes", nes_to_flag(m, x, y, o, queries, 0));
+  summarise("nes+noise", nes_to_flag(m, x, y, o, queries, 0.04));
 
   // Benign replay: 10,000 distinct test images from one client.
   {
