@@ -38,16 +38,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
+# What only `make bench` needs besides: ART's imports (bench/pgd_peers.py).
+BENCH_PACKAGES := python3-scipy python3-sklearn python3-tqdm
+
 deps:
 	@missing=""; \
-	for p in $(DEB_PACKAGES); do \
+	for p in $(DEB_PACKAGES) $(EXTRA_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "make deps: installing$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "make deps: all $(words $(DEB_PACKAGES)) Debian packages present"; fi
+	else echo "make deps: all $(words $(DEB_PACKAGES) $(EXTRA_PACKAGES)) Debian packages present"; fi
 
 $(BUILD)/Makefile: CMakeLists.txt
 	cmake -S . -B $(BUILD) $(CMAKE_ARGS)
@@ -62,6 +65,7 @@ demo: build
 	./scripts/demo.sh $(BUILD)/bulwark $(DEMO_DIR)
 
 bench: build
+	@$(MAKE) --no-print-directory deps EXTRA_PACKAGES="$(BENCH_PACKAGES)"
 	./scripts/bench.sh $(BUILD)
 
 # Each target for FUZZ_SECONDS (or FUZZ_RUNS executions, whichever comes first), one after another; new inputs stay in $(FUZZ_BUILD)/corpus/.

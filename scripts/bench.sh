@@ -59,6 +59,11 @@ else
   "$BUILD/bench/serve" "$MODEL" 3
 fi
 
+# PGD-20 on a torchvision resnet18 beside torchattacks and ART (their rows need TORCHATTACKS_DIR and
+# ART_DIR, checkouts of the two libraries; the first run trains the model, ~7 minutes).
+echo "== pgd_peers: PGD-20 on resnet18 3x32x32, eps 8/255 =="
+"$(dirname "$0")/../bench/pgd_peers.sh" "$BUILD" "$BUILD/bench-data/pgd_peers" 1000
+
 # Instruction counts are repeatable whatever else the machine runs; they show each loop's own
 # overhead without the noise of a shared machine.
 if command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; then
