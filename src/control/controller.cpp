@@ -340,12 +340,15 @@ double Controller::cooldown_now() const {
 
 void Controller::start_hardening(const std::string& reason) {
   const auto production = registry_->resolve(registry::Reference{options_.model, 0, registry::Stage::kProduction});
-  const auto files = registry_->verify(production);
+  const auto files = registry_->read_verified(production);
   HardenJob job;
   job.id = "job-" + std::to_string(static_cast<int64_t>(now_s()));
   job.dir = options_.work_dir + "/" + job.id;
   fs::create_directories(job.dir);
-  job.base_model = files.at("model.pt");
+  // The job starts from its own copy of the verified bytes, not from the object store's file, which
+  // could change between the check and the job's read.
+  job.base_model = job.dir + "/base.pt";
+  atomic_write_file(job.base_model, files.at("model.pt"));
   job.out = job.dir + "/candidate.pt";
   job.policy = policy_.hardening;
   const auto served = core_.source_of(options_.served_name);
@@ -381,7 +384,7 @@ void Controller::gate_and_promote() {
   const std::string candidate_path = job_dir + "/candidate.pt";
   auto candidate = model::Model::load(candidate_path);
   const auto production_rec = registry_->resolve(registry::Reference{options_.model, production_version, registry::Stage::kNone});
-  auto production = model::Model::load(registry_->verify(production_rec).at("model.pt"));
+  auto production = model::Model::from_bytes(registry_->read_verified(production_rec).at("model.pt"), production_rec.ref());
   candidate.set_training(false);
 
   // The candidate's own detectors and monitor reference, on the held-out part of the split its
@@ -413,7 +416,9 @@ void Controller::gate_and_promote() {
     root = registry_->resolve(registry::Reference{options_.model, *root.parent, registry::Stage::kNone});
   }
   std::optional<model::Model> first;
-  if (root.version != production_rec.version) first.emplace(model::Model::load(registry_->verify(root).at("model.pt")));
+  if (root.version != production_rec.version) {
+    first.emplace(model::Model::from_bytes(registry_->read_verified(root).at("model.pt"), root.ref()));
+  }
   const auto gate = run_gate(candidate, production, test, policy_.gate, h.seed, first ? &*first : nullptr, root.version);
   {
     std::lock_guard<std::mutex> lock(mu_);

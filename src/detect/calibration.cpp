@@ -218,9 +218,14 @@ void DetectorSet::save(const std::string& path) const {
 }
 
 DetectorSet DetectorSet::load(const std::string& path, const model::Model& m, const std::string& model_sha256) {
+  return parse(read_file(path), path, m, model_sha256);
+}
+
+DetectorSet DetectorSet::parse(const std::string& text, const std::string& path, const model::Model& m,
+                               const std::string& model_sha256) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(read_file(path));
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw data_format(path + ": not a calibration file (invalid JSON)");
   }

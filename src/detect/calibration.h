@@ -51,6 +51,9 @@ class DetectorSet {
                                const torch::Tensor& x_fit, const torch::Tensor& y_fit, const torch::Tensor& x_ref);
   // Reads a calibration file; refuses one made for another model (SHA-256 mismatch) and names both.
   static DetectorSet load(const std::string& path, const model::Model& m, const std::string& model_sha256);
+  // The same from the file's text (a registry object read once and verified); `origin` names it in errors.
+  static DetectorSet parse(const std::string& text, const std::string& origin, const model::Model& m,
+                           const std::string& model_sha256);
   // One detector with a fixed raw threshold, no calibration (serve's confidence fallback).
   static DetectorSet uncalibrated(std::shared_ptr<Detector> d, double threshold);
 

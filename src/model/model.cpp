@@ -118,20 +118,34 @@ void Model::use_forward_graph(bool on) {
   }
 }
 
-Model Model::load(const std::string& path) {
-  if (!file_exists(path)) throw not_found(path + ": no such model file");
+namespace {
+
+// `load` reads the archive from `path` or, when `bytes` is given, from memory; a sidecar is read
+// only for a file.
+Model load_archive(const std::string& path, const std::string* bytes) {
+  if (bytes == nullptr && !file_exists(path)) throw not_found(path + ": no such model file");
   std::unordered_map<std::string, std::string> extra{{kSpecExtraFile, ""}};
   use_plain_interpreter();
   torch::jit::Module module;
   try {
-    module = torch::jit::load(path, torch::kCPU, extra);
+    if (bytes != nullptr) {
+      std::istringstream in(*bytes);
+      module = torch::jit::load(in, torch::kCPU, extra);
+    } else {
+      module = torch::jit::load(path, torch::kCPU, extra);
+    }
   } catch (const std::exception& e) {
     throw data_format(path + ": not a loadable TorchScript archive (" + first_line(e.what()) + ")");
   }
   if (!module.find_method("forward")) throw data_format(path + ": TorchScript module has no forward()");
   std::string spec_text = extra[kSpecExtraFile];
   const std::string sidecar = path + ".json";
-  if (spec_text.empty() && file_exists(sidecar)) spec_text = read_file(sidecar);
+  if (bytes == nullptr && spec_text.empty() && file_exists(sidecar)) spec_text = read_file(sidecar);
+  if (bytes != nullptr && spec_text.empty()) {
+    throw data_format(path + ": the archive has no Bulwark spec inside it, and a signed model's spec must be: a "
+                      "file beside it is not covered by the signature; write the spec in with bulwark import "
+                      "and register that file");
+  }
   module.eval();  // before the probe below: in train mode it would update BatchNorm statistics
   ModelSpec spec;
   if (spec_text.empty()) {
@@ -145,6 +159,12 @@ Model Model::load(const std::string& path) {
   }
   return Model(std::move(module), std::move(spec));
 }
+
+}  // namespace
+
+Model Model::load(const std::string& path) { return load_archive(path, nullptr); }
+
+Model Model::from_bytes(const std::string& bytes, const std::string& origin) { return load_archive(origin, &bytes); }
 
 Model Model::import_torchscript(const std::string& path, ModelSpec spec) {
   if (!file_exists(path)) throw not_found(path + ": no such model file");

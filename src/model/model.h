@@ -33,6 +33,11 @@ class Model {
   // archive with neither is refused with a message naming `bulwark import` (no shape is guessed).
   // Bad files throw naming the path.
   static Model load(const std::string& path);
+  // The archive given as its bytes (a signed registry object, read once, hashed and loaded from the
+  // same memory: no file is read again between the check and the load); its spec must be inside
+  // the archive, as an unsigned "<path>.json" beside a signed object would not be covered by the
+  // signature. `origin` names it in errors ("registry:fashion@3").
+  static Model from_bytes(const std::string& bytes, const std::string& origin);
   // A TorchScript archive from PyTorch with the spec given here (what `bulwark import` writes in):
   // a probe forward in eval mode checks that it takes [2, C, H, W] and returns [2, classes].
   static Model import_torchscript(const std::string& path, ModelSpec spec);

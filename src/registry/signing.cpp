@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <functional>
 #include <set>
 
 #include "core/digest.h"
@@ -522,22 +523,37 @@ VerifiedBundle verify_bundle(const std::string& bundle_json, const TrustList& tr
   return verified;
 }
 
-void verify_files(const VerifiedBundle& verified, const std::map<std::string, std::string>& name_to_path) {
+namespace {
+
+// verify_files and verify_contents: `named` covers exactly the signed files, and `digest_of(name)`
+// is each one's signed SHA-256.
+void verify_named(const VerifiedBundle& verified, const std::map<std::string, std::string>& named,
+                  const std::function<std::string(const std::string&)>& digest_of) {
   std::set<std::string> signed_names;
   for (const auto& f : verified.files) {
-    if (name_to_path.count(f.name) == 0) fail("files", "signed file " + f.name + " is missing");
+    if (named.count(f.name) == 0) fail("files", "signed file " + f.name + " is missing");
     signed_names.insert(f.name);
   }
-  for (const auto& entry : name_to_path) {
+  for (const auto& entry : named) {
     if (signed_names.count(entry.first) == 0) fail("files", "file " + entry.first + " is not covered by the signature");
   }
   for (const auto& f : verified.files) {
-    const std::string actual = sha256_file_hex(name_to_path.at(f.name));
+    const std::string actual = digest_of(f.name);
     if (actual != f.sha256_hex) {
       fail("digest", f.name + ": SHA-256 is " + actual.substr(0, 12) + "..., but the signed digest is " +
                          f.sha256_hex.substr(0, 12) + "...");
     }
   }
+}
+
+}  // namespace
+
+void verify_files(const VerifiedBundle& verified, const std::map<std::string, std::string>& name_to_path) {
+  verify_named(verified, name_to_path, [&](const std::string& name) { return sha256_file_hex(name_to_path.at(name)); });
+}
+
+void verify_contents(const VerifiedBundle& verified, const std::map<std::string, std::string>& name_to_bytes) {
+  verify_named(verified, name_to_bytes, [&](const std::string& name) { return sha256_hex(name_to_bytes.at(name)); });
 }
 
 std::string sign_note(const std::string& body, const std::string& key_name, const SigningKey& key) {

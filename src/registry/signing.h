@@ -142,6 +142,8 @@ VerifiedBundle verify_bundle(const std::string& bundle_json, const TrustList& tr
 // Checks that `name_to_path` covers exactly the signed files ("files") and that each file's
 // SHA-256 is the signed one ("digest").
 void verify_files(const VerifiedBundle& verified, const std::map<std::string, std::string>& name_to_path);
+// The same checks on files already in memory (name -> bytes): what is hashed is what is used.
+void verify_contents(const VerifiedBundle& verified, const std::map<std::string, std::string>& name_to_bytes);
 
 // C2SP signed note: `body` (ending in '\n', no blank line), a blank line, then
 // "— <key_name> base64(key hint || DER signature over SHA-256(body))\n", the key hint being the

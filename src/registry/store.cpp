@@ -298,17 +298,27 @@ VersionRecord Registry::resolve(const Reference& ref) const {
 std::map<std::string, std::string> Registry::verify(const VersionRecord& v) {
   std::map<std::string, std::string> paths;
   for (const auto& [name, sha] : v.files) paths[name] = objects_.path_of(sha);
+  read_verified(v);
+  return paths;
+}
+
+std::map<std::string, std::string> Registry::read_verified(const VersionRecord& v) {
+  std::map<std::string, std::string> bytes;
   try {
+    for (const auto& [name, sha] : v.files) {
+      const std::string path = objects_.path_of(sha);
+      if (!file_exists(path)) throw not_found(v.ref() + ": object for " + name + " is missing");
+      bytes[name] = read_file(path);
+    }
     if (!v.is_signed()) {
       if (!allow_unsigned_) throw SignatureError("unsigned", v.ref() + " is unsigned (registered with --allow-unsigned)");
       // No signature to check, but the bytes must still be the ones registered.
-      for (const auto& [name, path] : paths) {
-        if (!file_exists(path)) throw not_found(v.ref() + ": object for " + name + " is missing");
-        if (sha256_file_hex(path) != v.files.at(name)) {
+      for (const auto& [name, data] : bytes) {
+        if (sha256_hex(data) != v.files.at(name)) {
           throw SignatureError("digest", name + ": the stored bytes are not the ones registered");
         }
       }
-      return paths;
+      return bytes;
     }
     const auto verified = verify_bundle(v.bundle, trust());
     if (verified.model_name != v.model) {
@@ -321,7 +331,7 @@ std::map<std::string, std::string> Registry::verify(const VersionRecord& v) {
       });
       if (!listed) throw SignatureError("digest", v.ref() + ": file " + name + " is not the one that was signed");
     }
-    verify_files(verified, paths);
+    verify_contents(verified, bytes);
   } catch (const std::exception& e) {
     const auto* se = dynamic_cast<const SignatureError*>(&e);
     const std::string check = se != nullptr ? se->check : "objects";
@@ -329,7 +339,7 @@ std::map<std::string, std::string> Registry::verify(const VersionRecord& v) {
     // The message says which check failed, so a refusal in serve or promote explains itself.
     throw SignatureError(check, v.ref() + " failed verification (" + check + "): " + e.what());
   }
-  return paths;
+  return bytes;
 }
 
 VersionRecord Registry::set_stage(const VersionRecord& v, Stage stage, const std::string& action, const json& extra) {

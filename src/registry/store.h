@@ -109,9 +109,13 @@ class Registry {
   // Checks the signature against the trust list and every object's digest; returns the verified
   // object paths by file name. Failures are audited ("registry.verify-failed") and rethrown.
   std::map<std::string, std::string> verify(const VersionRecord& version);
+  // The same checks on each object read once into memory: the bytes returned (name -> bytes) are
+  // the ones hashed, so a file swapped on disk after the check is never what the caller loads.
+  std::map<std::string, std::string> read_verified(const VersionRecord& version);
   ObjectStore::GcResult gc(bool dry_run);
 
   TrustList trust() const;  // <dir>/trust/*.pub
+  const ObjectStore& objects() const { return objects_; }
   // Adds or removes a trusted public key (file copied into trust/ as <key id>.pub); audited.
   std::string trust_key(const std::string& public_pem_path);
   void untrust_key(const std::string& key_id);

@@ -187,12 +187,14 @@ InferenceCore::Prepared InferenceCore::prepare(const std::string& name, const st
                                                const ResolvedModel& resolved, const std::string& actor) {
   Prepared p{name, reference, nullptr, nullptr};
   try {
-    auto m = model::Model::load(resolved.path);  // first: its errors name a missing or bad file best
-    auto slot = std::make_shared<Slot>(
-        Slot{name, "", resolved, sha256_file_hex(resolved.path), std::move(m), nullptr, nullptr});
+    // A registry version loads from the bytes that were verified, never from its file again.
+    auto m = resolved.model_bytes ? model::Model::from_bytes(*resolved.model_bytes, resolved.origin)
+                                  : model::Model::load(resolved.path);  // first: its errors name a bad file best
+    const std::string sha = resolved.model_bytes ? sha256_hex(*resolved.model_bytes) : sha256_file_hex(resolved.path);
+    auto slot = std::make_shared<Slot>(Slot{name, "", resolved, sha, std::move(m), nullptr, nullptr});
     slot->model.set_training(false);
     slot->model.set_parameters_require_grad(false);
-    slot->detectors = guard_.detectors_for(name, slot->model, resolved.path, resolved.calibration);
+    slot->detectors = guard_.detectors_for(name, slot->model, sha, resolved.calibration, resolved.calibration_bytes.get());
     // Warm up (TorchScript profiles the first calls) so the first client does not pay for it;
     // this also checks the model's output against its spec before anyone depends on it.
     auto shape = slot->model.spec().input_shape;

@@ -121,12 +121,15 @@ Guard::Guard(GuardOptions options, Metrics& metrics) : options_(std::move(option
 }
 
 std::shared_ptr<const detect::DetectorSet> Guard::detectors_for(const std::string& name, const model::Model& m,
-                                                                const std::string& path,
-                                                                const std::string& calibration) const {
+                                                                const std::string& model_sha256,
+                                                                const std::string& calibration,
+                                                                const std::string* calibration_bytes) const {
   const auto it = options_.calibration.find(name);
   const std::string file = !calibration.empty() ? calibration : it != options_.calibration.end() ? it->second : "";
   if (!file.empty()) {
-    auto set = detect::DetectorSet::load(file, m, sha256_file_hex(path));
+    auto set = calibration_bytes != nullptr && !calibration.empty()
+                   ? detect::DetectorSet::parse(*calibration_bytes, file, m, model_sha256)
+                   : detect::DetectorSet::load(file, m, model_sha256);
     if (!options_.detectors.empty()) set = set.select(options_.detectors);
     return std::make_shared<const detect::DetectorSet>(std::move(set));
   }

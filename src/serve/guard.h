@@ -89,10 +89,13 @@ class Guard {
 
   // The detectors for a model being loaded from `path`: from `calibration` (the registry
   // version's own) when given, else from the --calibration map (checked against the file's
-  // SHA-256); nullptr when detection is off. Throws naming the calibration file.
+  // SHA-256, `model_sha256`); nullptr when detection is off. Throws naming the calibration file.
+  // `calibration_bytes`, when given, is the registry's verified copy of `calibration`: read instead
+  // of the file.
   std::shared_ptr<const detect::DetectorSet> detectors_for(const std::string& name, const model::Model& m,
-                                                           const std::string& path,
-                                                           const std::string& calibration = "") const;
+                                                           const std::string& model_sha256,
+                                                           const std::string& calibration = "",
+                                                           const std::string* calibration_bytes = nullptr) const;
   // The monitor for a model version about to go live (null when it has no calibrated reference).
   // Slow — thresholds are set by simulation — so it runs before the swap, not after it.
   std::shared_ptr<detect::StreamMonitor> make_monitor(const std::string& name, const std::string& version,

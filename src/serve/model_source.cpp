@@ -43,17 +43,22 @@ ResolvedModel ModelSource::resolve(const std::string& reference, bool from_clien
   const auto ref = registry::parse_reference(reference);
   std::lock_guard<std::mutex> lock(mu_);
   const auto v = registry_->resolve(ref);
-  const auto paths = registry_->verify(v);  // audits and rethrows a failed check
-  const auto model = paths.find("model.pt");
-  if (model == paths.end()) throw data_format(v.ref() + " has no model.pt");
+  auto bytes = registry_->read_verified(v);  // audits and rethrows a failed check
+  const auto model = bytes.find("model.pt");
+  if (model == bytes.end()) throw data_format(v.ref() + " has no model.pt");
   ResolvedModel r;
-  r.path = model->second;
-  if (const auto cal = paths.find("model.detect"); cal != paths.end()) r.calibration = cal->second;
+  r.path = registry_->objects().path_of(v.files.at("model.pt"));
+  r.model_bytes = std::make_shared<const std::string>(std::move(model->second));
+  if (const auto cal = bytes.find("model.detect"); cal != bytes.end()) {
+    r.calibration = registry_->objects().path_of(v.files.at("model.detect"));
+    r.calibration_bytes = std::make_shared<const std::string>(std::move(cal->second));
+  }
   r.reference = "registry:" + ref.text();
   r.origin = "registry:" + v.ref();
   r.registry_version = v.version;
   r.by_stage = ref.version <= 0;  // a stage or "latest": followed
   r.is_signed = v.is_signed();
+  if (options_.after_verify_for_tests) options_.after_verify_for_tests(r);
   return r;
 }
 

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -24,17 +25,26 @@ class Registry;
 
 namespace bulwark::serve {
 
+struct ResolvedModel;
+
 struct ModelSourceOptions {
   std::string registry;     // registry directory; empty: registry references are refused
   std::string model_root;   // directory clients may load plain files from; empty: none
   bool allow_unsigned = false;
   int follow_interval_ms = 500;  // how often stage references are re-resolved (hot swap)
+  // Tests only: runs after a registry version is verified, before anything is loaded from it (where
+  // an attacker with write access to the object store would swap a file).
+  std::function<void(const ResolvedModel&)> after_verify_for_tests;
 
   void validate() const;  // throws invalid_argument naming the flag
 };
 
 struct ResolvedModel {
   std::string path;         // the file to load (verified when signed)
+  // A registry version's model.pt as read once and verified: load these bytes, not `path`, which
+  // anyone with write access to the object store could have changed since.
+  std::shared_ptr<const std::string> model_bytes;
+  std::shared_ptr<const std::string> calibration_bytes;  // likewise model.detect, when the version has one
   std::string calibration;  // the version's own detector calibration, or empty
   std::string reference;    // what was asked for, e.g. "registry:fashion@production"
   std::string origin;       // what it resolved to, e.g. "registry:fashion@3" or "file:/abs/m.pt"

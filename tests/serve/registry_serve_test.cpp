@@ -7,7 +7,10 @@
 #include <fstream>
 #include <regex>
 
+#include "core/files.h"
+#include "model/model.h"
 #include "registry/registry.h"
+#include "serve/core.h"
 #include "server_fixture.h"
 #include "server_process.h"
 
@@ -193,6 +196,95 @@ TEST(ServeRegistry, ATamperedVersionPutInProductionBehindTheRegistrysBackIsNotSw
       << "the follower never tried the tampered version";
   EXPECT_EQ(registry_version_served(c), 1);  // still serving the verified version
   EXPECT_EQ(c.Post("/v2/models/fashion/infer", infer_body().dump(), "application/json")->status, 200);
+}
+
+// The served logits for one fixed input, in process (no tokens: authentication off).
+std::vector<float> served_logits(serve::InferenceCore& core) {
+  serve::InferRequest req;
+  req.model = "fashion";
+  serve::InferInput in;
+  in.name = core.model_metadata("fashion", "").inputs.at(0).name;
+  in.datatype = "FP32";
+  in.shape = {1, 1, 28, 28};
+  for (int i = 0; i < 784; ++i) in.values.push_back(static_cast<float>((i * 37) % 255) / 255.0f);
+  req.inputs.push_back(in);
+  req.outputs.push_back({"logits", false});
+  return core.infer(req, "", "test").outputs.at(0).fp32;
+}
+
+std::vector<float> logits_of_file(const std::string& path) {
+  auto m = model::Model::load(path);
+  m.set_training(false);
+  std::vector<float> v;
+  for (int i = 0; i < 784; ++i) v.push_back(static_cast<float>((i * 37) % 255) / 255.0f);
+  const auto z = m.logits(torch::tensor(v).view({1, 1, 28, 28})).contiguous();
+  return std::vector<float>(z.data_ptr<float>(), z.data_ptr<float>() + z.numel());
+}
+
+// Verify-then-load: an attacker with write access to the object store swaps version 1's object for
+// other bytes right after the check (inotify would give them that moment; the test hook gives it
+// exactly). Before, the server then loaded the swapped file and served it as "signed v1"; now it
+// serves the bytes it verified, read once.
+TEST(ServeRegistry, AnObjectSwappedBetweenTheCheckAndTheLoadIsNeverServed) {
+  SignedRegistry r;
+  const auto obj1 = r.object_of(1);
+  const std::string other = read_file(r.object_of(2));  // a valid model, but not version 1
+  serve::CoreOptions o;
+  o.source.registry = r.reg;
+  int swaps = 0;
+  o.source.after_verify_for_tests = [&](const serve::ResolvedModel& m) {
+    if (m.registry_version != 1) return;
+    fs::permissions(obj1, fs::perms::owner_write, fs::perm_options::add);
+    std::ofstream(obj1, std::ios::binary | std::ios::trunc) << other;
+    ++swaps;
+  };
+  serve::InferenceCore core(o);
+  core.load_model("fashion", "registry:m@1");
+  ASSERT_EQ(swaps, 1);
+  ASSERT_EQ(read_file(obj1), other) << "the swap happened on disk";
+  const auto served = served_logits(core);
+  EXPECT_EQ(served, logits_of_file(r.dir.file("a.pt"))) << "version 1's verified bytes are served";
+  EXPECT_NE(served, logits_of_file(r.dir.file("b.pt")));
+  // The next verification sees the swap and refuses it, naming the digest.
+  o.source.after_verify_for_tests = nullptr;
+  serve::InferenceCore again(o);
+  try {
+    again.load_model("fashion", "registry:m@1");
+    ADD_FAILURE() << "the swapped object was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("(digest)"), std::string::npos) << e.what();
+  }
+}
+
+// A spec file planted beside a signed object ("<object>.json") is not covered by the signature:
+// it is never read for a registry version (before, it gave a spec-less archive its labels and
+// value range). The archive must carry its spec, and one without is refused, naming bulwark import.
+TEST(ServeRegistry, APlantedSpecBesideASignedObjectIsNeverRead) {
+  SignedRegistry r;
+  auto m = model::Model::load(r.dir.file("a.pt"));
+  const std::string bare = r.dir.file("bare.pt");
+  m.module().save(bare);  // TorchScript without Bulwark's spec inside
+  SignedRegistry::must(bin() + " registry register bare " + bare + " --key " + r.dir.file("k.key") + " --registry " + r.reg);
+  std::string object;
+  {
+    registry::Registry reg(r.reg, "test");
+    const auto sha = reg.resolve(registry::parse_reference("bare@1")).files.at("model.pt");
+    object = r.reg + "/objects/sha256/" + sha.substr(0, 2) + "/" + sha;
+  }
+  auto planted = m.spec().to_json();
+  planted["class_names"] = json::array({"a", "b", "c", "d", "e", "f", "g", "h", "i", "PLANTED"});
+  planted["value_range"] = json::array({0.0, 255.0});  // would accept 200.0 as a pixel
+  std::ofstream(object + ".json") << planted.dump();
+  serve::CoreOptions o;
+  o.source.registry = r.reg;
+  serve::InferenceCore core(o);
+  try {
+    core.load_model("fashion", "registry:bare@1");
+    ADD_FAILURE() << "a signed archive without its spec was served with the planted one";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("no Bulwark spec inside"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("bulwark import"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ServeRegistry, ABurstOfFailedAuthenticationsIsAudited) {
