@@ -36,12 +36,29 @@ AccessLog::~AccessLog() {
   if (own_) std::fclose(out_);
 }
 
+namespace {
+
+// A client chooses the model name, the request id and (through them) parts of the error: each
+// field is cut to a bound, so a request costs the log a bounded line whatever it sends (before, an
+// 8 KB model name wrote 8 KB per unauthenticated request).
+std::string clipped(const std::string& s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  return s.substr(0, max_bytes) + "...(+" + std::to_string(s.size() - max_bytes) + " bytes)";
+}
+
+}  // namespace
+
 void AccessLog::write(const AccessRecord& r) {
   if (!out_) return;
-  nlohmann::json j{{"time", iso_time_now()}, {"request_id", r.request_id}, {"token_id", r.token_id},
-                   {"transport", r.transport}, {"model", r.model},           {"version", r.version},
-                   {"latency_ms", r.latency_s * 1e3}, {"status", r.status}};
-  if (!r.error.empty()) j["error"] = r.error;
+  nlohmann::json j{{"time", iso_time_now()},
+                   {"request_id", clipped(r.request_id, kMaxFieldBytes)},
+                   {"token_id", clipped(r.token_id, kMaxFieldBytes)},
+                   {"transport", clipped(r.transport, kMaxFieldBytes)},
+                   {"model", clipped(r.model, kMaxFieldBytes)},
+                   {"version", clipped(r.version, kMaxFieldBytes)},
+                   {"latency_ms", r.latency_s * 1e3},
+                   {"status", r.status}};
+  if (!r.error.empty()) j["error"] = clipped(r.error, kMaxErrorBytes);
   if (r.max_score >= 0) {
     j["score"] = r.max_score;
     j["flagged"] = r.flagged;

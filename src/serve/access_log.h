@@ -23,6 +23,10 @@ struct AccessRecord {
 
 class AccessLog {
  public:
+  // Longest string field written (request id, token id, model, version), and the error's: longer
+  // ones are cut and say by how much.
+  static constexpr size_t kMaxFieldBytes = 256;
+  static constexpr size_t kMaxErrorBytes = 1024;
   // A file (appended), "-" for stderr, or "off" / "" for none.
   explicit AccessLog(const std::string& target);
   ~AccessLog();
