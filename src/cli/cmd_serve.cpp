@@ -211,13 +211,17 @@ void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g, const Attac
     o.host = f.host;
     o.port = f.grpc_port;
     o.threads = f.threads;
-    o.max_message_bytes = static_cast<int>(std::min<uint64_t>(f.max_body_bytes, 1u << 30));
+    o.max_message_bytes = f.grpc_max_message_bytes;  // 0: sized to --max-batch rows of the served inputs
+    o.max_batch_rows = f.core.batching.max_batch;
+    o.memory_bytes = f.grpc_memory_bytes;
     o.tls_cert = f.tls_cert;
     o.tls_key = f.tls_key;
     grpc = std::make_unique<serve::GrpcFrontend>(core, o);
     grpc->start();
   }
   nlohmann::json j{{"http_port", http ? http->port() : -1}, {"grpc_port", grpc ? grpc->port() : -1},
+                   {"grpc_max_message_bytes", grpc ? grpc->max_message_bytes() : 0},
+                   {"grpc_memory_bytes", grpc ? grpc->memory_bytes() : 0},
                    {"host", f.host}, {"tls", !f.tls_cert.empty()}, {"auth", !f.tokens.empty()}};
   if (g.json) {
     std::cout << j.dump() << std::endl;
@@ -335,6 +339,13 @@ void add_serve_options(CLI::App* cmd, ServeFlags& f) {
   cmd->add_option("--feedback-ttl-s", f.core.guard.feedback_ttl_s, "How long an answered id accepts feedback")
       ->capture_default_str();
   cmd->add_option("--max-body-bytes", f.max_body_bytes, "Largest request body (413 above)")->capture_default_str();
+  cmd->add_option("--grpc-memory-bytes", f.grpc_memory_bytes,
+                  "Memory all gRPC connections' buffers may hold at once; 0: 4 messages, at least 8 MiB")
+      ->capture_default_str();
+  cmd->add_option("--grpc-max-message-bytes", f.grpc_max_message_bytes,
+                  "Largest gRPC message (refused before it is read); 0: --max-batch rows of the largest served input, "
+                  "at least 1 MiB")
+      ->capture_default_str();
   cmd->add_option("--max-elements", f.core.max_elements, "Largest input tensor, in elements")->capture_default_str();
   cmd->add_option("--access-log", f.core.access_log, "JSON-lines access log: a file, - (stderr) or off")
       ->capture_default_str();

@@ -25,6 +25,8 @@ struct ServeFlags {
   std::string config;
   std::string config_section;  // "" for serve; "serve" inside guard.yaml
   uint64_t max_body_bytes = 64u << 20;
+  int grpc_max_message_bytes = 0;
+  int64_t grpc_memory_bytes = 0;
   serve::CoreOptions core;
   // Detection (built into core.guard by guard_options()).
   std::vector<std::string> calibrations;  // NAME=FILE

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <regex>
 
 #include "core/files.h"
+#include "grpc_predict_v2.grpc.pb.h"
 #include "server_fixture.h"
 #include "server_process.h"
 
@@ -137,6 +139,74 @@ TEST(ServeProcess, SighupReloadIsAllOrNothingAndKeepsUnchangedVersions) {
   EXPECT_EQ(version_of("fashion", "first-secret"), "status 401");
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait_exit(), 0);
+}
+
+// The server's resident memory, from /proc.
+int64_t rss_bytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return -1;
+}
+
+// One 60 MB gRPC message without a token (before: read and decoded under a 64 MiB limit, then
+// refused for the missing token; as a repeated field of empty messages that cost 5.9 GB). The
+// limit is now sized to --max-batch rows of the served input (1 MiB for a 28x28 model): gRPC refuses
+// the message from its length prefix, and the server's memory does not grow by its size.
+TEST(ServeProcess, AnOversizedGrpcMessageIsRefusedBeforeItIsRead) {
+  TempDir dir;
+  const auto model = write_model(dir, "a.pt", "mlp", 1);
+  const auto tokens = dir.file("tokens.yaml");
+  std::ofstream(tokens) << "tokens:\n  - id: ops\n    sha256: " << serve::sha256_hex("the-secret")
+                        << "\n    roles: [infer]\n";
+  ServerProcess p({"--json", "serve", "--model", "fashion=" + model, "--allow-unsigned", "--tokens", tokens, "--http-port",
+                   "-1", "--grpc-port", "0", "--access-log", "off"},
+                  dir.file("stderr.txt"));
+  const auto line = p.first_line();
+  ASSERT_FALSE(line.empty()) << read_file(dir.file("stderr.txt"));
+  const auto started = json::parse(line);
+  EXPECT_EQ(started["grpc_max_message_bytes"], 1 << 20);
+  EXPECT_EQ(started["grpc_memory_bytes"], 8 << 20);
+  auto stub = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(started["grpc_port"].get<int>()), grpc::InsecureChannelCredentials()));
+  auto valid = [&stub] {
+    inference::ModelInferRequest q;
+    q.set_model_name("fashion");
+    auto* in = q.add_inputs();
+    in->set_name("input");
+    in->set_datatype("FP32");
+    for (const int64_t d : {1, 1, 28, 28}) in->add_shape(d);
+    for (int i = 0; i < 784; ++i) in->mutable_contents()->add_fp32_contents(0.5f);
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer the-secret");
+    inference::ModelInferResponse resp;
+    return stub->ModelInfer(&ctx, q, &resp).error_code();
+  };
+  ASSERT_EQ(valid(), grpc::StatusCode::OK);
+  const int64_t before = rss_bytes(p.pid());
+  ASSERT_GT(before, 0);
+  inference::ModelInferRequest big;
+  big.set_model_name("fashion");
+  big.add_raw_input_contents(std::string(60u << 20, '\0'));
+  auto send_big = [&] {
+    grpc::ClientContext ctx;  // no token
+    inference::ModelInferResponse resp;
+    return stub->ModelInfer(&ctx, big, &resp);
+  };
+  const auto st = send_big();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  int64_t after = rss_bytes(p.pid());
+  EXPECT_LT(after - before, int64_t{16} << 20) << "one message: RSS " << before << " -> " << after;
+  // Four at once, while a valid client keeps asking.
+  std::vector<std::future<grpc::Status>> bigs;
+  for (int i = 0; i < 4; ++i) bigs.push_back(std::async(std::launch::async, send_big));
+  int answered = 0;
+  for (int i = 0; i < 5; ++i) answered += valid() == grpc::StatusCode::OK;
+  for (auto& f : bigs) EXPECT_EQ(f.get().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  after = rss_bytes(p.pid());
+  EXPECT_LT(after - before, int64_t{16} << 20) << "four messages: RSS " << before << " -> " << after;
+  EXPECT_EQ(answered, 5) << "valid requests keep being answered";
 }
 
 TEST(ServeProcess, BadStartupExitsWithAClearError) {

@@ -52,6 +52,7 @@ class ServerProcess {
     return std::fgets(buf, sizeof buf, out_) ? std::string(buf) : "";
   }
   void signal(int sig) { ::kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
   int wait_exit() {
     int status = 0;
     ::waitpid(pid_, &status, 0);
