@@ -205,7 +205,10 @@ TEST(ServeProcess, AnOversizedGrpcMessageIsRefusedBeforeItIsRead) {
   for (int i = 0; i < 5; ++i) answered += valid() == grpc::StatusCode::OK;
   for (auto& f : bigs) EXPECT_EQ(f.get().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   after = rss_bytes(p.pid());
-  EXPECT_LT(after - before, int64_t{16} << 20) << "four messages: RSS " << before << " -> " << after;
+  // The quota bounds the buffers of all streams together (8 MiB); the threads that served the four
+  // calls and the valid ones add their own stacks and arenas (measured 10-18 MB in all, against
+  // 4 x 60 MB without the quota).
+  EXPECT_LT(after - before, int64_t{32} << 20) << "four messages: RSS " << before << " -> " << after;
   EXPECT_EQ(answered, 5) << "valid requests keep being answered";
 }
 
