@@ -44,7 +44,7 @@ std::string since_timestamp(const std::string& since) {
 
 struct AuditFlags {
   std::string dir = "bulwark-registry";
-  std::string since, checkpoint;
+  std::string since, checkpoint, log_key;
   int64_t after = 0;
   int64_t limit = 1000;
   std::string kind;
@@ -75,7 +75,7 @@ void run_show(const AuditFlags& f, const GlobalOptions& g) {
 void run_verify(const AuditFlags& f, const GlobalOptions& g) {
   auto reg = open_registry(f);
   const std::string external = f.checkpoint.empty() ? "" : read_file(f.checkpoint);
-  const auto v = reg.audit().verify(external);
+  const auto v = reg.audit().verify(external, f.log_key.empty() ? "" : read_file(f.log_key));
   json j{{"ok", v.ok}, {"entries", v.entries}, {"checked", v.checked}, {"uncovered", v.uncovered}};
   if (!v.ok) {
     j["problem"] = v.problem;
@@ -138,6 +138,8 @@ void register_audit(CLI::App& app, GlobalOptions& g) {
   show->callback([f, &g] { run_show(*f, g); });
   auto* verify = audit->add_subcommand("verify", "Check every entry's hash, the chain and the signed checkpoint(s)");
   verify->add_option("--checkpoint", f->checkpoint, "A checkpoint kept elsewhere (audit checkpoint) to check against");
+  verify->add_option("--log-key", f->log_key,
+                     "The log's public key as kept outside the registry (a copy of its log.pub): a re-keyed log fails");
   verify->add_option("--registry", f->dir, kRegistryHelp)->capture_default_str();
   verify->callback([f, &g] { run_verify(*f, g); });
   auto* cp = audit->add_subcommand("checkpoint", "Print the current signed checkpoint (keep a copy elsewhere)");

@@ -165,7 +165,7 @@ std::vector<AuditEntry> AuditLog::entries(int64_t after_seq, const std::string& 
   return out;
 }
 
-AuditVerdict AuditLog::verify(const std::string& external_checkpoint) const {
+AuditVerdict AuditLog::verify(const std::string& external_checkpoint, const std::string& pinned_log_key_pem) const {
   AuditVerdict v;
   // The entries and the checkpoint file read as one state: no checkpoint newer than the entries.
   const auto turn = db_.lock_checkpoints();
@@ -199,7 +199,17 @@ AuditVerdict AuditLog::verify(const std::string& external_checkpoint) const {
   v.checked.push_back("hash chain (" + std::to_string(all.size()) + " entries)");
 
   const std::string name = origin();
-  const auto key = PublicKey::from_pem(read_file(dir_ + "/log.pub"), dir_ + "/log.pub");
+  const auto registry_key = PublicKey::from_pem(read_file(dir_ + "/log.pub"), dir_ + "/log.pub");
+  const auto key = pinned_log_key_pem.empty() ? PublicKey::from_pem(read_file(dir_ + "/log.pub"), dir_ + "/log.pub")
+                                              : PublicKey::from_pem(pinned_log_key_pem, "--log-key");
+  if (key.key_id() != registry_key.key_id()) {
+    v.ok = false;
+    v.problem = "the registry's log key (" + dir_ + "/log.pub, key id " + registry_key.key_id().substr(0, 16) +
+                ") is not the pinned one (--log-key, key id " + key.key_id().substr(0, 16) +
+                "): the log was re-keyed, so its checkpoints prove nothing about its history";
+    return v;
+  }
+  if (!pinned_log_key_pem.empty()) v.checked.push_back("log key pinned (" + key.key_id().substr(0, 16) + ")");
   std::string problem;
   if (!file_exists(checkpoint_path(dir_))) {
     if (!all.empty()) problem = checkpoint_path(dir_) + " is missing (the log has entries)";

@@ -77,7 +77,10 @@ class AuditLog {
 
   // Checks sequence, entry hashes, chain, then the registry's checkpoint and, when given, a
   // checkpoint kept elsewhere (its text). Never throws for a bad log: the verdict says what failed.
-  AuditVerdict verify(const std::string& external_checkpoint = "") const;
+  // `pinned_log_key_pem`, when given (`audit verify --log-key FILE`, a copy kept outside the
+  // registry), is the key the checkpoints must be signed with: a registry whose log.pub is another
+  // key fails, named as re-keyed, and every checkpoint is checked against the pinned key.
+  AuditVerdict verify(const std::string& external_checkpoint = "", const std::string& pinned_log_key_pem = "") const;
 
   std::string origin() const;
 

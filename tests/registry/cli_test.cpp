@@ -316,6 +316,33 @@ TEST_P(RegistryCli, TwoCliProcessesPromotingAtOnceLeaveAConsistentRegistry) {
   EXPECT_EQ(production, 1);
 }
 
+// A re-keyed log: someone with write access replaces log.key/log.pub with their own pair; every
+// checkpoint written after that verifies against the registry's own log.pub, so `audit verify`
+// alone passes. With the log key pinned from a copy kept outside (`--log-key`), it fails and says
+// the log was re-keyed.
+TEST_P(RegistryCli, AReKeyedLogFailsAgainstThePinnedLogKey) {
+  Env env(backend());
+  const std::string f1 = env.tmp.file("m1.pt");
+  test::write_random_file(f1, 5000, 1);
+  ASSERT_EQ(env.bulwark("registry register m " + f1 + " --key " + env.key + env.reg_flag()).exit_code, 0);
+  const std::string pinned = env.tmp.file("log-kept-elsewhere.pub");
+  fs::copy_file(env.dir + "/log.pub", pinned);
+  const auto before = env.bulwark("audit verify --log-key " + pinned + env.reg_flag());
+  EXPECT_EQ(before.exit_code, 0) << before.err;
+  EXPECT_TRUE(contains(before.out, "log key pinned")) << before.out;
+  // The attacker's own pair, then any append: the checkpoint is now signed by their key.
+  generate_key_pair(env.tmp.file("evil.key"), env.tmp.file("evil.pub"));
+  fs::copy_file(env.tmp.file("evil.key"), env.dir + "/log.key", fs::copy_options::overwrite_existing);
+  fs::copy_file(env.tmp.file("evil.pub"), env.dir + "/log.pub", fs::copy_options::overwrite_existing);
+  ASSERT_EQ(env.bulwark("registry promote m@1" + env.reg_flag()).exit_code, 0);
+  const auto unpinned = env.bulwark("audit verify" + env.reg_flag());
+  EXPECT_EQ(unpinned.exit_code, 0) << "without a pinned key the re-keyed log verifies (what the pin is for): "
+                                   << unpinned.err;
+  const auto pinned_check = env.bulwark("audit verify --log-key " + pinned + env.reg_flag());
+  EXPECT_EQ(pinned_check.exit_code, 1) << pinned_check.out;
+  EXPECT_TRUE(contains(pinned_check.err, "re-keyed")) << pinned_check.err;
+}
+
 TEST(RegistryKeysCli, KeysGenWritesAPrivateKeyOnlyTheOwnerCanReadAndNeverOverwrites) {
   test::TempDir tmp;
   const std::string prefix = tmp.file("signer");
