@@ -183,6 +183,15 @@ std::string InferenceCore::load(const std::string& name, const std::string& refe
   return commit(std::move(one), nullptr, actor).front().version;
 }
 
+namespace {
+
+// The SHA-256 of what `resolved` names: a registry version's verified bytes, else the plain file.
+std::string content_sha256(const ResolvedModel& resolved) {
+  return resolved.model_bytes ? sha256_hex(*resolved.model_bytes) : sha256_file_hex(resolved.path);
+}
+
+}  // namespace
+
 InferenceCore::Prepared InferenceCore::prepare(const std::string& name, const std::string& reference,
                                                const ResolvedModel& resolved, const std::string& actor) {
   Prepared p{name, reference, nullptr, nullptr};
@@ -190,11 +199,14 @@ InferenceCore::Prepared InferenceCore::prepare(const std::string& name, const st
     // A registry version loads from the bytes that were verified, never from its file again.
     auto m = resolved.model_bytes ? model::Model::from_bytes(*resolved.model_bytes, resolved.origin)
                                   : model::Model::load(resolved.path);  // first: its errors name a bad file best
-    const std::string sha = resolved.model_bytes ? sha256_hex(*resolved.model_bytes) : sha256_file_hex(resolved.path);
+    const std::string sha = content_sha256(resolved);
     auto slot = std::make_shared<Slot>(Slot{name, "", resolved, sha, std::move(m), nullptr, nullptr});
     slot->model.set_training(false);
     slot->model.set_parameters_require_grad(false);
     slot->detectors = guard_.detectors_for(name, slot->model, sha, resolved.calibration, resolved.calibration_bytes.get());
+    // Loaded: the slot keeps where the model came from, not a second copy of its bytes.
+    slot->source.model_bytes.reset();
+    slot->source.calibration_bytes.reset();
     // Warm up (TorchScript profiles the first calls) so the first client does not pay for it;
     // this also checks the model's output against its spec before anyone depends on it.
     auto shape = slot->model.spec().input_shape;
@@ -285,7 +297,7 @@ std::vector<ReloadResult> InferenceCore::reload(std::shared_ptr<TokenStore> toke
       if (const auto it = slots_.find(m.name); it != slots_.end()) current = it->second;
     }
     if (current && current->source.reference == resolved.reference && current->source.path == resolved.path &&
-        current->source.calibration == resolved.calibration && current->sha256 == sha256_file_hex(resolved.path)) {
+        current->source.calibration == resolved.calibration && current->sha256 == content_sha256(resolved)) {
       prepared.push_back({m.name, m.reference, nullptr, nullptr});  // the same bytes: keep serving them
       continue;
     }

@@ -127,9 +127,8 @@ std::shared_ptr<const detect::DetectorSet> Guard::detectors_for(const std::strin
   const auto it = options_.calibration.find(name);
   const std::string file = !calibration.empty() ? calibration : it != options_.calibration.end() ? it->second : "";
   if (!file.empty()) {
-    auto set = calibration_bytes != nullptr && !calibration.empty()
-                   ? detect::DetectorSet::parse(*calibration_bytes, file, m, model_sha256)
-                   : detect::DetectorSet::load(file, m, model_sha256);
+    auto set = calibration_bytes != nullptr ? detect::DetectorSet::parse(*calibration_bytes, file, m, model_sha256)
+                                            : detect::DetectorSet::load(file, m, model_sha256);
     if (!options_.detectors.empty()) set = set.select(options_.detectors);
     return std::make_shared<const detect::DetectorSet>(std::move(set));
   }

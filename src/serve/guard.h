@@ -90,8 +90,8 @@ class Guard {
   // The detectors for a model being loaded from `path`: from `calibration` (the registry
   // version's own) when given, else from the --calibration map (checked against the file's
   // SHA-256, `model_sha256`); nullptr when detection is off. Throws naming the calibration file.
-  // `calibration_bytes`, when given, is the registry's verified copy of `calibration`: read instead
-  // of the file.
+  // `calibration_bytes`, when given, is the registry's verified copy of `calibration` (so
+  // `calibration` is not empty): read instead of the file.
   std::shared_ptr<const detect::DetectorSet> detectors_for(const std::string& name, const model::Model& m,
                                                            const std::string& model_sha256,
                                                            const std::string& calibration = "",

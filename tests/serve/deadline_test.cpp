@@ -9,6 +9,7 @@
 
 #include "fault_models.h"
 #include "grpc_predict_v2.grpc.pb.h"
+#include "grpc_request.h"
 #include "serve/batcher.h"
 #include "serve/status.h"
 #include "server_fixture.h"
@@ -52,13 +53,7 @@ TEST(Deadlines, AHungModelAnswers504AndShutdownStillEnds) {
 
   auto stub = inference::GRPCInferenceService::NewStub(
       grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_frontend->port()), grpc::InsecureChannelCredentials()));
-  inference::ModelInferRequest q;
-  q.set_model_name("gated");
-  auto* in = q.add_inputs();
-  in->set_name("input");
-  in->set_datatype("FP32");
-  for (const int64_t d : {1, 1, 28, 28}) in->add_shape(d);
-  for (int i = 0; i < 784; ++i) in->mutable_contents()->add_fp32_contents(0.5f);
+  auto q = one_image_request("gated");
   grpc::ClientContext ctx;
   inference::ModelInferResponse resp;
   const auto st = stub->ModelInfer(&ctx, q, &resp);

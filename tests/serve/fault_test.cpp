@@ -8,6 +8,7 @@
 
 #include "fault_models.h"
 #include "grpc_predict_v2.grpc.pb.h"
+#include "grpc_request.h"
 #include "server_fixture.h"
 
 namespace bulwark::testing {
@@ -77,14 +78,8 @@ TEST(Faults, ALibTorchFailureReachesTheLogNotTheClient) {
 
   auto stub = inference::GRPCInferenceService::NewStub(
       grpc::CreateChannel(s.grpc_address(), grpc::InsecureChannelCredentials()));
-  inference::ModelInferRequest q;
-  q.set_model_name("leaky");
+  auto q = one_image_request("leaky");
   q.set_id("g-leak");
-  auto* in_tensor = q.add_inputs();
-  in_tensor->set_name("input");
-  in_tensor->set_datatype("FP32");
-  for (const int64_t d : {1, 1, 28, 28}) in_tensor->add_shape(d);
-  for (int i = 0; i < 784; ++i) in_tensor->mutable_contents()->add_fp32_contents(0.5f);
   grpc::ClientContext ctx;
   ctx.AddMetadata("authorization", std::string("Bearer ") + kInferToken);
   inference::ModelInferResponse resp;

@@ -13,6 +13,7 @@
 
 #include "core/files.h"
 #include "grpc_predict_v2.grpc.pb.h"
+#include "grpc_request.h"
 #include "server_fixture.h"
 #include "server_process.h"
 
@@ -171,13 +172,7 @@ TEST(ServeProcess, AnOversizedGrpcMessageIsRefusedBeforeItIsRead) {
   auto stub = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(
       "127.0.0.1:" + std::to_string(started["grpc_port"].get<int>()), grpc::InsecureChannelCredentials()));
   auto valid = [&stub] {
-    inference::ModelInferRequest q;
-    q.set_model_name("fashion");
-    auto* in = q.add_inputs();
-    in->set_name("input");
-    in->set_datatype("FP32");
-    for (const int64_t d : {1, 1, 28, 28}) in->add_shape(d);
-    for (int i = 0; i < 784; ++i) in->mutable_contents()->add_fp32_contents(0.5f);
+    auto q = one_image_request("fashion");
     grpc::ClientContext ctx;
     ctx.AddMetadata("authorization", "Bearer the-secret");
     inference::ModelInferResponse resp;

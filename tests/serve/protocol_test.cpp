@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "grpc_predict_v2.grpc.pb.h"
+#include "grpc_request.h"
 #include "server_fixture.h"
 
 namespace bulwark::testing {
@@ -51,13 +52,7 @@ TEST(Protocol, ARequestNamingNoOutputsGetsEveryOutput) {
 
   auto stub = inference::GRPCInferenceService::NewStub(
       grpc::CreateChannel(s.grpc_address(), grpc::InsecureChannelCredentials()));
-  inference::ModelInferRequest q;
-  q.set_model_name("fashion");
-  auto* in = q.add_inputs();
-  in->set_name("input");
-  in->set_datatype("FP32");
-  for (const int64_t d : {1, 1, 28, 28}) in->add_shape(d);
-  for (int i = 0; i < 784; ++i) in->mutable_contents()->add_fp32_contents(0.5f);
+  auto q = one_image_request("fashion");
   grpc::ClientContext ctx;
   ctx.AddMetadata("authorization", std::string("Bearer ") + kInferToken);
   inference::ModelInferResponse resp;
