@@ -44,7 +44,7 @@ std::string since_timestamp(const std::string& since) {
 
 struct AuditFlags {
   std::string dir = "bulwark-registry";
-  std::string since, checkpoint, log_key;
+  std::string since, checkpoint, log_key, witness, publish;
   int64_t after = 0;
   int64_t limit = 1000;
   std::string kind;
@@ -75,7 +75,8 @@ void run_show(const AuditFlags& f, const GlobalOptions& g) {
 void run_verify(const AuditFlags& f, const GlobalOptions& g) {
   auto reg = open_registry(f);
   const std::string external = f.checkpoint.empty() ? "" : read_file(f.checkpoint);
-  const auto v = reg.audit().verify(external, f.log_key.empty() ? "" : read_file(f.log_key));
+  const auto v = reg.audit().verify(
+      registry::AuditVerifyOptions{external, f.log_key.empty() ? "" : read_file(f.log_key), f.witness});
   json j{{"ok", v.ok}, {"entries", v.entries}, {"checked", v.checked}, {"uncovered", v.uncovered}};
   if (!v.ok) {
     j["problem"] = v.problem;
@@ -140,13 +141,23 @@ void register_audit(CLI::App& app, GlobalOptions& g) {
   verify->add_option("--checkpoint", f->checkpoint, "A checkpoint kept elsewhere (audit checkpoint) to check against");
   verify->add_option("--log-key", f->log_key,
                      "The log's public key as kept outside the registry (a copy of its log.pub): a re-keyed log fails");
+  verify->add_option("--witness", f->witness,
+                     "A directory of published checkpoints (audit checkpoint --publish): each must be consistent with "
+                     "the log (RFC 9162 proof); a newer one than the registry's is a rollback");
   verify->add_option("--registry", f->dir, kRegistryHelp)->capture_default_str();
   verify->callback([f, &g] { run_verify(*f, g); });
-  auto* cp = audit->add_subcommand("checkpoint", "Print the current signed checkpoint (keep a copy elsewhere)");
+  auto* cp = audit->add_subcommand("checkpoint", "Print the current signed checkpoint, or publish it to a witness");
+  cp->add_option("--publish", f->publish,
+                 "Copy it into this directory as checkpoint.<size> (a place the registry's writers cannot rewrite)");
   cp->add_option("--registry", f->dir, kRegistryHelp)->capture_default_str();
-  cp->callback([f] {
-    const auto reg = open_registry(*f);  // refuses a location that is not a registry
-    std::cout << read_file(reg.dir() + "/audit.checkpoint");
+  cp->callback([f, &g] {
+    auto reg = open_registry(*f);  // refuses a location that is not a registry
+    if (f->publish.empty()) {
+      std::cout << read_file(reg.dir() + "/audit.checkpoint");
+      return;
+    }
+    const std::string path = reg.audit().publish_checkpoint(f->publish);
+    print_result(g, json{{"published", path}}, {{"published", path}});
   });
 
   auto* runs = app.add_subcommand("runs", "Run records of train, harden, attack and detect evaluate");

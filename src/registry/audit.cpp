@@ -1,7 +1,10 @@
 #include "registry/audit.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
+#include <map>
+#include <optional>
 
 #include "core/digest.h"
 #include "core/error.h"
@@ -15,18 +18,6 @@ namespace {
 using nlohmann::json;
 
 const std::string kZeroHash(64, '0');
-
-std::string leaf_hash(const std::string& data) { return sha256_raw(std::string(1, '\0') + data); }
-
-// RFC 6962 §2.1: split at the largest power of two smaller than n.
-std::string subtree_root(const std::vector<std::string>& leaf_hashes, size_t begin, size_t end) {
-  const size_t n = end - begin;
-  if (n == 1) return leaf_hashes[begin];
-  size_t k = 1;
-  while (k * 2 < n) k *= 2;
-  return sha256_raw(std::string(1, '\1') + subtree_root(leaf_hashes, begin, begin + k) +
-                    subtree_root(leaf_hashes, begin + k, end));
-}
 
 AuditEntry read_entry(const Row& r) {
   AuditEntry e;
@@ -69,6 +60,45 @@ std::string check_checkpoint(const std::string& note, const std::string& label, 
   return "";
 }
 
+// Every checkpoint in a witness directory against the registry's own (already checked against the
+// entries): a witnessed size beyond it is a rollback; otherwise an RFC 9162 consistency proof from
+// the witnessed root to the registry's root must hold. Returns "" when all do.
+std::string check_witness(const std::string& dir, const std::string& origin, const PublicKey& key,
+                          const std::vector<AuditEntry>& entries, AuditVerdict& verdict) {
+  if (!directory_exists(dir)) return "witness directory " + dir + " does not exist";
+  const int64_t size = verdict.entries - verdict.uncovered;  // the registry's checkpoint
+  std::vector<std::string> leaf_hashes;
+  for (int64_t i = 0; i < size; ++i) leaf_hashes.push_back(merkle_leaf_hash(entries[static_cast<size_t>(i)].canonical()));
+  MerkleFrontier head;
+  for (int64_t i = 0; i < size; ++i) head.append(entries[static_cast<size_t>(i)].canonical());
+  int witnessed = 0;
+  for (const auto& item : std::filesystem::directory_iterator(dir)) {
+    const std::string file = item.path().filename().string();
+    if (file.rfind("checkpoint.", 0) != 0) continue;
+    Checkpoint cp;
+    try {
+      cp = parse_checkpoint_body(open_note(read_file(item.path().string()), origin, key));
+    } catch (const std::exception& e) {
+      return "witnessed " + file + " does not verify with the log key: " + e.what();
+    }
+    if (cp.size > size) {
+      return "log rolled back: " + file + " in the witness covers " + std::to_string(cp.size) +
+             " entries, the registry's checkpoint only " + std::to_string(size) +
+             " (an older checkpoint restored over a truncated log)";
+    }
+    std::string root_m;
+    for (size_t i = 0; i < 64; i += 2) root_m.push_back(static_cast<char>(std::stoi(cp.root_hex.substr(i, 2), nullptr, 16)));
+    const auto proof = cp.size > 0 ? consistency_proof(leaf_hashes, static_cast<size_t>(cp.size)) : std::vector<std::string>{};
+    if (!verify_consistency(static_cast<uint64_t>(cp.size), static_cast<uint64_t>(size), root_m, head.root(), proof)) {
+      return "history rewritten: the registry's checkpoint (" + std::to_string(size) + " entries) is not consistent with " +
+             file + " in the witness (RFC 9162 consistency proof fails)";
+    }
+    ++witnessed;
+  }
+  verdict.checked.push_back("consistent with " + std::to_string(witnessed) + " witnessed checkpoint(s)");
+  return "";
+}
+
 }  // namespace
 
 std::string AuditEntry::canonical() const {
@@ -80,14 +110,6 @@ json AuditEntry::to_json() const {
   return {{"seq", seq},         {"time", time},           {"actor", actor},          {"action", action},
           {"subject", subject}, {"details", d.is_discarded() ? json(details) : d}, {"prev_hash", prev_hash},
           {"entry_hash", entry_hash}};
-}
-
-std::string merkle_root(const std::vector<std::string>& leaves) {
-  if (leaves.empty()) return sha256_raw("");
-  std::vector<std::string> hashes;
-  hashes.reserve(leaves.size());
-  for (const auto& l : leaves) hashes.push_back(leaf_hash(l));
-  return subtree_root(hashes, 0, hashes.size());
 }
 
 Checkpoint parse_checkpoint_body(const std::string& body) {
@@ -119,12 +141,94 @@ std::string AuditLog::origin() const {
   return rows[0].text(0);
 }
 
+void AuditLog::pin_log_key(const std::string& public_pem) {
+  PublicKey::from_pem(public_pem, "--log-key");  // refused now, not at the first append
+  pinned_log_key_pem_ = public_pem;
+}
+
+PublicKey AuditLog::log_key() const {
+  if (!pinned_log_key_pem_.empty()) return PublicKey::from_pem(pinned_log_key_pem_, "--log-key");
+  return PublicKey::from_pem(read_file(dir_ + "/log.pub"), dir_ + "/log.pub");
+}
+
+std::string entry_signing_input(const std::string& origin, const std::string& entry_hash) {
+  return "bulwark-audit-entry/v1\n" + origin + "\n" + entry_hash + "\n";
+}
+
+MerkleFrontier AuditLog::extend_frontier(std::vector<AuditEntry>* tail_out) const {
+  const std::string name = origin();
+  const PublicKey key = log_key();
+  // Entries the signed checkpoint covers need no entry signature (a registry older than them has
+  // none); every entry after it must carry one. Neither the frontier nor the checkpoint size is
+  // taken from the database: the frontier is used only when it reproduces the signed root.
+  Checkpoint cp{name, 0, hex_encode(sha256_raw(""))};
+  if (file_exists(checkpoint_path(dir_))) {
+    try {
+      cp = parse_checkpoint_body(open_note(read_file(checkpoint_path(dir_)), name, key));
+    } catch (const std::exception& e) {
+      throw data_format("audit log: the registry's checkpoint does not verify with the log key: " +
+                        std::string(e.what()));
+    }
+  }
+  MerkleFrontier f;
+  const auto stored = db_.query("SELECT value FROM meta WHERE key = 'audit_frontier'");
+  if (!stored.empty()) {
+    try {
+      auto s = MerkleFrontier::parse(stored[0].text(0));
+      if (s.size == cp.size && hex_encode(s.root()) == cp.root_hex) f = std::move(s);
+    } catch (const Error&) {
+      // rebuilt below
+    }
+  }
+  std::string prev = kZeroHash;
+  if (f.size > 0) prev = db_.query("SELECT entry_hash FROM audit WHERE seq = ?", {f.size}).at(0).text(0);
+  const auto tail = entries(f.size);
+  std::map<int64_t, std::string> signatures;
+  for (const auto& r : db_.query("SELECT seq, signature FROM audit_signatures WHERE seq > ?", {cp.size})) {
+    signatures[r.int64(0)] = r.text(1);
+  }
+  for (const auto& e : tail) {
+    const std::string what = "audit log: entry " + std::to_string(e.seq) + " (" + e.action + " " + e.subject + ")";
+    if (e.seq != f.size + 1) throw data_format("audit log: entry " + std::to_string(f.size + 1) + " is missing");
+    if (hex_encode(sha256_raw(e.canonical())) != e.entry_hash) throw data_format(what + " does not match its hash");
+    if (e.prev_hash != prev) throw data_format(what + " does not chain to the entry before it");
+    if (e.seq > cp.size) {
+      const auto sig = signatures.find(e.seq);
+      bool ok = false;
+      try {
+        ok = sig != signatures.end() && key.verify(entry_signing_input(name, e.entry_hash), base64_decode(sig->second));
+      } catch (const std::exception&) {
+        ok = false;
+      }
+      if (!ok) {
+        throw data_format(what + " is after the last checkpoint (" + std::to_string(cp.size) +
+                          ") and not signed by the log key: appended by someone without it; nothing is chained "
+                          "or checkpointed onto it");
+      }
+    }
+    f.append(e.canonical());
+    prev = e.entry_hash;
+    if (f.size == cp.size && hex_encode(f.root()) != cp.root_hex) {
+      throw data_format("audit log: entries 1.." + std::to_string(cp.size) +
+                        " do not hash to the root signed in the registry's checkpoint: history rewritten");
+    }
+  }
+  if (f.size < cp.size) {
+    throw data_format("audit log truncated: the registry's checkpoint covers " + std::to_string(cp.size) +
+                      " entries but the log has " + std::to_string(f.size));
+  }
+  if (tail_out != nullptr) *tail_out = tail;
+  return f;
+}
+
 AuditEntry AuditLog::append(const std::string& actor, const std::string& action, const std::string& subject,
                             const json& details) {
   AuditEntry e;
   e.prev_hash = kZeroHash;
   // Held to the end of the caller's transaction: the entry read next stays the last one.
   db_.lock_table("audit");
+  // The entries since the last checkpoint must all be the log key's before one more chains onto them.
+  (void)extend_frontier();
   const auto last = db_.query("SELECT seq, entry_hash FROM audit ORDER BY seq DESC LIMIT 1");
   if (!last.empty()) {
     e.seq = last[0].int64(0);
@@ -137,22 +241,51 @@ AuditEntry AuditLog::append(const std::string& actor, const std::string& action,
   e.subject = subject;
   e.details = details.dump();
   e.entry_hash = hex_encode(sha256_raw(e.canonical()));
+  const auto key = SigningKey::load(dir_ + "/log.key");
+  if (!pinned_log_key_pem_.empty() && key.key_id() != log_key().key_id()) {
+    throw data_format(dir_ + "/log.key is not the pinned log key (--log-key): the registry was re-keyed; refusing to "
+                             "write to its log");
+  }
   db_.execute("INSERT INTO audit(seq, time, actor, action, subject, details, prev_hash, entry_hash) "
               "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
               {e.seq, e.time, e.actor, e.action, e.subject, e.details, e.prev_hash, e.entry_hash});
+  db_.execute("INSERT INTO audit_signatures(seq, signature) VALUES(?, ?) ON CONFLICT(seq) DO UPDATE SET signature = "
+              "excluded.signature",
+              {e.seq, base64_encode(key.sign(entry_signing_input(origin(), e.entry_hash)))});
   return e;
 }
 
 void AuditLog::write_checkpoint() {
   const auto turn = db_.lock_checkpoints();
-  const auto all = entries();
-  std::vector<std::string> leaves;
-  leaves.reserve(all.size());
-  for (const auto& e : all) leaves.push_back(e.canonical());
+  // One transaction: the frontier and the checkpoint file move together, in log order (on SQLite
+  // the write lock orders writers on one machine; on PostgreSQL the session lock above).
+  WriteTransaction tx(db_);
+  const MerkleFrontier f = extend_frontier();
+  db_.execute("INSERT INTO meta(key, value) VALUES('audit_frontier', ?) ON CONFLICT(key) DO UPDATE SET value = "
+              "excluded.value",
+              {f.serialize()});
   const std::string name = origin();
-  const std::string body = name + "\n" + std::to_string(all.size()) + "\n" + base64_encode(merkle_root(leaves)) + "\n";
+  const std::string body = name + "\n" + std::to_string(f.size) + "\n" + base64_encode(f.root()) + "\n";
   const auto key = SigningKey::load(dir_ + "/log.key");
   atomic_write_file(checkpoint_path(dir_), sign_note(body, name, key));
+  tx.commit();
+}
+
+std::string AuditLog::publish_checkpoint(const std::string& dir) const {
+  if (!directory_exists(dir)) throw not_found("witness directory " + dir + " does not exist");
+  const std::string note = read_file(checkpoint_path(dir_));
+  const auto cp = parse_checkpoint_body(open_note(note, origin(), log_key()));
+  const std::string path = dir + "/checkpoint." + std::to_string(cp.size);
+  if (file_exists(path)) {
+    const auto have = parse_checkpoint_body(open_note(read_file(path), origin(), log_key()));
+    if (have.root_hex != cp.root_hex) {
+      throw data_format("fork: " + path + " witnessed another root for the same " + std::to_string(cp.size) +
+                        " entries; the log was rewritten since (kept the witnessed one)");
+    }
+    return path;
+  }
+  atomic_write_file(path, note);
+  return path;
 }
 
 std::vector<AuditEntry> AuditLog::entries(int64_t after_seq, const std::string& since_time) const {
@@ -165,7 +298,7 @@ std::vector<AuditEntry> AuditLog::entries(int64_t after_seq, const std::string& 
   return out;
 }
 
-AuditVerdict AuditLog::verify(const std::string& external_checkpoint, const std::string& pinned_log_key_pem) const {
+AuditVerdict AuditLog::verify(const AuditVerifyOptions& o) const {
   AuditVerdict v;
   // The entries and the checkpoint file read as one state: no checkpoint newer than the entries.
   const auto turn = db_.lock_checkpoints();
@@ -200,8 +333,8 @@ AuditVerdict AuditLog::verify(const std::string& external_checkpoint, const std:
 
   const std::string name = origin();
   const auto registry_key = PublicKey::from_pem(read_file(dir_ + "/log.pub"), dir_ + "/log.pub");
-  const auto key = pinned_log_key_pem.empty() ? PublicKey::from_pem(read_file(dir_ + "/log.pub"), dir_ + "/log.pub")
-                                              : PublicKey::from_pem(pinned_log_key_pem, "--log-key");
+  const std::string pinned = !o.pinned_log_key_pem.empty() ? o.pinned_log_key_pem : pinned_log_key_pem_;
+  const auto key = pinned.empty() ? registry_key : PublicKey::from_pem(pinned, "--log-key");
   if (key.key_id() != registry_key.key_id()) {
     v.ok = false;
     v.problem = "the registry's log key (" + dir_ + "/log.pub, key id " + registry_key.key_id().substr(0, 16) +
@@ -209,19 +342,44 @@ AuditVerdict AuditLog::verify(const std::string& external_checkpoint, const std:
                 "): the log was re-keyed, so its checkpoints prove nothing about its history";
     return v;
   }
-  if (!pinned_log_key_pem.empty()) v.checked.push_back("log key pinned (" + key.key_id().substr(0, 16) + ")");
+  if (!pinned.empty()) v.checked.push_back("log key pinned (" + key.key_id().substr(0, 16) + ")");
   std::string problem;
   if (!file_exists(checkpoint_path(dir_))) {
     if (!all.empty()) problem = checkpoint_path(dir_) + " is missing (the log has entries)";
   } else {
     problem = check_checkpoint(read_file(checkpoint_path(dir_)), "the registry's checkpoint", name, key, all, v);
   }
-  if (problem.empty() && !external_checkpoint.empty()) {
-    problem = check_checkpoint(external_checkpoint, "the given checkpoint", name, key, all, v);
+  if (problem.empty() && !o.external_checkpoint.empty()) {
+    problem = check_checkpoint(o.external_checkpoint, "the given checkpoint", name, key, all, v);
   }
-  if (!problem.empty()) {
-    v.ok = false;
-    v.problem = problem;
+  if (!problem.empty()) return fail(v.first_bad, problem);
+
+  // Entries after the checkpoint: each must be the log key's own.
+  const int64_t covered = v.entries - v.uncovered;
+  std::map<int64_t, std::string> signatures;
+  for (const auto& r : db_.query("SELECT seq, signature FROM audit_signatures WHERE seq > ?", {covered})) {
+    signatures[r.int64(0)] = r.text(1);
+  }
+  for (int64_t seq = covered + 1; seq <= v.entries; ++seq) {
+    const auto& e = all[static_cast<size_t>(seq - 1)];
+    const auto sig = signatures.find(seq);
+    bool ok = false;
+    try {
+      ok = sig != signatures.end() && key.verify(entry_signing_input(name, e.entry_hash), base64_decode(sig->second));
+    } catch (const std::exception&) {
+      ok = false;
+    }
+    if (!ok) {
+      return fail(seq, "entry " + std::to_string(seq) + " (" + e.action + " " + e.subject +
+                           ") is after the last checkpoint (" + std::to_string(covered) +
+                           " entries) and not signed by the log key: appended by someone without the key");
+    }
+  }
+  if (v.uncovered > 0) v.checked.push_back("entry signatures after the checkpoint (" + std::to_string(v.uncovered) + ")");
+
+  if (!o.witness_dir.empty()) {
+    const std::string why = check_witness(o.witness_dir, name, key, all, v);
+    if (!why.empty()) return fail(0, why);
   }
   return v;
 }

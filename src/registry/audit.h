@@ -8,6 +8,15 @@
 // no longer matches the checkpoint's signed root. A copy of a checkpoint kept elsewhere catches a
 // rewrite of both the database and the checkpoint file by someone holding the log key.
 //
+// Every entry is also signed on its own by the log key, in the transaction that writes it, so an
+// entry after the last checkpoint (a crash between commit and checkpoint, or another writer's
+// checkpoint not yet written) still proves who wrote it: one appended by someone without the key
+// is named by verify and refused by append, which will not chain onto it, and never signed into a
+// checkpoint. The Merkle frontier (registry/merkle.h) is kept in the database, so appending and
+// checkpointing read only the entries since the last checkpoint. Checkpoints copied to a witness
+// directory (`audit checkpoint --publish`) are checked by RFC 9162 consistency proofs: an older
+// checkpoint restored with a truncated log is caught as a rollback.
+//
 // Linear under concurrency: append locks the audit table (PostgreSQL; SQLite's write lock already
 // excludes every other writer) before it reads the last entry, inside the caller's transaction,
 // so two writers never both chain onto the same entry; seq is the primary key besides.
@@ -22,6 +31,8 @@
 #include <nlohmann/json.hpp>
 
 #include "registry/db.h"
+#include "registry/merkle.h"
+#include "registry/signing.h"
 
 namespace bulwark::registry {
 
@@ -58,12 +69,24 @@ struct AuditVerdict {
   int64_t uncovered = 0;
 };
 
+struct AuditVerifyOptions {
+  std::string external_checkpoint;  // a checkpoint's text kept elsewhere (`audit verify --checkpoint`)
+  std::string pinned_log_key_pem;   // `--log-key`: the key checkpoints must be signed with
+  std::string witness_dir;          // `--witness DIR`: every *.checkpoint in it must be a prefix of the log
+};
+
 class AuditLog {
  public:
   // `dir` is the registry directory: log.key / log.pub sign and check its checkpoints there.
   AuditLog(Database& db, std::string dir) : db_(db), dir_(std::move(dir)) {}
 
-  // Appends one entry; call inside the transaction that makes the change it records.
+  // The log's public key from outside the registry (a server's --log-key): appends and verify check
+  // against it instead of <dir>/log.pub, which anyone who can write the registry can replace.
+  void pin_log_key(const std::string& public_pem);
+
+  // Appends one entry, signed by the log key; call inside the transaction that makes the change it
+  // records. Refuses (data_format, naming the entry) to chain onto entries after the last
+  // checkpoint that the log key did not sign.
   AuditEntry append(const std::string& actor, const std::string& action, const std::string& subject,
                     const nlohmann::json& details);
   // Signs the log as it stands and replaces audit.checkpoint (write, fsync, rename). Call after
@@ -80,18 +103,32 @@ class AuditLog {
   // `pinned_log_key_pem`, when given (`audit verify --log-key FILE`, a copy kept outside the
   // registry), is the key the checkpoints must be signed with: a registry whose log.pub is another
   // key fails, named as re-keyed, and every checkpoint is checked against the pinned key.
-  AuditVerdict verify(const std::string& external_checkpoint = "", const std::string& pinned_log_key_pem = "") const;
+  // Entries after the checkpoint must each carry a valid entry signature. With a witness
+  // directory, every witnessed checkpoint must be consistent with the registry's (RFC 9162 proof).
+  AuditVerdict verify(const AuditVerifyOptions& options) const;
+  AuditVerdict verify(const std::string& external_checkpoint = "", const std::string& pinned_log_key_pem = "") const {
+    return verify(AuditVerifyOptions{external_checkpoint, pinned_log_key_pem, ""});
+  }
+  // Copies the registry's current checkpoint into `dir` as checkpoint.<size> (write, fsync,
+  // rename); returns its path. A different checkpoint already witnessed at the same size is a fork
+  // of the log and is refused (data_format) — the witness keeps the first.
+  std::string publish_checkpoint(const std::string& dir) const;
 
   std::string origin() const;
 
  private:
+  PublicKey log_key() const;
+  // The entries after the stored frontier, checked (sequence, hash, chain, entry signature) and
+  // folded into it. Throws data_format naming the first bad entry.
+  MerkleFrontier extend_frontier(std::vector<AuditEntry>* tail = nullptr) const;
+
   Database& db_;
   std::string dir_;
+  std::string pinned_log_key_pem_;
 };
 
-// RFC 6962 Merkle tree hash over leaf inputs (each leaf hashed as SHA-256(0x00 || data)), raw
-// 32-byte result; the empty tree hashes to SHA-256("").
-std::string merkle_root(const std::vector<std::string>& leaves);
 Checkpoint parse_checkpoint_body(const std::string& body);
+// The bytes an entry signature covers: the log's origin and the entry hash, domain-separated.
+std::string entry_signing_input(const std::string& origin, const std::string& entry_hash);
 
 }  // namespace bulwark::registry

@@ -264,5 +264,128 @@ TEST_P(Audit, EntriesFilterBySequenceAndTime) {
   EXPECT_EQ(both[0].seq, 7);
 }
 
+// An entry appended after the checkpoint by someone who can write the database but has no log key:
+// hashed and chained correctly, but without the entry signature every real append carries.
+AuditEntry forge_next_entry(const std::vector<AuditEntry>& entries) {
+  AuditEntry e = entries.back();
+  e.seq += 1;
+  e.actor = "alice";
+  e.action = "registry.promote";
+  e.subject = "m@1";
+  e.details = R"({"from":"archived","to":"production"})";
+  e.prev_hash = entries.back().entry_hash;
+  e.entry_hash = test::sha256_hex_of(e.canonical());
+  return e;
+}
+
+TEST_P(Audit, AForgedEntryAfterTheCheckpointIsNamedAndNothingChainsOntoIt) {
+  const auto copy = fresh_copy();
+  const auto e = forge_next_entry(all_entries(copy));
+  open_db(copy)->execute("INSERT INTO audit(seq, time, actor, action, subject, details, prev_hash, entry_hash) "
+                         "VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                         {e.seq, e.time, e.actor, e.action, e.subject, e.details, e.prev_hash, e.entry_hash});
+  const auto v = verify(copy);
+  EXPECT_FALSE(v.ok);
+  EXPECT_EQ(v.first_bad, 9);
+  EXPECT_TRUE(contains(v.problem, "entry 9")) << v.problem;
+  EXPECT_TRUE(contains(v.problem, "not signed by the log key")) << v.problem;
+  // A signature copied from another entry does not fit this one.
+  open_db(copy)->exec("INSERT INTO audit_signatures(seq, signature) SELECT 9, signature FROM audit_signatures WHERE seq = 8");
+  EXPECT_FALSE(verify(copy).ok);
+
+  // The next legitimate append refuses to chain onto it, so it is never signed into a checkpoint.
+  const std::string checkpoint = test::read_all(copy.dir + "/audit.checkpoint");
+  Registry reg(copy.location, "tester");
+  try {
+    reg.record("serve.load", "m@2", nlohmann::json::object());
+    ADD_FAILURE() << "appended onto a forged entry";
+  } catch (const Error& err) {
+    EXPECT_TRUE(contains(err.what(), "entry 9")) << err.what();
+    EXPECT_TRUE(contains(err.what(), "not signed by the log key")) << err.what();
+  }
+  EXPECT_EQ(test::read_all(copy.dir + "/audit.checkpoint"), checkpoint);
+  EXPECT_EQ(all_entries(copy).size(), 9u);
+}
+
+TEST_P(Audit, EntriesAfterTheCheckpointSignedByTheLogKeyVerify) {
+  const auto copy = fresh_copy();
+  const std::string checkpoint = test::read_all(copy.dir + "/audit.checkpoint");
+  {
+    Registry reg(copy.location, "tester");
+    reg.record("serve.load", "m@2", nlohmann::json::object());
+    reg.record("serve.load", "m@2", nlohmann::json::object());
+  }
+  // As after a crash between two commits and their checkpoints: the checkpoint lags by two.
+  test::write_all(copy.dir + "/audit.checkpoint", checkpoint);
+  const auto v = verify(copy);
+  EXPECT_TRUE(v.ok) << v.problem;
+  EXPECT_EQ(v.uncovered, 2);
+  Registry reg(copy.location, "tester");
+  reg.record("serve.load", "m@2", nlohmann::json::object());  // chains on, and the checkpoint catches up
+  const auto after = verify(copy);
+  EXPECT_TRUE(after.ok) << after.problem;
+  EXPECT_EQ(after.entries, 11);
+  EXPECT_EQ(after.uncovered, 0);
+}
+
+TEST_P(Audit, AnOlderCheckpointRestoredOverATruncatedLogIsARollbackToTheWitness) {
+  const auto copy = fresh_copy();
+  const test::TempDir witness;
+  {
+    Registry reg(copy.location, "tester");
+    EXPECT_EQ(reg.audit().publish_checkpoint(witness.path()), witness.file("checkpoint.8"));
+    EXPECT_EQ(reg.audit().publish_checkpoint(witness.path()), witness.file("checkpoint.8")) << "idempotent";
+  }
+  test::write_all(witness.file("checkpoint.6"), test::read_all(file("cp6")));
+  AuditVerifyOptions o;
+  o.witness_dir = witness.path();
+  {
+    Registry reg(copy.location, "auditor");
+    const auto v = reg.audit().verify(o);
+    EXPECT_TRUE(v.ok) << v.problem;
+    EXPECT_TRUE(contains(v.checked.back(), "2 witnessed")) << v.checked.back();
+  }
+  open_db(copy)->exec("DELETE FROM audit WHERE seq > 6");
+  test::write_all(copy.dir + "/audit.checkpoint", test::read_all(file("cp6")));
+  Registry reg(copy.location, "auditor");
+  EXPECT_TRUE(reg.audit().verify().ok) << "without the witness the rollback is self-consistent";
+  const auto v = reg.audit().verify(o);
+  EXPECT_FALSE(v.ok);
+  EXPECT_TRUE(contains(v.problem, "rolled back")) << v.problem;
+  EXPECT_TRUE(contains(v.problem, "checkpoint.8")) << v.problem;
+}
+
+TEST_P(Audit, AWitnessedCheckpointOfAnotherHistoryFailsTheConsistencyProof) {
+  // The same registry's log key signs a checkpoint over a different history (someone holding the key
+  // rewrote entry 2 and re-signed): the witness, published before, catches it by proof alone.
+  const auto copy = fresh_copy();
+  const test::TempDir witness;
+  test::write_all(witness.file("checkpoint.6"), test::read_all(file("cp6")));
+  auto entries = all_entries(copy);
+  entries[1].actor = "mallory";
+  {
+    auto db = open_db(copy);
+    for (size_t i = 1; i < entries.size(); ++i) {
+      entries[i].prev_hash = entries[i - 1].entry_hash;
+      entries[i].entry_hash = test::sha256_hex_of(entries[i].canonical());
+      write_row(*db, entries[i].seq, entries[i]);
+    }
+    db->exec("DELETE FROM meta WHERE key = 'audit_frontier'");
+  }
+  // Re-sign a checkpoint over the rewritten entries with the registry's own log key.
+  std::vector<std::string> leaves;
+  for (const auto& e : entries) leaves.push_back(e.canonical());
+  Registry reg(copy.location, "auditor");
+  const std::string origin = reg.audit().origin();
+  const std::string body = origin + "\n8\n" + base64_encode(merkle_root(leaves)) + "\n";
+  test::write_all(copy.dir + "/audit.checkpoint", sign_note(body, origin, SigningKey::load(copy.dir + "/log.key")));
+  EXPECT_TRUE(reg.audit().verify().ok) << "re-signed with the log key: consistent in itself";
+  AuditVerifyOptions o;
+  o.witness_dir = witness.path();
+  const auto v = reg.audit().verify(o);
+  EXPECT_FALSE(v.ok);
+  EXPECT_TRUE(contains(v.problem, "not consistent with checkpoint.6")) << v.problem;
+}
+
 }  // namespace
 }  // namespace bulwark::registry

@@ -334,6 +334,15 @@ TEST_P(RegistryCli, AReKeyedLogFailsAgainstThePinnedLogKey) {
   generate_key_pair(env.tmp.file("evil.key"), env.tmp.file("evil.pub"));
   fs::copy_file(env.tmp.file("evil.key"), env.dir + "/log.key", fs::copy_options::overwrite_existing);
   fs::copy_file(env.tmp.file("evil.pub"), env.dir + "/log.pub", fs::copy_options::overwrite_existing);
+  // Keys swapped alone: the next append finds the checkpoint no longer verifies and refuses.
+  const auto refused = env.bulwark("registry promote m@1" + env.reg_flag());
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;
+  EXPECT_TRUE(contains(refused.err, "checkpoint does not verify with the log key")) << refused.err;
+  // So the attacker re-signs the checkpoint with their key too; then appends go on.
+  const std::string note = test::read_all(env.dir + "/audit.checkpoint");
+  const std::string body = note.substr(0, note.find("\n\n") + 1);
+  const std::string origin = body.substr(0, body.find('\n'));
+  test::write_all(env.dir + "/audit.checkpoint", sign_note(body, origin, SigningKey::load(env.dir + "/log.key")));
   ASSERT_EQ(env.bulwark("registry promote m@1" + env.reg_flag()).exit_code, 0);
   const auto unpinned = env.bulwark("audit verify" + env.reg_flag());
   EXPECT_EQ(unpinned.exit_code, 0) << "without a pinned key the re-keyed log verifies (what the pin is for): "

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS stage_changes(
 CREATE TABLE IF NOT EXISTS audit(
   seq BIGINT PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   subject TEXT NOT NULL, details TEXT NOT NULL, prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_signatures(seq BIGINT PRIMARY KEY, signature TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs(
   run_id TEXT PRIMARY KEY, run_name TEXT NOT NULL, kind TEXT NOT NULL,
   status TEXT NOT NULL CHECK(status IN ('RUNNING', 'FINISHED', 'FAILED', 'KILLED')),
@@ -262,6 +263,8 @@ std::unique_ptr<Database> open_postgres(const RegistryLocation& location, bool c
     db->create_schema();
   } else if (!db->has_schema()) {
     throw not_found(location.display + ": no registry in this database (run `bulwark registry init`)");
+  } else {
+    db->create_schema();  // tables added since the registry was made (IF NOT EXISTS: the rest untouched)
   }
   return db;
 }

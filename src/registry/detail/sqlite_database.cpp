@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS stage_changes(
 CREATE TABLE IF NOT EXISTS audit(
   seq INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   subject TEXT NOT NULL, details TEXT NOT NULL, prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_signatures(seq INTEGER PRIMARY KEY, signature TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs(
   run_id TEXT PRIMARY KEY, run_name TEXT NOT NULL, kind TEXT NOT NULL,
   status TEXT NOT NULL CHECK(status IN ('RUNNING', 'FINISHED', 'FAILED', 'KILLED')),
@@ -129,7 +130,8 @@ std::unique_ptr<Database> open_sqlite(const std::string& path, bool create) {
   db->exec("PRAGMA journal_mode=WAL");
   db->exec("PRAGMA synchronous=FULL");
   db->exec("PRAGMA foreign_keys=ON");
-  if (create) db->exec(kSchema);
+  // On an existing registry this adds only the tables added since it was made (IF NOT EXISTS).
+  db->exec(kSchema);
   return std::make_unique<SqliteDatabase>(std::move(db));
 }
 
