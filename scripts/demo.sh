@@ -14,6 +14,9 @@ echo "== 0. a model registry and a signing key (kept from earlier runs) =="
 [ -f "$REG/registry.db" ] || "$BULWARK" registry init --registry "$REG"
 [ -f "$OUT/signing.key" ] || "$BULWARK" keys gen --out "$OUT/signing"
 "$BULWARK" keys trust "$OUT/signing.pub" --registry "$REG"
+# The log's public key, kept outside the registry: servers pin it (--log-key), so a registry whose
+# log was re-keyed is refused. Copied once, when the registry is new (trust on first use).
+[ -f "$OUT/audit-log.pub" ] || cp "$REG/log.pub" "$OUT/audit-log.pub"
 echo
 echo "== 1. train the baseline cnn on Fashion-MNIST =="
 "$BULWARK" --seed 0 train --model cnn --data fashion-mnist --epochs 5 --batch 128 --out "$OUT/baseline.pt" \
@@ -39,7 +42,7 @@ echo
 echo "== 6. register the model with its calibration (signed, OMS format), promote it, check the trail =="
 "$BULWARK" registry register fashion "$OUT/baseline.pt" --calibration "$OUT/baseline.detect" --key "$OUT/signing.key" \
   --method train --dataset fashion-mnist --train-seed 0 --registry "$REG"
-"$BULWARK" registry promote fashion@latest --registry "$REG"
+"$BULWARK" registry promote fashion@latest --key "$OUT/signing.key" --registry "$REG"
 "$BULWARK" registry list --registry "$REG"
 "$BULWARK" runs list --limit 5 --registry "$REG"
 "$BULWARK" audit verify --registry "$REG"

@@ -20,7 +20,7 @@ mkdir -p "$LOOP"
 rm -f "$REG/guard/fashion.state.json"
 "$BULWARK" registry register fashion "$OUT/baseline.pt" --calibration "$OUT/baseline.detect" \
   --key "$OUT/signing.key" --method train --dataset fashion-mnist --registry "$REG" > /dev/null
-"$BULWARK" registry promote fashion@latest --registry "$REG" > /dev/null
+"$BULWARK" registry promote fashion@latest --key "$OUT/signing.key" --registry "$REG" > /dev/null
 
 # Tokens: two traffic clients (infer, feedback; the workers take turns, so the attack comes from
 # two identities: a traffic alarm needs evidence from trigger.min_clients = 2) and the operator.
@@ -46,6 +46,7 @@ OPS_TOKEN=$(json_field "$OPS_TOKEN_JSON" token)
 
 sed -e "s#build/demo/registry#$REG#; s#build/demo/tokens.yaml#$LOOP/tokens.yaml#" \
     -e "s#build/demo/signing.key#$OUT/signing.key#; s#build/demo/events.jsonl#$LOOP/events.jsonl#" \
+    -e "s#build/demo/signing.pub#$OUT/signing.pub#; s#build/demo/audit-log.pub#$OUT/audit-log.pub#" \
     -e "s#http-port: 8000#http-port: 0#; s#grpc-port: 8001#grpc-port: -1#" examples/guard.yaml > "$LOOP/guard.yaml"
 
 "$BULWARK" --json guard --config "$LOOP/guard.yaml" > "$LOOP/guard.out" 2> "$LOOP/guard.log" &

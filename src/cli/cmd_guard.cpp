@@ -62,6 +62,8 @@ void register_guard(CLI::App& app, GlobalOptions& g) {
       const auto [name, ref] = guarded_model(flags);
       control::ControllerOptions o;
       o.registry_dir = flags.core.source.registry;
+      o.trust_keys = flags.core.source.trust_keys;
+      o.log_key = flags.core.source.log_key;
       o.model = ref.model;
       o.served_name = name;
       auto controller = std::make_shared<control::Controller>(o, policy, core);

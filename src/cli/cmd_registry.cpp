@@ -1,6 +1,8 @@
 // bulwark registry / keys — model versions, stages, signatures and the trust list.
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 
 #include "cli/common.h"
 #include "core/error.h"
@@ -16,6 +18,7 @@ using registry::Registry;
 struct RegistryFlags {
   std::string dir = "bulwark-registry";
   bool allow_unsigned = false;
+  std::string operator_key;  // promote / rollback: signs the stage statement
 };
 
 // A directory (SQLite), or postgresql://USER@HOST:PORT/DB?dir=SHARED_DIR (docs/registry.md).
@@ -115,16 +118,57 @@ void run_show(const std::string& ref, bool bundle, const RegistryFlags& rf, cons
   print_result(g, v.to_json(), rows);
 }
 
-void run_promote(const std::string& ref, const std::string& stage, const RegistryFlags& rf, const GlobalOptions& g) {
+// A stage change is a statement signed by an operator key; servers follow nothing else.
+void use_operator_key(Registry& reg, const RegistryFlags& rf, const char* command) {
+  if (!rf.operator_key.empty()) {
+    const auto key = std::make_shared<const registry::SigningKey>(registry::SigningKey::load(rf.operator_key));
+    if (reg.trust().find(key->key_id()) == nullptr) {
+      throw invalid_argument("--key " + rf.operator_key + ": key " + key->key_id().substr(0, 16) +
+                             "... is not in the registry's trust list (bulwark keys trust), so no server would follow "
+                             "its stage changes");
+    }
+    reg.set_operator_key(key);
+  } else if (!rf.allow_unsigned) {
+    throw invalid_argument(std::string(command) + " needs --key: a stage change is a statement signed by an operator "
+                           "key that servers check against their --trust-keys (or --allow-unsigned, development only)");
+  }
+}
+
+// The version's files, as verified, and its signature as model.sig: the layout the OpenSSF
+// model_signing tool verifies (`model_signing verify key --signature DIR/model.sig --public-key K
+// DIR`): resources named by their file names relative to DIR, nothing else in DIR.
+void run_export(const std::string& ref, const std::string& dir, const RegistryFlags& rf, const GlobalOptions& g) {
   auto reg = open_registry(rf);
+  const auto v = reg.resolve(registry::parse_reference(ref));
+  if (!v.is_signed()) throw invalid_argument(v.ref() + " is unsigned: there is no signature to export");
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+    throw invalid_argument("export directory " + dir + " is not empty: model_signing verifies every file in it");
+  }
+  const auto bytes = reg.read_verified(v);  // what is written is what was checked
+  fs::create_directories(dir);
+  for (const auto& [name, data] : bytes) atomic_write_file(dir + "/" + name, data);
+  atomic_write_file(dir + "/model.sig", v.bundle);
+  json files = json::array();
+  for (const auto& [name, sha] : v.files) files.push_back(name);
+  print_result(g, {{"exported", v.ref()}, {"dir", dir}, {"files", files}, {"signature", dir + "/model.sig"}},
+               {{"exported", v.ref()}, {"dir", dir}, {"signature", dir + "/model.sig"}});
+}
+
+void run_promote(const std::string& ref, const std::string& stage, const RegistryFlags& rf, const GlobalOptions& g) {
+  const auto target = registry::parse_stage(stage);  // a bad stage is named before a missing key
+  auto reg = open_registry(rf);
+  use_operator_key(reg, rf, "registry promote");
   const auto r = registry::parse_reference(ref);
   if (r.version == 0) throw invalid_argument("promote needs a version: NAME@N or NAME@latest (got '" + ref + "')");
-  const auto v = reg.promote(r.model, reg.resolve(r).version, registry::parse_stage(stage));
+  const auto v = reg.promote(r.model, reg.resolve(r).version, target);
   print_result(g, v.to_json(), {{"promoted", v.ref()}, {"stage", to_string(v.stage)}});
 }
 
 void run_rollback(const std::string& model, int64_t to, const RegistryFlags& rf, const GlobalOptions& g) {
   auto reg = open_registry(rf);
+  use_operator_key(reg, rf, "registry rollback");
   const auto v = reg.rollback(registry::parse_reference(model).model, to > 0 ? std::optional<int64_t>(to) : std::nullopt);
   print_result(g, v.to_json(), {{"production", v.ref()}});
 }
@@ -159,9 +203,46 @@ void run_verify(const std::string& ref, const RegistryFlags& rf, const GlobalOpt
     out.push_back({{"version", v.ref()}, {"ok", check == "ok"}, {"check", check}, {"error", error}});
     rows.push_back({v.ref(), check == "ok" ? "ok" : "FAILED (" + check + ")", error});
   }
+  // Each model's stages as the database's column says against its latest signed stage statement,
+  // which is what servers follow: a difference is a stage changed outside `promote`/`rollback`.
+  std::set<std::string> models;
+  for (const auto& v : todo) models.insert(v.model);
+  int stage_failed = 0;
+  for (const auto& m : models) {
+    std::string check = "ok", error;
+    try {
+      const auto st = reg.latest_stage(m);
+      for (const auto stage : {registry::Stage::kProduction, registry::Stage::kStaging}) {
+        const auto& slot = st.statement.slot(to_string(stage));
+        int64_t column = 0;
+        for (const auto& v : reg.versions(m)) {
+          if (v.stage == stage) column = v.version;
+        }
+        if (column != (slot ? slot->version : 0)) {
+          check = "stage-statement";
+          error = to_string(stage) + " is version " + std::to_string(column) + " in the database but " +
+                  std::to_string(slot ? slot->version : 0) + " by signed stage statement #" +
+                  std::to_string(st.statement.counter) + ": changed outside promote/rollback (servers follow the statement)";
+        }
+      }
+    } catch (const registry::SignatureError& e) {
+      check = e.check;
+      error = e.what();
+    } catch (const Error& e) {
+      bool staged = false;
+      for (const auto& v : reg.versions(m)) staged = staged || v.stage == registry::Stage::kProduction || v.stage == registry::Stage::kStaging;
+      if (!staged) continue;  // nothing staged and no statement: nothing to follow
+      check = "stage-statement";
+      error = e.what();
+    }
+    stage_failed += check != "ok";
+    out.push_back({{"stages", m}, {"ok", check == "ok"}, {"check", check}, {"error", error}});
+    rows.push_back({m + " (stages)", check == "ok" ? "ok" : "FAILED (" + check + ")", error});
+  }
   if (g.json) std::cout << out.dump(2) << std::endl;
   else print_table({"VERSION", "RESULT", "DETAIL"}, rows);
   if (failed > 0) throw data_format(std::to_string(failed) + " of " + std::to_string(todo.size()) + " versions failed verification");
+  if (stage_failed > 0) throw data_format(std::to_string(stage_failed) + " model(s) have stages their signed stage statements do not record");
 }
 
 void run_gc(bool dry_run, const RegistryFlags& rf, const GlobalOptions& g) {
@@ -268,11 +349,19 @@ void register_registry(CLI::App& app, GlobalOptions& g) {
   add_registry_flag(show, *rf);
   show->callback([ref, bundle, rf, &g] { run_show(*ref, *bundle, *rf, g); });
 
+  auto out_dir = std::make_shared<std::string>();
+  auto* exp = reg->add_subcommand("export", "Write a version's files and model.sig to a directory (OpenSSF model_signing layout)");
+  exp->add_option("REF", *ref, "NAME@N or NAME@STAGE")->required();
+  exp->add_option("DIR", *out_dir, "A new or empty directory")->required();
+  add_registry_flag(exp, *rf);
+  exp->callback([ref, out_dir, rf, &g] { run_export(*ref, *out_dir, *rf, g); });
+
   auto stage = std::make_shared<std::string>("production");
   auto* promote = reg->add_subcommand("promote", "Verify a version and move it to a stage");
   promote->add_option("REF", *ref, "NAME@N or NAME@latest")->required();
   promote->add_option("--stage", *stage, "staging, production, archived or none")->capture_default_str();
-  promote->add_flag("--allow-unsigned", rf->allow_unsigned, "Accept an unsigned version (development only)");
+  promote->add_option("--key", rf->operator_key, "Operator key that signs the stage change (servers follow only signed ones)");
+  promote->add_flag("--allow-unsigned", rf->allow_unsigned, "Accept an unsigned version or stage change (development only)");
   add_registry_flag(promote, *rf);
   promote->callback([ref, stage, rf, &g] { run_promote(*ref, *stage, *rf, g); });
 
@@ -280,7 +369,8 @@ void register_registry(CLI::App& app, GlobalOptions& g) {
   auto* rollback = reg->add_subcommand("rollback", "Put the previous production version back in production");
   rollback->add_option("MODEL", *name, "Model name")->required();
   rollback->add_option("--to", *to, "This version instead of the previous one")->check(CLI::PositiveNumber);
-  rollback->add_flag("--allow-unsigned", rf->allow_unsigned, "Accept an unsigned version (development only)");
+  rollback->add_option("--key", rf->operator_key, "Operator key that signs the stage change (servers follow only signed ones)");
+  rollback->add_flag("--allow-unsigned", rf->allow_unsigned, "Accept an unsigned version or stage change (development only)");
   add_registry_flag(rollback, *rf);
   rollback->callback([name, to, rf, &g] { run_rollback(*name, *to, *rf, g); });
 

@@ -200,6 +200,8 @@ void run_serve(CLI::App* cmd, ServeFlags& f, const GlobalOptions& g, const Attac
     o.host = f.host;
     o.port = f.http_port;
     o.threads = f.threads;
+    o.max_connections = f.max_connections;
+    o.max_connections_per_client = f.max_connections_per_client;
     o.max_body_bytes = f.max_body_bytes;
     o.tls_cert = f.tls_cert;
     o.tls_key = f.tls_key;
@@ -264,6 +266,11 @@ void add_serve_options(CLI::App* cmd, ServeFlags& f) {
   cmd->add_option("--model", f.models,
                   "NAME=registry:MODEL@STAGE (or @N), or NAME=PATH with --allow-unsigned (repeatable)");
   cmd->add_option("--registry", f.core.source.registry, "Registry for registry: references: a directory (SQLite) or postgresql://USER@HOST:PORT/DB?dir=SHARED_DIR");
+  cmd->add_option("--trust-keys", f.core.source.trust_keys,
+                  "With --registry: the public keys (a .pub file or a directory) whose model signatures and stage "
+                  "changes are accepted, kept outside the registry (a read-only mount, a Secret)");
+  cmd->add_option("--log-key", f.core.source.log_key,
+                  "With --registry: the audit log's public key (a copy of the registry's log.pub kept outside it)");
   cmd->add_option("--model-root", f.core.source.model_root,
                   "Directory the repository API may load plain files from (relative paths only)");
   cmd->add_flag("--allow-unsigned", f.core.source.allow_unsigned,
@@ -274,7 +281,13 @@ void add_serve_options(CLI::App* cmd, ServeFlags& f) {
   cmd->add_option("--host", f.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--http-port", f.http_port, "REST port (0 = any free port, -1 = off)")->capture_default_str();
   cmd->add_option("--grpc-port", f.grpc_port, "gRPC port (0 = any free port, -1 = off)")->capture_default_str();
-  cmd->add_option("--threads", f.threads, "Request threads per frontend (a keep-alive connection holds one)")
+  cmd->add_option("--threads", f.threads,
+                  "Request threads per frontend (REST: a connection holds one only while its request is answered)")
+      ->capture_default_str();
+  cmd->add_option("--max-connections", f.max_connections, "REST: open connections in all; more get 503")
+      ->capture_default_str();
+  cmd->add_option("--max-connections-per-client", f.max_connections_per_client,
+                  "REST: open connections from one client address; more get 503 (0: no limit; behind a proxy, raise it)")
       ->capture_default_str();
   cmd->add_option("--max-batch", f.core.batching.max_batch,
                   "Rows per batched forward pass, and the most rows one request may carry")

@@ -27,6 +27,7 @@ struct ServeFlags {
   uint64_t max_body_bytes = 64u << 20;
   int grpc_max_message_bytes = 0;
   int64_t grpc_memory_bytes = 0;
+  size_t max_connections = 4096, max_connections_per_client = 256;
   serve::CoreOptions core;
   // Detection (built into core.guard by guard_options()).
   std::vector<std::string> calibrations;  // NAME=FILE

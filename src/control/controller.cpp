@@ -100,6 +100,13 @@ Controller::Controller(ControllerOptions options, Policy policy, serve::Inferenc
     }
   }
   registry_ = std::make_unique<registry::Registry>(options_.registry_dir, "guard");
+  if (!options_.trust_keys.empty()) {
+    registry_->pin_trust(registry::load_trust_roots(options_.trust_keys),
+                         options_.log_key.empty() ? "" : read_file(options_.log_key));
+  }
+  // The guard's promotions and rollbacks are stage statements signed with its hardening key.
+  registry_->set_operator_key(
+      std::make_shared<const registry::SigningKey>(registry::SigningKey::load(policy_.hardening.key)));
 }
 
 Controller::~Controller() { stop(); }
@@ -339,7 +346,7 @@ double Controller::cooldown_now() const {
 }
 
 void Controller::start_hardening(const std::string& reason) {
-  const auto production = registry_->resolve(registry::Reference{options_.model, 0, registry::Stage::kProduction});
+  const auto production = registry_->resolve_signed(options_.model, registry::Stage::kProduction);
   const auto files = registry_->read_verified(production);
   HardenJob job;
   job.id = "job-" + std::to_string(static_cast<int64_t>(now_s()));
@@ -674,7 +681,7 @@ void Controller::recover() {
   }
   int64_t production = 0;
   try {
-    production = registry_->resolve(registry::Reference{options_.model, 0, registry::Stage::kProduction}).version;
+    production = registry_->resolve_signed(options_.model, registry::Stage::kProduction).version;
   } catch (const Error&) {
   }
   switch (saved) {

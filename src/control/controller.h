@@ -67,6 +67,9 @@ State parse_state(const std::string& s);  // throws data_format naming it
 
 struct ControllerOptions {
   std::string registry_dir;
+  // The server's trust roots (--trust-keys, --log-key): the guard follows the same signed stage
+  // statements the server does. Empty: the registry's own (tests of the loop alone).
+  std::string trust_keys, log_key;
   std::string model;        // the registry model
   std::string served_name;  // the name clients use
   std::string state_file;   // default <registry>/guard/<model>.state.json

@@ -194,7 +194,28 @@ AuditEntry Registry::record(const std::string& action, const std::string& subjec
   return e;
 }
 
-TrustList Registry::trust() const { return TrustList::load_dir(dir() + "/trust"); }
+TrustList Registry::trust() const {
+  if (pinned_trust_) return *pinned_trust_;
+  return TrustList::load_dir(dir() + "/trust");
+}
+
+void Registry::pin_trust(TrustList keys, const std::string& log_key_pem) {
+  pinned_trust_ = std::move(keys);
+  if (!log_key_pem.empty()) audit_->pin_log_key(log_key_pem);
+}
+
+TrustList load_trust_roots(const std::string& path) {
+  TrustList keys;
+  if (directory_exists(path)) {
+    keys = TrustList::load_dir(path);
+  } else if (file_exists(path)) {
+    keys.add(PublicKey::from_pem(read_file(path), path));
+  } else {
+    throw not_found("trusted keys " + path + ": no such file or directory");
+  }
+  if (keys.size() == 0) throw invalid_argument("trusted keys " + path + ": no *.pub public keys in it");
+  return keys;
+}
 
 std::string Registry::trust_key(const std::string& public_pem_path) {
   const auto key = PublicKey::from_pem(read_file(public_pem_path), public_pem_path);
@@ -295,6 +316,82 @@ VersionRecord Registry::resolve(const Reference& ref) const {
   throw not_found("model '" + ref.model + "' has no version in stage " + to_string(ref.stage));
 }
 
+SignedStage Registry::latest_stage(const std::string& model) {
+  check_model_name(model);
+  const auto rows = db_->query("SELECT counter, statement, signature, key_id FROM stage_statements WHERE model = ? "
+                               "ORDER BY counter DESC LIMIT 1",
+                               {model});
+  if (rows.empty()) {
+    throw not_found("model '" + model + "' has no stage statement: its stages were set before stage changes were "
+                    "signed, or only in the database; promote the version again (bulwark registry promote " +
+                    model + "@N --key KEY)");
+  }
+  const std::string what = "stage statement #" + std::to_string(rows[0].int64(0)) + " of " + model;
+  SignedStage s;
+  s.statement = StageStatement::parse(rows[0].text(1));
+  const auto& st = s.statement;
+  if (st.registry != audit_->origin() || st.model != model || st.counter != rows[0].int64(0)) {
+    throw SignatureError("stage-statement", what + " does not match its row (it names " + st.model + " #" +
+                                                std::to_string(st.counter) + " in " + st.registry +
+                                                "): copied from elsewhere");
+  }
+  const std::string change = " (" + st.action + " " + model + "@" + std::to_string(st.version) + " to " + st.stage + ")";
+  if (rows[0].is_null(2) || rows[0].is_null(3)) {
+    if (!allow_unsigned_) {
+      throw SignatureError("unsigned", what + change + " is not signed: stage changes that servers follow need an "
+                                              "operator key (registry promote/rollback --key)");
+    }
+  } else {
+    s.key_id = rows[0].text(3);
+    verify_stage_signature(rows[0].text(1), rows[0].text(2), s.key_id, trust(), what + change);
+  }
+  s.sha256 = sha256_hex(rows[0].text(1));
+  return s;
+}
+
+VersionRecord Registry::resolve_signed(const std::string& model, Stage stage, SignedStage* statement) {
+  if (stage != Stage::kProduction && stage != Stage::kStaging) {
+    throw invalid_argument("only production and staging are followed by stage statements, not " + to_string(stage));
+  }
+  auto s = latest_stage(model);
+  const auto& slot = s.statement.slot(to_string(stage));
+  const std::string what = "stage statement #" + std::to_string(s.statement.counter) + " of " + model;
+  if (!slot) throw not_found("model '" + model + "' has no version in stage " + to_string(stage) + " by its " + what);
+  const auto v = resolve(Reference{model, slot->version, Stage::kNone});
+  if (files_sha256(v.files) != slot->files_sha256) {
+    throw SignatureError("stage-statement", v.ref() + "'s files are not the ones " + what + " put in " +
+                                                to_string(stage) + ": the version's row was changed");
+  }
+  if (statement != nullptr) *statement = std::move(s);
+  return v;
+}
+
+void Registry::check_stage_audited(const SignedStage& stage) {
+  const auto verdict = audit_->verify();
+  if (!verdict.ok) throw SignatureError("audit", "the audit log does not verify: " + verdict.problem);
+  const std::string& model = stage.statement.model;
+  bool found = false;
+  int64_t newest = 0;
+  for (const auto& e : audit_->entries()) {
+    if ((e.action != "registry.promote" && e.action != "registry.rollback") || e.subject.rfind(model + "@", 0) != 0) {
+      continue;
+    }
+    const json d = json::parse(e.details, nullptr, false);
+    if (!d.is_object() || !d.contains("statement") || !d["statement"].is_object()) continue;
+    newest = std::max(newest, d["statement"].value("counter", int64_t{0}));
+    found = found || d["statement"].value("sha256", "") == stage.sha256;
+  }
+  const std::string what = "stage statement #" + std::to_string(stage.statement.counter) + " of " + model;
+  if (!found) {
+    throw SignatureError("audit", what + " is not recorded in the audit log: written around the registry");
+  }
+  if (newest > stage.statement.counter) {
+    throw SignatureError("audit", "the audit log records stage statement #" + std::to_string(newest) + " of " + model +
+                                      " but the database's latest is #" + std::to_string(stage.statement.counter) +
+                                      ": statements were deleted (a stage rolled back in the database)");
+  }
+}
+
 std::map<std::string, std::string> Registry::verify(const VersionRecord& v) {
   std::map<std::string, std::string> paths;
   for (const auto& [name, sha] : v.files) paths[name] = objects_.path_of(sha);
@@ -361,6 +458,30 @@ VersionRecord Registry::set_stage(const VersionRecord& v, Stage stage, const std
   update_stage(*db_, v.model, v.version, stage);
   insert_stage_change(*db_, v.model, v.version, now.stage, stage, actor_);
   if (!v.is_signed()) details["unsigned"] = true;
+  // The signed statement of the model's stages after this change, in the same transaction as its
+  // audit entry: servers follow it, never the column updated above.
+  StageStatement st;
+  st.registry = audit_->origin();
+  st.model = v.model;
+  st.counter =
+      db_->query("SELECT COALESCE(MAX(counter), 0) + 1 FROM stage_statements WHERE model = ?", {v.model}).at(0).int64(0);
+  st.action = action == "registry.rollback" ? "rollback" : "promote";
+  st.version = v.version;
+  st.stage = to_string(stage);
+  for (const auto& x : versions(v.model)) {
+    if (x.stage == Stage::kProduction) st.production = StageSlot{x.version, files_sha256(x.files)};
+    if (x.stage == Stage::kStaging) st.staging = StageSlot{x.version, files_sha256(x.files)};
+  }
+  st.time = utc_timestamp();
+  st.actor = actor_;
+  const std::string payload = st.payload();
+  const Value no_value = nullptr;
+  db_->execute("INSERT INTO stage_statements(model, counter, statement, signature, key_id) VALUES(?, ?, ?, ?, ?)",
+               {st.model, st.counter, payload,
+                operator_key_ ? Value(sign_stage_statement(*operator_key_, payload)) : no_value,
+                operator_key_ ? Value(operator_key_->key_id()) : no_value});
+  details["statement"] = {{"counter", st.counter}, {"sha256", sha256_hex(payload)}, {"signed", operator_key_ != nullptr}};
+  if (operator_key_) details["statement"]["key_id"] = operator_key_->key_id();
   audit_->append(actor_, action, v.ref(), details);
   tx.commit();
   checkpoint();

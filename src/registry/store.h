@@ -24,6 +24,7 @@
 #include "registry/location.h"
 #include "registry/objects.h"
 #include "registry/signing.h"
+#include "registry/stage_statement.h"
 
 namespace bulwark::registry {
 
@@ -70,6 +71,13 @@ struct RegisterRequest {
   nlohmann::json metrics = nlohmann::json::object();
 };
 
+// The latest stage statement of a model, its signature checked.
+struct SignedStage {
+  StageStatement statement;
+  std::string sha256;  // of the payload: what the audit entry records
+  std::string key_id;  // empty when unsigned (--allow-unsigned registries only)
+};
+
 class Registry {
  public:
   // `location` is a directory or a postgresql:// URL with ?dir= (registry/location.h). Creates the
@@ -92,6 +100,15 @@ class Registry {
   Backend backend() const { return location_.backend; }
   bool allow_unsigned() const { return allow_unsigned_; }
 
+  // Trust roots from outside the registry directory (a server's --trust-keys and --log-key, a
+  // read-only mount or a Kubernetes Secret): from here on, signatures are checked against `keys`
+  // instead of <dir>/trust, and the audit log against `log_key_pem` (empty: <dir>/log.pub).
+  void pin_trust(TrustList keys, const std::string& log_key_pem);
+  bool trust_pinned() const { return pinned_trust_.has_value(); }
+  // The key that signs this handle's stage statements (promote, rollback). Without one, stage
+  // changes are recorded unsigned, and servers refuse to follow them unless --allow-unsigned.
+  void set_operator_key(std::shared_ptr<const SigningKey> key) { operator_key_ = std::move(key); }
+
   // Stores the files, signs them with `key` (null: unsigned, refused unless allow_unsigned) and
   // adds version N+1 in stage none.
   VersionRecord register_version(const RegisterRequest& request, const SigningKey* key);
@@ -104,8 +121,21 @@ class Registry {
 
   std::vector<std::string> models() const;
   std::vector<VersionRecord> versions(const std::string& model) const;
-  // Throws not_found naming the model, the version, or the empty stage.
+  // Throws not_found naming the model, the version, or the empty stage. Stages as the database's
+  // `versions.stage` column says: for listings. What to serve comes from resolve_signed.
   VersionRecord resolve(const Reference& ref) const;
+  // The model's latest stage statement (highest counter), its signature checked against the trust
+  // roots, its registry and model and counter against the row. Throws SignatureError ("unsigned",
+  // "untrusted-key", "signature", "stage-statement") or not_found (no statement: stages set before
+  // signed stage changes, or only by SQL).
+  SignedStage latest_stage(const std::string& model);
+  // The version `stage` holds by the latest signed statement, its file list equal to the one the
+  // statement names. Throws as latest_stage, and SignatureError "stage-statement" when the version's
+  // files differ or the stage is empty by the statement.
+  VersionRecord resolve_signed(const std::string& model, Stage stage, SignedStage* statement = nullptr);
+  // Throws SignatureError "audit" unless the audit log verifies (against the pinned log key when
+  // pinned) and records `stage` in an entry covered by a checkpoint or signed by the log key.
+  void check_stage_audited(const SignedStage& stage);
   // Checks the signature against the trust list and every object's digest; returns the verified
   // object paths by file name. Failures are audited ("registry.verify-failed") and rethrown.
   std::map<std::string, std::string> verify(const VersionRecord& version);
@@ -114,7 +144,7 @@ class Registry {
   std::map<std::string, std::string> read_verified(const VersionRecord& version);
   ObjectStore::GcResult gc(bool dry_run);
 
-  TrustList trust() const;  // <dir>/trust/*.pub
+  TrustList trust() const;  // the pinned keys, else <dir>/trust/*.pub
   const ObjectStore& objects() const { return objects_; }
   // Adds or removes a trusted public key (file copied into trust/ as <key id>.pub); audited.
   std::string trust_key(const std::string& public_pem_path);
@@ -139,6 +169,11 @@ class Registry {
   ObjectStore objects_;  // before the database: a registry without its objects directory is refused untouched
   std::unique_ptr<Database> db_;
   std::unique_ptr<AuditLog> audit_;
+  std::optional<TrustList> pinned_trust_;
+  std::shared_ptr<const SigningKey> operator_key_;
 };
+
+// Keys from a .pub file or a directory of them (the --trust-keys flag); throws naming the path.
+TrustList load_trust_roots(const std::string& path);
 
 }  // namespace bulwark::registry

@@ -114,6 +114,10 @@ void HttpOptions::validate() const {
   if (port < 0 || port > 65535) throw invalid_argument("--http-port must be in 0..65535");
   if (threads < 1 || threads > 4096) throw invalid_argument("--threads must be in 1..4096");
   if (max_body_bytes < 1024) throw invalid_argument("--max-body-bytes must be >= 1024");
+  if (max_connections < 1 || max_connections > 1000000) throw invalid_argument("--max-connections must be in 1..1000000");
+  if (max_connections_per_client > max_connections) {
+    throw invalid_argument("--max-connections-per-client must be in 0..--max-connections (0: no limit)");
+  }
   if (tls_cert.empty() != tls_key.empty()) throw invalid_argument("--tls-cert and --tls-key go together");
   if (!tls_cert.empty() && !file_exists(tls_cert)) throw not_found("--tls-cert: no such file " + tls_cert);
   if (!tls_key.empty() && !file_exists(tls_key)) throw not_found("--tls-key: no such file " + tls_key);
@@ -125,11 +129,15 @@ HttpFrontend::HttpFrontend(InferenceCore& core, HttpOptions options) : core_(cor
     auto ssl = std::make_unique<httplib::SSLServer>(options_.tls_cert.c_str(), options_.tls_key.c_str());
     if (!ssl->is_valid()) throw invalid_argument("--tls-cert/--tls-key: OpenSSL rejected the certificate or key");
     server_ = std::move(ssl);
+    const int threads = options_.threads;
+    server_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   } else {
-    server_ = std::make_unique<BoundedHttpServer>(options_.max_body_bytes);
+    ConnectionLimits limits;
+    limits.threads = static_cast<size_t>(options_.threads);
+    limits.max_connections = options_.max_connections;
+    limits.max_per_address = options_.max_connections_per_client;
+    server_ = std::make_unique<BoundedHttpServer>(options_.max_body_bytes, limits);
   }
-  const int threads = options_.threads;
-  server_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   server_->set_payload_max_length(options_.max_body_bytes);
   server_->set_keep_alive_max_count(10000);
   server_->set_tcp_nodelay(true);  // small responses: without it Nagle + delayed ACK add ~40 ms each
@@ -189,6 +197,11 @@ HttpFrontend::HttpFrontend(InferenceCore& core, HttpOptions options) : core_(cor
 }
 
 HttpFrontend::~HttpFrontend() { stop(); }
+
+ConnectionCounters HttpFrontend::connection_counters() const {
+  const auto* bounded = dynamic_cast<const BoundedHttpServer*>(server_.get());
+  return bounded != nullptr ? bounded->counters() : ConnectionCounters{};
+}
 
 void HttpFrontend::start() {
   listen_returned_ = false;

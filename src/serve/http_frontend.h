@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "serve/core.h"
+#include "serve/http_connection.h"
 
 namespace httplib {
 class Server;
@@ -20,7 +21,9 @@ namespace bulwark::serve {
 struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8000;                       // 0 = any free port
-  int threads = 128;                     // connection threads (a keep-alive connection holds one)
+  int threads = 128;                     // request threads (a connection holds one only while a request is answered)
+  size_t max_connections = 4096;         // open connections in all (503 beyond)
+  size_t max_connections_per_client = 256;  // from one client address; 0: no limit (behind a proxy: raise it)
   size_t max_body_bytes = 64u << 20;     // larger bodies get 413
   std::string tls_cert, tls_key;         // both or neither: HTTPS
 
@@ -38,6 +41,8 @@ class HttpFrontend {
   bool tls() const { return !options_.tls_cert.empty(); }
   void start();
   void stop();
+  // The plain-HTTP connection reactor's refusals (zeros for HTTPS).
+  ConnectionCounters connection_counters() const;
 
  private:
   void register_routes();

@@ -25,6 +25,13 @@ void ModelSourceOptions::validate() const {
   if (follow_interval_ms < 50 || follow_interval_ms > 60000) {
     throw invalid_argument("--follow-interval-ms must be in 50..60000");
   }
+  if (!registry.empty() && (trust_keys.empty() || log_key.empty())) {
+    throw invalid_argument("--registry needs --trust-keys PATH (the public keys, a .pub file or a directory of them, "
+                           "whose model signatures and stage changes this server accepts) and --log-key FILE (the "
+                           "audit log's public key, a copy of the registry's log.pub), both kept outside the registry "
+                           "directory: a read-only mount or a Kubernetes Secret. The registry's own trust/ and log.pub "
+                           "can be rewritten by anyone who can write the registry");
+  }
 }
 
 ModelSource::ModelSource(ModelSourceOptions options) : options_(std::move(options)) {
@@ -32,6 +39,7 @@ ModelSource::ModelSource(ModelSourceOptions options) : options_(std::move(option
   if (!options_.registry.empty()) {
     registry_ = std::make_unique<registry::Registry>(options_.registry, "serve:" + registry::local_actor().substr(6),
                                                      options_.allow_unsigned);
+    registry_->pin_trust(registry::load_trust_roots(options_.trust_keys), read_file(options_.log_key));
   }
 }
 
@@ -42,7 +50,24 @@ ResolvedModel ModelSource::resolve(const std::string& reference, bool from_clien
   if (!registry_) throw invalid_argument("'" + reference + "' is a registry reference, but the server has no --registry");
   const auto ref = registry::parse_reference(reference);
   std::lock_guard<std::mutex> lock(mu_);
-  const auto v = registry_->resolve(ref);
+  const std::string key = "registry:" + ref.text();
+  registry::VersionRecord v;
+  registry::SignedStage stage;
+  const bool by_statement = ref.version == 0;
+  if (by_statement) {
+    // A stage is what the latest signed statement says, bound to the version's files, recorded in
+    // an audit log that verifies against the pinned log key; never the database's stage column.
+    try {
+      v = registry_->resolve_signed(ref.model, ref.stage, &stage);
+      check_follow(followed_[key], stage, v.version);
+      registry_->check_stage_audited(stage);
+    } catch (const registry::SignatureError& e) {
+      audit_locked("serve.follow-refused", "registry:" + ref.text(), {{"check", e.check}, {"error", e.what()}}, "");
+      throw;
+    }
+  } else {
+    v = registry_->resolve(ref);
+  }
   auto bytes = registry_->read_verified(v);  // audits and rethrows a failed check
   const auto model = bytes.find("model.pt");
   if (model == bytes.end()) throw data_format(v.ref() + " has no model.pt");
@@ -58,8 +83,28 @@ ResolvedModel ModelSource::resolve(const std::string& reference, bool from_clien
   r.registry_version = v.version;
   r.by_stage = ref.version <= 0;  // a stage or "latest": followed
   r.is_signed = v.is_signed();
+  if (by_statement) followed_[key] = Followed{stage.statement.counter, v.version, stage.sha256, ""};
   if (options_.after_verify_for_tests) options_.after_verify_for_tests(r);
   return r;
+}
+
+void ModelSource::check_follow(const Followed& f, const registry::SignedStage& stage, int64_t version) {
+  const auto& st = stage.statement;
+  if (f.counter == 0 || stage.sha256 == f.sha256) return;  // first load, or the statement already followed
+  const std::string what = "stage statement #" + std::to_string(st.counter) + " of " + st.model;
+  if (st.counter < f.counter) {
+    throw registry::SignatureError("stage-statement", what + " is older than #" + std::to_string(f.counter) +
+                                                          ", already followed: statements were deleted or replayed");
+  }
+  if (st.counter == f.counter) {
+    throw registry::SignatureError("stage-statement", what + " changed since it was followed");
+  }
+  if (version < f.version && st.action != "rollback") {
+    throw registry::SignatureError("stage-statement",
+                                   what + " moves back from version " + std::to_string(f.version) + " to " +
+                                       std::to_string(version) + " without being a rollback: downgrades go through "
+                                       "`bulwark registry rollback`");
+  }
 }
 
 ResolvedModel ModelSource::resolve_file(const std::string& path, bool from_client) {
@@ -99,8 +144,27 @@ int64_t ModelSource::current_version(const std::string& reference) {
   const auto ref = registry::parse_reference(reference);
   if (ref.version > 0) return 0;  // pinned
   std::lock_guard<std::mutex> lock(mu_);
+  if (ref.version == registry::Reference::kLatest) {
+    try {
+      return registry_->resolve(ref).version;
+    } catch (const std::exception&) {
+      return 0;  // the database is busy: keep serving what we have
+    }
+  }
+  auto& f = followed_["registry:" + ref.text()];
   try {
-    return registry_->resolve(ref).version;
+    registry::SignedStage stage;
+    const auto v = registry_->resolve_signed(ref.model, ref.stage, &stage);
+    if (stage.sha256 == f.sha256) return f.version;
+    check_follow(f, stage, v.version);
+    return v.version;  // the caller loads it through resolve(), which checks the audit log too
+  } catch (const registry::SignatureError& e) {
+    if (f.refused != e.what()) {  // audited once per distinct refusal, not every poll
+      f.refused = e.what();
+      std::cerr << "bulwark serve: not following " << reference << ": " << e.what() << "\n";
+      audit_locked("serve.follow-refused", "registry:" + ref.text(), {{"check", e.check}, {"error", e.what()}}, "");
+    }
+    return 0;
   } catch (const std::exception&) {
     return 0;  // the stage is empty now (or the database is busy): keep serving what we have
   }
@@ -110,6 +174,11 @@ void ModelSource::audit(const std::string& action, const std::string& subject, c
                         const std::string& actor) {
   if (!registry_) return;
   std::lock_guard<std::mutex> lock(mu_);
+  audit_locked(action, subject, details, actor);
+}
+
+void ModelSource::audit_locked(const std::string& action, const std::string& subject, const nlohmann::json& details,
+                               const std::string& actor) {
   try {
     registry_->record(action, subject, details, actor);
   } catch (const std::exception& e) {

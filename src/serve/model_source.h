@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,6 +22,7 @@
 
 namespace bulwark::registry {
 class Registry;
+struct SignedStage;
 }
 
 namespace bulwark::serve {
@@ -29,6 +31,11 @@ struct ResolvedModel;
 
 struct ModelSourceOptions {
   std::string registry;     // registry directory; empty: registry references are refused
+  // Trust roots, required with a registry and kept outside it (a read-only mount, a Secret): the
+  // public keys whose model signatures and stage statements this server accepts (a .pub file or a
+  // directory of them), and the audit log's public key.
+  std::string trust_keys;
+  std::string log_key;
   std::string model_root;   // directory clients may load plain files from; empty: none
   bool allow_unsigned = false;
   int follow_interval_ms = 500;  // how often stage references are re-resolved (hot swap)
@@ -73,9 +80,22 @@ class ModelSource {
 
  private:
   ResolvedModel resolve_file(const std::string& path, bool from_client);
+  void audit_locked(const std::string& action, const std::string& subject, const nlohmann::json& details,
+                    const std::string& actor);
+  // What a stage reference was last seen to hold, by reference: a statement counter that goes
+  // back, or a lower version that is not a signed rollback, is refused.
+  struct Followed {
+    int64_t counter = 0;
+    int64_t version = 0;
+    std::string sha256;   // of the statement followed
+    std::string refused;  // the last refusal, audited once
+  };
+  // Throws when `stage` may not replace what `f` holds.
+  static void check_follow(const Followed& f, const registry::SignedStage& stage, int64_t version);
   const ModelSourceOptions options_;
   std::mutex mu_;
   std::unique_ptr<registry::Registry> registry_;
+  std::map<std::string, Followed> followed_;
 };
 
 bool is_registry_reference(const std::string& reference);

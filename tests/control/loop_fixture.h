@@ -76,8 +76,12 @@ struct LoopRegistry {
     req.files = {{"model.pt", model}, {"model.detect", calibrate(dir, model)}};
     const auto k = registry::SigningKey::load(key);
     r.register_version(req, &k);
+    r.set_operator_key(std::make_shared<const registry::SigningKey>(registry::SigningKey::load(key)));
     r.promote("m", 1, registry::Stage::kProduction);
+    std::filesystem::copy_file(reg + "/log.pub", log_pub);  // the server's --log-key, kept outside
   }
+  std::string log_pub = dir.file("log-kept-outside.pub");
+  std::string trusted() const { return dir.file("k.pub"); }
   int64_t production() const {
     registry::Registry r(reg, "test");
     return r.resolve(registry::parse_reference("m@production")).version;
@@ -150,6 +154,8 @@ struct Loop {
     http->start();
     control::ControllerOptions o;
     o.registry_dir = r.reg;
+    o.trust_keys = r.trusted();
+    o.log_key = r.log_pub;
     o.model = "m";
     o.served_name = "fashion";
     o.tick_s = 0.05;
@@ -173,6 +179,8 @@ struct Loop {
   static serve::CoreOptions options(const LoopRegistry& r) {
     serve::CoreOptions o;
     o.source.registry = r.reg;
+    o.source.trust_keys = r.trusted();
+    o.source.log_key = r.log_pub;
     o.source.follow_interval_ms = 100;
     o.access_log = "off";
     return o;

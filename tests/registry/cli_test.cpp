@@ -81,10 +81,10 @@ TEST_P(RegistryCli, RegisterPromoteRollbackAreAuditedAndTamperingIsReported) {
   EXPECT_EQ(v2["files"]["model.pt"], test::sha256_of_file(f2));
   EXPECT_EQ(v2["lineage"]["method"], "pgd-at");
   for (const std::string ref : {"m@1", "m@2"}) {
-    const auto p = env.bulwark("registry promote " + ref + env.reg_flag());
+    const auto p = env.bulwark("registry promote " + ref + " --key " + env.key + env.reg_flag());
     ASSERT_EQ(p.exit_code, 0) << ref << ": " << p.err;
   }
-  const auto rb = env.bulwark("--json registry rollback m" + env.reg_flag());
+  const auto rb = env.bulwark("--json registry rollback m --key " + env.key + env.reg_flag());
   ASSERT_EQ(rb.exit_code, 0) << rb.err;
   EXPECT_EQ(json::parse(rb.out)["version"], 1);
   EXPECT_EQ(json::parse(rb.out)["stage"], "production");
@@ -120,6 +120,46 @@ TEST_P(RegistryCli, RegisterPromoteRollbackAreAuditedAndTamperingIsReported) {
   const auto bad = env.bulwark("audit verify" + env.reg_flag());
   EXPECT_EQ(bad.exit_code, 1) << bad.out << bad.err;
   EXPECT_TRUE(contains(bad.err, "entry 3")) << bad.err;
+}
+
+// `registry export`: the directory model_signing verifies — the version's files under their names
+// in the version, its bundle as model.sig, nothing else; the statement's resources name exactly
+// those files (oms_extract.py reads them with Python alone), and a tampered object is not exported.
+TEST_P(RegistryCli, ExportWritesTheModelSigningLayout) {
+  Env env(backend());
+  const std::string model = env.tmp.file("src.pt"), calibration = env.tmp.file("src.detect");
+  test::write_random_file(model, 6000, 7);
+  test::write_random_file(calibration, 700, 8);
+  ASSERT_EQ(env.bulwark("registry register m " + model + " --calibration " + calibration + " --key " + env.key +
+                        env.reg_flag()).exit_code,
+            0);
+  const std::string out = env.tmp.file("export");
+  const auto r = env.bulwark("registry export m@1 " + out + env.reg_flag());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(out)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"model.detect", "model.pt", "model.sig"}));
+  EXPECT_EQ(test::read_all(out + "/model.pt"), test::read_all(model));
+  EXPECT_EQ(test::read_all(out + "/model.detect"), test::read_all(calibration));
+  EXPECT_EQ(test::read_all(out + "/model.sig") + "\n", env.bulwark("registry show m@1 --bundle" + env.reg_flag()).out);
+  const std::string script = std::string(BULWARK_FIXTURES_DIR) + "/../registry/oms_extract.py";
+  const auto py = test::run_command("python3 " + script + " " + out + "/model.sig " + env.tmp.path());
+  ASSERT_EQ(py.exit_code, 0) << py.output;
+  const json s = json::parse(py.output);
+  for (const std::string name : {"model.pt", "model.detect"}) {
+    EXPECT_EQ(s["resources"][name], test::sha256_of_file(out + "/" + name)) << name;
+  }
+  EXPECT_EQ(s["resources"].size(), 2u);
+
+  Registry reg(env.loc, "test");
+  const std::string object = reg.objects().path_of(reg.resolve(parse_reference("m@1")).files.at("model.pt"));
+  fs::permissions(object, fs::perms::owner_write, fs::perm_options::add);
+  test::write_all(object, "not the signed bytes");
+  const auto refused = env.bulwark("registry export m@1 " + env.tmp.file("export2") + env.reg_flag());
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;
+  EXPECT_TRUE(contains(refused.err, "(digest)")) << refused.err;
+  EXPECT_FALSE(fs::exists(env.tmp.file("export2/model.pt")));
 }
 
 TEST_P(RegistryCli, BundleVerifiesWithOpensslAndPythonAlone) {
@@ -184,6 +224,8 @@ TEST_P(RegistryCli, BadInputFailsWithTheRightCodeAndChangesNothing) {
   const std::string loose = env.tmp.file("loose.key");
   generate_key_pair(loose, env.tmp.file("loose.pub"));
   ASSERT_EQ(::chmod(loose.c_str(), 0644), 0);
+  const std::string loose_trusted = env.tmp.file("other.key");  // a fine key file, but not trusted
+  generate_key_pair(loose_trusted, env.tmp.file("other.pub"));
 
   struct Case {
     std::string args;
@@ -194,6 +236,10 @@ TEST_P(RegistryCli, BadInputFailsWithTheRightCodeAndChangesNothing) {
       {"registry show nope@1", 1, {"nope"}},
       {"registry show m@99", 1, {"99"}},
       {"registry promote m@1 --stage prod", 2, {"'prod'"}},
+      {"registry promote m@1", 2, {"needs --key", "operator key"}},
+      {"registry promote m@1 --key " + loose_trusted, 2, {"not in the registry's trust list"}},
+      {"registry rollback m", 2, {"needs --key"}},
+      {"registry export m@1 " + env.tmp.path(), 2, {"not empty"}},
       {"registry register m " + model + " --key " + garbage, 1, {garbage}},
       {"registry register m " + model + " --key " + loose, 2, {loose, "permissions"}},
   };
@@ -268,7 +314,7 @@ TEST_P(RegistryCli, TwoCliProcessesPromotingAtOnceLeaveAConsistentRegistry) {
   for (int c = 0; c < 2; ++c) {
     std::string script;
     for (int k = 0; k < kRounds; ++k) {
-      script += std::string(BULWARK_BIN) + " registry promote m@" + std::to_string(1 + (k + c) % 3) + env.reg_flag() +
+      script += std::string(BULWARK_BIN) + " registry promote m@" + std::to_string(1 + (k + c) % 3) + " --key " + env.key + env.reg_flag() +
                 " >/dev/null || exit 1; ";
     }
     shells.push_back(start_shell(script, env.tmp.file("shell" + std::to_string(c) + ".err")));
@@ -335,7 +381,7 @@ TEST_P(RegistryCli, AReKeyedLogFailsAgainstThePinnedLogKey) {
   fs::copy_file(env.tmp.file("evil.key"), env.dir + "/log.key", fs::copy_options::overwrite_existing);
   fs::copy_file(env.tmp.file("evil.pub"), env.dir + "/log.pub", fs::copy_options::overwrite_existing);
   // Keys swapped alone: the next append finds the checkpoint no longer verifies and refuses.
-  const auto refused = env.bulwark("registry promote m@1" + env.reg_flag());
+  const auto refused = env.bulwark("registry promote m@1 --key " + env.key + env.reg_flag());
   EXPECT_EQ(refused.exit_code, 1) << refused.out;
   EXPECT_TRUE(contains(refused.err, "checkpoint does not verify with the log key")) << refused.err;
   // So the attacker re-signs the checkpoint with their key too; then appends go on.
@@ -343,7 +389,7 @@ TEST_P(RegistryCli, AReKeyedLogFailsAgainstThePinnedLogKey) {
   const std::string body = note.substr(0, note.find("\n\n") + 1);
   const std::string origin = body.substr(0, body.find('\n'));
   test::write_all(env.dir + "/audit.checkpoint", sign_note(body, origin, SigningKey::load(env.dir + "/log.key")));
-  ASSERT_EQ(env.bulwark("registry promote m@1" + env.reg_flag()).exit_code, 0);
+  ASSERT_EQ(env.bulwark("registry promote m@1 --key " + env.key + env.reg_flag()).exit_code, 0);
   const auto unpinned = env.bulwark("audit verify" + env.reg_flag());
   EXPECT_EQ(unpinned.exit_code, 0) << "without a pinned key the re-keyed log verifies (what the pin is for): "
                                    << unpinned.err;

@@ -168,7 +168,7 @@ TEST_P(RegistryCrash, KilledRegistersAndPromotesLeaveAConsistentRegistry) {
     } else {
       ASSERT_GE(before, 1) << "no version to promote";
       const int64_t v = std::uniform_int_distribution<int64_t>(1, before)(rng);
-      const Ended e = run_and_kill({"registry", "promote", "m@" + std::to_string(v), "--registry", loc}, kill_after);
+      const Ended e = run_and_kill({"registry", "promote", "m@" + std::to_string(v), "--key", key + ".key", "--registry", loc}, kill_after);
       if (!e.killed) {
         EXPECT_EQ(e.exit_code, 0) << "iteration " << i << ": promote m@" << v << " failed on its own";
         EXPECT_EQ(production_version(loc), v) << "iteration " << i << ": a promote that exited 0 did not stick";

@@ -13,6 +13,7 @@
 #include "serve/core.h"
 #include "server_fixture.h"
 #include "server_process.h"
+#include "signed_registry.h"
 
 namespace bulwark::testing {
 namespace {
@@ -20,59 +21,11 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-std::string bin() { return BULWARK_BIN; }
-
-// A registry with versions 1 and 2 of `m` (two different models), signed by a trusted key.
-struct SignedRegistry {
-  TempDir dir;
-  std::string reg = dir.file("reg");
-  SignedRegistry() {
-    must(bin() + " registry init --registry " + reg);
-    must(bin() + " keys gen --out " + dir.file("k"));
-    must(bin() + " keys trust " + dir.file("k.pub") + " --registry " + reg);
-    must(bin() + " registry register m " + write_model(dir, "a.pt", "mlp", 1) + " --key " + dir.file("k.key") +
-         " --registry " + reg);
-    must(bin() + " registry register m " + write_model(dir, "b.pt", "mlp", 2) + " --key " + dir.file("k.key") +
-         " --parent 1 --registry " + reg);
-  }
-  static CommandResult must(const std::string& cmd) {
-    auto r = run_command(cmd);
-    if (r.exit_code != 0) throw std::runtime_error(cmd + " failed: " + r.output);
-    return r;
-  }
-  CommandResult cli(const std::string& args) const { return run_command(bin() + " " + args + " --registry " + reg); }
-  std::string object_of(int version) const {
-    registry::Registry r(reg, "test");
-    const auto v = r.resolve(registry::parse_reference("m@" + std::to_string(version)));
-    return reg + "/objects/sha256/" + v.files.at("model.pt").substr(0, 2) + "/" + v.files.at("model.pt");
-  }
-  // Rewrites version 1's bundle with `edit` applied to its decoded payload or signature.
-  void edit_bundle(const std::string& field, const std::function<void(std::string&)>& edit) const {
-    registry::Registry r(reg, "test");
-    auto bundle = json::parse(r.resolve(registry::parse_reference("m@1")).bundle);
-    auto& target = field == "payload" ? bundle["dsseEnvelope"]["payload"] : bundle["dsseEnvelope"]["signatures"][0]["sig"];
-    std::string bytes = registry::base64_decode(target.get<std::string>());
-    edit(bytes);
-    target = registry::base64_encode(bytes);
-    SQLite::Statement q(r.db(), "UPDATE versions SET bundle = ? WHERE model = 'm' AND version = 1");
-    q.bind(1, bundle.dump());
-    q.exec();
-  }
-};
-
-double registry_version_served(httplib::Client& c) {
-  const auto m = c.Get("/metrics");
-  if (!m) return -1;
-  std::smatch match;
-  static const std::regex re("bulwark_model_registry_version\\{model=\"fashion\"\\} ([0-9]+)");
-  return std::regex_search(m->body, match, re) ? std::stod(match[1]) : -1;
-}
-
 TEST(ServeRegistry, FollowsTheProductionStageHotSwapsWithoutFailuresAndAuditsIt) {
   SignedRegistry r;
-  ASSERT_EQ(r.cli("registry promote m@1").exit_code, 0);
-  ServerProcess p({"--json", "serve", "--registry", r.reg, "--model", "fashion=registry:m@production", "--http-port",
-                   "0", "--grpc-port", "-1", "--access-log", "off"});
+  ASSERT_EQ(r.stage("registry promote m@1").exit_code, 0);
+  ServerProcess p(with(r.trust_flags(), {"--json", "serve", "--registry", r.reg, "--model", "fashion=registry:m@production",
+                                         "--http-port", "0", "--grpc-port", "-1", "--access-log", "off"}));
   const auto line = p.first_line();
   ASSERT_FALSE(line.empty()) << "server printed nothing";
   const int port = json::parse(line)["http_port"];
@@ -95,12 +48,12 @@ TEST(ServeRegistry, FollowsTheProductionStageHotSwapsWithoutFailuresAndAuditsIt)
     }
     t.stop();
   });
-  ASSERT_EQ(r.cli("registry promote m@2").exit_code, 0);
+  ASSERT_EQ(r.stage("registry promote m@2").exit_code, 0);
   const auto promoted = std::chrono::steady_clock::now();
   ASSERT_TRUE(eventually([&] { return registry_version_served(c) == 2; })) << "never swapped to version 2";
   const double swap_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - promoted).count();
   EXPECT_LT(swap_s, 2.0) << "the swap took " << swap_s << " s";
-  ASSERT_EQ(r.cli("registry rollback m").exit_code, 0);
+  ASSERT_EQ(r.stage("registry rollback m").exit_code, 0);
   ASSERT_TRUE(eventually([&] { return registry_version_served(c) == 1; })) << "never rolled back to version 1";
   const int before = ok.load();
   ASSERT_TRUE(eventually([&] { return ok.load() > before + 10; }));
@@ -128,7 +81,7 @@ TEST(ServeRegistry, FollowsTheProductionStageHotSwapsWithoutFailuresAndAuditsIt)
 TEST(ServeRegistry, RefusesTamperedUnsignedAndUntrustedVersionsNamingTheCheck) {
   const auto serve = [](const SignedRegistry& r, const std::string& ref, const std::string& extra = "") {
     return run_command(bin() + " serve --registry " + r.reg + " --model fashion=" + ref + " --http-port 0 " +
-                       "--grpc-port -1 --access-log off " + extra);
+                       "--grpc-port -1 --access-log off " + (extra.empty() ? r.trust_args() : extra));
   };
   {  // one byte of the artifact
     SignedRegistry r;
@@ -163,39 +116,20 @@ TEST(ServeRegistry, RefusesTamperedUnsignedAndUntrustedVersionsNamingTheCheck) {
     EXPECT_EQ(out.exit_code, 1) << out.output;
     EXPECT_NE(out.output.find("--allow-unsigned"), std::string::npos) << out.output;
   }
-  {  // the signing key removed from the trust list
+  {  // the server trusts another key (its --trust-keys), whatever the registry's trust/ holds
     SignedRegistry r;
-    registry::Registry reg(r.reg, "test");
-    reg.untrust_key(reg.trust().key_ids().front());
-    const auto out = serve(r, "registry:m@1");
+    SignedRegistry::must(bin() + " keys gen --out " + r.dir.file("other"));
+    const auto out = serve(r, "registry:m@1", " --trust-keys " + r.dir.file("other.pub") + " --log-key " + r.log_pub);
     EXPECT_EQ(out.exit_code, 1) << out.output;
     EXPECT_NE(out.output.find("(untrusted-key)"), std::string::npos) << out.output;
   }
-}
-
-TEST(ServeRegistry, ATamperedVersionPutInProductionBehindTheRegistrysBackIsNotSwappedIn) {
-  SignedRegistry r;
-  ASSERT_EQ(r.cli("registry promote m@1").exit_code, 0);
-  ServerProcess p({"--json", "serve", "--registry", r.reg, "--model", "fashion=registry:m@production", "--http-port",
-                   "0", "--grpc-port", "-1", "--access-log", "off"});
-  const auto line = p.first_line();
-  ASSERT_FALSE(line.empty());
-  httplib::Client c("127.0.0.1", json::parse(line)["http_port"].get<int>());
-  ASSERT_EQ(registry_version_served(c), 1);
-  // An attacker with write access edits the database directly: version 2, its bytes altered,
-  // moved to production without `promote` (which would have verified it).
-  {
-    registry::Registry reg(r.reg, "test");
-    const auto obj = r.object_of(2);
-    fs::permissions(obj, fs::perms::owner_write, fs::perm_options::add);
-    std::ofstream(obj, std::ios::app) << "tampered";
-    reg.db().exec("UPDATE versions SET stage = 'archived' WHERE model = 'm' AND version = 1;"
-                  "UPDATE versions SET stage = 'production' WHERE model = 'm' AND version = 2;");
+  {  // no trust roots at all: refused, saying where they come from
+    SignedRegistry r;
+    const auto out = serve(r, "registry:m@1", " --log-key " + r.log_pub);
+    EXPECT_EQ(out.exit_code, 2) << out.output;  // bad usage
+    EXPECT_NE(out.output.find("--trust-keys"), std::string::npos) << out.output;
+    EXPECT_NE(out.output.find("outside the registry"), std::string::npos) << out.output;
   }
-  ASSERT_TRUE(eventually([&] { return r.cli("--json audit show").output.find("serve.load-refused") != std::string::npos; }))
-      << "the follower never tried the tampered version";
-  EXPECT_EQ(registry_version_served(c), 1);  // still serving the verified version
-  EXPECT_EQ(c.Post("/v2/models/fashion/infer", infer_body().dump(), "application/json")->status, 200);
 }
 
 // The served logits for one fixed input, in process (no tokens: authentication off).
@@ -230,7 +164,7 @@ TEST(ServeRegistry, AnObjectSwappedBetweenTheCheckAndTheLoadIsNeverServed) {
   const auto obj1 = r.object_of(1);
   const std::string other = read_file(r.object_of(2));  // a valid model, but not version 1
   serve::CoreOptions o;
-  o.source.registry = r.reg;
+  r.trust(o);
   int swaps = 0;
   o.source.after_verify_for_tests = [&](const serve::ResolvedModel& m) {
     if (m.registry_version != 1) return;
@@ -276,7 +210,7 @@ TEST(ServeRegistry, APlantedSpecBesideASignedObjectIsNeverRead) {
   planted["value_range"] = json::array({0.0, 255.0});  // would accept 200.0 as a pixel
   std::ofstream(object + ".json") << planted.dump();
   serve::CoreOptions o;
-  o.source.registry = r.reg;
+  r.trust(o);
   serve::InferenceCore core(o);
   try {
     core.load_model("fashion", "registry:bare@1");
@@ -289,15 +223,15 @@ TEST(ServeRegistry, APlantedSpecBesideASignedObjectIsNeverRead) {
 
 TEST(ServeRegistry, ABurstOfFailedAuthenticationsIsAudited) {
   SignedRegistry r;
-  ASSERT_EQ(r.cli("registry promote m@1").exit_code, 0);
+  ASSERT_EQ(r.stage("registry promote m@1").exit_code, 0);
   const auto minted = run_command(bin() + " --json token --id ops --roles infer");
   ASSERT_EQ(minted.exit_code, 0);
   const auto tok = json::parse(minted.output.substr(minted.output.find('{')));
   const auto tokens = r.dir.file("tokens.yaml");
   std::ofstream(tokens) << "tokens:\n  - id: ops\n    sha256: " << tok["sha256"].get<std::string>()
                         << "\n    roles: [infer]\n";
-  ServerProcess p({"--json", "serve", "--registry", r.reg, "--model", "fashion=registry:m@production", "--tokens",
-                   tokens, "--http-port", "0", "--grpc-port", "-1", "--access-log", "off"});
+  ServerProcess p(with(r.trust_flags(), {"--json", "serve", "--registry", r.reg, "--model", "fashion=registry:m@production",
+                                         "--tokens", tokens, "--http-port", "0", "--grpc-port", "-1", "--access-log", "off"}));
   const auto line = p.first_line();
   ASSERT_FALSE(line.empty());
   httplib::Client c("127.0.0.1", json::parse(line)["http_port"].get<int>());

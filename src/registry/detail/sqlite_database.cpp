@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS audit(
   seq INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   subject TEXT NOT NULL, details TEXT NOT NULL, prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit_signatures(seq INTEGER PRIMARY KEY, signature TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS stage_statements(
+  model TEXT NOT NULL, counter INTEGER NOT NULL, statement TEXT NOT NULL, signature TEXT, key_id TEXT,
+  PRIMARY KEY(model, counter));
 CREATE TABLE IF NOT EXISTS runs(
   run_id TEXT PRIMARY KEY, run_name TEXT NOT NULL, kind TEXT NOT NULL,
   status TEXT NOT NULL CHECK(status IN ('RUNNING', 'FINISHED', 'FAILED', 'KILLED')),
