@@ -134,6 +134,35 @@ void use_operator_key(Registry& reg, const RegistryFlags& rf, const char* comman
   }
 }
 
+// A directory signed by the OpenSSF model_signing tool (`model_signing sign key ... DIR`, the
+// signature in DIR/model.sig): every other file in it becomes the version, under its own name, and
+// the signature is checked against the trust list and the files instead of being made here.
+void run_import_signed(const std::string& model, const std::string& dir, int64_t parent, const RegistryFlags& rf,
+                       const GlobalOptions& g) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(dir)) throw not_found("signed directory " + dir + ": no such directory");
+  if (!fs::is_regular_file(dir + "/model.sig")) throw not_found(dir + "/model.sig: no signature in the directory");
+  registry::RegisterRequest r;
+  r.model = model;
+  r.bundle = read_file(dir + "/model.sig");
+  if (parent > 0) r.parent = parent;
+  r.lineage["signature"] = "model_signing";
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name == "model.sig" || name == ".git" || name == ".gitignore" || name == ".gitattributes" || name == ".github") {
+      continue;  // what model_signing itself leaves out
+    }
+    if (!e.is_regular_file() || e.is_symlink()) {
+      throw invalid_argument(dir + "/" + name + ": only plain files directly in the directory can be imported");
+    }
+    r.files[name] = e.path().string();
+  }
+  if (r.files.count("model.pt") == 0) throw invalid_argument(dir + " has no model.pt (the TorchScript archive served)");
+  auto reg = open_registry(rf);
+  const auto v = reg.register_version(r, nullptr);
+  print_result(g, v.to_json(), {{"imported", v.ref()}, {"signed", "yes, key " + v.key_id.substr(0, 16)}});
+}
+
 // The version's files, as verified, and its signature as model.sig: the layout the OpenSSF
 // model_signing tool verifies (`model_signing verify key --signature DIR/model.sig --public-key K
 // DIR`): resources named by their file names relative to DIR, nothing else in DIR.
@@ -334,6 +363,15 @@ void register_registry(CLI::App& app, GlobalOptions& g) {
   r->add_option("--metrics", f->metrics, "JSON file of metrics (clean, robust per attack/eps, detectors)");
   add_registry_flag(r, *rf);
   r->callback([f, rf, &g] { run_register(*f, *rf, g); });
+
+  auto imp_model = std::make_shared<std::string>(), imp_dir = std::make_shared<std::string>();
+  auto imp_parent = std::make_shared<int64_t>(0);
+  auto* imp = reg->add_subcommand("import-signed", "Add a version from a directory signed by OpenSSF model_signing (DIR/model.sig)");
+  imp->add_option("MODEL", *imp_model, "Model name: the signed directory's name (model_signing's subject)")->required();
+  imp->add_option("DIR", *imp_dir, "The signed directory: model.pt, other files, model.sig")->required();
+  imp->add_option("--parent", *imp_parent, "Version this one was derived from")->check(CLI::PositiveNumber);
+  add_registry_flag(imp, *rf);
+  imp->callback([imp_model, imp_dir, imp_parent, rf, &g] { run_import_signed(*imp_model, *imp_dir, *imp_parent, *rf, g); });
 
   auto name = std::make_shared<std::string>();
   auto* list = reg->add_subcommand("list", "List models, or one model's versions");

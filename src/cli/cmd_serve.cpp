@@ -353,7 +353,7 @@ void add_serve_options(CLI::App* cmd, ServeFlags& f) {
       ->capture_default_str();
   cmd->add_option("--max-body-bytes", f.max_body_bytes, "Largest request body (413 above)")->capture_default_str();
   cmd->add_option("--grpc-memory-bytes", f.grpc_memory_bytes,
-                  "Memory all gRPC connections' buffers may hold at once; 0: 4 messages, at least 8 MiB")
+                  "Memory all gRPC connections' buffers may hold at once; 0: 4 messages, at least 32 MiB")
       ->capture_default_str();
   cmd->add_option("--grpc-max-message-bytes", f.grpc_max_message_bytes,
                   "Largest gRPC message (refused before it is read); 0: --max-batch rows of the largest served input, "

@@ -244,7 +244,7 @@ VersionRecord Registry::register_version(const RegisterRequest& r, const Signing
   check_model_name(r.model);
   if (r.files.empty()) throw invalid_argument("a version needs at least one file");
   if (!r.lineage.is_object() || !r.metrics.is_object()) throw invalid_argument("lineage and metrics must be JSON objects");
-  if (key == nullptr && !allow_unsigned_) {
+  if (key == nullptr && r.bundle.empty() && !allow_unsigned_) {
     throw invalid_argument("no signing key: give --key (or --allow-unsigned, for development only)");
   }
   if (key != nullptr && trust().find(key->key_id()) == nullptr) {
@@ -257,7 +257,22 @@ VersionRecord Registry::register_version(const RegisterRequest& r, const Signing
     digests[name] = objects_.put(path);
     signed_files.push_back({name, digests[name]});
   }
-  const std::string bundle = key != nullptr ? sign_bundle(*key, r.model, signed_files) : "";
+  std::string bundle = key != nullptr ? sign_bundle(*key, r.model, signed_files) : "";
+  std::string key_id = key != nullptr ? key->key_id() : "";
+  if (!r.bundle.empty()) {  // signed elsewhere: the signature must cover exactly these bytes
+    const auto verified = verify_bundle(r.bundle, trust());
+    if (verified.model_name != r.model) {
+      throw SignatureError("statement", "the signature's subject is '" + verified.model_name + "', not '" + r.model +
+                                            "': model_signing names the subject after the signed directory, so sign a "
+                                            "directory named like the model");
+    }
+    std::map<std::string, std::string> by_name;
+    for (const auto& f : signed_files) by_name[f.name] = objects_.path_of(f.sha256_hex);
+    verify_files(verified, by_name);
+    bundle = r.bundle;
+    key_id = verified.key_id;
+  }
+  const bool is_signed = !bundle.empty();
 
   WriteTransaction tx(*db_);
   db_->execute("INSERT INTO models(name, created, created_by) VALUES(?, ?, ?) ON CONFLICT DO NOTHING",
@@ -271,16 +286,17 @@ VersionRecord Registry::register_version(const RegisterRequest& r, const Signing
   const Value no_value = nullptr;
   db_->execute("INSERT INTO versions(model, version, stage, files, bundle, key_id, parent, lineage, metrics, "
                "created, created_by) VALUES(?, ?, 'none', ?, ?, ?, ?, ?, ?, ?, ?)",
-               {r.model, version, json(digests).dump(), key != nullptr ? Value(bundle) : no_value,
-                key != nullptr ? Value(key->key_id()) : no_value, r.parent ? Value(*r.parent) : no_value,
+               {r.model, version, json(digests).dump(), is_signed ? Value(bundle) : no_value,
+                is_signed ? Value(key_id) : no_value, r.parent ? Value(*r.parent) : no_value,
                 r.lineage.dump(), r.metrics.dump(), utc_timestamp(), actor_});
   // After the insert, which waits for a gc holding the versions table (PostgreSQL) and is waited
   // for by one that starts later: a gc that ran between the put and here is seen, and undone.
   for (const auto& [name, sha] : digests) {
     if (!objects_.has(sha)) objects_.put(r.files.at(name));
   }
-  json details{{"files", digests}, {"signed", key != nullptr}, {"lineage", r.lineage}};
-  if (key != nullptr) details["key_id"] = key->key_id();
+  json details{{"files", digests}, {"signed", is_signed}, {"lineage", r.lineage}};
+  if (is_signed) details["key_id"] = key_id;
+  if (!r.bundle.empty()) details["signature"] = "imported";
   if (r.parent) details["parent"] = *r.parent;
   audit_->append(actor_, "registry.register", r.model + "@" + std::to_string(version), details);
   tx.commit();

@@ -69,6 +69,9 @@ struct RegisterRequest {
   std::optional<int64_t> parent;
   nlohmann::json lineage = nlohmann::json::object();  // dataset, dataset_sha256, method, eps, seed, command
   nlohmann::json metrics = nlohmann::json::object();
+  // A signature made elsewhere (an OpenSSF model_signing `model.sig` over these files): checked
+  // against the trust list and the files instead of signing them. Empty: sign with the given key.
+  std::string bundle;
 };
 
 // The latest stage statement of a model, its signature checked.
@@ -109,8 +112,8 @@ class Registry {
   // changes are recorded unsigned, and servers refuse to follow them unless --allow-unsigned.
   void set_operator_key(std::shared_ptr<const SigningKey> key) { operator_key_ = std::move(key); }
 
-  // Stores the files, signs them with `key` (null: unsigned, refused unless allow_unsigned) and
-  // adds version N+1 in stage none.
+  // Stores the files, signs them with `key` (null: unsigned, refused unless allow_unsigned) or
+  // checks request.bundle, and adds version N+1 in stage none.
   VersionRecord register_version(const RegisterRequest& request, const SigningKey* key);
   // Verifies the version, then moves it to `stage`; the version that held staging or production
   // before is archived.

@@ -28,7 +28,7 @@ struct GrpcOptions {
   int max_message_bytes = 0;
   int64_t max_batch_rows = 32;  // --max-batch
   // The memory all gRPC connections' buffers may hold at once (grpc::ResourceQuota); 0 (the
-  // default): 4 messages of max_message_bytes, at least 8 MiB. Under it gRPC slows reads (smaller
+  // default): 4 messages of max_message_bytes, at least 32 MiB. Under it gRPC slows reads (smaller
   // flow-control windows) instead of growing.
   int64_t memory_bytes = 0;
   std::string tls_cert, tls_key;

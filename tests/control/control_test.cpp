@@ -197,7 +197,8 @@ TEST(Control, OneClientCannotStartAJobAndAPersistingAlarmIsRetriedWithinTheBudge
 TEST(Control, AGuardKilledMidHardeningRestartsConsistent) {
   LoopRegistry r;
   const auto config = r.dir.file("guard.yaml");
-  std::ofstream(config) << "serve:\n  registry: " << r.reg << "\n  model: {fashion: \"registry:m@production\"}\n"
+  std::ofstream(config) << "serve:\n  registry: " << r.reg << "\n  trust-keys: " << r.trusted() << "\n  log-key: " << r.log_pub
+                        << "\n  model: {fashion: \"registry:m@production\"}\n"
                         << "  http-port: 0\n  grpc-port: -1\n  access-log: \"off\"\n  tokens: " << r.dir.file("tokens.yaml")
                         << "\npolicy:\n  hardening: {method: pgd-at, epochs: 50, limit: 20000, budget_minutes: 60, key: "
                         << r.key << "}\n  cooldown_s: 3600\n";

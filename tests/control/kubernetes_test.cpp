@@ -173,7 +173,8 @@ bool within(double seconds, Pred pred) {
 
 TEST(KubeManifest, RendersEveryTemplateAsRenderPyDoes) {
   const control::TemplateValues samples{
-      {"ADMIN_TOKEN_SHA256", std::string(64, 'a')}, {"CLIENT_TOKEN_SHA256", std::string(64, 'b')}};
+      {"ADMIN_TOKEN_SHA256", std::string(64, 'a')}, {"CLIENT_TOKEN_SHA256", std::string(64, 'b')},
+      {"OPERATOR_PUB_B64", "b3BlcmF0b3IK"}, {"AUDIT_LOG_PUB_B64", "bG9nCg=="}};
   auto canary = samples;
   canary.insert({{"MODEL_REF", "7"}, {"CANARY_PERCENT", "10"}, {"JOB_NAME", "job-1767225600"},
                  {"JOB_DIR", "/var/lib/bulwark/registry/guard/jobs/job-1767225600"}, {"REGISTRY_PVC", "pvc-$${x}"},

@@ -162,6 +162,43 @@ TEST_P(RegistryCli, ExportWritesTheModelSigningLayout) {
   EXPECT_FALSE(fs::exists(env.tmp.file("export2/model.pt")));
 }
 
+// `registry import-signed`: a directory with a model_signing signature (here one `registry export`
+// wrote, the same format) becomes a version whose signature is the imported one; a subject that is
+// not the model's name, a file changed after signing and an untrusted signer are refused.
+TEST_P(RegistryCli, ImportSignedChecksTheSignatureItBrings) {
+  Env env(backend());
+  const std::string model = env.tmp.file("src.pt");
+  test::write_random_file(model, 5000, 9);
+  ASSERT_EQ(env.bulwark("registry register m " + model + " --key " + env.key + env.reg_flag()).exit_code, 0);
+  const std::string dir = env.tmp.file("m");
+  ASSERT_EQ(env.bulwark("registry export m@1 " + dir + env.reg_flag()).exit_code, 0);
+  const auto other_name = env.bulwark("registry import-signed other " + dir + env.reg_flag());
+  EXPECT_EQ(other_name.exit_code, 1) << other_name.out;
+  EXPECT_TRUE(contains(other_name.err, "subject is 'm', not 'other'")) << other_name.err;
+  const auto ok = env.bulwark("--json registry import-signed m " + dir + " --parent 1" + env.reg_flag());
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  const json v = json::parse(ok.out);
+  EXPECT_EQ(v["version"], 2);
+  EXPECT_EQ(v["signed"], true);
+  EXPECT_EQ(v["key_id"], SigningKey::load(env.key).key_id());
+  EXPECT_EQ(env.bulwark("registry show m@2 --bundle" + env.reg_flag()).out, test::read_all(dir + "/model.sig") + "\n");
+  EXPECT_EQ(env.bulwark("registry verify m@2" + env.reg_flag()).exit_code, 0);
+
+  test::write_all(dir + "/model.pt", test::read_all(dir + "/model.pt") + "x");
+  const auto changed = env.bulwark("registry import-signed m " + dir + env.reg_flag());
+  EXPECT_EQ(changed.exit_code, 1) << changed.out;
+  EXPECT_TRUE(contains(changed.err, "model.pt")) << changed.err;
+  {
+    Registry reg(env.loc, "test");
+    reg.untrust_key(SigningKey::load(env.key).key_id());
+  }
+  test::write_all(dir + "/model.pt", test::read_all(model));  // the signed bytes again, the signer untrusted
+  const auto untrusted = env.bulwark("registry import-signed m " + dir + env.reg_flag());
+  EXPECT_EQ(untrusted.exit_code, 1) << untrusted.out;
+  EXPECT_TRUE(contains(untrusted.err, "trust")) << untrusted.err;
+  EXPECT_EQ(json::parse(env.bulwark("--json registry list m" + env.reg_flag()).out).size(), 2u);
+}
+
 TEST_P(RegistryCli, BundleVerifiesWithOpensslAndPythonAlone) {
   Env env(backend());
   const std::string model = env.tmp.file("model.pt"), calibration = env.tmp.file("model.detect");
