@@ -271,6 +271,9 @@ void add_serve_options(CLI::App* cmd, ServeFlags& f) {
                   "changes are accepted, kept outside the registry (a read-only mount, a Secret)");
   cmd->add_option("--log-key", f.core.source.log_key,
                   "With --registry: the audit log's public key (a copy of the registry's log.pub kept outside it)");
+  cmd->add_option("--audit-witness", f.core.source.audit_witness,
+                  "With --registry: published checkpoints (audit checkpoint --publish) the audit log must be "
+                  "consistent with before a stage change is followed");
   cmd->add_option("--model-root", f.core.source.model_root,
                   "Directory the repository API may load plain files from (relative paths only)");
   cmd->add_flag("--allow-unsigned", f.core.source.allow_unsigned,

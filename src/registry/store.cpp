@@ -383,7 +383,9 @@ VersionRecord Registry::resolve_signed(const std::string& model, Stage stage, Si
 }
 
 void Registry::check_stage_audited(const SignedStage& stage) {
-  const auto verdict = audit_->verify();
+  AuditVerifyOptions o;
+  o.witness_dir = witness_dir_;
+  const auto verdict = audit_->verify(o);
   if (!verdict.ok) throw SignatureError("audit", "the audit log does not verify: " + verdict.problem);
   const std::string& model = stage.statement.model;
   bool found = false;

@@ -107,6 +107,9 @@ class Registry {
   // read-only mount or a Kubernetes Secret): from here on, signatures are checked against `keys`
   // instead of <dir>/trust, and the audit log against `log_key_pem` (empty: <dir>/log.pub).
   void pin_trust(TrustList keys, const std::string& log_key_pem);
+  // A directory of published checkpoints (audit checkpoint --publish): check_stage_audited then
+  // also requires the log to be consistent with every one of them (a rolled-back log is refused).
+  void set_witness(std::string dir) { witness_dir_ = std::move(dir); }
   bool trust_pinned() const { return pinned_trust_.has_value(); }
   // The key that signs this handle's stage statements (promote, rollback). Without one, stage
   // changes are recorded unsigned, and servers refuse to follow them unless --allow-unsigned.
@@ -173,6 +176,7 @@ class Registry {
   std::unique_ptr<Database> db_;
   std::unique_ptr<AuditLog> audit_;
   std::optional<TrustList> pinned_trust_;
+  std::string witness_dir_;
   std::shared_ptr<const SigningKey> operator_key_;
 };
 

@@ -25,6 +25,9 @@ void ModelSourceOptions::validate() const {
   if (follow_interval_ms < 50 || follow_interval_ms > 60000) {
     throw invalid_argument("--follow-interval-ms must be in 50..60000");
   }
+  if (!audit_witness.empty() && !directory_exists(audit_witness)) {
+    throw invalid_argument("--audit-witness " + audit_witness + ": no such directory");
+  }
   if (!registry.empty() && (trust_keys.empty() || log_key.empty())) {
     throw invalid_argument("--registry needs --trust-keys PATH (the public keys, a .pub file or a directory of them, "
                            "whose model signatures and stage changes this server accepts) and --log-key FILE (the "
@@ -40,6 +43,7 @@ ModelSource::ModelSource(ModelSourceOptions options) : options_(std::move(option
     registry_ = std::make_unique<registry::Registry>(options_.registry, "serve:" + registry::local_actor().substr(6),
                                                      options_.allow_unsigned);
     registry_->pin_trust(registry::load_trust_roots(options_.trust_keys), read_file(options_.log_key));
+    if (!options_.audit_witness.empty()) registry_->set_witness(options_.audit_witness);
   }
 }
 

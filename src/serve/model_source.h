@@ -36,6 +36,7 @@ struct ModelSourceOptions {
   // directory of them), and the audit log's public key.
   std::string trust_keys;
   std::string log_key;
+  std::string audit_witness;  // published checkpoints the audit log must be consistent with; empty: none
   std::string model_root;   // directory clients may load plain files from; empty: none
   bool allow_unsigned = false;
   int follow_interval_ms = 500;  // how often stage references are re-resolved (hot swap)

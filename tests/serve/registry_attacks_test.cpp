@@ -145,6 +145,45 @@ TEST(RegistryAttacks, AStageChangeOnlyAnUnsignedAuditEntryRecordsIsNotFollowed) 
   EXPECT_NE(out.output.find("(registry.promote m@2)"), std::string::npos) << out.output;
 }
 
+// Restored old checkpoint: the audit log truncated back to before version 2's promotion, the
+// checkpoint of that time put back, the newer statement deleted — a registry consistent in itself,
+// in which a freshly started server would follow version 1. Its checkpoint was published to a
+// witness before (audit checkpoint --publish); a server given --audit-witness refuses the rollback.
+TEST(RegistryAttacks, AnOlderCheckpointRestoredWithATruncatedLogIsRefusedAgainstTheWitness) {
+  SignedRegistry r;
+  ASSERT_EQ(r.stage("registry promote m@1").exit_code, 0);
+  const std::string old_checkpoint = read_file(r.reg + "/audit.checkpoint");
+  int64_t entries_then = 0;
+  {
+    registry::Registry reg(r.reg, "test");
+    entries_then = static_cast<int64_t>(reg.audit().entries().size());
+  }
+  ASSERT_EQ(r.stage("registry promote m@2").exit_code, 0);
+  TempDir witness;
+  ASSERT_EQ(r.cli("audit checkpoint --publish " + witness.path()).exit_code, 0);
+  {
+    registry::Registry reg(r.reg, "mallory");
+    reg.db().execute("DELETE FROM audit WHERE seq > ?", {entries_then});
+    reg.db().exec("DELETE FROM stage_statements WHERE model = 'm' AND counter = 2;"
+                  "UPDATE versions SET stage = 'archived' WHERE model = 'm' AND version = 2;"
+                  "UPDATE versions SET stage = 'production' WHERE model = 'm' AND version = 1;");
+  }
+  atomic_write_file(r.reg + "/audit.checkpoint", old_checkpoint);
+  EXPECT_EQ(r.cli("audit verify").exit_code, 0) << "consistent in itself: what the witness is for";
+  const auto out = run_command(bin() + " serve --registry " + r.reg + " --model fashion=registry:m@production " +
+                               "--http-port 0 --grpc-port -1 --access-log off --audit-witness " + witness.path() +
+                               r.trust_args());
+  EXPECT_EQ(out.exit_code, 1) << out.output;
+  EXPECT_NE(out.output.find("log rolled back"), std::string::npos) << out.output;
+  // The refusing server audited its refusal, so the rolled-back log has grown again: past the
+  // witnessed size it no longer rolls back but diverges, and the consistency proof fails.
+  const auto audited = r.cli("audit verify --witness " + witness.path());
+  EXPECT_EQ(audited.exit_code, 1) << audited.output;
+  EXPECT_TRUE(audited.output.find("rolled back") != std::string::npos ||
+              audited.output.find("is not consistent with checkpoint.") != std::string::npos)
+      << audited.output;
+}
+
 // A re-keyed log (the attacker's own log.key/log.pub, the checkpoint re-signed): the server's
 // --log-key is the one kept outside, so the log no longer verifies and no stage change is followed.
 TEST(RegistryAttacks, AReKeyedLogIsRefusedByTheServersPinnedLogKey) {
