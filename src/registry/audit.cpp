@@ -60,6 +60,18 @@ std::string check_checkpoint(const std::string& note, const std::string& label, 
   return "";
 }
 
+// Whether `e` carries a valid entry signature by `key` among `signatures` (seq -> base64 DER).
+bool entry_signed(const PublicKey& key, const std::string& origin, const AuditEntry& e,
+                  const std::map<int64_t, std::string>& signatures) {
+  const auto sig = signatures.find(e.seq);
+  if (sig == signatures.end()) return false;
+  try {
+    return key.verify(entry_signing_input(origin, e.entry_hash), base64_decode(sig->second));
+  } catch (const std::exception&) {
+    return false;  // not base64: not a signature
+  }
+}
+
 // Every checkpoint in a witness directory against the registry's own (already checked against the
 // entries): a witnessed size beyond it is a rollback; otherwise an RFC 9162 consistency proof from
 // the witnessed root to the registry's root must hold. Returns "" when all do.
@@ -193,14 +205,7 @@ MerkleFrontier AuditLog::extend_frontier(std::vector<AuditEntry>* tail_out) cons
     if (hex_encode(sha256_raw(e.canonical())) != e.entry_hash) throw data_format(what + " does not match its hash");
     if (e.prev_hash != prev) throw data_format(what + " does not chain to the entry before it");
     if (e.seq > cp.size) {
-      const auto sig = signatures.find(e.seq);
-      bool ok = false;
-      try {
-        ok = sig != signatures.end() && key.verify(entry_signing_input(name, e.entry_hash), base64_decode(sig->second));
-      } catch (const std::exception&) {
-        ok = false;
-      }
-      if (!ok) {
+      if (!entry_signed(key, name, e, signatures)) {
         throw data_format(what + " is after the last checkpoint (" + std::to_string(cp.size) +
                           ") and not signed by the log key: appended by someone without it; nothing is chained "
                           "or checkpointed onto it");
@@ -362,14 +367,7 @@ AuditVerdict AuditLog::verify(const AuditVerifyOptions& o) const {
   }
   for (int64_t seq = covered + 1; seq <= v.entries; ++seq) {
     const auto& e = all[static_cast<size_t>(seq - 1)];
-    const auto sig = signatures.find(seq);
-    bool ok = false;
-    try {
-      ok = sig != signatures.end() && key.verify(entry_signing_input(name, e.entry_hash), base64_decode(sig->second));
-    } catch (const std::exception&) {
-      ok = false;
-    }
-    if (!ok) {
+    if (!entry_signed(key, name, e, signatures)) {
       return fail(seq, "entry " + std::to_string(seq) + " (" + e.action + " " + e.subject +
                            ") is after the last checkpoint (" + std::to_string(covered) +
                            " entries) and not signed by the log key: appended by someone without the key");

@@ -117,6 +117,15 @@ void write_row(Database& db, int64_t seq, const AuditEntry& e) {
             1);
 }
 
+// Recomputes every hash and link after an edit, as someone hiding it would, and writes the rows back.
+void rechain(Database& db, std::vector<AuditEntry>& entries) {
+  for (size_t i = 1; i < entries.size(); ++i) {
+    entries[i].prev_hash = entries[i - 1].entry_hash;
+    entries[i].entry_hash = test::sha256_hex_of(entries[i].canonical());
+    write_row(db, entries[i].seq, entries[i]);
+  }
+}
+
 TEST_P(Audit, IntactLogVerifies) {
   const auto entries = all_entries(base_location());
   ASSERT_EQ(entries.size(), 8u);
@@ -187,11 +196,7 @@ TEST_P(Audit, ConsistentlyRewrittenHistoryFailsOnTheCheckpoint) {
   entries[1].actor = "mallory";
   {
     auto db = open_db(copy);
-    for (size_t i = 1; i < entries.size(); ++i) {
-      entries[i].prev_hash = entries[i - 1].entry_hash;
-      entries[i].entry_hash = test::sha256_hex_of(entries[i].canonical());
-      write_row(*db, entries[i].seq, entries[i]);
-    }
+    rechain(*db, entries);
   }
   const auto v = verify(copy);
   EXPECT_FALSE(v.ok);
@@ -365,11 +370,7 @@ TEST_P(Audit, AWitnessedCheckpointOfAnotherHistoryFailsTheConsistencyProof) {
   entries[1].actor = "mallory";
   {
     auto db = open_db(copy);
-    for (size_t i = 1; i < entries.size(); ++i) {
-      entries[i].prev_hash = entries[i - 1].entry_hash;
-      entries[i].entry_hash = test::sha256_hex_of(entries[i].canonical());
-      write_row(*db, entries[i].seq, entries[i]);
-    }
+    rechain(*db, entries);
     db->exec("DELETE FROM meta WHERE key = 'audit_frontier'");
   }
   // Re-sign a checkpoint over the rewritten entries with the registry's own log key.
