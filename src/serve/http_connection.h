@@ -38,6 +38,15 @@
 
 namespace bulwark::serve {
 
+// BoundedHttpServer overrides cpp-httplib internals (the private virtual process_and_close_socket,
+// process_request, svr_sock_, and that listen() runs the task queue's enqueue once per accepted
+// socket) as they are in 0.11.4, Debian 12's version: another version must be read again first.
+constexpr bool same_text(const char* a, const char* b) {
+  return *a == *b && (*a == '\0' || same_text(a + 1, b + 1));
+}
+static_assert(same_text(CPPHTTPLIB_VERSION, "0.11.4"),
+              "serve/http_connection overrides cpp-httplib 0.11.4 internals: check them against this version");
+
 constexpr size_t kMaxHeadBytes = 64 * 1024;
 constexpr auto kHeadTimeout = std::chrono::seconds(10);
 constexpr auto kRequestReadTimeout = std::chrono::seconds(30);
