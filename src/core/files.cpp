@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <fstream>
 #include <sstream>
 
@@ -40,8 +41,14 @@ void write_all(int fd, const std::string& bytes, const std::string& tmp) {
 
 void atomic_write_file(const std::string& path, const std::string& bytes) {
   if (path.empty()) throw invalid_argument("output path is empty");
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // A fresh, unpredictable name, created exclusively and never through a symlink: a file or link
+  // planted at the temporary name by someone else who can write the directory is never written
+  // through, and cannot make the write fail by squatting the name.
+  std::random_device rd;
+  char suffix[32];
+  std::snprintf(suffix, sizeof suffix, "%d.%08x%08x", static_cast<int>(::getpid()), rd(), rd());
+  const std::string tmp = path + ".tmp." + suffix;
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) throw io_error("cannot create " + tmp + ": " + errno_text());
   try {
     write_all(fd, bytes, tmp);

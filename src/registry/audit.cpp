@@ -193,8 +193,27 @@ MerkleFrontier AuditLog::extend_frontier(std::vector<AuditEntry>* tail_out) cons
     }
   }
   std::string prev = kZeroHash;
-  if (f.size > 0) prev = db_.query("SELECT entry_hash FROM audit WHERE seq = ?", {f.size}).at(0).text(0);
-  const auto tail = entries(f.size);
+  // The stored frontier stands for entries 1..f.size without reading them; the rightmost perfect
+  // subtree is recomputed from its rows, so the last covered entry — the one the next append
+  // chains onto — is the one the checkpoint signed, not a row rewritten since (on average a few
+  // rows; all of them when the size is a power of two).
+  const int64_t last_subtree = f.size & -f.size;
+  auto rows = entries(f.size - last_subtree);
+  if (f.size > 0) {
+    std::vector<std::string> leaves;
+    for (int64_t i = 0; i < last_subtree && i < static_cast<int64_t>(rows.size()); ++i) {
+      leaves.push_back(rows[static_cast<size_t>(i)].canonical());
+    }
+    const AuditEntry* last = static_cast<int64_t>(rows.size()) >= last_subtree ? &rows[static_cast<size_t>(last_subtree - 1)] : nullptr;
+    if (static_cast<int64_t>(leaves.size()) != last_subtree || merkle_root(leaves) != f.subtrees.back() ||
+        last->seq != f.size || hex_encode(sha256_raw(last->canonical())) != last->entry_hash) {
+      throw data_format("audit log: entries " + std::to_string(f.size - last_subtree + 1) + ".." + std::to_string(f.size) +
+                        " do not hash to the root signed in the registry's checkpoint: history rewritten");
+    }
+    prev = last->entry_hash;
+    rows.erase(rows.begin(), rows.begin() + last_subtree);
+  }
+  const auto& tail = rows;
   std::map<int64_t, std::string> signatures;
   for (const auto& r : db_.query("SELECT seq, signature FROM audit_signatures WHERE seq > ?", {cp.size})) {
     signatures[r.int64(0)] = r.text(1);
@@ -379,6 +398,7 @@ AuditVerdict AuditLog::verify(const AuditVerifyOptions& o) const {
     const std::string why = check_witness(o.witness_dir, name, key, all, v);
     if (!why.empty()) return fail(0, why);
   }
+  if (o.entries_out != nullptr) *o.entries_out = all;
   return v;
 }
 

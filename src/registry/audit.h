@@ -73,6 +73,9 @@ struct AuditVerifyOptions {
   std::string external_checkpoint;  // a checkpoint's text kept elsewhere (`audit verify --checkpoint`)
   std::string pinned_log_key_pem;   // `--log-key`: the key checkpoints must be signed with
   std::string witness_dir;          // `--witness DIR`: every *.checkpoint in it must be a prefix of the log
+  // When given: the entries exactly as verified, so a caller that looks something up in the log
+  // reads the same state that was checked, not a second read an attacker could change in between.
+  std::vector<AuditEntry>* entries_out = nullptr;
 };
 
 class AuditLog {
@@ -107,7 +110,7 @@ class AuditLog {
   // directory, every witnessed checkpoint must be consistent with the registry's (RFC 9162 proof).
   AuditVerdict verify(const AuditVerifyOptions& options) const;
   AuditVerdict verify(const std::string& external_checkpoint = "", const std::string& pinned_log_key_pem = "") const {
-    return verify(AuditVerifyOptions{external_checkpoint, pinned_log_key_pem, ""});
+    return verify(AuditVerifyOptions{external_checkpoint, pinned_log_key_pem, "", nullptr});
   }
   // Copies the registry's current checkpoint into `dir` as checkpoint.<size> (write, fsync,
   // rename); returns its path. A different checkpoint already witnessed at the same size is a fork

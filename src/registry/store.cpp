@@ -385,12 +385,14 @@ VersionRecord Registry::resolve_signed(const std::string& model, Stage stage, Si
 void Registry::check_stage_audited(const SignedStage& stage) {
   AuditVerifyOptions o;
   o.witness_dir = witness_dir_;
+  std::vector<AuditEntry> verified;
+  o.entries_out = &verified;
   const auto verdict = audit_->verify(o);
   if (!verdict.ok) throw SignatureError("audit", "the audit log does not verify: " + verdict.problem);
   const std::string& model = stage.statement.model;
   bool found = false;
   int64_t newest = 0;
-  for (const auto& e : audit_->entries()) {
+  for (const auto& e : verified) {  // the entries as verified, not a second read
     if ((e.action != "registry.promote" && e.action != "registry.rollback") || e.subject.rfind(model + "@", 0) != 0) {
       continue;
     }

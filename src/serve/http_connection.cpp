@@ -11,6 +11,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -82,6 +83,8 @@ class BoundedStream : public httplib::Stream {
   }
   bool over_bound() const { return over_bound_; }
   bool buffered() const { return pre_pos_ < pre_.size() || pos_ < end_; }
+  // The bytes read from the socket but not yet by the parser (a pipelined request's start).
+  std::string unread() const { return pre_.substr(std::min(pre_pos_, pre_.size())) + std::string(buf_ + pos_, end_ - pos_); }
 
   bool is_readable() const override { return buffered() || wait_for(fd_, POLLIN, Clock::now() + read_timeout_); }
   bool is_writable() const override { return wait_for(fd_, POLLOUT, Clock::now() + write_timeout_); }
@@ -282,16 +285,20 @@ class BoundedHttpServer::Reactor {
     refuse(fd, 503, "Service Unavailable", "too many connections; retry later");
   }
 
-  // A connection whose answer is written: wait for its next request here.
-  void keep(int fd, std::string address, size_t requests_left) {
+  // A connection whose answer is written: wait for its next request here. `started`: the first
+  // bytes of that request, already read (a pipelined head not yet complete): its head has
+  // kHeadTimeout from now, as a fresh connection's.
+  void keep(int fd, std::string address, size_t requests_left, std::string started) {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) {
       release_locked(address);
       ::close(fd);
       return;
     }
-    incoming_.push_back(Waiting{fd, std::move(address), "",
-                                Clock::now() + std::chrono::seconds(server_.keep_alive_timeout_sec_), requests_left, true});
+    const bool idle = started.empty();
+    const auto deadline =
+        idle ? Clock::now() + std::chrono::seconds(server_.keep_alive_timeout_sec_) : Clock::now() + kHeadTimeout;
+    incoming_.push_back(Waiting{fd, std::move(address), std::move(started), deadline, requests_left, idle});
     wake();
   }
 
@@ -300,14 +307,15 @@ class BoundedHttpServer::Reactor {
     release_locked(address);
   }
 
+  // Idempotent; every caller returns only once the threads are joined.
   void stop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) return;
       stopping_ = true;
       wake();
     }
     work_cv_.notify_all();
+    std::lock_guard<std::mutex> joining(join_mu_);
     if (poller_.joinable()) poller_.join();
     for (auto& w : workers_) w.join();
     workers_.clear();
@@ -367,7 +375,10 @@ class BoundedHttpServer::Reactor {
       }
       const auto wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()).count();
       const int n = ::poll(fds.data(), fds.size(), static_cast<int>(std::max<long long>(0, wait_ms) + 1));
-      if (n < 0 && errno != EINTR) break;
+      if (n < 0 && errno != EINTR) {  // ENOMEM: say so and try again, rather than leave connections unserved
+        std::cerr << "bulwark serve: poll failed (" << std::strerror(errno) << "); retrying\n";
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
       if (fds[0].revents != 0) {
         char sink[256];
         while (::read(wake_[0], sink, sizeof sink) > 0) {
@@ -473,6 +484,7 @@ class BoundedHttpServer::Reactor {
   ConnectionLimits limits_;
   int wake_[2] = {-1, -1};
   mutable std::mutex mu_;
+  std::mutex join_mu_;
   std::condition_variable work_cv_;
   bool stopping_ = false;
   std::vector<Waiting> incoming_;
@@ -515,9 +527,12 @@ void BoundedHttpServer::serve(int fd, std::string head, size_t requests_left, co
         svr_sock_ == INVALID_SOCKET) {
       break;
     }
-    if (!stream.buffered()) {  // no pipelined request behind it: wait in the reactor, not here
+    // The next request waits in the reactor, not here, unless its whole head is already read
+    // (pipelined): a client trickling a second head holds no request thread either.
+    std::string next = stream.unread();
+    if (head_end(next, 0) == std::string::npos) {
       t_close_after_response = false;
-      reactor_->keep(fd, address, requests_left - 1);
+      reactor_->keep(fd, address, requests_left - 1, std::move(next));
       return;
     }
   }

@@ -312,6 +312,33 @@ TEST_P(Audit, AForgedEntryAfterTheCheckpointIsNamedAndNothingChainsOntoIt) {
   EXPECT_EQ(all_entries(copy).size(), 9u);
 }
 
+// The last entry the checkpoint covers, rewritten with a hash to match: the next legitimate append
+// would chain onto it and sign it into the next checkpoint, making the damage permanent. The
+// stored frontier is trusted only with its rightmost subtree recomputed from the rows, so the
+// append is refused and the checkpoint stays as it was.
+TEST_P(Audit, ALastCoveredEntryRewrittenIsNotChainedOnto) {
+  const auto copy = fresh_copy();
+  {
+    Registry reg(copy.location, "tester");
+    reg.record("serve.load", "m@2", nlohmann::json::object());  // stores a frontier for 9 entries
+  }
+  auto entries = all_entries(copy);
+  ASSERT_EQ(entries.size(), 9u);
+  entries[8].actor = "mallory";
+  entries[8].entry_hash = test::sha256_hex_of(entries[8].canonical());
+  write_row(*open_db(copy), 9, entries[8]);
+  const std::string checkpoint = test::read_all(copy.dir + "/audit.checkpoint");
+  Registry reg(copy.location, "tester");
+  try {
+    reg.record("serve.load", "m@2", nlohmann::json::object());
+    ADD_FAILURE() << "appended onto a rewritten entry";
+  } catch (const Error& err) {
+    EXPECT_TRUE(contains(err.what(), "history rewritten")) << err.what();
+  }
+  EXPECT_EQ(test::read_all(copy.dir + "/audit.checkpoint"), checkpoint);
+  EXPECT_EQ(all_entries(copy).size(), 9u);
+}
+
 TEST_P(Audit, EntriesAfterTheCheckpointSignedByTheLogKeyVerify) {
   const auto copy = fresh_copy();
   const std::string checkpoint = test::read_all(copy.dir + "/audit.checkpoint");

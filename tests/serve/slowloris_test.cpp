@@ -1,6 +1,6 @@
 // Slow clients against the REST frontend, as a server process: 200 slowloris connections (request
-// heads trickled a byte at a time, each from its own loopback address so no per-address limit
-// helps) hold no request thread, so valid requests on new connections keep being answered at once;
+// heads trickled a byte at a time — half of them after a first, whole request on the connection —
+// each from its own loopback address so no per-address limit helps) hold no request thread, so valid requests on new connections keep being answered at once;
 // and one address past --max-connections-per-client is answered 503, not queued.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -78,7 +78,9 @@ TEST(Slowloris, TwoHundredSlowHeadsHoldNoThreadAndValidRequestsAnswerWithinASeco
   for (int i = 0; i < 200; ++i) {
     const int fd = connect_from("127.0.1." + std::to_string(i + 1), s.port);
     ASSERT_GE(fd, 0) << "connection " << i;
-    const std::string start = "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    // Half trickle their first head; half send one whole request and trickle a pipelined second.
+    const std::string first = i % 2 == 0 ? "" : "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n";
+    const std::string start = first + "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: x\r\nX-Slow: ";
     ASSERT_EQ(::send(fd, start.data(), start.size(), MSG_NOSIGNAL), static_cast<ssize_t>(start.size()));
     slow.push_back(fd);
   }
