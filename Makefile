@@ -18,15 +18,22 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 FUZZ_RUNS    ?=
 
-# Every Debian package the project needs to build, test, benchmark and run its demo.
-DEB_PACKAGES := cmake make g++ clang libclang-rt-dev ccache pkg-config zlib1g-dev \
-  libtorch-dev python3-torch python3-numpy libopenblas0-pthread dataset-fashion-mnist \
-  libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev \
-  libcpp-httplib-dev libssl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
-  libyaml-cpp-dev libsqlite3-dev libsqlitecpp-dev sqlite3 libpqxx-dev postgresql libgloo-dev \
-  prometheus wrk openssl curl libjs-chart.js chromium \
-  python3-jsonschema python3-yaml \
-  libpng-dev libjpeg62-turbo-dev libzip-dev python3-torchvision python3-pil
+# The Debian packages, in three sets (`make deps` installs all three; the image's build stage only the
+# first, `make deps-build`; what the image runs is derived from what the binary links, deploy/docker):
+# building `bulwark` (the library headers it compiles against and the tools that build it) ...
+BUILD_PACKAGES := cmake make g++ ccache pkg-config zlib1g-dev \
+  libtorch-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev \
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
+  libyaml-cpp-dev libsqlite3-dev libsqlitecpp-dev libpqxx-dev libgloo-dev \
+  libpng-dev libjpeg62-turbo-dev libzip-dev libjs-chart.js
+# ... building and running the tests and benchmarks (reference fixtures in PyTorch, the sanitizer and
+# fuzz builds, the PostgreSQL registry, the report checked in headless Chromium, manifests' schemas) ...
+TEST_PACKAGES := clang libclang-rt-dev libgtest-dev libgmock-dev libbenchmark-dev \
+  python3-torch python3-numpy python3-torchvision python3-pil python3-jsonschema python3-yaml \
+  sqlite3 postgresql prometheus wrk openssl curl chromium dataset-fashion-mnist
+# ... and the demo (its dataset, OpenBLAS rather than the reference BLAS, the loop script's tools).
+DEMO_PACKAGES := dataset-fashion-mnist libopenblas0-pthread python3 curl
+DEB_PACKAGES := $(sort $(BUILD_PACKAGES) $(TEST_PACKAGES) $(DEMO_PACKAGES))
 
 # ccache across precompiled headers (see docs/BUILDING.md).
 export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime
@@ -34,7 +41,7 @@ export CCACHE_MAXSIZE ?= 5G
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo bench fuzz clean
+.PHONY: all deps deps-build build test demo bench fuzz clean base-image image image-test FORCE
 
 all: build
 
@@ -51,6 +58,10 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all $(words $(DEB_PACKAGES) $(EXTRA_PACKAGES)) Debian packages present"; fi
+
+# Only what building the binary needs (the image's build stage).
+deps-build:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BUILD_PACKAGES)"
 
 $(BUILD)/Makefile: CMakeLists.txt
 	cmake -S . -B $(BUILD) $(CMAKE_ARGS)
@@ -75,3 +86,33 @@ fuzz: deps
 
 clean:
 	rm -rf $(BUILD)
+
+# The container image (docs/kubernetes.md): built with the first builder that works here (docker
+# with a daemon, podman, buildah; BUILDER= to choose), from DEBIAN (a Debian 12 image; `make
+# base-image` makes localhost/debian:12 with debootstrap where none can be pulled). Not part of
+# `make test`: image-test builds the image, then serves a signed model from inside it.
+IMAGE      ?= localhost/bulwark:$(shell awk -F'VERSION ' '/^project/ {split($$2, v, " "); print v[1]}' CMakeLists.txt 2>/dev/null)
+DEBIAN     ?= docker.io/library/debian:12-slim
+BUILDER    ?=
+IMAGE_DIR  ?= $(BUILD)/image
+export IMAGE DEBIAN BUILDER IMAGE_DIR
+
+base-image:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="debootstrap podman buildah"
+	./deploy/docker/image.sh base
+
+image:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="buildah podman"
+	./deploy/docker/image.sh build
+
+# image-test's client side: grpcio and protoc's Python messages, ss (iproute2).
+IMAGE_TEST_PACKAGES := python3-grpcio python3-protobuf protobuf-compiler iproute2 curl
+
+# The host binary only (image-test compares the image's answers with it), not the tests.
+$(BUILD)/bulwark: deps $(BUILD)/Makefile FORCE
+	cmake --build $(BUILD) --target bulwark -j$(JOBS)
+FORCE:
+
+image-test: image $(BUILD)/bulwark
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(IMAGE_TEST_PACKAGES)"
+	./deploy/docker/image.sh test $(BUILD)/bulwark

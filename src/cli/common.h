@@ -64,6 +64,7 @@ void register_audit(CLI::App& app, GlobalOptions& g);     // and `runs`
 void register_guard(CLI::App& app, GlobalOptions& g);
 void register_report(CLI::App& app, GlobalOptions& g);
 void register_traffic(CLI::App& app, GlobalOptions& g);
+void register_deploy(CLI::App& app, GlobalOptions& g);
 
 std::string version_text();
 

@@ -39,6 +39,7 @@ int run(int argc, char** argv) {
   bulwark::cli::register_guard(app, g);
   bulwark::cli::register_report(app, g);
   bulwark::cli::register_traffic(app, g);
+  bulwark::cli::register_deploy(app, g);
 
   try {
     app.parse(argc, argv);

@@ -356,7 +356,7 @@ std::string InferenceServicePromoter::render(int64_t version, int64_t canary_per
   v["MODEL_REF"] = std::to_string(version);
   v["CANARY_PERCENT"] = std::to_string(canary_percent);
   const auto text = render_manifests(policy_.variables_file(), {policy_.isvc_template()}, v);
-  // The documents, split where render.py and the template put them: a line "---".
+  // The documents, split where the renderer and the template put them: a line "---".
   std::vector<std::string> docs{""};
   std::istringstream lines(text);
   for (std::string line; std::getline(lines, line);) {

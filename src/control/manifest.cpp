@@ -12,7 +12,7 @@
 namespace bulwark::control {
 namespace {
 
-// render.py's NAME, ^[A-Z][A-Z0-9_]*$, with Python's `$`, which also matches before one final "\n".
+// A variable's NAME, ^[A-Z][A-Z0-9_]*$, with Python's `$`, which also matches before one final "\n".
 bool is_name(std::string s) {
   if (!s.empty() && s.back() == '\n') s.pop_back();
   if (s.empty() || s[0] < 'A' || s[0] > 'Z') return false;
@@ -53,7 +53,7 @@ std::string py_list(const std::set<std::string>& names) {
   return out + "]";
 }
 
-// One match of render.py's PLACEHOLDER, \$(\$?)\{([^}]*)\}.
+// One match of PLACEHOLDER (the pattern deploy/render.py used), \$(\$?)\{([^}]*)\}.
 struct Placeholder {
   size_t begin = 0, end = 0;  // [begin, end) in the text
   bool escaped = false;       // $${...}
@@ -244,7 +244,7 @@ TemplateValues resolve_template_values(const TemplateVariables& variables, const
 }
 
 std::string render_manifests(const std::string& variables_file, const std::vector<std::string>& files,
-                             const TemplateValues& given) {
+                             const TemplateValues& given, bool use_samples) {
   const auto variables = load_template_variables(variables_file);
   std::vector<std::pair<std::string, std::string>> texts;  // a file named twice is rendered once, as a dict keeps it
   std::set<std::string> needed;
@@ -255,13 +255,26 @@ std::string render_manifests(const std::string& variables_file, const std::vecto
     const auto names = template_placeholders(text);
     needed.insert(names.begin(), names.end());
   }
-  const auto values = resolve_template_values(variables, given, false, &needed);
+  const auto values = resolve_template_values(variables, given, use_samples, &needed);
   std::string out;
   for (size_t i = 0; i < texts.size(); ++i) {
     if (i > 0) out += "\n---\n";
     out += strip_newlines(substitute_placeholders(texts[i].second, values, texts[i].first));
   }
   return out + "\n";
+}
+
+std::string pin_image_digest(const std::string& image, const std::string& digest) {
+  static const std::regex kDigest("sha256:[0-9a-f]{64}");
+  if (!std::regex_match(digest, kDigest)) {
+    throw invalid_argument("image digest '" + digest.substr(0, 80) + "': expected sha256: and 64 lower-case hex digits");
+  }
+  std::string repo = image.substr(0, image.find('@'));
+  const auto colon = repo.rfind(':');
+  const auto slash = repo.rfind('/');
+  if (colon != std::string::npos && (slash == std::string::npos || colon > slash)) repo.resize(colon);  // the tag
+  if (repo.empty() || repo.back() == '/') throw invalid_argument("image '" + image + "' names no repository to pin");
+  return repo + "@" + digest;
 }
 
 }  // namespace bulwark::control

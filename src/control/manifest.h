@@ -1,13 +1,14 @@
-// control/manifest.h — fills the ${VAR} placeholders of deploy/'s Kubernetes templates, for the
-// guard's Kubernetes mode (kubernetes.h), with deploy/render.py's exact semantics: the values
-// given win, then the defaults of variables.yaml (which may name other variables); `$${` writes a
-// literal `${`; an undeclared placeholder, an undeclared given name or a required variable without
-// a value is an error with render.py's message, and nothing is rendered half-filled.
+// control/manifest.h — fills the ${VAR} placeholders of deploy/'s Kubernetes templates: the one
+// renderer, used by `bulwark deploy render` (what a user pipes to kubectl) and by the guard's
+// Kubernetes mode (kubernetes.h). The values given win, then the defaults of variables.yaml (which
+// may name other variables); `$${` writes a literal `${`; an undeclared placeholder, an undeclared
+// given name or a required variable without a value is an error, and nothing is rendered
+// half-filled.
 //
 // Hand-written because no packaged library renders these templates (they are not Helm charts or
-// envsubst files: the defaults and the required/sample split live in variables.yaml). It mirrors
-// deploy/render.py line for line; tests/control/kubernetes_test.cpp compares the two byte for byte
-// on every template in deploy/. Change both together.
+// envsubst files: the defaults and the required/sample split live in variables.yaml). Until
+// issue 33 it had a Python twin (deploy/render.py); tests/control/kubernetes_test.cpp keeps that
+// script's outputs on escapes and errors as the expected ones.
 #pragma once
 
 #include <map>
@@ -27,7 +28,7 @@ struct TemplateVariable {
 using TemplateVariables = std::map<std::string, TemplateVariable>;
 using TemplateValues = std::map<std::string, std::string>;
 
-// variables.yaml, checked as render.py's load_variables() checks it; throws invalid_argument.
+// variables.yaml, checked (names, descriptions, exactly one of default or sample); throws invalid_argument.
 TemplateVariables load_template_variables(const std::string& path);
 
 // The names ${NAME} in `text` (escaped $${...} excluded).
@@ -41,9 +42,15 @@ std::string substitute_placeholders(const std::string& text, const TemplateValue
 TemplateValues resolve_template_values(const TemplateVariables& variables, const TemplateValues& given,
                                        bool use_samples = false, const std::set<std::string>* needed = nullptr);
 
-// What `render.py --set NAME=VALUE... FILE...` prints (with the variables file given here): each
-// file filled in, stripped of leading and trailing newlines, joined by "\n---\n", plus "\n".
+// What `bulwark deploy render --set NAME=VALUE... FILE...` prints (with the variables file given
+// here): each file filled in, stripped of leading and trailing newlines, joined by "\n---\n", plus
+// "\n". `use_samples`: required variables without a value take their sample (tests, dry runs).
 std::string render_manifests(const std::string& variables_file, const std::vector<std::string>& files,
-                             const TemplateValues& given);
+                             const TemplateValues& given, bool use_samples = false);
+
+// `image` (registry/repo[:tag][@digest]) pinned to `digest` (sha256:<64 hex>): registry/repo@digest,
+// so what a cluster pulls is the image that was tested. Throws invalid_argument on a malformed digest
+// or an image reference without a repository.
+std::string pin_image_digest(const std::string& image, const std::string& digest);
 
 }  // namespace bulwark::control

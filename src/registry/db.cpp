@@ -79,8 +79,9 @@ Database::operator SQLite::Database&() {
   return *handle;
 }
 
-std::unique_ptr<Database> open_database(const RegistryLocation& location, bool create) {
+std::unique_ptr<Database> open_database(const RegistryLocation& location, bool create, bool read_only) {
   if (location.backend == Backend::kPostgres) return detail::open_postgres(location, create);
+  if (read_only) return detail::open_sqlite_read_only(location.dir + "/registry.db");
   return detail::open_sqlite(location.dir + "/registry.db", create);
 }
 

@@ -89,7 +89,8 @@ class Database {
 // Opens the registry's database: `create` makes it (SQLite: the file) and the schema; otherwise a
 // database without the registry's tables throws not_found naming it. PostgreSQL that cannot be
 // reached throws unavailable.
-std::unique_ptr<Database> open_database(const RegistryLocation& location, bool create);
+// `read_only`: SQLite opened without writing (registry/detail/sqlite_database.h); PostgreSQL as usual.
+std::unique_ptr<Database> open_database(const RegistryLocation& location, bool create, bool read_only = false);
 
 // commit() or it rolls back when it goes out of scope.
 class WriteTransaction {

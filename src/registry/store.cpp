@@ -168,9 +168,10 @@ void Registry::init(const std::string& location) {
   log.write_checkpoint();
 }
 
-Registry::Registry(const std::string& location, std::string actor, bool allow_unsigned)
+Registry::Registry(const std::string& location, std::string actor, bool allow_unsigned, Access access)
     : location_(parse_location(location)), actor_(std::move(actor)), allow_unsigned_(allow_unsigned),
-      objects_(location_.dir), db_(open_database(location_, false)),
+      access_(access), objects_(location_.dir),
+      db_(open_database(location_, false, access == Access::kReadOnly)),
       audit_(std::make_unique<AuditLog>(*db_, location_.dir)) {}
 
 Registry::~Registry() = default;
@@ -187,6 +188,7 @@ void Registry::checkpoint() {
 
 AuditEntry Registry::record(const std::string& action, const std::string& subject, const json& details,
                             const std::string& actor) {
+  if (read_only()) throw invalid_argument(location() + " is opened read-only: audit entry " + action + " not written");
   WriteTransaction tx(*db_);
   auto e = audit_->append(actor.empty() ? actor_ : actor, action, subject, details);
   tx.commit();
@@ -452,7 +454,7 @@ std::map<std::string, std::string> Registry::read_verified(const VersionRecord& 
   } catch (const std::exception& e) {
     const auto* se = dynamic_cast<const SignatureError*>(&e);
     const std::string check = se != nullptr ? se->check : "objects";
-    record("registry.verify-failed", v.ref(), {{"check", check}, {"error", e.what()}});
+    if (!read_only()) record("registry.verify-failed", v.ref(), {{"check", check}, {"error", e.what()}});
     // The message says which check failed, so a refusal in serve or promote explains itself.
     throw SignatureError(check, v.ref() + " failed verification (" + check + "): " + e.what());
   }

@@ -92,7 +92,11 @@ class Registry {
   // PostgreSQL cannot be reached). `actor` goes into every audit entry this handle writes.
   // `allow_unsigned` lets register, promote and verify accept unsigned versions (development
   // only; audited as such).
-  Registry(const std::string& location, std::string actor, bool allow_unsigned = false);
+  // `access`: kReadOnly opens a SQLite registry without writing to it (a read-only mount: a
+  // server's registry volume); every write, the audit entries included, is then refused.
+  enum class Access { kReadWrite, kReadOnly };
+  Registry(const std::string& location, std::string actor, bool allow_unsigned = false,
+           Access access = Access::kReadWrite);
   ~Registry();
   Registry(Registry&&) noexcept;
 
@@ -102,6 +106,7 @@ class Registry {
   const std::string& location() const { return location_.display; }
   Backend backend() const { return location_.backend; }
   bool allow_unsigned() const { return allow_unsigned_; }
+  bool read_only() const { return access_ == Access::kReadOnly; }
 
   // Trust roots from outside the registry directory (a server's --trust-keys and --log-key, a
   // read-only mount or a Kubernetes Secret): from here on, signatures are checked against `keys`
@@ -172,6 +177,7 @@ class Registry {
   RegistryLocation location_;
   std::string actor_;
   bool allow_unsigned_ = false;
+  Access access_ = Access::kReadWrite;
   ObjectStore objects_;  // before the database: a registry without its objects directory is refused untouched
   std::unique_ptr<Database> db_;
   std::unique_ptr<AuditLog> audit_;

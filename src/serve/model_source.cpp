@@ -1,5 +1,8 @@
 #include "serve/model_source.h"
 
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <iostream>
 
@@ -13,6 +16,21 @@ namespace fs = std::filesystem;
 namespace {
 
 Error permission_denied(const std::string& what) { return Error(ErrorKind::kPermissionDenied, what); }
+
+// A SQLite registry whose directory this process cannot write (a read-only mount, as KServe mounts
+// a pvc:// storage URI, or another owner): opened read-only, said once.
+registry::Registry::Access registry_access(const std::string& location) {
+  const auto loc = registry::parse_location(location);
+  if (loc.backend != registry::Backend::kSqlite) return registry::Registry::Access::kReadWrite;
+  struct statvfs fs {};
+  const bool read_only_fs = ::statvfs(loc.dir.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY) != 0;
+  if (!read_only_fs && ::access(loc.dir.c_str(), W_OK) == 0) return registry::Registry::Access::kReadWrite;
+  std::cerr << "bulwark serve: registry " << loc.display << " is "
+            << (read_only_fs ? "on a read-only file system" : "not writable by this user")
+            << ": opened read-only. Models are verified as usual; this server's loads and refusals are not "
+               "written to the registry's audit log (see the access log and --events)\n";
+  return registry::Registry::Access::kReadOnly;
+}
 
 }  // namespace
 
@@ -41,7 +59,7 @@ ModelSource::ModelSource(ModelSourceOptions options) : options_(std::move(option
   options_.validate();
   if (!options_.registry.empty()) {
     registry_ = std::make_unique<registry::Registry>(options_.registry, "serve:" + registry::local_actor().substr(6),
-                                                     options_.allow_unsigned);
+                                                     options_.allow_unsigned, registry_access(options_.registry));
     registry_->pin_trust(registry::load_trust_roots(options_.trust_keys), read_file(options_.log_key));
     if (!options_.audit_witness.empty()) registry_->set_witness(options_.audit_witness);
   }
@@ -183,6 +201,7 @@ void ModelSource::audit(const std::string& action, const std::string& subject, c
 
 void ModelSource::audit_locked(const std::string& action, const std::string& subject, const nlohmann::json& details,
                                const std::string& actor) {
+  if (registry_->read_only()) return;  // said once, when it was opened
   try {
     registry_->record(action, subject, details, actor);
   } catch (const std::exception& e) {

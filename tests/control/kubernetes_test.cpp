@@ -1,6 +1,7 @@
 // The guard's Kubernetes mode without a cluster: a fake kubectl (fake_kubectl.sh) logs every call
 // and answers from status files the test writes, or runs the job's own command line locally. The
-// template renderer equals deploy/render.py byte for byte on every template; the rendered jobs
+// renderer, run as `bulwark deploy render`, fills every template and writes the outputs (escapes,
+// errors) that deploy/render.py, its Python twin until issue 33, wrote; the rendered jobs
 // pass the upstream schemas and run harden_argv's flags; the runner follows the conditions, and
 // cancels with a delete; a whole loop hardens in a "TrainJob" and moves the InferenceService
 // 10 % -> 100 %, or back to the previous version on rollback; bad policies name the key.
@@ -39,12 +40,20 @@ std::string shell_quote(const std::string& s) {
   return out + "'";
 }
 
-// render.py's stdout (exit 0) or its stderr without "render: " (exit 2).
-CommandResult render_py(const std::vector<std::string>& files, const control::TemplateValues& given) {
-  std::string cmd = std::string(kPython) + " " + kDeploy + "/render.py";
-  for (const auto& [k, v] : given) cmd += " --set " + shell_quote(k + "=" + v);
-  for (const auto& f : files) cmd += " " + shell_quote(f);
+// `bulwark deploy render ARGS...`: stdout (exit 0), or stderr without "error: " (exit 2).
+CommandResult deploy_render(const std::vector<std::string>& args) {
+  std::string cmd = std::string(BULWARK_BIN) + " deploy render";
+  for (const auto& a : args) cmd += " " + shell_quote(a);
   return run_command(cmd);
+}
+
+std::vector<std::string> set_args(const control::TemplateValues& given) {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : given) {
+    out.push_back("--set");
+    out.push_back(k + "=" + v);
+  }
+  return out;
 }
 
 std::string render_error(const std::vector<std::string>& files, const control::TemplateValues& given) {
@@ -171,7 +180,7 @@ bool within(double seconds, Pred pred) {
 
 // --- the renderer -----------------------------------------------------------------------------
 
-TEST(KubeManifest, RendersEveryTemplateAsRenderPyDoes) {
+TEST(KubeManifest, DeployRenderFillsEveryTemplateAsTheGuardDoes) {
   const control::TemplateValues samples{
       {"ADMIN_TOKEN_SHA256", std::string(64, 'a')}, {"CLIENT_TOKEN_SHA256", std::string(64, 'b')},
       {"OPERATOR_PUB_B64", "b3BlcmF0b3IK"}, {"AUDIT_LOG_PUB_B64", "bG9nCg=="}};
@@ -182,43 +191,95 @@ TEST(KubeManifest, RendersEveryTemplateAsRenderPyDoes) {
   const auto files = deploy_templates();
   ASSERT_GE(files.size(), 12u);
   for (const auto* given : std::vector<const control::TemplateValues*>{&samples, &canary}) {
-    for (const auto& f : files) {
-      const auto py = render_py({f}, *given);
-      ASSERT_EQ(py.exit_code, 0) << f << ": " << py.output;
-      EXPECT_EQ(control::render_manifests(kDeploy + "/variables.yaml", {f}, *given), py.output) << f;
-    }
-    const auto py = render_py(files, *given);  // all at once: joined by ---
-    ASSERT_EQ(py.exit_code, 0) << py.output;
-    EXPECT_EQ(control::render_manifests(kDeploy + "/variables.yaml", files, *given), py.output);
+    auto args = set_args(*given);
+    args.insert(args.end(), files.begin(), files.end());
+    const auto cli = deploy_render(args);  // all at once: joined by ---, the variables found above them
+    ASSERT_EQ(cli.exit_code, 0) << cli.output;
+    EXPECT_EQ(cli.output, control::render_manifests(kDeploy + "/variables.yaml", files, *given));
+    if (given == &samples) EXPECT_EQ(cli.output.find("${"), std::string::npos) << "a placeholder left";
+    const std::string image = given->count("IMAGE") ? given->at("IMAGE") : "bulwark:0.1.0";  // variables.yaml's default
+    EXPECT_NE(cli.output.find("image: " + image + "\n"), std::string::npos);
   }
-  // Escapes and odd placeholders, as render.py's regular expression reads them.
+  // The canary's values reach the InferenceService; a default that names another variable follows it.
+  auto args = set_args(canary);
+  args.push_back(kDeploy + "/kserve/inferenceservice.yaml");
+  YAML::Node isvc;
+  for (const auto& doc : YAML::LoadAll(deploy_render(args).output)) {
+    if (doc["kind"].as<std::string>() == "InferenceService") isvc = doc;
+  }
+  ASSERT_TRUE(isvc) << "no InferenceService rendered";
+  EXPECT_EQ(isvc["metadata"]["name"].as<std::string>(), "x-fashion");  // ${MODEL_NAME} in a given value, filled in
+  EXPECT_EQ(isvc["spec"]["predictor"]["canaryTrafficPercent"].as<int>(), 10);
+
+  // Escapes and odd placeholders: the outputs deploy/render.py's regular expression gave.
   TempDir dir;
   const auto odd = dir.file("odd.yaml");
   std::ofstream(odd) << "\n\na: $${LITERAL} $$${NAMESPACE} $ {X} ${MODEL_NAME}${ISVC_NAME}$\n"
                      << "c: $${\nd: ${NAMESPACE}}\n\n\n";
-  const auto py = render_py({odd}, {{"MODEL_NAME", "m"}});
-  ASSERT_EQ(py.exit_code, 0) << py.output;
-  EXPECT_EQ(control::render_manifests(kDeploy + "/variables.yaml", {odd}, {{"MODEL_NAME", "m"}}), py.output);
+  const auto r = deploy_render({"--variables", kDeploy + "/variables.yaml", "--set", "MODEL_NAME=m", odd});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "a: ${LITERAL} $${NAMESPACE} $ {X} mm$\nc: ${\nd: ${NAMESPACE}}\n");
 }
 
-TEST(KubeManifest, ErrorsAreRenderPys) {
+TEST(KubeManifest, DeployRenderPinsTheImageByDigest) {
+  const std::string digest = "sha256:" + std::string(64, 'e');
+  TempDir dir;
+  const auto digest_file = dir.file("digest");
+  std::ofstream(digest_file) << digest << "\n";  // as make image writes build/image/digest
+  const auto file = kDeploy + "/kserve/servingruntime.yaml";
+  for (const auto& [given, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"", "bulwark@" + digest},  // the default IMAGE, bulwark:0.1.0
+           {"registry.example.com:5000/ml/bulwark:0.2", "registry.example.com:5000/ml/bulwark@" + digest},
+           {"localhost:5000/bulwark", "localhost:5000/bulwark@" + digest},
+           {"r.example.com/b@sha256:" + std::string(64, '1'), "r.example.com/b@" + digest}}) {
+    std::vector<std::string> args{"--image-digest", digest_file, file};
+    if (!given.empty()) args.insert(args.begin(), {"--set", "IMAGE=" + given});
+    const auto r = deploy_render(args);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("image: " + expected + "\n"), std::string::npos) << given << "\n" << r.output;
+  }
+  // A malformed digest, a tag-only reference, and a digest file that is not one: refused, naming the flag.
+  for (const auto& [args, says] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--image-digest", "sha256:ABC", file}, "expected sha256: and 64 lower-case hex digits"},
+           {{"--set", "IMAGE=:tag", "--image-digest", digest, file}, "names no repository"},
+           {{"--image-digest", kDeploy + "/variables.yaml", file}, "expected sha256:"},
+           {{"--image-digest", "/nonexistent", file}, "neither sha256:<hex> nor a file"}}) {
+    const auto r = deploy_render(args);
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find(says), std::string::npos) << r.output;
+  }
+  // No variables.yaml at or above the template: refused, naming --variables.
+  const auto lone = dir.file("lone.yaml");
+  std::ofstream(lone) << "a: ${IMAGE}\n";
+  const auto r = deploy_render({lone});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("give --variables FILE"), std::string::npos) << r.output;
+}
+
+TEST(KubeManifest, ErrorsNameTheFileTheVariableAndTheFix) {
   TempDir dir;
   const auto unknown = dir.file("unknown.yaml"), malformed = dir.file("malformed.yaml");
   std::ofstream(unknown) << "image: ${IMAGE}\nname: ${NO_SUCH_VARIABLE}\n";
   std::ofstream(malformed) << "name: ${lower}\n";
-  const std::vector<std::pair<std::vector<std::string>, control::TemplateValues>> cases{
-      {{unknown}, {}},                                            // an undeclared placeholder
-      {{malformed}, {}},                                          // not UPPER_SNAKE_CASE
-      {{kDeploy + "/base/tokens-secret.yaml"}, {}},               // a required variable without a value
-      {{kDeploy + "/base/namespace.yaml"}, {{"NOPE", "1"}, {"ALSO_NOT", "2"}}},  // --set of undeclared names
+  const std::string vars = kDeploy + "/variables.yaml";
+  // The messages deploy/render.py gave for the same cases.
+  const std::vector<std::tuple<std::vector<std::string>, control::TemplateValues, std::string>> cases{
+      {{unknown}, {}, unknown + ": unknown placeholder ${NO_SUCH_VARIABLE} (declare it in deploy/variables.yaml)"},
+      {{malformed}, {}, malformed + ": malformed placeholder '${lower}'"},
+      {{kDeploy + "/base/tokens-secret.yaml"}, {},
+       "ADMIN_TOKEN_SHA256 is required: SHA-256 of the operators' admin token (`bulwark token --id ops --roles "
+       "infer,admin --json`); the guard and repository API need it (--set ADMIN_TOKEN_SHA256=...)"},
+      {{kDeploy + "/base/namespace.yaml"}, {{"NOPE", "1"}, {"ALSO_NOT", "2"}},
+       "unknown variables ['ALSO_NOT', 'NOPE'] (see deploy/variables.yaml)"},
   };
-  for (const auto& [files, given] : cases) {
-    const auto py = render_py(files, given);
-    ASSERT_EQ(py.exit_code, 2) << py.output;
-    ASSERT_EQ(py.output.rfind("render: ", 0), 0u) << py.output;
-    std::string expected = py.output.substr(8);
-    while (!expected.empty() && expected.back() == '\n') expected.pop_back();
+  for (const auto& [files, given, expected] : cases) {
     EXPECT_EQ(render_error(files, given), expected);
+    auto args = set_args(given);
+    args.insert(args.end(), {"--variables", vars});
+    args.insert(args.end(), files.begin(), files.end());
+    const auto r = deploy_render(args);
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_EQ(r.output, "error: " + expected + "\n");
   }
 }
 

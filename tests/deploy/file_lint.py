@@ -79,8 +79,8 @@ def dockerfile_errors(text):
         errs.append("the runtime stage must end as a non-root USER")
     if not any(line.upper().startswith("HEALTHCHECK ") and "NONE" not in line.upper() for line in final):
         errs.append("the runtime stage has no HEALTHCHECK")
-    if not any(re.search(r"\bmake deps\b", line) for line in lines):
-        errs.append("the build stage must install the Makefile's DEB_PACKAGES (make deps)")
+    if not any(re.search(r"\bmake deps-build\b", line) for line in lines):
+        errs.append("the build stage must install the Makefile's build set (make deps-build)")
     for line in lines:
         if not line.upper().startswith("RUN "):
             if line.upper().startswith("ADD ") and "://" in line:

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Offline checks of deploy/: every manifest rendered and validated against its upstream schema.
 
-    /usr/bin/python3 tests/deploy/validate_manifests.py [-v]
+    /usr/bin/python3 tests/deploy/validate_manifests.py BULWARK [-v]
 
 Run by ctest (label `deploy`). Needs Debian's python3-yaml and python3-jsonschema (make deps).
-  1. render: every deploy/**/*.yaml with the defaults (and samples) of deploy/variables.yaml, and
-     again with a canary's values; no placeholder undeclared, none left, no variable unused;
+  1. render: every deploy/**/*.yaml, by `BULWARK deploy render` (the one renderer), with the
+     defaults (and samples) of deploy/variables.yaml, and again with a canary's values; no
+     placeholder undeclared, none left, no variable unused;
   2. schema: each document's apiVersion/kind against deploy/schemas/ (index.json), strictly, as
      `kubectl --validate=strict` would: a field the schema does not know is an error; CRD metadata
      against Kubernetes' ObjectMeta;
@@ -16,7 +17,7 @@ Run by ctest (label `deploy`). Needs Debian's python3-yaml and python3-jsonschem
   4. security: non-root, no privilege escalation, read-only root file system, ALL capabilities
      dropped, RuntimeDefault seccomp, resource requests and limits, no service-account token;
   5. the Grafana dashboard: valid JSON, and every metric its PromQL names is one src/serve exports;
-  6. the Dockerfile: Debian 12 base, multi-stage, `make deps`, non-root USER, HEALTHCHECK, apt
+  6. the Dockerfile: Debian 12 base, multi-stage, `make deps-build`, non-root USER, HEALTHCHECK, apt
      hygiene (hadolint too, when installed);
   7. negative cases: broken variants of the manifests, which each check above must refuse.
 Not checked offline: CEL rules (x-kubernetes-validations) and admission webhooks of the operators.
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 
 import yaml
 
@@ -33,15 +35,15 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 DEPLOY = os.path.join(REPO, "deploy")
-sys.path.insert(0, DEPLOY)
 sys.path.insert(0, HERE)
-import render  # noqa: E402  deploy/render.py
+import deploy_render as render  # noqa: E402  `bulwark deploy render`, run
 from code_facts import cli_flags, metric_families, src  # noqa: E402
 from file_lint import dockerfile_errors, grafana_errors, hadolint_errors  # noqa: E402
 from pod_checks import bulwark_errors, reference_errors, security_errors, tokens_errors  # noqa: E402
 from schema_check import Schemas  # noqa: E402
 
 VERBOSE = "-v" in sys.argv
+ARGS = [a for a in sys.argv[1:] if a != "-v"]
 
 # A second rendering: what the guard's Kubernetes mode renders for a canary of version 7.
 CANARY_VALUES = {"MODEL_REF": "7", "CANARY_PERCENT": "10", "GUARD_RUNNER": "thread", "JOB_NAME": "job-1767225600",
@@ -59,12 +61,12 @@ def manifest_files():
     return out
 
 
-def render_all(variables, given):
+def render_all(renderer, given):
     """{relative path: [documents]} with the variables filled in; raises RenderError."""
-    values = render.resolve(variables, given, use_samples=True)
+    values = renderer.values(given)
     out = {}
     for path in manifest_files():
-        text = render.render_file(path, values)
+        text = renderer.run([path], given)
         left = re.findall(r"\$\{[^}]*\}", text)
         if left:
             raise render.RenderError(f"{path}: placeholders left after rendering: {left}")
@@ -91,7 +93,7 @@ def find_doc(docs_by_file, kind):
     raise KeyError(kind)
 
 
-def negative_cases(schemas, docs_by_file, values, flags, families, variables):
+def negative_cases(schemas, docs_by_file, values, flags, families, variables, renderer):
     def schema_case(kind, mutate):
         def run():
             _, doc = find_doc(docs_by_file, kind)
@@ -120,10 +122,14 @@ def negative_cases(schemas, docs_by_file, values, flags, families, variables):
         doc["data"]["guard.yaml"] = yaml.safe_dump(conf)
 
     def render_unknown():
-        try:
-            render.substitute("image: ${NO_SUCH_VARIABLE}", values, "case")
-        except render.RenderError as e:
-            return [str(e)]
+        with tempfile.TemporaryDirectory() as d:
+            case = os.path.join(d, "case.yaml")
+            with open(case, "w") as f:
+                f.write("image: ${NO_SUCH_VARIABLE}\n")
+            try:
+                renderer.run([case], {})
+            except render.RenderError as e:
+                return [str(e)]
         return []
 
     def dashboard_unknown_metric():
@@ -230,6 +236,9 @@ def main():
         schemas = Schemas()
         flags = cli_flags()
         families = metric_families()
+        if len(ARGS) != 1:
+            raise ValueError("usage: validate_manifests.py BULWARK [-v] (the bulwark binary renders)")
+        renderer = render.Renderer(ARGS[0])
         variables = render.load_variables()
     except (OSError, ValueError, KeyError, yaml.YAMLError, render.RenderError) as e:
         report.check("load deploy/schemas, deploy/variables.yaml and what src/ defines", [str(e)])
@@ -240,7 +249,7 @@ def main():
     renderings = {}
     for label, given in (("defaults", {}), ("canary", CANARY_VALUES)):
         try:
-            renderings[label] = render_all(variables, given)
+            renderings[label] = render_all(renderer, given)
             report.check(f"render ({label})", [])
         except (render.RenderError, yaml.YAMLError) as e:
             report.check(f"render ({label})", [str(e)])
@@ -273,7 +282,7 @@ def main():
     else:
         report.check("deploy/docker/Dockerfile: hadolint", hadolint)
     docs_by_file, values = renderings.get("defaults", next(iter(renderings.values())))
-    for what, case, expected in negative_cases(schemas, docs_by_file, values, flags, families, variables):
+    for what, case, expected in negative_cases(schemas, docs_by_file, values, flags, families, variables, renderer):
         errors = case()
         hit = [e for e in errors if expected in e]
         if not errors:

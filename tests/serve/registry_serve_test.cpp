@@ -78,6 +78,72 @@ TEST(ServeRegistry, FollowsTheProductionStageHotSwapsWithoutFailuresAndAuditsIt)
   EXPECT_EQ(r.cli("audit verify").exit_code, 0);
 }
 
+// A registry the server cannot write (a read-only volume, as KServe mounts a pvc:// storage URI; here
+// a directory owned by another user, which is the same to SQLite: no -shm can be made beside it):
+// served, verified, and left byte for byte as it was, with no audit entry and no WAL file added.
+TEST(ServeRegistry, ServesFromARegistryItCannotWriteAndLeavesItUntouched) {
+  SignedRegistry r;
+  ASSERT_EQ(r.stage("registry promote m@1").exit_code, 0);
+  std::vector<std::string> wrapper;
+  if (::geteuid() == 0) {  // root writes anywhere: the server runs as nobody, who may only read
+    wrapper = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  }
+  for (auto p = fs::path(r.dir.path()); p != p.root_path(); p = p.parent_path()) {
+    std::error_code ec;
+    fs::permissions(p, fs::perms::others_read | fs::perms::others_exec, fs::perm_options::add, ec);
+    if (p == fs::temp_directory_path()) break;
+  }
+  for (const auto& e : fs::recursive_directory_iterator(r.dir.path())) {
+    if (e.path().extension() == ".key") continue;  // private keys stay 0600 (the log refuses an open one)
+    fs::permissions(e.path(), fs::perms::others_read | (e.is_directory() ? fs::perms::others_exec : fs::perms::none),
+                    fs::perm_options::add);
+  }
+  const auto revoke_write = [&](bool revoke) {  // not root: the owner itself loses write on the tree
+    if (!wrapper.empty()) return;
+    for (const auto& e : fs::recursive_directory_iterator(r.reg)) {
+      fs::permissions(e.path(), fs::perms::owner_write, revoke ? fs::perm_options::remove : fs::perm_options::add);
+    }
+    fs::permissions(r.reg, fs::perms::owner_write, revoke ? fs::perm_options::remove : fs::perm_options::add);
+  };
+  const auto entries = [&] { return registry::Registry(r.reg, "test").audit().entries().size(); };
+  const size_t before = entries();
+  const std::string db_before = read_file(r.reg + "/registry.db");
+  revoke_write(true);
+  {
+    const auto err = r.dir.file("serve.err");
+    ServerProcess p(with(r.trust_flags(), {"--json", "serve", "--registry", r.reg, "--model",
+                                           "fashion=registry:m@production", "--http-port", "0", "--grpc-port", "-1",
+                                           "--access-log", "off"}),
+                    err, wrapper);
+    const auto line = p.first_line();
+    ASSERT_FALSE(line.empty()) << "server printed nothing: " << read_file(err);
+    httplib::Client c("127.0.0.1", json::parse(line)["http_port"].get<int>());
+    c.set_read_timeout(30, 0);
+    EXPECT_EQ(registry_version_served(c), 1);
+    const auto res = c.Post("/v2/models/fashion/infer", infer_body().dump(), "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << res->body;
+    p.signal(SIGTERM);
+    EXPECT_EQ(p.wait_exit(), 0);
+    EXPECT_NE(read_file(err).find("opened read-only"), std::string::npos) << read_file(err);
+  }
+  revoke_write(false);
+  EXPECT_EQ(read_file(r.reg + "/registry.db"), db_before) << "the server wrote to the registry";
+  EXPECT_FALSE(fs::exists(r.reg + "/registry.db-wal"));
+  EXPECT_FALSE(fs::exists(r.reg + "/registry.db-shm"));
+  EXPECT_EQ(entries(), before) << "a read-only server's load was written to the audit log";
+  // The same server with write access records its load, as before.
+  {
+    ServerProcess p(with(r.trust_flags(), {"--json", "serve", "--registry", r.reg, "--model",
+                                           "fashion=registry:m@production", "--http-port", "0", "--grpc-port", "-1",
+                                           "--access-log", "off"}));
+    ASSERT_FALSE(p.first_line().empty());
+    p.signal(SIGTERM);
+    EXPECT_EQ(p.wait_exit(), 0);
+  }
+  EXPECT_GT(entries(), before);
+}
+
 TEST(ServeRegistry, RefusesTamperedUnsignedAndUntrustedVersionsNamingTheCheck) {
   const auto serve = [](const SignedRegistry& r, const std::string& ref, const std::string& extra = "") {
     return run_command(bin() + " serve --registry " + r.reg + " --model fashion=" + ref + " --http-port 0 " +

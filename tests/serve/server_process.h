@@ -16,10 +16,11 @@
 namespace bulwark::testing {
 
 // A child `bulwark serve ...` with stdout piped back (and stderr into `stderr_path` when given);
-// killed if still running at the end.
+// killed if still running at the end. `wrapper`: a command that runs it (setpriv as another user).
 class ServerProcess {
  public:
-  explicit ServerProcess(const std::vector<std::string>& args, const std::string& stderr_path = "") {
+  explicit ServerProcess(const std::vector<std::string>& args, const std::string& stderr_path = "",
+                         const std::vector<std::string>& wrapper = {}) {
     int out[2];
     if (::pipe(out) != 0) throw std::runtime_error("pipe");
     pid_ = ::fork();
@@ -30,10 +31,12 @@ class ServerProcess {
         const int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (err >= 0) ::dup2(err, 2);
       }
-      std::vector<char*> argv{const_cast<char*>(BULWARK_BIN)};
+      std::vector<char*> argv;
+      for (const auto& w : wrapper) argv.push_back(const_cast<char*>(w.c_str()));
+      argv.push_back(const_cast<char*>(BULWARK_BIN));
       for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
       argv.push_back(nullptr);
-      ::execv(BULWARK_BIN, argv.data());
+      ::execv(argv[0], argv.data());
       ::_exit(127);
     }
     ::close(out[1]);

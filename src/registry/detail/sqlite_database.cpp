@@ -138,4 +138,39 @@ std::unique_ptr<Database> open_sqlite(const std::string& path, bool create) {
   return std::make_unique<SqliteDatabase>(std::move(db));
 }
 
+namespace {
+
+// `path` as the path of an SQLite file: URI (RFC 3986 percent-encoding of what a path may not hold).
+std::string sqlite_uri(const std::string& path, const std::string& query) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out = "file:";
+  for (const unsigned char c : path) {
+    if (c == '%' || c == '?' || c == '#' || c < 0x21 || c >= 0x7f) {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "?" + query;
+}
+
+}  // namespace
+
+std::unique_ptr<Database> open_sqlite_read_only(const std::string& path) {
+  if (!file_exists(path)) throw not_found(path + ": no registry database here (run `bulwark registry init`)");
+  const int flags = SQLite::OPEN_READONLY | SQLite::OPEN_URI;
+  std::unique_ptr<SQLite::Database> db;
+  try {
+    db = std::make_unique<SQLite::Database>(sqlite_uri(path, "mode=ro"), flags, 10000);
+    db->exec("SELECT count(*) FROM sqlite_master");  // a WAL database is read, or refused, here
+  } catch (const SQLite::Exception&) {
+    db = std::make_unique<SQLite::Database>(sqlite_uri(path, "immutable=1"), flags, 10000);
+    db->exec("SELECT count(*) FROM sqlite_master");
+  }
+  db->exec("PRAGMA foreign_keys=ON");
+  return std::make_unique<SqliteDatabase>(std::move(db));
+}
+
 }  // namespace bulwark::registry::detail

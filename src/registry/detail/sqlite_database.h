@@ -13,4 +13,10 @@ namespace bulwark::registry::detail {
 // not_found naming it.
 std::unique_ptr<Database> open_sqlite(const std::string& path, bool create);
 
+// The same database, never written: a registry on a read-only mount. Opened `mode=ro` (which
+// reads a WAL a writer elsewhere keeps, through its -shm) or, where SQLite cannot (no writer: no
+// -shm, and none can be made on the read-only mount), `immutable=1`: a snapshot that no process
+// changes. A write through it fails (SQLITE_READONLY).
+std::unique_ptr<Database> open_sqlite_read_only(const std::string& path);
+
 }  // namespace bulwark::registry::detail

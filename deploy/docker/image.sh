@@ -1,0 +1,110 @@
+#!/bin/bash
+# Builds and tests Bulwark's container image without needing a Docker daemon (docs/kubernetes.md).
+#   image.sh base          a Debian 12 base, localhost/debian:12, made by debootstrap (minbase)
+#   image.sh build         the image IMAGE from deploy/docker/Dockerfile, with BUILDER or the first
+#                          that works: docker (with a daemon), podman, buildah
+#   image.sh test BULWARK  the image's checks (deploy/docker/image-test.sh), BULWARK the host binary
+# Environment (the Makefile exports it): IMAGE, DEBIAN (the base), BUILDER, IMAGE_DIR (where the
+# build's record goes: image id, digest, size, packages, seconds).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+IMAGE=${IMAGE:?IMAGE names the image to build, e.g. localhost/bulwark:0.1.0}
+DEBIAN=${DEBIAN:-docker.io/library/debian:12-slim}
+IMAGE_DIR=${IMAGE_DIR:-build/image}
+mkdir -p "$IMAGE_DIR"
+
+die() { echo "image.sh: $*" >&2; exit 1; }
+
+# The builder: docker only with a daemon that answers; podman and buildah build without one
+# (chroot isolation: no cgroups, no user namespaces needed).
+pick_builder() {
+  if [ -n "${BUILDER:-}" ]; then
+    command -v "$BUILDER" >/dev/null || die "BUILDER=$BUILDER is not installed"
+    echo "$BUILDER"; return
+  fi
+  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then echo docker; return; fi
+  if command -v podman >/dev/null; then echo podman; return; fi
+  if command -v buildah >/dev/null; then echo buildah; return; fi
+  die "no image builder: install docker (with its daemon), podman or buildah (make image installs buildah and podman)"
+}
+
+base() {
+  command -v debootstrap >/dev/null || die "debootstrap is not installed (make base-image installs it)"
+  root=$(mktemp -d "${TMPDIR:-/tmp}/bulwark-base.XXXXXX")
+  trap 'rm -rf "$root"' EXIT  # root is global: the trap runs after base() returns
+  echo "image.sh: debootstrap --variant=minbase bookworm (Debian 12) into $root"
+  debootstrap --variant=minbase bookworm "$root/rootfs" http://deb.debian.org/debian >"$root/log" 2>&1 \
+    || { tail -20 "$root/log" >&2; die "debootstrap failed (the whole log: $root/log)"; }
+  # The sources a debian:12 image has: the release, its updates and the security archive.
+  rm -f "$root/rootfs/etc/apt/sources.list"
+  cat >"$root/rootfs/etc/apt/sources.list.d/debian.sources" <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  rm -rf "$root/rootfs/var/cache/apt/archives/"*.deb "$root/rootfs/var/lib/apt/lists/"*
+  local builder
+  builder=$(pick_builder)
+  case "$builder" in
+    docker|podman) tar --numeric-owner -C "$root/rootfs" -c . | "$builder" import --change 'CMD ["bash"]' - localhost/debian:12 ;;
+    buildah)
+      # buildah has no import: a scratch container with the tree copied in, committed.
+      local ctr
+      ctr=$(buildah from scratch)
+      buildah copy "$ctr" "$root/rootfs" / >/dev/null
+      buildah config --cmd bash "$ctr"
+      buildah commit --rm "$ctr" localhost/debian:12 ;;
+  esac
+  echo "image.sh: localhost/debian:12 made; build with: make image DEBIAN=localhost/debian:12"
+}
+
+build() {
+  local builder start seconds
+  builder=$(pick_builder)
+  start=$(date +%s)
+  echo "image.sh: building $IMAGE from $DEBIAN with $builder"
+  case "$builder" in
+    docker)
+      DOCKER_BUILDKIT=1 docker build -f deploy/docker/Dockerfile --build-arg DEBIAN="$DEBIAN" \
+        --iidfile "$IMAGE_DIR/id" -t "$IMAGE" . ;;
+    podman|buildah)
+      "$builder" build --isolation chroot --layers --format docker --ignorefile deploy/docker/Dockerfile.dockerignore \
+        -f deploy/docker/Dockerfile --build-arg DEBIAN="$DEBIAN" --iidfile "$IMAGE_DIR/id" -t "$IMAGE" . ;;
+  esac
+  seconds=$(( $(date +%s) - start ))
+  echo "$builder" > "$IMAGE_DIR/builder"
+  echo "$seconds" > "$IMAGE_DIR/build-seconds"
+  inspect "$builder"
+  echo "image.sh: $IMAGE built in ${seconds} s by $builder: $(cat "$IMAGE_DIR/size") bytes, digest $(cat "$IMAGE_DIR/digest")"
+}
+
+# The record of the image just built: its digest (what a manifest pins, `bulwark deploy render
+# --image-digest`), its size, and its Debian packages.
+inspect() {
+  local builder=$1
+  case "$builder" in
+    docker|podman)
+      "$builder" image inspect --format '{{.Digest}}' "$IMAGE" > "$IMAGE_DIR/digest"
+      "$builder" image inspect --format '{{.Size}}' "$IMAGE" > "$IMAGE_DIR/size" ;;
+    buildah)
+      buildah inspect --type image --format '{{.FromImageDigest}}' "$IMAGE" > "$IMAGE_DIR/digest"
+      podman image inspect --format '{{.Size}}' "$IMAGE" > "$IMAGE_DIR/size" 2>/dev/null \
+        || buildah images --format '{{.Size}}' "$IMAGE" > "$IMAGE_DIR/size" ;;
+  esac
+  grep -q '^sha256:[0-9a-f]\{64\}$' "$IMAGE_DIR/digest" || die "no digest for $IMAGE: $(cat "$IMAGE_DIR/digest")"
+}
+
+case "${1:-}" in
+  base) base ;;
+  build) build ;;
+  test) shift; exec deploy/docker/image-test.sh "$@" ;;
+  *) die "usage: image.sh base | build | test BULWARK" ;;
+esac
