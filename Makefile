@@ -88,11 +88,12 @@ clean:
 	rm -rf $(BUILD)
 
 # The container image (docs/kubernetes.md): built with the first builder that works here (docker
-# with a daemon, podman, buildah; BUILDER= to choose), from DEBIAN (a Debian 12 image; `make
-# base-image` makes localhost/debian:12 with debootstrap where none can be pulled). Not part of
+# with a daemon, podman, buildah; BUILDER= to choose), from DEBIAN (a Debian 12 image; by default
+# localhost/debian:12 if `make base-image` made it, else debian:12-slim pulled, else base-image is
+# made first, with debootstrap, for machines that cannot pull). Not part of
 # `make test`: image-test builds the image, then serves a signed model from inside it.
 IMAGE      ?= localhost/bulwark:$(shell awk -F'VERSION ' '/^project/ {split($$2, v, " "); print v[1]}' CMakeLists.txt 2>/dev/null)
-DEBIAN     ?= docker.io/library/debian:12-slim
+DEBIAN     ?=
 BUILDER    ?=
 IMAGE_DIR  ?= $(BUILD)/image
 export IMAGE DEBIAN BUILDER IMAGE_DIR
@@ -102,7 +103,7 @@ base-image:
 	./deploy/docker/image.sh base
 
 image:
-	@$(MAKE) --no-print-directory deps DEB_PACKAGES="buildah podman"
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="buildah podman debootstrap"
 	./deploy/docker/image.sh build
 
 # image-test's client side: grpcio and protoc's Python messages, ss (iproute2).

@@ -4,12 +4,15 @@
 #   image.sh build         the image IMAGE from deploy/docker/Dockerfile, with BUILDER or the first
 #                          that works: docker (with a daemon), podman, buildah
 #   image.sh test BULWARK  the image's checks (deploy/docker/image-test.sh), BULWARK the host binary
-# Environment (the Makefile exports it): IMAGE, DEBIAN (the base), BUILDER, IMAGE_DIR (where the
-# build's record goes: image id, digest, size, packages, seconds).
+# Environment (the Makefile exports it): IMAGE, DEBIAN (the base; empty: localhost/debian:12 when
+# `base` made it, else docker.io/library/debian:12-slim pulled, else `base` is run first, saying so),
+# BUILDER, IMAGE_DIR (where the build's record goes: image id, digest, size, base, seconds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 IMAGE=${IMAGE:?IMAGE names the image to build, e.g. localhost/bulwark:0.1.0}
-DEBIAN=${DEBIAN:-docker.io/library/debian:12-slim}
+DEBIAN=${DEBIAN:-}   # empty: localhost/debian:12 if made, else debian:12-slim pulled, else made (base)
+LOCAL_BASE=localhost/debian:12
+PULLED_BASE=docker.io/library/debian:12-slim
 IMAGE_DIR=${IMAGE_DIR:-build/image}
 mkdir -p "$IMAGE_DIR"
 
@@ -66,10 +69,28 @@ SOURCES
   echo "image.sh: localhost/debian:12 made; build with: make image DEBIAN=localhost/debian:12"
 }
 
+# The base image: DEBIAN as given; else one made here (localhost/debian:12); else debian:12-slim if
+# it can be pulled; else, said so, one made now with debootstrap.
+pick_base() {
+  local builder=$1
+  if [ -n "$DEBIAN" ]; then echo "$DEBIAN"; return; fi
+  local have
+  case "$builder" in
+    buildah) have=(buildah inspect --type image "$LOCAL_BASE") ;;
+    *) have=("$builder" image inspect "$LOCAL_BASE") ;;
+  esac
+  if "${have[@]}" >/dev/null 2>&1; then echo "$LOCAL_BASE"; return; fi
+  if "$builder" pull "$PULLED_BASE" >&2; then echo "$PULLED_BASE"; return; fi
+  echo "image.sh: $PULLED_BASE cannot be pulled here: making $LOCAL_BASE with debootstrap (make base-image)" >&2
+  base >&2
+  echo "$LOCAL_BASE"
+}
+
 build() {
   local builder start seconds
   builder=$(pick_builder)
   start=$(date +%s)
+  DEBIAN=$(pick_base "$builder")
   echo "image.sh: building $IMAGE from $DEBIAN with $builder"
   case "$builder" in
     docker)
@@ -82,6 +103,7 @@ build() {
   seconds=$(( $(date +%s) - start ))
   echo "$builder" > "$IMAGE_DIR/builder"
   echo "$seconds" > "$IMAGE_DIR/build-seconds"
+  echo "$DEBIAN" > "$IMAGE_DIR/base"
   inspect "$builder"
   echo "image.sh: $IMAGE built in ${seconds} s by $builder: $(cat "$IMAGE_DIR/size") bytes, digest $(cat "$IMAGE_DIR/digest")"
 }
