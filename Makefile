@@ -38,10 +38,13 @@ DEB_PACKAGES := $(sort $(BUILD_PACKAGES) $(TEST_PACKAGES) $(DEMO_PACKAGES))
 # ccache across precompiled headers (see docs/BUILDING.md).
 export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime
 export CCACHE_MAXSIZE ?= 5G
+# Paths under the checkout are hashed relative to it, so a second clone (a clean-clone check, the
+# image test's host binary) hits the cache the first one filled.
+export CCACHE_BASEDIR ?= $(CURDIR)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps deps-build build test demo bench fuzz clean base-image image image-test FORCE
+.PHONY: all deps deps-build build test demo bench fuzz clean base-image image image-test image-push FORCE
 
 all: build
 
@@ -105,6 +108,12 @@ base-image:
 image:
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="buildah podman debootstrap"
 	./deploy/docker/image.sh build
+
+# make image-push IMAGE_DEST=registry.example.com/ml/bulwark:0.1.0: build/image/pushed-digest is
+# then the digest to pin (bulwark deploy render --image-digest build/image/pushed-digest).
+IMAGE_DEST ?=
+image-push:
+	./deploy/docker/image.sh push "$(IMAGE_DEST)"
 
 # image-test's client side: grpcio and protoc's Python messages, ss (iproute2).
 IMAGE_TEST_PACKAGES := python3-grpcio python3-protobuf protobuf-compiler iproute2 curl

@@ -28,9 +28,15 @@ fail() { echo "image-test: FAIL: $*" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bulwark-image-test.XXXXXX")
 server_pid=""
+runner_pid=""
+host_pid=""
 ctr=""
+NAME=bulwark-image-test-$$   # the serving container, for docker/podman
 cleanup() {
   [ -n "$server_pid" ] && kill -KILL "$server_pid" 2>/dev/null || true
+  [ -n "$host_pid" ] && kill -KILL "$host_pid" 2>/dev/null || true
+  case "${runner:-}" in docker|podman) "$runner" rm -f "$NAME" >/dev/null 2>&1 || true ;; esac
+  [ -n "$runner_pid" ] && kill -KILL "$runner_pid" 2>/dev/null || true
   [ -n "$ctr" ] && buildah rm "$ctr" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -56,7 +62,8 @@ say "running the image with $runner"
 
 config() {  # one key of the image's (Docker-format) config, as JSON: Entrypoint, Cmd, Healthcheck, User
   case "$runner" in
-    docker|podman) "$runner" image inspect "$IMAGE" | $PY -c 'import json,sys; print(json.dumps(json.load(sys.stdin)[0]["Config"].get(sys.argv[1])))' "$1" ;;
+    # podman keeps Healthcheck beside Config, docker inside it.
+    docker|podman) "$runner" image inspect "$IMAGE" | $PY -c 'import json,sys; d = json.load(sys.stdin)[0]; v = (d.get("Config") or {}).get(sys.argv[1]); print(json.dumps(v if v is not None else d.get(sys.argv[1])))' "$1" ;;
     buildah) buildah inspect --type image "$IMAGE" | $PY -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["Docker"]["config"].get(sys.argv[1])))' "$1" ;;
   esac
 }
@@ -79,7 +86,7 @@ entry_image() {
   mapfile -t argv < <($PY -c 'import json,sys; [print(a) for a in (json.loads(sys.argv[1]) or []) + (json.loads(sys.argv[2]) or [])]' "$entry" "$cmd")
   [ "${#argv[@]}" -gt 0 ] || fail "the image has no ENTRYPOINT/CMD"
   case "$runner" in
-    docker|podman) "$runner" run --rm --network host "$@" "$IMAGE" ;;
+    docker|podman) "$runner" run --rm --name "$NAME" --network host "$@" "$IMAGE" ;;
     buildah) buildah run --isolation chroot "$@" "$ctr" -- "${argv[@]}" ;;
   esac
 }
@@ -197,7 +204,11 @@ server_uid=$(awk '/^Uid:/ {print $2}' "/proc/$server_pid/status")
 say "ok 6: the server runs as uid $server_uid"
 
 # --- 7. SIGTERM --------------------------------------------------------------------------------
-kill -TERM "$server_pid"
+# As a runtime stops a container: docker/podman stop sends SIGTERM to its process 1 (the server).
+case "$runner" in
+  docker|podman) "$runner" stop --time 40 "$NAME" >/dev/null ;;
+  buildah) kill -TERM "$server_pid" ;;
+esac
 deadline=$(( $(date +%s) + 40 ))
 while kill -0 "$server_pid" 2>/dev/null; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "the server did not exit within 40 s of SIGTERM"

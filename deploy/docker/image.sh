@@ -4,6 +4,7 @@
 #   image.sh build         the image IMAGE from deploy/docker/Dockerfile, with BUILDER or the first
 #                          that works: docker (with a daemon), podman, buildah
 #   image.sh test BULWARK  the image's checks (deploy/docker/image-test.sh), BULWARK the host binary
+#   image.sh push DEST     push it, and record the digest DEST holds (IMAGE_DIR/pushed-digest)
 # Environment (the Makefile exports it): IMAGE, DEBIAN (the base; empty: localhost/debian:12 when
 # `base` made it, else docker.io/library/debian:12-slim pulled, else `base` is run first, saying so),
 # BUILDER, IMAGE_DIR (where the build's record goes: image id, digest, size, base, seconds).
@@ -37,7 +38,7 @@ base() {
   trap 'rm -rf "$root"' EXIT  # root is global: the trap runs after base() returns
   echo "image.sh: debootstrap --variant=minbase bookworm (Debian 12) into $root"
   debootstrap --variant=minbase bookworm "$root/rootfs" http://deb.debian.org/debian >"$root/log" 2>&1 \
-    || { tail -20 "$root/log" >&2; die "debootstrap failed (the whole log: $root/log)"; }
+    || { cp "$root/log" "$IMAGE_DIR/debootstrap.log"; tail -20 "$root/log" >&2; die "debootstrap failed (the whole log: $IMAGE_DIR/debootstrap.log)"; }
   # The sources a debian:12 image has: the release, its updates and the security archive.
   rm -f "$root/rootfs/etc/apt/sources.list"
   cat >"$root/rootfs/etc/apt/sources.list.d/debian.sources" <<'SOURCES'
@@ -105,28 +106,53 @@ build() {
   echo "$seconds" > "$IMAGE_DIR/build-seconds"
   echo "$DEBIAN" > "$IMAGE_DIR/base"
   inspect "$builder"
-  echo "image.sh: $IMAGE built in ${seconds} s by $builder: $(cat "$IMAGE_DIR/size") bytes, digest $(cat "$IMAGE_DIR/digest")"
+  echo "image.sh: $IMAGE built in ${seconds} s by $builder: $(cat "$IMAGE_DIR/size") bytes, local digest $(cat "$IMAGE_DIR/digest" 2>/dev/null || echo 'none before a push')"
 }
 
-# The record of the image just built: its digest (what a manifest pins, `bulwark deploy render
-# --image-digest`), its size, and its Debian packages.
+# The record of the image just built: its size, and the local manifest digest where the builder
+# has one (podman, buildah; docker has none before a push). What a cluster pulls is the digest the
+# registry reports after `image.sh push` (pushed-digest): a push may recompress the layers.
 inspect() {
   local builder=$1
+  rm -f "$IMAGE_DIR/digest"
   case "$builder" in
-    docker|podman)
-      "$builder" image inspect --format '{{.Digest}}' "$IMAGE" > "$IMAGE_DIR/digest"
-      "$builder" image inspect --format '{{.Size}}' "$IMAGE" > "$IMAGE_DIR/size" ;;
+    docker)
+      docker image inspect --format '{{.Size}}' "$IMAGE" > "$IMAGE_DIR/size" ;;
+    podman)
+      podman image inspect --format '{{.Digest}}' "$IMAGE" > "$IMAGE_DIR/digest"
+      podman image inspect --format '{{.Size}}' "$IMAGE" > "$IMAGE_DIR/size" ;;
     buildah)
       buildah inspect --type image --format '{{.FromImageDigest}}' "$IMAGE" > "$IMAGE_DIR/digest"
       podman image inspect --format '{{.Size}}' "$IMAGE" > "$IMAGE_DIR/size" 2>/dev/null \
         || buildah images --format '{{.Size}}' "$IMAGE" > "$IMAGE_DIR/size" ;;
   esac
-  grep -q '^sha256:[0-9a-f]\{64\}$' "$IMAGE_DIR/digest" || die "no digest for $IMAGE: $(cat "$IMAGE_DIR/digest")"
+  if [ -f "$IMAGE_DIR/digest" ]; then
+    grep -q '^sha256:[0-9a-f]\{64\}$' "$IMAGE_DIR/digest" || die "no digest for $IMAGE: $(cat "$IMAGE_DIR/digest")"
+  fi
+}
+
+# Pushes IMAGE to DEST (registry/repo:tag, or any transport the builder knows) and writes the digest
+# the destination holds to IMAGE_DIR/pushed-digest: the one to pin with --image-digest.
+push() {
+  local dest=${1:?usage: image.sh push DEST (e.g. registry.example.com/ml/bulwark:0.1.0)} builder
+  builder=$(cat "$IMAGE_DIR/builder" 2>/dev/null || pick_builder)
+  case "$builder" in
+    docker)
+      docker tag "$IMAGE" "$dest"
+      docker push "$dest"
+      docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$dest" \
+        | sed -n 's/.*@\(sha256:[0-9a-f]\{64\}\)$/\1/p' | head -n1 > "$IMAGE_DIR/pushed-digest" ;;
+    podman|buildah)
+      "$builder" push --digestfile "$IMAGE_DIR/pushed-digest" "$IMAGE" "$dest" ;;
+  esac
+  grep -q '^sha256:[0-9a-f]\{64\}$' "$IMAGE_DIR/pushed-digest" || die "the push to $dest reported no digest"
+  echo "image.sh: pushed $IMAGE to $dest, digest $(cat "$IMAGE_DIR/pushed-digest") (IMAGE_DIR/pushed-digest)"
 }
 
 case "${1:-}" in
   base) base ;;
   build) build ;;
   test) shift; exec deploy/docker/image-test.sh "$@" ;;
-  *) die "usage: image.sh base | build | test BULWARK" ;;
+  push) shift; push "$@" ;;
+  *) die "usage: image.sh base | build | test BULWARK | push DEST" ;;
 esac

@@ -21,10 +21,15 @@
 #include "registry/location.h"
 #include "registry/registry.h"
 #include "serve/core.h"
+#include "control/detail/controller_util.h"
 
 namespace bulwark::control {
 namespace fs = std::filesystem;
 using nlohmann::json;
+using detail::contains;
+using detail::now_s;
+using detail::pct;
+using detail::secs;
 
 namespace {
 
@@ -34,24 +39,6 @@ const State kAllStates[] = {State::kServing,  State::kAlarm,  State::kHardening,
                             State::kWatching, State::kStable, State::kRolledBack, State::kFailed, State::kHeld};
 constexpr double kDay = 86400;
 constexpr double kEvidenceRows = 5;  // flagged rows an identity needs to count as evidence
-
-double now_s() { return serve::unix_now_s(); }
-
-bool contains(const std::vector<std::string>& v, const std::string& x) {
-  return std::find(v.begin(), v.end(), x) != v.end();
-}
-
-std::string secs(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3g s", x);
-  return buf;
-}
-
-std::string pct(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f%%", 100 * x);
-  return buf;
-}
 
 }  // namespace
 
@@ -378,224 +365,6 @@ void Controller::start_hardening(const std::string& reason) {
              {{"job", job.id}, {"from_version", production.version}, {"method", policy_.hardening.method},
               {"eps", policy_.hardening.eps}, {"runner", policy_.hardening.runner}});
   runner_->start(job);
-}
-
-void Controller::gate_and_promote() {
-  std::string job_dir;
-  int64_t production_version;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job_dir = job_dir_;
-    production_version = production_version_;
-  }
-  const std::string candidate_path = job_dir + "/candidate.pt";
-  auto candidate = model::Model::load(candidate_path);
-  const auto production_rec = registry_->resolve(registry::Reference{options_.model, production_version, registry::Stage::kNone});
-  auto production = model::Model::from_bytes(registry_->read_verified(production_rec).at("model.pt"), production_rec.ref());
-  candidate.set_training(false);
-
-  // The candidate's own detectors and monitor reference, on the held-out part of the split its
-  // job trained on (the production version's calibration is bound to the production model).
-  const auto& h = policy_.hardening;
-  data::LoadOptions load;
-  load.shape = candidate.spec().input_shape;
-  load.progress = false;
-  auto train = data::load_dataset(h.data, data::Split::kTrain, load);
-  if (h.limit > 0 && h.limit < train.size()) train = train.head(h.limit, "policy.hardening.limit");
-  const auto split = data::split_train_validation(train, h.validation_fraction(train.size()), h.seed);
-  detect::CalibrationOptions co;
-  co.detectors = h.detectors;
-  co.validate();
-  const auto fit = split.train.head(std::min<int64_t>(10000, split.train.size()), "fit");
-  auto set = detect::DetectorSet::calibrate(candidate, sha256_file_hex(candidate_path), co, fit.inputs(), fit.targets(),
-                                            split.validation.inputs());
-  set.monitor_reference() =
-      detect::fit_monitor_reference(set, candidate, split.validation.inputs(), split.validation.targets());
-  const std::string calibration_path = job_dir + "/candidate.detect";
-  set.save(calibration_path);
-
-  const auto test = data::load_dataset(h.data, data::Split::kTest, load);
-  data::require_held_out(train, test);  // the gate never judges on the images the job trained on
-  data::check_classes(test, candidate.spec().class_names);
-  // The root of production's lineage: the clean floor repeated cycles cannot ratchet down.
-  auto root = production_rec;
-  for (int i = 0; i < 1000 && root.parent && *root.parent > 0; ++i) {
-    root = registry_->resolve(registry::Reference{options_.model, *root.parent, registry::Stage::kNone});
-  }
-  std::optional<model::Model> first;
-  if (root.version != production_rec.version) {
-    first.emplace(model::Model::from_bytes(registry_->read_verified(root).at("model.pt"), root.ref()));
-  }
-  const auto gate = run_gate(candidate, production, test, policy_.gate, h.seed, first ? &*first : nullptr, root.version);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    last_gate_ = gate.to_json();
-  }
-  core_.metrics().counter("bulwark_guard_gate_total",
-                          {{"model", options_.served_name}, {"result", gate.passed ? "passed" : "refused"}});
-  if (!gate.passed) {
-    abandon_job();
-    return transition(State::kFailed, "gate refused the candidate: " + gate.reason, {{"gate", gate.to_json()}});
-  }
-
-  registry::RegisterRequest r;
-  r.model = options_.model;
-  r.files = {{"model.pt", candidate_path}, {"model.detect", calibration_path}};
-  r.parent = production_version;
-  r.lineage = {{"method", h.method}, {"eps", h.eps},       {"seed", h.seed},  {"dataset", h.data},
-               {"epochs", h.epochs}, {"limit", h.limit}, {"command", "bulwark guard: hardening " + job_dir}};
-  r.metrics = {{"gate", gate.to_json()}, {"clean", gate.candidate.clean}, {"robust", gate.candidate.robust}};
-  const auto key = registry::SigningKey::load(h.key);
-  const auto v = registry_->register_version(r, &key);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    candidate_version_ = v.version;
-  }
-  transition(State::kPromoting, gate.reason, {{"candidate", v.ref()}, {"gate", gate.to_json()}});
-  registry_->promote(options_.model, v.version, registry::Stage::kProduction);
-  fs::remove_all(job_dir);  // the candidate now lives in the registry
-  route_traffic(v.version, policy_.kubernetes.canary_percent, "canary");
-}
-
-void Controller::finish_promotion() {
-  int64_t candidate;
-  double since;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    candidate = candidate_version_;
-    since = since_s_;
-  }
-  const auto served = core_.source_of(options_.served_name);
-  if (served && served->registry_version == candidate) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      promoted_s_ = now_s();
-      candidate_serve_version_ = served->serve_version;
-    }
-    core_.guard().events().publish(detect::Event{now_s(), "guard.promoted", "", options_.model, std::to_string(candidate), "",
-                                                 0, 0, 0, {{"version", candidate}}});
-    return transition(State::kWatching, "serving version " + std::to_string(candidate) + "; watching for " +
-                                            secs(policy_.watch.window_s) + " (up to " + secs(policy_.watch.max_window()) +
-                                            " for labels)");
-  }
-  if (now_s() - since > options_.promote_deadline_s) {
-    rollback("the server did not swap version " + std::to_string(candidate) + " in within " + secs(options_.promote_deadline_s));
-  }
-}
-
-void Controller::judge_watch(const std::vector<detect::Event>& events) {
-  double promoted, alarm;
-  int64_t candidate;
-  std::string replaced_sv, candidate_sv;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    promoted = promoted_s_;
-    alarm = alarm_s_;
-    candidate = candidate_version_;
-    replaced_sv = replaced_serve_version_;
-    candidate_sv = candidate_serve_version_;
-  }
-  const auto served = core_.source_of(options_.served_name);
-  if (!served || served->registry_version != candidate) {
-    return transition(State::kFailed, "version " + std::to_string(candidate) + " is no longer served (someone else moved the stage)");
-  }
-  if (policy_.watch.rollback_on_accuracy_alarm) {
-    for (const auto& e : events) {
-      if (e.kind == "alarm" && e.detector == "accuracy" && e.model == options_.served_name) {
-        return rollback("accuracy alarm on the new version: " + std::to_string(e.statistic));
-      }
-    }
-  }
-  const auto& w = policy_.watch;
-  const double now = now_s();
-  auto& guard = core_.guard();
-  // Labels count for the version that answered, by answer time (serve/guard.h's ledger).
-  const auto benign = guard.labelled(options_.served_name, replaced_sv, alarm - w.window_s, alarm);
-  const auto attacked = guard.labelled(options_.served_name, replaced_sv, alarm, promoted);
-  const auto mine = guard.labelled(options_.served_name, candidate_sv, promoted, now + 1);
-  // Under the attack the candidate is judged against the replaced version under the same attack,
-  // when there are labels from then; otherwise (a requested job, labels not back yet) against its
-  // benign accuracy.
-  const bool ongoing = attacked.labels >= w.min_feedback && attack_ongoing(now);
-  const auto& reference = ongoing ? attacked : benign;
-  const std::string against = ongoing ? "the replaced version's under the attack (alarm to promotion)"
-                                       : "the replaced version's before the alarm";
-  const json numbers{{"replaced_before_alarm", benign.to_json()},
-                     {"replaced_under_attack", attacked.to_json()},
-                     {"candidate", mine.to_json()},
-                     {"attack_ongoing", ongoing},
-                     {"compared_with", ongoing ? "replaced_under_attack" : "replaced_before_alarm"},
-                     {"watched_s", now - promoted}};
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    watch_ = numbers;
-  }
-  const bool enough = mine.labels >= w.min_feedback && reference.labels >= w.min_feedback;
-  if (enough) {
-    std::string worse;
-    if (mine.accuracy() < reference.accuracy() - w.max_accuracy_drop) {
-      worse = "feedback accuracy " + pct(mine.accuracy()) + " is more than " + pct(w.max_accuracy_drop) + " below " +
-              against + " " + pct(reference.accuracy()) + " (watch.max_accuracy_drop)";
-    } else if (mine.accuracy() < w.min_feedback_accuracy) {
-      worse = "feedback accuracy " + pct(mine.accuracy()) + " is below " + pct(w.min_feedback_accuracy) +
-              " (watch.min_feedback_accuracy)";
-    }
-    if (!worse.empty()) {
-      if (mine.labellers >= w.min_labellers) return rollback(worse);
-      return hold(worse + "; the labels come from " + std::to_string(mine.labellers) + " feedback token(s), a rollback needs " +
-                      std::to_string(w.min_labellers) + " (watch.min_labellers) or an admin's decision",
-                  numbers);
-    }
-    if (now - promoted < w.window_s) return;
-    route_traffic(candidate, 100, "full");
-    return transition(State::kStable,
-                      "feedback accuracy " + pct(mine.accuracy()) + " on " + std::to_string(mine.labels) + " labels (" +
-                          against + ": " + pct(reference.accuracy()) + " on " + std::to_string(reference.labels) + ")",
-                      {{"watch", numbers}});
-  }
-  if (now - promoted < w.max_window()) return;  // the watch extends while labels come in
-  hold("too few labels after " + secs(now - promoted) + " (watch.max_window_s): " + std::to_string(mine.labels) +
-           " on the new version, " + std::to_string(reference.labels) + " on " + against + ", " +
-           std::to_string(w.min_feedback) + " needed for each (watch.min_feedback)",
-       numbers);
-}
-
-void Controller::hold(const std::string& reason, json details) {
-  int64_t candidate;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    candidate = candidate_version_;
-  }
-  core_.guard().events().publish(detect::Event{now_s(), "guard.held", "", options_.model, std::to_string(candidate), "", 0,
-                                               0, 0, {{"version", candidate}, {"reason", reason}, {"watch", details}}});
-  transition(State::kHeld, reason + ": held at its current traffic share until an admin decides (POST /v2/guard/decide)",
-             {{"watch", details}});
-}
-
-void Controller::rollback(const std::string& reason) {
-  const auto v = registry_->rollback(options_.model);
-  route_traffic(v.version, 100, "rollback");
-  core_.guard().events().publish(detect::Event{now_s(), "guard.rolled-back", "", options_.model, std::to_string(v.version),
-                                               "", 0, 0, 0, {{"version", v.version}, {"reason", reason}}});
-  transition(State::kRolledBack, reason, {{"production", v.ref()}});
-}
-
-void Controller::route_traffic(int64_t version, int64_t percent, const std::string& step) {
-  if (!isvc_) return;
-  auto applied = isvc_->apply(version, percent);
-  applied["step"] = step;
-  registry_->record("guard.inferenceservice", options_.model, applied);
-}
-
-void Controller::abandon_job() {
-  if (runner_) runner_->cancel(10);
-  std::string dir;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    dir = job_dir_;
-  }
-  std::error_code ec;
-  if (!dir.empty()) fs::remove_all(dir, ec);
 }
 
 void Controller::transition(State to, const std::string& reason, json details) {

@@ -1,10 +1,5 @@
 #include "control/kubernetes.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <yaml-cpp/yaml.h>
@@ -18,6 +13,7 @@
 #include "control/manifest.h"
 #include "core/error.h"
 #include "core/files.h"
+#include "core/subprocess.h"
 
 namespace bulwark::control {
 namespace {
@@ -37,26 +33,6 @@ std::string find_on_path(const std::string& binary) {
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   throw not_found("kubectl binary '" + binary + "' is not on PATH (policy.kubernetes.kubectl)");
-}
-
-void close_fd(int& fd) {
-  if (fd >= 0) ::close(fd);
-  fd = -1;
-}
-
-// Reads what `fd` has now into `into` (keeping at most the cap); false at end of file.
-bool drain(int fd, std::string& into) {
-  char buf[8192];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) {
-      const size_t room = Kubectl::kMaxOutputBytes - std::min(into.size(), Kubectl::kMaxOutputBytes);
-      into.append(buf, std::min(static_cast<size_t>(n), room));
-      continue;
-    }
-    if (n == 0) return false;
-    return errno == EAGAIN || errno == EINTR;
-  }
 }
 
 std::string last_line(std::string s) {
@@ -106,73 +82,11 @@ KubectlResult Kubectl::run(const std::vector<std::string>& args, const std::stri
   argv.insert(argv.end(), args.begin(), args.end());
   r.command = "kubectl -n " + namespace_;
   for (const auto& a : args) r.command += " " + a;
-  std::vector<char*> cargv;
-  for (auto& a : argv) cargv.push_back(a.data());
-  cargv.push_back(nullptr);
-
-  // stdin is a socket: a kubectl that exits before reading it all gets EPIPE, and we no SIGPIPE.
-  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in) != 0 || ::pipe2(out, O_CLOEXEC) != 0 ||
-      ::pipe2(err, O_CLOEXEC) != 0) {
-    for (int* p : {in, out, err}) close_fd(p[0]), close_fd(p[1]);
-    throw io_error("cannot create pipes for kubectl");
-  }
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    for (int* p : {in, out, err}) close_fd(p[0]), close_fd(p[1]);
-    throw io_error("cannot fork kubectl");
-  }
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    ::dup2(in[1], 0);
-    ::dup2(out[1], 1);
-    ::dup2(err[1], 2);
-    ::execv(cargv[0], cargv.data());
-    static const char kMsg[] = "cannot execute kubectl\n";
-    (void)!::write(2, kMsg, sizeof kMsg - 1);
-    ::_exit(127);
-  }
-  close_fd(in[1]);
-  close_fd(out[1]);
-  close_fd(err[1]);
-  for (const int fd : {in[0], out[0], err[0]}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-  if (stdin_text.empty()) ::shutdown(in[0], SHUT_WR);
-  size_t written = stdin_text.empty() ? std::string::npos : 0;
-
-  const auto until = Clock::now() + std::chrono::duration<double>(timeout_s > 0 ? timeout_s : timeout_s_);
-  int status = 0;
-  bool exited = false;
-  while (!exited) {
-    const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
-    if (left_ms <= 0) {
-      ::kill(-pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      r.timed_out = true;
-      break;
-    }
-    pollfd fds[3];
-    nfds_t n = 0;
-    if (out[0] >= 0) fds[n++] = {out[0], POLLIN, 0};
-    if (err[0] >= 0) fds[n++] = {err[0], POLLIN, 0};
-    if (written != std::string::npos) fds[n++] = {in[0], POLLOUT, 0};
-    // With both outputs closed, only the exit is left to wait for: check it every 10 ms.
-    ::poll(fds, n, n == 0 ? 10 : static_cast<int>(std::min<int64_t>(left_ms, 100)));
-    if (out[0] >= 0 && !drain(out[0], r.out)) close_fd(out[0]);
-    if (err[0] >= 0 && !drain(err[0], r.err)) close_fd(err[0]);
-    if (written != std::string::npos) {
-      const ssize_t w = ::send(in[0], stdin_text.data() + written, stdin_text.size() - written, MSG_NOSIGNAL);
-      if (w > 0) written += static_cast<size_t>(w);
-      if ((w < 0 && errno != EAGAIN && errno != EINTR) || written == stdin_text.size()) {
-        ::shutdown(in[0], SHUT_WR);
-        written = std::string::npos;
-      }
-    }
-    if (out[0] < 0 && err[0] < 0) exited = ::waitpid(pid, &status, WNOHANG) == pid;
-  }
-  close_fd(in[0]);
-  close_fd(out[0]);
-  close_fd(err[0]);
-  if (!r.timed_out) r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  auto p = run_process(argv, stdin_text, timeout_s > 0 ? timeout_s : timeout_s_, kMaxOutputBytes);
+  r.exit_code = p.exit_code;
+  r.timed_out = p.timed_out;
+  r.out = std::move(p.out);
+  r.err = std::move(p.err);
   return r;
 }
 

@@ -1,9 +1,5 @@
 #include "control/runner.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -16,6 +12,7 @@
 #include "control/kubernetes.h"
 #include "core/error.h"
 #include "core/files.h"
+#include "core/subprocess.h"
 #include "data/classes.h"
 #include "data/dataset.h"
 #include "defense/harden.h"
@@ -118,35 +115,20 @@ class SubprocessRunner : public JobRunner {
   ~SubprocessRunner() override { cancel(5); }
   void start(const HardenJob& job) override {
     job_ = job;
-    std::vector<std::string> args{binary_};
-    for (auto& a : harden_argv(job)) args.push_back(std::move(a));
-    const std::string out = job.dir + "/harden.json", log = job.dir + "/harden.log";
-    pid_ = ::fork();
-    if (pid_ < 0) throw io_error("cannot fork the hardening job");
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      const int l = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (o >= 0) ::dup2(o, 1);
-      if (l >= 0) ::dup2(l, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(binary_.c_str(), argv.data());
-      ::_exit(127);
-    }
+    SpawnOptions spawn{{binary_}, job.dir + "/harden.json", job.dir + "/harden.log"};
+    for (auto& a : harden_argv(job)) spawn.argv.push_back(std::move(a));
+    child_ = std::make_unique<Subprocess>(spawn);
   }
   JobStatus poll() override {
     if (finished_) return status_;
     status_.progress = last_log_line();
-    int st = 0;
-    const pid_t r = ::waitpid(pid_, &st, WNOHANG);
-    if (r == 0) return status_;
+    const auto code = child_ ? child_->poll() : std::optional<int>(127);
+    if (!code) return status_;
     finished_ = true;
     if (cancelled_) {
       status_.phase = JobStatus::Phase::kCancelled;
       status_.error = "cancelled";
-    } else if (r == pid_ && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+    } else if (*code == 0) {
       std::error_code ec;
       std::filesystem::rename(job_.out + ".tmp", job_.out, ec);
       status_.phase = ec ? JobStatus::Phase::kFailed : JobStatus::Phase::kSucceeded;
@@ -156,24 +138,18 @@ class SubprocessRunner : public JobRunner {
     } else {
       status_.phase = JobStatus::Phase::kFailed;
       status_.error = "bulwark harden exited " +
-                      (WIFEXITED(st) ? std::to_string(WEXITSTATUS(st)) : "on signal " + std::to_string(WTERMSIG(st))) +
-                      ": " + status_.progress;
+                      (*code < 128 ? std::to_string(*code) : "on signal " + std::to_string(*code - 128)) + ": " +
+                      status_.progress;
     }
     return status_;
   }
   void cancel(double deadline_s) override {
-    if (pid_ <= 0 || finished_) return;
+    if (!child_ || finished_) return;
     cancelled_ = true;
-    ::kill(-pid_, SIGTERM);
-    const auto until = Clock::now() + std::chrono::duration<double>(deadline_s);
-    while (Clock::now() < until && !poll().done()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (!finished_) {
-      ::kill(-pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      finished_ = true;
-      status_.phase = JobStatus::Phase::kCancelled;
-      status_.error = "killed after the " + std::to_string(deadline_s) + " s deadline";
-    }
+    bool killed = false;
+    child_->terminate(deadline_s, &killed);
+    poll();
+    if (killed) status_.error = "killed after the " + std::to_string(deadline_s) + " s deadline";
   }
 
  private:
@@ -192,7 +168,7 @@ class SubprocessRunner : public JobRunner {
 
   std::string binary_;
   HardenJob job_;
-  pid_t pid_ = -1;
+  std::unique_ptr<Subprocess> child_;
   bool finished_ = false, cancelled_ = false;
   JobStatus status_;
 };

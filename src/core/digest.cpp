@@ -1,5 +1,6 @@
 #include "core/digest.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -30,6 +31,48 @@ struct CtxFree {
 
 std::string hex_encode(const std::string& raw) {
   return to_hex(reinterpret_cast<const unsigned char*>(raw.data()), static_cast<unsigned int>(raw.size()));
+}
+
+std::string hex_decode(std::string_view hex) {
+  const size_t bad = hex.find_first_not_of("0123456789abcdef");
+  if (bad != std::string_view::npos) {
+    throw data_format("hex: character " + std::to_string(bad) + " is not a lowercase hex digit");
+  }
+  if (hex.size() % 2 != 0) throw data_format("hex: odd length " + std::to_string(hex.size()));
+  std::string raw(hex.size() / 2, '\0');
+  size_t written = 0;
+  const std::string text(hex);  // OpenSSL wants a NUL-terminated string
+  if (!raw.empty() && OPENSSL_hexstr2buf_ex(reinterpret_cast<unsigned char*>(raw.data()), raw.size(), &written,
+                                            text.c_str(), '\0') != 1) {
+    throw data_format("hex: not decodable");
+  }
+  raw.resize(written);
+  return raw;
+}
+
+std::string base64_encode(std::string_view bytes) {
+  std::string out((bytes.size() + 2) / 3 * 4 + 1, '\0');  // + the NUL EVP_EncodeBlock writes
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+std::string base64_decode(std::string_view text) {
+  if (text.size() % 4 != 0) {
+    throw data_format("base64 length " + std::to_string(text.size()) + " is not a multiple of 4");
+  }
+  std::string out(text.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (n < 0) throw data_format("base64: a character outside the alphabet, or padding inside the text");
+  const size_t padding = text.size() >= 2 && text.substr(text.size() - 2) == "==" ? 2 : (!text.empty() && text.back() == '=' ? 1 : 0);
+  if (static_cast<size_t>(n) < padding) throw data_format("base64: padding only");
+  out.resize(static_cast<size_t>(n) - padding);  // EVP_DecodeBlock counts the padding as zero bytes
+  // The strictness check: only the one canonical text of these bytes (whitespace, which OpenSSL
+  // skips at the ends, and non-zero padding bits, which it ignores, are refused).
+  if (base64_encode(out) != text) throw data_format("base64 is not in canonical form (whitespace or padding bits)");
+  return out;
 }
 
 std::string random_hex(size_t bytes) {

@@ -1,5 +1,6 @@
 #include "detect/events.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -100,20 +101,33 @@ EventBus::EventBus(std::string log_path, size_t recent_capacity)
   }
 }
 
+namespace {
+// The subscribers this thread is inside now (a subscriber may publish, or remove itself).
+thread_local std::vector<const void*> t_inside;
+}  // namespace
+
 int EventBus::subscribe(Subscriber subscriber) {
   std::lock_guard<std::mutex> lock(mu_);
   const int id = next_id_++;
-  subscribers_.emplace(id, std::make_shared<const Subscriber>(std::move(subscriber)));
+  auto entry = std::make_shared<Entry>();
+  entry->call = std::move(subscriber);
+  subscribers_.emplace(id, std::move(entry));
   return id;
 }
 
 void EventBus::unsubscribe(int id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  subscribers_.erase(id);
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto it = subscribers_.find(id);
+  if (it == subscribers_.end()) return;
+  const auto entry = it->second;
+  subscribers_.erase(it);
+  entry->removed = true;
+  const int own = static_cast<int>(std::count(t_inside.begin(), t_inside.end(), entry.get()));
+  idle_.wait(lock, [&] { return entry->in_flight <= own; });
 }
 
 void EventBus::publish(const Event& event) {
-  std::vector<std::shared_ptr<const Subscriber>> targets;
+  std::vector<std::shared_ptr<Entry>> targets;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (log_.is_open()) {
@@ -138,11 +152,23 @@ void EventBus::publish(const Event& event) {
     for (const auto& [id, sub] : subscribers_) targets.push_back(sub);
   }
   for (const auto& sub : targets) {
+    {
+      // Counted in flight only from here, right before the call, and only if still subscribed:
+      // unsubscribe() then waits for exactly the calls that will run (and this thread's own).
+      std::lock_guard<std::mutex> lock(mu_);
+      if (sub->removed) continue;
+      ++sub->in_flight;
+    }
+    t_inside.push_back(sub.get());
     try {
-      (*sub)(event);
+      sub->call(event);
     } catch (...) {
       ++subscriber_errors_;
     }
+    t_inside.pop_back();
+    std::lock_guard<std::mutex> lock(mu_);
+    --sub->in_flight;
+    idle_.notify_all();
   }
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -45,8 +46,10 @@ std::string iso8601_utc(double time_s);
 // Subscribers run on the publishing thread, after the bus lock is released (so a subscriber may
 // publish or read recent() itself), and must be quick: the publisher is usually a serving thread.
 // Events from one publishing thread reach each subscriber in order; across threads only the file
-// and the ring share one order. A subscriber removed while another thread is publishing may get
-// that one last event. A subscriber that throws is counted in subscriber_errors() and skipped,
+// and the ring share one order. unsubscribe() returns only once no thread is inside that
+// subscriber (other than the caller's own thread, when a subscriber removes itself), and it is
+// never called again: a subscriber may capture an object its owner destroys right after
+// unsubscribing. A subscriber that throws is counted in subscriber_errors() and skipped,
 // so one faulty listener cannot break serving or starve the others.
 class EventBus {
  public:
@@ -56,7 +59,7 @@ class EventBus {
 
   using Subscriber = std::function<void(const Event&)>;
   int subscribe(Subscriber subscriber);
-  void unsubscribe(int id);  // unknown ids are ignored
+  void unsubscribe(int id);  // unknown ids are ignored; waits for calls in flight (above)
 
   // Appends one flushed line to the file (a failed write is counted in write_errors(), not thrown:
   // losing the audit line must not fail the request that caused it), keeps the event in the ring,
@@ -75,7 +78,13 @@ class EventBus {
   const size_t capacity_;
   mutable std::mutex mu_;
   std::ofstream log_;
-  std::map<int, std::shared_ptr<const Subscriber>> subscribers_;
+  struct Entry {
+    Subscriber call;
+    int in_flight = 0;     // calls running now, on any thread (under mu_)
+    bool removed = false;  // set by unsubscribe (under mu_): not entered again
+  };
+  std::map<int, std::shared_ptr<Entry>> subscribers_;
+  std::condition_variable idle_;  // an entry's in_flight fell
   int next_id_ = 1;
   std::vector<Event> ring_;  // grows to capacity_, then overwritten at head_
   size_t head_ = 0;          // next slot to overwrite once full

@@ -98,8 +98,7 @@ std::string check_witness(const std::string& dir, const std::string& origin, con
              " entries, the registry's checkpoint only " + std::to_string(size) +
              " (an older checkpoint restored over a truncated log)";
     }
-    std::string root_m;
-    for (size_t i = 0; i < 64; i += 2) root_m.push_back(static_cast<char>(std::stoi(cp.root_hex.substr(i, 2), nullptr, 16)));
+    const std::string root_m = hex_decode(cp.root_hex);
     const auto proof = cp.size > 0 ? consistency_proof(leaf_hashes, static_cast<size_t>(cp.size)) : std::vector<std::string>{};
     if (!verify_consistency(static_cast<uint64_t>(cp.size), static_cast<uint64_t>(size), root_m, head.root(), proof)) {
       return "history rewritten: the registry's checkpoint (" + std::to_string(size) + " entries) is not consistent with " +

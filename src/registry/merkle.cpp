@@ -96,9 +96,7 @@ MerkleFrontier MerkleFrontier::parse(const std::string& text) {
     if (hex.size() != 64 || hex.find_first_not_of("0123456789abcdef") != std::string::npos) {
       throw data_format("audit frontier: subtree hash '" + hex.substr(0, 70) + "' is not 64 lowercase hex");
     }
-    std::string raw;
-    for (size_t i = 0; i < 64; i += 2) raw.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-    f.subtrees.push_back(raw);
+    f.subtrees.push_back(hex_decode(hex));
     start = end + 1;
   }
   if (static_cast<int64_t>(f.subtrees.size()) != __builtin_popcountll(static_cast<unsigned long long>(f.size))) {

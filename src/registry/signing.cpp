@@ -127,14 +127,6 @@ bool is_sha256_hex(const std::string& s) {
 }
 
 // Expects text already checked by is_sha256_hex (or produced by sha256_hex).
-std::string hex_to_bytes(const std::string& hex) {
-  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-  std::string bytes(hex.size() / 2, '\0');
-  for (size_t i = 0; i < bytes.size(); ++i)
-    bytes[i] = static_cast<char>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
-  return bytes;
-}
-
 // Names become paths under the model directory, so only plain relative paths are allowed.
 bool is_safe_relative_path(const std::string& name) {
   if (name.empty() || name.front() == '/' || name.back() == '/') return false;
@@ -164,7 +156,7 @@ std::string file_list_problem(const std::vector<FileDigest>& files) {
 std::string root_digest(const std::vector<FileDigest>& files) {
   std::string raw;
   raw.reserve(32 * files.size());
-  for (const auto& f : files) raw += hex_to_bytes(f.sha256_hex);
+  for (const auto& f : files) raw += hex_decode(f.sha256_hex);
   return sha256_hex(raw);
 }
 
@@ -258,57 +250,11 @@ bool is_note_key_name(const std::string& name) {
 }
 
 std::string note_key_hint(const PublicKey& key) {
-  return hex_to_bytes(sha256_hex(key.spki_der())).substr(0, kNoteKeyHintBytes);
+  return hex_decode(sha256_hex(key.spki_der())).substr(0, kNoteKeyHintBytes);
 }
 
 }  // namespace
 
-std::string base64_encode(std::string_view bytes) {
-  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  for (size_t i = 0; i < bytes.size(); i += 3) {
-    const size_t n = std::min<size_t>(3, bytes.size() - i);
-    uint32_t group = 0;
-    for (size_t j = 0; j < 3; ++j) group = group << 8 | (j < n ? static_cast<unsigned char>(bytes[i + j]) : 0u);
-    for (size_t j = 0; j < 4; ++j) out += j <= n ? kAlphabet[(group >> (18 - 6 * j)) & 63] : '=';
-  }
-  return out;
-}
-
-std::string base64_decode(std::string_view text) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  if (text.size() % 4 != 0)
-    throw data_format("base64 length " + std::to_string(text.size()) + " is not a multiple of 4");
-  size_t padding = 0;
-  if (!text.empty() && text.back() == '=') padding = text[text.size() - 2] == '=' ? 2 : 1;
-  const size_t digits = text.size() - padding;
-  std::string out;
-  out.reserve(text.size() / 4 * 3);
-  uint32_t group = 0;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const int v = i < digits ? value(text[i]) : 0;
-    if (v < 0) throw data_format("invalid base64 character at offset " + std::to_string(i));
-    group = group << 6 | static_cast<uint32_t>(v);
-    if (i % 4 == 3) {
-      for (int shift = 16; shift >= 0; shift -= 8) out += static_cast<char>((group >> shift) & 0xff);
-      group = 0;
-    }
-  }
-  // Bits under the padding must be zero, so each byte string has exactly one encoding.
-  if (padding > 0 && (value(text[digits - 1]) & (padding == 1 ? 0x3 : 0xf)) != 0) {
-    throw data_format("base64 padding bits are not zero");
-  }
-  out.resize(out.size() - padding);
-  return out;
-}
 
 void generate_key_pair(const std::string& private_path, const std::string& public_path) {
   if (private_path == public_path) throw invalid_argument("private and public key paths are both " + private_path);

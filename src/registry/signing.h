@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/digest.h"
 #include "core/error.h"
 
 namespace bulwark::registry {
@@ -34,10 +35,9 @@ struct SignatureError : Error {
   std::string check;
 };
 
-// Standard alphabet with padding (RFC 4648 §4). Decoding rejects anything else, including
-// whitespace and missing padding, with a data_format error.
-std::string base64_encode(std::string_view bytes);
-std::string base64_decode(std::string_view text);
+// Base64 (RFC 4648 §4, canonical form only) is OpenSSL's, in core/digest.h.
+using bulwark::base64_decode;
+using bulwark::base64_encode;
 
 namespace detail {
 struct PkeyFree {

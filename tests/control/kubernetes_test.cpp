@@ -196,7 +196,9 @@ TEST(KubeManifest, DeployRenderFillsEveryTemplateAsTheGuardDoes) {
     const auto cli = deploy_render(args);  // all at once: joined by ---, the variables found above them
     ASSERT_EQ(cli.exit_code, 0) << cli.output;
     EXPECT_EQ(cli.output, control::render_manifests(kDeploy + "/variables.yaml", files, *given));
-    if (given == &samples) EXPECT_EQ(cli.output.find("${"), std::string::npos) << "a placeholder left";
+    if (given == &samples) {
+      EXPECT_EQ(cli.output.find("${"), std::string::npos) << "a placeholder left";
+    }
     const std::string image = given->count("IMAGE") ? given->at("IMAGE") : "bulwark:0.1.0";  // variables.yaml's default
     EXPECT_NE(cli.output.find("image: " + image + "\n"), std::string::npos);
   }

@@ -73,6 +73,45 @@ TEST(Digest, Sha256MatchesTheFipsVectorAndRandomIdsDiffer) {
   EXPECT_NE(a, b);
 }
 
+// The kind of the bulwark::Error `f` throws; fails the test if it throws none.
+template <typename F>
+ErrorKind error_kind(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.kind();
+  }
+  ADD_FAILURE() << "no error thrown";
+  return ErrorKind::kInternal;
+}
+
+TEST(Digest, HexDecodeTakesBackExactlyWhatHexEncodeWrites) {
+  const std::string bytes("\x00\x0f\xf0\xff\x80", 5);
+  EXPECT_EQ(hex_decode(hex_encode(bytes)), bytes);
+  EXPECT_EQ(hex_decode(""), "");
+  EXPECT_EQ(hex_decode(sha256_hex("abc")), sha256_raw("abc"));
+  for (const char* bad : {"0", "abc", "0F", "0g", "00:ff", " 00", "00 "}) {
+    EXPECT_EQ(error_kind([&] { hex_decode(bad); }), ErrorKind::kDataFormat) << bad;
+  }
+}
+
+TEST(Digest, Base64IsRfc4648AndOnlyItsCanonicalText) {
+  // RFC 4648 section 10's vectors, both ways.
+  for (const auto& [plain, text] : std::vector<std::pair<std::string, std::string>>{
+           {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="},
+           {"foobar", "Zm9vYmFy"}}) {
+    EXPECT_EQ(base64_encode(plain), text);
+    EXPECT_EQ(base64_decode(text), plain);
+  }
+  std::string all;
+  for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
+  EXPECT_EQ(base64_decode(base64_encode(all)), all);
+  // What OpenSSL's decoder alone would let through (ends' whitespace, padding bits) and the rest.
+  for (const char* bad : {" Zg==", "Zg== ", "Zh==", "Zm9=", "====", "Z===", "Zm=v", "Zg", "Zg=", "Zm$v", "Zm9v\n"}) {
+    EXPECT_EQ(error_kind([&] { base64_decode(bad); }), ErrorKind::kDataFormat) << bad;
+  }
+}
+
 // keep_freed_memory_for_reuse changes the whole process's malloc: each case runs in a forked child
 // (EXPECT_EXIT) and reports through its exit code.
 constexpr size_t kActivation = size_t{16} << 20;  // an attack step's activation tensor at batch ~160

@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -140,6 +143,113 @@ TEST(EventBus, SubscribersReceiveUntilUnsubscribed) {
   EXPECT_EQ(b, 2);
   EXPECT_EQ(bus.published(), 2u);
   EXPECT_EQ(bus.subscriber_errors(), 2u);
+}
+
+// unsubscribe() returns only after a call in flight on another thread has finished, and the
+// subscriber is never called after it returns: the owner may then destroy what it captured (the
+// controller captures `this`). A subscriber that removes itself does not wait for itself.
+TEST(EventBus, UnsubscribeWaitsForACallInFlightAndNoCallFollowsIt) {
+  EventBus bus;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, release = false;
+  std::atomic<int> calls{0};
+  std::atomic<bool> owner_alive{true}, called_after_destroy{false};
+  const int id = bus.subscribe([&](const Event&) {
+    if (!owner_alive) called_after_destroy = true;
+    ++calls;
+    std::unique_lock<std::mutex> lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait_for(lock, std::chrono::seconds(30), [&] { return release; });
+  });
+  std::thread publisher([&] { bus.publish(sample_event(1)); });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return entered; }));
+  }
+  std::atomic<bool> returned{false};
+  std::thread remover([&] {
+    bus.unsubscribe(id);
+    returned = true;
+    owner_alive = false;  // what a destructor after unsubscribe does
+  });
+  // While the call is blocked, unsubscribe has not returned (checked over 300 ms: with the old
+  // bus it returned at once).
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  while (std::chrono::steady_clock::now() < until) {
+    EXPECT_FALSE(returned.load()) << "unsubscribe returned while its subscriber was still running";
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  remover.join();
+  publisher.join();
+  EXPECT_TRUE(returned);
+  bus.publish(sample_event(2));
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_FALSE(called_after_destroy);
+
+  // A subscriber that unsubscribes itself from inside its call: no deadlock, no second call.
+  int self_calls = 0;
+  int self_id = 0;
+  self_id = bus.subscribe([&](const Event&) {
+    ++self_calls;
+    bus.unsubscribe(self_id);
+  });
+  std::thread t([&] {
+    bus.publish(sample_event(3));
+    bus.publish(sample_event(4));
+  });
+  t.join();
+  EXPECT_EQ(self_calls, 1);
+
+  // A subscriber that removes another one the same publish has yet to call: no deadlock, and the
+  // removed one is not called; a subscriber that publishes from inside its call: no deadlock.
+  EventBus bus2;
+  int first_calls = 0, second_calls = 0, nested = 0;
+  int second_id = 0;
+  bus2.subscribe([&](const Event& e) {
+    ++first_calls;
+    bus2.unsubscribe(second_id);
+    if (e.time_s == 5 && nested++ == 0) bus2.publish(sample_event(6));
+  });
+  second_id = bus2.subscribe([&](const Event&) { ++second_calls; });
+  std::thread t2([&] { bus2.publish(sample_event(5)); });
+  t2.join();
+  EXPECT_EQ(first_calls, 2);  // the event and the one it published
+  EXPECT_EQ(second_calls, 0);
+}
+
+// Many publishers, a subscriber removed mid-stream whose captured state is then torn down: no call
+// ever sees the torn-down state.
+TEST(EventBus, NoCallReachesASubscriberAfterItsUnsubscribeReturned) {
+  EventBus bus;
+  for (int round = 0; round < 50; ++round) {
+    auto state = std::make_shared<std::atomic<bool>>(true);
+    std::atomic<int> late{0};
+    const int id = bus.subscribe([state, &late](const Event&) {
+      if (!state->load()) ++late;
+    });
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> publishers;
+    for (int p = 0; p < 3; ++p) {
+      publishers.emplace_back([&] {
+        while (!stop) bus.publish(sample_event(round));
+      });
+    }
+    while (bus.published() < static_cast<uint64_t>(round + 1) * 20) std::this_thread::yield();
+    bus.unsubscribe(id);
+    state->store(false);
+    const uint64_t at = bus.published();
+    while (bus.published() < at + 30) std::this_thread::yield();  // publishing goes on after the removal
+    stop = true;
+    for (auto& t : publishers) t.join();
+    ASSERT_EQ(late.load(), 0) << "round " << round << ": called after unsubscribe returned";
+  }
 }
 
 TEST(EventBus, JsonLinesFileHasOneParseableLinePerEvent) {

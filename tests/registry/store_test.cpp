@@ -18,6 +18,8 @@
 #include <set>
 #include <thread>
 
+#include <SQLiteCpp/SQLiteCpp.h>
+
 #include "backends.h"
 #include "registry/runs.h"
 #include "registry_test_util.h"
@@ -200,6 +202,33 @@ TEST_P(Store, SignedVersionsAreNumberedStoredByDigestAndMoveThroughStages) {
   EXPECT_TRUE(contains(unknown_version.what(), "99")) << unknown_version.what();
   EXPECT_TRUE(contains(unknown_version.what(), "fashion")) << unknown_version.what();
   EXPECT_EQ(reg.models(), (std::vector<std::string>{"fashion", "mnist"}));
+}
+
+// A read-only handle (a server on a read-only mount) never writes: an audit entry is refused
+// naming the mode, and a registry made before a table existed is refused with the fix, since a
+// read-only handle cannot add the table.
+TEST(Registry, AReadOnlyHandleWritesNothingAndNamesAMissingTable) {
+  test::TempDir dir;
+  const std::string loc = dir.file("reg");
+  Registry::init(loc);
+  {
+    Registry ro(loc, "test", false, Registry::Access::kReadOnly);
+    EXPECT_TRUE(ro.read_only());
+    EXPECT_EQ(ro.audit().entries().size(), 1u);  // registry.init
+    const Error refused = error_of([&] { ro.record("serve.load", "m", json::object()); });
+    EXPECT_TRUE(contains(refused.what(), "read-only")) << refused.what();
+  }
+  EXPECT_EQ(Registry(loc, "test").audit().entries().size(), 1u);
+  {
+    SQLite::Database db(loc + "/registry.db", SQLite::OPEN_READWRITE);
+    db.exec("DROP TABLE stage_statements");
+  }
+  const Error old = error_of([&] { Registry(loc, "test", false, Registry::Access::kReadOnly); });
+  EXPECT_EQ(old.kind(), ErrorKind::kDataFormat);
+  EXPECT_TRUE(contains(old.what(), "older bulwark")) << old.what();
+  EXPECT_TRUE(contains(old.what(), "stage_statements")) << old.what();
+  Registry rw(loc, "test");  // read-write: the table is added again, as on any open
+  EXPECT_NO_THROW(Registry(loc, "test", false, Registry::Access::kReadOnly));
 }
 
 TEST(Registry, StagesAndReferencesParseOrNameWhatIsWrong) {

@@ -2,6 +2,11 @@
 
 #include <sqlite3.h>
 
+#include <filesystem>
+#include <regex>
+#include <string>
+#include <vector>
+
 #include "core/error.h"
 #include "core/files.h"
 
@@ -141,9 +146,10 @@ std::unique_ptr<Database> open_sqlite(const std::string& path, bool create) {
 namespace {
 
 // `path` as the path of an SQLite file: URI (RFC 3986 percent-encoding of what a path may not hold).
+// An absolute path gets an empty authority, "file:///...", so one starting "//" is not read as a host.
 std::string sqlite_uri(const std::string& path, const std::string& query) {
   static const char* kHex = "0123456789ABCDEF";
-  std::string out = "file:";
+  std::string out = !path.empty() && path.front() == '/' ? "file://" : "file:";
   for (const unsigned char c : path) {
     if (c == '%' || c == '?' || c == '#' || c < 0x21 || c >= 0x7f) {
       out += '%';
@@ -156,6 +162,16 @@ std::string sqlite_uri(const std::string& path, const std::string& query) {
   return out + "?" + query;
 }
 
+// The tables kSchema makes: a registry made by an older bulwark may lack some, which a read-only
+// handle cannot add.
+std::vector<std::string> schema_tables() {
+  static const std::regex kTable("CREATE TABLE IF NOT EXISTS (\\w+)");
+  std::vector<std::string> out;
+  const std::string schema = kSchema;
+  for (std::sregex_iterator it(schema.begin(), schema.end(), kTable), end; it != end; ++it) out.push_back((*it)[1]);
+  return out;
+}
+
 }  // namespace
 
 std::unique_ptr<Database> open_sqlite_read_only(const std::string& path) {
@@ -165,9 +181,35 @@ std::unique_ptr<Database> open_sqlite_read_only(const std::string& path) {
   try {
     db = std::make_unique<SQLite::Database>(sqlite_uri(path, "mode=ro"), flags, 10000);
     db->exec("SELECT count(*) FROM sqlite_master");  // a WAL database is read, or refused, here
-  } catch (const SQLite::Exception&) {
+  } catch (const SQLite::Exception& e) {
+    // Only "cannot open the WAL index" (no writer keeps a -shm, and none can be made here: a
+    // read-only file system, or a directory this user cannot write) falls
+    // back to a snapshot; and never when a -wal holds commits the snapshot would not see.
+    const int code = e.getExtendedErrorCode();
+    const bool cannot_open_index = e.getErrorCode() == SQLITE_CANTOPEN || code == SQLITE_READONLY_CANTINIT ||
+                                   code == SQLITE_READONLY_DIRECTORY;
+    if (!cannot_open_index) throw;
+    std::error_code ec;
+    const auto wal = std::filesystem::file_size(path + "-wal", ec);
+    if (!ec && wal > 0) {
+      throw io_error(path + ": read-only, and its write-ahead log (" + std::to_string(wal) +
+                     " bytes) holds commits that cannot be read without the writer's -shm file: mount the registry "
+                     "read-write, or checkpoint it where it is written");
+    }
     db = std::make_unique<SQLite::Database>(sqlite_uri(path, "immutable=1"), flags, 10000);
     db->exec("SELECT count(*) FROM sqlite_master");
+  }
+  std::vector<std::string> missing;
+  for (const auto& table : schema_tables()) {
+    SQLite::Statement q(*db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?");
+    q.bind(1, table);
+    if (q.executeStep() && q.getColumn(0).getInt() == 0) missing.push_back(table);
+  }
+  if (!missing.empty()) {
+    std::string names;
+    for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
+    throw data_format(path + ": made by an older bulwark (no table " + names +
+                      "), and read-only: run any `bulwark registry` command on it read-write once to add them");
   }
   db->exec("PRAGMA foreign_keys=ON");
   return std::make_unique<SqliteDatabase>(std::move(db));
