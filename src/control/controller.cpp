@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -26,9 +27,7 @@
 namespace bulwark::control {
 namespace fs = std::filesystem;
 using nlohmann::json;
-using detail::contains;
 using detail::now_s;
-using detail::pct;
 using detail::secs;
 
 namespace {
@@ -39,6 +38,10 @@ const State kAllStates[] = {State::kServing,  State::kAlarm,  State::kHardening,
                             State::kWatching, State::kStable, State::kRolledBack, State::kFailed, State::kHeld};
 constexpr double kDay = 86400;
 constexpr double kEvidenceRows = 5;  // flagged rows an identity needs to count as evidence
+
+bool contains(const std::vector<std::string>& v, const std::string& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
 
 }  // namespace
 

@@ -1,6 +1,5 @@
 #include "control/runner.h"
 
-
 #include <atomic>
 #include <chrono>
 #include <cstdio>

@@ -2,21 +2,15 @@
 // the loop, its states and recovery; controller_steps.cpp: the long steps). Private to control.
 #pragma once
 
-#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
-#include <vector>
 
 #include "serve/core.h"
 
 namespace bulwark::control::detail {
 
 inline double now_s() { return serve::unix_now_s(); }
-
-inline bool contains(const std::vector<std::string>& v, const std::string& x) {
-  return std::find(v.begin(), v.end(), x) != v.end();
-}
 
 inline std::string secs(double x) {
   char buf[32];
