@@ -46,12 +46,16 @@ torch::Tensor run_attack(const std::string& name, double eps, const SuiteOptions
   const auto idx = mask.nonzero().squeeze(1);
   row.attacked = idx.numel();
   torch::Tensor fooled = torch::zeros({x.size(0)}, torch::kBool);
+  throw_if_cancelled(o.cancel, "the attack suite");
   ProgressBar bar(row.attack + " eps=" + fmt("%g", eps), 1000, o.progress);
   if (idx.numel() > 0) {
     // One call over every point: the attack keeps its chunks full as points fall.
     auto attack = make_attack(name, eps, o.settings);
     row.options = attack->to_json();
-    attack->on_progress([&bar](double fraction) { bar.update(static_cast<int64_t>(1000 * fraction)); });
+    attack->on_progress([&bar, &o](double fraction) {
+      throw_if_cancelled(o.cancel, "the attack suite");
+      bar.update(static_cast<int64_t>(1000 * fraction));
+    });
     const auto xs = x.index_select(0, idx), ys = y.index_select(0, idx);
     const auto adv = attack->perturb(f, xs, ys);
     verify_inside(attack->threat(), adv, xs, name);
@@ -101,6 +105,7 @@ void masking_probes(const LogitsFn& f, const torch::Tensor& x, const torch::Tens
   const double range = s.hi - s.lo;
   const double big = s.norm == Norm::kLinf ? range : range * std::sqrt(static_cast<double>(xs[0].numel()));
   Pgd pgd(PgdOptions(big).norm(s.norm).range(s.lo, s.hi).seed(s.seed).steps(20).batch_size(o.settings.batch_size));
+  pgd.on_progress([&o](double) { throw_if_cancelled(o.cancel, "the attack suite"); });
   const auto adv = pgd.perturb(f, xs, ys);
   const double acc = robust_points(f, xs, adv, ys, o.settings.batch_size).to(torch::kFloat).mean().item<double>();
   if (acc > 0.1) {

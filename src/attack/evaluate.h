@@ -11,6 +11,7 @@
 
 #include "attack/base.h"
 #include "attack/factory.h"
+#include "core/cancel.h"
 
 namespace bulwark::attack {
 
@@ -21,6 +22,7 @@ struct SuiteOptions {
   AttackSettings settings;  // includes batch_size, the memory bound
   bool progress = true;
   bool masking_checks = true;
+  CancelFlag cancel;  // set: the suite throws Cancelled at the next attack iteration (the closed loop's stop)
 };
 
 struct AttackRow {

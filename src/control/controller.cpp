@@ -86,7 +86,7 @@ Controller::Controller(ControllerOptions options, Policy policy, serve::Inferenc
   if (policy_.hardening.runner == "kubernetes") {
     check_kubernetes_setup(policy_, options_.model);  // templates, variables and kubectl: now too
     if (!policy_.kubernetes.inference_service.empty()) {
-      isvc_ = std::make_unique<InferenceServicePromoter>(policy_.kubernetes, options_.model);
+      isvc_ = std::make_unique<InferenceServicePromoter>(policy_.kubernetes, options_.model, cancel_);
     }
   }
   registry_ = std::make_unique<registry::Registry>(options_.registry_dir, "guard");
@@ -99,7 +99,10 @@ Controller::Controller(ControllerOptions options, Policy policy, serve::Inferenc
       std::make_shared<const registry::SigningKey>(registry::SigningKey::load(policy_.hardening.key)));
 }
 
-Controller::~Controller() { stop(); }
+Controller::~Controller() {
+  stop();
+  if (stopped_gate_.valid()) stopped_gate_.wait();
+}
 
 State Controller::state() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -107,6 +110,11 @@ State Controller::state() const {
 }
 
 void Controller::start() {
+  cancel_->store(false);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = false;
+  }
   recover();
   subscription_ = core_.guard().events().subscribe([this](const detect::Event& e) {
     if (e.kind.rfind("guard.", 0) == 0) return;  // our own
@@ -125,11 +133,21 @@ void Controller::stop() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
+  cancel_->store(true);
   cv_.notify_all();
   thread_.join();
+  // The gate worker stops within an attack iteration or a calibration chunk; what it was doing is
+  // dropped with the job. One still loading its data past the deadline is waited for by the
+  // destructor, not here (its writes into the removed job directory fail harmlessly).
+  if (gate_work_.valid()) {
+    if (gate_work_.wait_for(std::chrono::duration<double>(kStopDeadlineS)) != std::future_status::ready) {
+      stopped_gate_ = std::move(gate_work_);
+    }
+    gate_work_ = {};
+  }
   // A clean stop leaves no job half-done: cancelled, its files removed, the state says so.
   if (state() == State::kHardening || state() == State::kGating) {
-    abandon_job();
+    abandon_job(kStopDeadlineS);
     transition(State::kFailed, "guard stopped during " + to_string(state()) + ": job " + job_id_ + " cancelled");
   }
 }
@@ -147,6 +165,7 @@ void Controller::loop() {
     try {
       tick(events);
     } catch (const std::exception& e) {
+      if (cancel_->load()) return;  // stop() cancelled the step (Cancelled), and settles the state
       // A failed step fails the loop's current job, never the server.
       std::cerr << "bulwark guard: " << e.what() << '\n';
       abandon_job();
@@ -218,7 +237,7 @@ void Controller::tick(const std::vector<detect::Event>& events) {
       }
       if (js.phase == JobStatus::Phase::kSucceeded) {
         transition(State::kGating, "hardening job done", {{"job", job_id_}, {"result", js.result}});
-        return gate_and_promote();
+        return start_gate();
       }
       if (js.done()) {
         abandon_job();
@@ -233,7 +252,7 @@ void Controller::tick(const std::vector<detect::Event>& events) {
       return;
     }
     case State::kGating:
-      return gate_and_promote();  // only after a restart mid-gate would we be here; recover() prevents it
+      return poll_gate();
     case State::kPromoting:
       return finish_promotion();
     case State::kWatching:

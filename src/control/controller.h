@@ -28,6 +28,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,8 +36,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "control/gate.h"
 #include "control/policy.h"
 #include "control/runner.h"
+#include "core/cancel.h"
 #include "detect/events.h"
 
 namespace bulwark::serve {
@@ -87,9 +90,15 @@ class Controller {
   // Recovers the persisted state (a half-done job is abandoned; a promotion that happened is
   // watched), subscribes to the events, starts the loop.
   void start();
-  // Joins the loop; a running job is cancelled (deadline 10 s), its files removed, and the state
-  // becomes failed ("guard stopped during hardening").
+  // Returns within a second from every state: the loop thread never blocks on a long step (the
+  // gate runs on a worker; kubectl calls and the worker read the stop flag), a running job or gate
+  // is cancelled (a job past kStopDeadlineS is killed), its files removed, and the state becomes
+  // failed ("guard stopped during hardening"). Other states are left as persisted. In Kubernetes
+  // mode the Job's deletion is a kubectl call bounded by policy.kubernetes.timeout_s.
   void stop();
+  // How long stop() waits for a hardening job, and for the gate worker, to reach a cancellation
+  // point (a batch, an attack iteration); a job past it is killed, the worker left to the destructor.
+  static constexpr double kStopDeadlineS = 0.4;
 
   nlohmann::json status() const;
   State state() const;
@@ -101,6 +110,12 @@ class Controller {
   // or "rollback". Refused unless the controller is held.
   nlohmann::json decide(const std::string& actor, const std::string& decision);
 
+  // What the gate worker hands the loop: the gate's verdict and the candidate's files.
+  struct GateOutcome {
+    GateResult gate;
+    std::string candidate_path, calibration_path;
+  };
+
  private:
   struct Persisted;
   void loop();
@@ -110,7 +125,11 @@ class Controller {
   void persist(State state, double since_s, const std::string& reason);
   void recover();
   void start_hardening(const std::string& reason);
-  void gate_and_promote();
+  // Gating: the first call reads production (and its lineage's first version) from the registry
+  // and starts the worker (calibration, gate); later calls return at once until it is done, then
+  // register, sign and promote a passed candidate on the loop thread (short steps).
+  void start_gate();
+  void poll_gate();
   void finish_promotion();
   void judge_watch(const std::vector<detect::Event>& events);
   void hold(const std::string& reason, nlohmann::json details);
@@ -124,7 +143,7 @@ class Controller {
   double cooldown_now() const;  // cooldown_s doubled per failure in a row, capped
   void rollback(const std::string& reason);
   void route_traffic(int64_t version, int64_t percent, const std::string& step);
-  void abandon_job();
+  void abandon_job(double deadline_s = 10);
 
   const ControllerOptions options_;
   const Policy policy_;
@@ -157,6 +176,10 @@ class Controller {
   std::condition_variable cv_;
 
   std::unique_ptr<JobRunner> runner_;  // loop thread only
+  std::future<GateOutcome> gate_work_;  // the gate worker; loop thread only (and stop(), after the join)
+  std::future<GateOutcome> stopped_gate_;  // a cancelled worker stop() did not wait for; the destructor does
+  // Set by stop(): read by the gate worker and by kubectl calls on the loop thread.
+  std::shared_ptr<std::atomic<bool>> cancel_ = std::make_shared<std::atomic<bool>>(false);
   int subscription_ = 0;
   std::thread thread_;
 };

@@ -1,11 +1,12 @@
-// control/controller_steps.cpp — the controller's long steps: gate a hardened candidate and
-// promote it (signed, audited), finish a canary, judge the watch after a promotion, hold, roll
+// control/controller_steps.cpp — the controller's long steps: gate a hardened candidate on a
+// worker and promote it (signed, audited), finish a canary, judge the watch after a promotion, hold, roll
 // back, route traffic, abandon a job. The loop and its states are in controller.cpp.
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <future>
 #include <iostream>
 #include <optional>
 
@@ -13,6 +14,7 @@
 #include "control/detail/controller_util.h"
 #include "control/gate.h"
 #include "control/kubernetes.h"
+#include "core/cancel.h"
 #include "core/digest.h"
 #include "core/error.h"
 #include "core/files.h"
@@ -32,56 +34,99 @@ using detail::now_s;
 using detail::pct;
 using detail::secs;
 
-void Controller::gate_and_promote() {
-  std::string job_dir;
-  int64_t production_version;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job_dir = job_dir_;
-    production_version = production_version_;
-  }
-  const std::string candidate_path = job_dir + "/candidate.pt";
-  auto candidate = model::Model::load(candidate_path);
-  const auto production_rec = registry_->resolve(registry::Reference{options_.model, production_version, registry::Stage::kNone});
-  auto production = model::Model::from_bytes(registry_->read_verified(production_rec).at("model.pt"), production_rec.ref());
-  candidate.set_training(false);
+namespace {
 
-  // The candidate's own detectors and monitor reference, on the held-out part of the split its
-  // job trained on (the production version's calibration is bound to the production model).
-  const auto& h = policy_.hardening;
+// What the gate worker needs, read on the loop thread before it starts (the registry handle is the
+// loop thread's), and what it hands back.
+struct GateInputs {
+  std::string job_dir;
+  std::string production_ref, production_bytes;
+  std::string first_ref, first_bytes;  // empty when production is its lineage's first version
+  int64_t first_version = 0;
+  HardeningPolicy hardening;
+  GatePolicy gate;
+  CancelFlag cancel;
+};
+
+// The gating step's long part, on the worker: the candidate's own detectors and monitor
+// reference, on the held-out part of the split its job trained on (production's calibration is
+// bound to the production model), then the gate on test points the job never saw. Throws
+// Cancelled within an attack iteration or a calibration chunk once `in.cancel` is set.
+Controller::GateOutcome run_gate_work(const GateInputs& in) {
+  Controller::GateOutcome out;
+  out.candidate_path = in.job_dir + "/candidate.pt";
+  auto candidate = model::Model::load(out.candidate_path);
+  auto production = model::Model::from_bytes(in.production_bytes, in.production_ref);
+  candidate.set_training(false);
+  const auto& h = in.hardening;
   data::LoadOptions load;
   load.shape = candidate.spec().input_shape;
   load.progress = false;
   auto train = data::load_dataset(h.data, data::Split::kTrain, load);
+  throw_if_cancelled(in.cancel, "gating");
   if (h.limit > 0 && h.limit < train.size()) train = train.head(h.limit, "policy.hardening.limit");
   const auto split = data::split_train_validation(train, h.validation_fraction(train.size()), h.seed);
   detect::CalibrationOptions co;
   co.detectors = h.detectors;
+  co.cancel = in.cancel;
   co.validate();
   const auto fit = split.train.head(std::min<int64_t>(10000, split.train.size()), "fit");
-  auto set = detect::DetectorSet::calibrate(candidate, sha256_file_hex(candidate_path), co, fit.inputs(), fit.targets(),
-                                            split.validation.inputs());
-  set.monitor_reference() =
-      detect::fit_monitor_reference(set, candidate, split.validation.inputs(), split.validation.targets());
-  const std::string calibration_path = job_dir + "/candidate.detect";
-  set.save(calibration_path);
+  auto set = detect::DetectorSet::calibrate(candidate, sha256_file_hex(out.candidate_path), co, fit.inputs(),
+                                            fit.targets(), split.validation.inputs());
+  set.monitor_reference() = detect::fit_monitor_reference(set, candidate, split.validation.inputs(),
+                                                          split.validation.targets(), in.cancel);
+  out.calibration_path = in.job_dir + "/candidate.detect";
+  set.save(out.calibration_path);
 
   const auto test = data::load_dataset(h.data, data::Split::kTest, load);
   data::require_held_out(train, test);  // the gate never judges on the images the job trained on
   data::check_classes(test, candidate.spec().class_names);
+  std::optional<model::Model> first;
+  if (!in.first_bytes.empty()) first.emplace(model::Model::from_bytes(in.first_bytes, in.first_ref));
+  out.gate = run_gate(candidate, production, test, in.gate, h.seed, first ? &*first : nullptr, in.first_version,
+                      in.cancel);
+  return out;
+}
+
+}  // namespace
+
+void Controller::start_gate() {
+  GateInputs in;
+  int64_t production_version;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in.job_dir = job_dir_;
+    production_version = production_version_;
+  }
+  const auto production = registry_->resolve(registry::Reference{options_.model, production_version, registry::Stage::kNone});
+  in.production_ref = production.ref();
+  in.production_bytes = registry_->read_verified(production).at("model.pt");
   // The root of production's lineage: the clean floor repeated cycles cannot ratchet down.
-  auto root = production_rec;
+  auto root = production;
   for (int i = 0; i < 1000 && root.parent && *root.parent > 0; ++i) {
     root = registry_->resolve(registry::Reference{options_.model, *root.parent, registry::Stage::kNone});
   }
-  std::optional<model::Model> first;
-  if (root.version != production_rec.version) {
-    first.emplace(model::Model::from_bytes(registry_->read_verified(root).at("model.pt"), root.ref()));
+  in.first_version = root.version;
+  if (root.version != production.version) {
+    in.first_ref = root.ref();
+    in.first_bytes = registry_->read_verified(root).at("model.pt");
   }
-  const auto gate = run_gate(candidate, production, test, policy_.gate, h.seed, first ? &*first : nullptr, root.version);
+  in.hardening = policy_.hardening;
+  in.gate = policy_.gate;
+  in.cancel = cancel_;
+  gate_work_ = std::async(std::launch::async, [in = std::move(in)] { return run_gate_work(in); });
+}
+
+void Controller::poll_gate() {
+  if (!gate_work_.valid()) return start_gate();  // entering gating
+  if (gate_work_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+  const auto work = gate_work_.get();  // rethrows the worker's error: the loop fails the job
+  const auto& gate = work.gate;
+  int64_t production_version;
   {
     std::lock_guard<std::mutex> lock(mu_);
     last_gate_ = gate.to_json();
+    production_version = production_version_;
   }
   core_.metrics().counter("bulwark_guard_gate_total",
                           {{"model", options_.served_name}, {"result", gate.passed ? "passed" : "refused"}});
@@ -90,9 +135,15 @@ void Controller::gate_and_promote() {
     return transition(State::kFailed, "gate refused the candidate: " + gate.reason, {{"gate", gate.to_json()}});
   }
 
+  const auto& h = policy_.hardening;
+  std::string job_dir;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job_dir = job_dir_;
+  }
   registry::RegisterRequest r;
   r.model = options_.model;
-  r.files = {{"model.pt", candidate_path}, {"model.detect", calibration_path}};
+  r.files = {{"model.pt", work.candidate_path}, {"model.detect", work.calibration_path}};
   r.parent = production_version;
   r.lineage = {{"method", h.method}, {"eps", h.eps},       {"seed", h.seed},  {"dataset", h.data},
                {"epochs", h.epochs}, {"limit", h.limit}, {"command", "bulwark guard: hardening " + job_dir}};
@@ -239,8 +290,8 @@ void Controller::route_traffic(int64_t version, int64_t percent, const std::stri
   registry_->record("guard.inferenceservice", options_.model, applied);
 }
 
-void Controller::abandon_job() {
-  if (runner_) runner_->cancel(10);
+void Controller::abandon_job(double deadline_s) {
+  if (runner_) runner_->cancel(deadline_s);
   std::string dir;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -20,7 +20,7 @@ std::string pct(double x) {
 }
 
 GateSide evaluate_side(model::Model& m, const torch::Tensor& x, const torch::Tensor& y, const GatePolicy& gate,
-                       uint64_t seed) {
+                       uint64_t seed, const CancelFlag& cancel) {
   attack::SuiteOptions o;
   o.attacks = gate.attacks;
   o.eps = {gate.eps};
@@ -29,6 +29,7 @@ GateSide evaluate_side(model::Model& m, const torch::Tensor& x, const torch::Ten
   o.settings.seed = seed;
   o.settings.pgd_steps = gate.pgd_steps;
   o.progress = false;
+  o.cancel = cancel;
   m.set_training(false);
   model::FrozenParameters frozen(m);
   const auto report = attack::evaluate_robustness(attack::logits_of(m), x, y, o);
@@ -60,7 +61,8 @@ nlohmann::json GateResult::to_json() const {
 }
 
 GateResult run_gate(model::Model& candidate, model::Model& production, const data::Dataset& test,
-                    const GatePolicy& gate, uint64_t seed, model::Model* first, int64_t first_version) {
+                    const GatePolicy& gate, uint64_t seed, model::Model* first, int64_t first_version,
+                    const CancelFlag& cancel) {
   if (gate.offset + gate.n > test.size()) {
     throw invalid_argument("policy.gate: offset + n = " + std::to_string(gate.offset + gate.n) + " exceeds the " +
                            std::to_string(test.size()) + " test images");
@@ -69,8 +71,8 @@ GateResult run_gate(model::Model& candidate, model::Model& production, const dat
   const auto d = test.select(torch::arange(gate.offset, gate.offset + gate.n));
   const auto x = d.inputs(), y = d.targets();
   GateResult r;
-  r.production = evaluate_side(production, x, y, gate, seed);
-  r.candidate = evaluate_side(candidate, x, y, gate, seed);
+  r.production = evaluate_side(production, x, y, gate, seed, cancel);
+  r.candidate = evaluate_side(candidate, x, y, gate, seed, cancel);
   if (first) {
     first->set_training(false);
     torch::NoGradGuard no_grad;

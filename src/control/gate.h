@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "control/policy.h"
+#include "core/cancel.h"
 
 namespace bulwark::model {
 class Model;
@@ -41,8 +42,10 @@ struct GateResult {
 // first version, when production is not it) on clean points only. Refuses, naming the rule: a
 // candidate whose evaluation warns of gradient masking; clean accuracy more than max_clean_drop
 // below production's or max_clean_drop_from_first below the first version's; robust accuracy
-// below min_robust_accuracy. Deterministic given seed.
+// below min_robust_accuracy. Deterministic given seed. `cancel`: throws Cancelled at the next
+// attack iteration once set.
 GateResult run_gate(model::Model& candidate, model::Model& production, const data::Dataset& test,
-                    const GatePolicy& gate, uint64_t seed, model::Model* first = nullptr, int64_t first_version = 0);
+                    const GatePolicy& gate, uint64_t seed, model::Model* first = nullptr, int64_t first_version = 0,
+                    const CancelFlag& cancel = nullptr);
 
 }  // namespace bulwark::control

@@ -73,8 +73,8 @@ std::string KubectlResult::describe() const {
   return command + " exited " + std::to_string(exit_code) + (why.empty() ? "" : ": " + why);
 }
 
-Kubectl::Kubectl(const std::string& binary, std::string namespace_name, double timeout_s)
-    : binary_(find_on_path(binary)), namespace_(std::move(namespace_name)), timeout_s_(timeout_s) {}
+Kubectl::Kubectl(const std::string& binary, std::string namespace_name, double timeout_s, CancelFlag cancel)
+    : binary_(find_on_path(binary)), namespace_(std::move(namespace_name)), timeout_s_(timeout_s), cancel_(std::move(cancel)) {}
 
 KubectlResult Kubectl::run(const std::vector<std::string>& args, const std::string& stdin_text, double timeout_s) const {
   KubectlResult r;
@@ -82,7 +82,7 @@ KubectlResult Kubectl::run(const std::vector<std::string>& args, const std::stri
   argv.insert(argv.end(), args.begin(), args.end());
   r.command = "kubectl -n " + namespace_;
   for (const auto& a : args) r.command += " " + a;
-  auto p = run_process(argv, stdin_text, timeout_s > 0 ? timeout_s : timeout_s_, kMaxOutputBytes);
+  auto p = run_process(argv, stdin_text, timeout_s > 0 ? timeout_s : timeout_s_, kMaxOutputBytes, cancel_);
   r.exit_code = p.exit_code;
   r.timed_out = p.timed_out;
   r.out = std::move(p.out);
@@ -255,10 +255,10 @@ void KubernetesRunner::cancel(double deadline_s) {
 
 // --- promotion ----------------------------------------------------------------------------------
 
-InferenceServicePromoter::InferenceServicePromoter(KubernetesPolicy policy, std::string model)
+InferenceServicePromoter::InferenceServicePromoter(KubernetesPolicy policy, std::string model, CancelFlag cancel)
     : policy_(std::move(policy)),
       model_(std::move(model)),
-      kubectl_(policy_.kubectl, policy_.namespace_name, policy_.timeout_s) {
+      kubectl_(policy_.kubectl, policy_.namespace_name, policy_.timeout_s, std::move(cancel)) {
   if (policy_.inference_service.empty()) throw invalid_argument("policy.kubernetes.inference_service is empty");
 }
 

@@ -25,6 +25,7 @@
 
 #include "control/policy.h"
 #include "control/runner.h"
+#include "core/cancel.h"
 
 namespace bulwark::control {
 
@@ -42,7 +43,8 @@ class Kubectl {
  public:
   static constexpr size_t kMaxOutputBytes = 1 << 20;
   // `binary` is looked up on PATH unless it holds a '/'; throws not_found when it is nowhere.
-  Kubectl(const std::string& binary, std::string namespace_name, double timeout_s);
+  // `cancel`: once set, a running kubectl is killed and Cancelled thrown (the guard's stop).
+  Kubectl(const std::string& binary, std::string namespace_name, double timeout_s, CancelFlag cancel = nullptr);
   // `kubectl -n NS <args>`, `stdin_text` on its standard input; at most `timeout_s` (0: the
   // default), then the process group is killed.
   KubectlResult run(const std::vector<std::string>& args, const std::string& stdin_text = "", double timeout_s = 0) const;
@@ -51,6 +53,7 @@ class Kubectl {
  private:
   std::string binary_, namespace_;
   double timeout_s_;
+  CancelFlag cancel_;
 };
 
 // `s` made a valid RFC 1123 label: lower case, other characters '-', at most 63, alphanumeric ends.
@@ -90,7 +93,7 @@ class KubernetesRunner : public JobRunner {
 class InferenceServicePromoter {
  public:
   // `model`: the registry model (MODEL_NAME); the InferenceService is policy.inference_service.
-  InferenceServicePromoter(KubernetesPolicy policy, std::string model);
+  InferenceServicePromoter(KubernetesPolicy policy, std::string model, CancelFlag cancel = nullptr);
   // The InferenceService document of the rendered template (its ServiceAccount is not applied:
   // the guard's Role covers the InferenceService only).
   std::string render(int64_t version, int64_t canary_percent) const;

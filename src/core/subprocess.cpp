@@ -136,7 +136,7 @@ int Subprocess::terminate(double grace_s, bool* killed) {
 }
 
 ProcessResult run_process(const std::vector<std::string>& argv, const std::string& stdin_text, double timeout_s,
-                          size_t max_output) {
+                          size_t max_output, const CancelFlag& cancel) {
   ProcessResult r;
   int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in) != 0 || ::pipe2(out, O_CLOEXEC) != 0 ||
@@ -171,11 +171,11 @@ ProcessResult run_process(const std::vector<std::string>& argv, const std::strin
   bool exited = false;
   while (!exited) {
     const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
-    if (left_ms <= 0) {
+    if (left_ms <= 0 || cancelled(cancel)) {
       ::kill(-pid, SIGKILL);
       while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
       }
-      r.timed_out = true;
+      r.timed_out = left_ms <= 0;
       break;
     }
     pollfd fds[3];
@@ -198,6 +198,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, const std::strin
     if (out[0] < 0 && err[0] < 0) exited = ::waitpid(pid, &status, WNOHANG) == pid;
   }
   for (int* p : {in, out, err}) close_fd(p[0]);
+  if (!r.timed_out && cancelled(cancel)) throw Cancelled(argv[0]);
   if (!r.timed_out) r.exit_code = status_code(status);
   return r;
 }

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "core/cancel.h"
+
 namespace bulwark {
 
 struct SpawnOptions {
@@ -54,7 +56,9 @@ struct ProcessResult {
 // Runs argv (argv[0] a path) to completion: `stdin_text` written to its stdin (through a socket,
 // so a child that exits early costs an EPIPE, not a SIGPIPE), stdout and stderr captured, the whole
 // group killed at `timeout_s`. A child that cannot be started is exit code 127 with the reason in err.
+// Once `cancel` is set (read every 100 ms at most), the group is killed, the child reaped and
+// Cancelled thrown.
 ProcessResult run_process(const std::vector<std::string>& argv, const std::string& stdin_text, double timeout_s,
-                          size_t max_output = size_t{1} << 20);
+                          size_t max_output = size_t{1} << 20, const CancelFlag& cancel = nullptr);
 
 }  // namespace bulwark

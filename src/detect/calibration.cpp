@@ -34,10 +34,12 @@ void CalibrationOptions::validate() const {
   if (!(fpr > 0 && fpr < 0.5)) throw invalid_argument("--fpr must be in (0, 0.5), got " + std::to_string(fpr));
 }
 
-torch::Tensor score_all(const DetectorSet& set, const model::Model& m, const torch::Tensor& x, int64_t chunk) {
+torch::Tensor score_all(const DetectorSet& set, const model::Model& m, const torch::Tensor& x, int64_t chunk,
+                        const CancelFlag& cancel) {
   torch::NoGradGuard ng;
   std::vector<torch::Tensor> parts;
   for (int64_t s = 0; s < x.size(0); s += chunk) {
+    throw_if_cancelled(cancel, "detector calibration");
     const auto b = run_model(m, x.narrow(0, s, std::min(chunk, x.size(0) - s)), set.needs_features());
     std::vector<torch::Tensor> cols;
     for (const auto& d : set.detectors()) cols.push_back(d->score(m, b).to(torch::kFloat));
@@ -62,7 +64,10 @@ DetectorSet DetectorSet::calibrate(const model::Model& m, const std::string& mod
     if (name == "mahalanobis") {
       if (!m.has_features()) throw invalid_argument("--detectors: mahalanobis needs a model with features()");
       std::vector<torch::Tensor> feats;
-      for (int64_t s = 0; s < x_fit.size(0); s += 500) feats.push_back(m.features(x_fit.narrow(0, s, std::min<int64_t>(500, x_fit.size(0) - s))).flatten(1));
+      for (int64_t s = 0; s < x_fit.size(0); s += 500) {
+        throw_if_cancelled(o.cancel, "detector calibration");
+        feats.push_back(m.features(x_fit.narrow(0, s, std::min<int64_t>(500, x_fit.size(0) - s))).flatten(1));
+      }
       set.detectors_.push_back(Mahalanobis::fit(torch::cat(feats), y_fit, spec.num_classes()));
     } else if (name == "pca") {
       set.detectors_.push_back(PcaWhitened::fit(x_fit));
@@ -71,8 +76,8 @@ DetectorSet DetectorSet::calibrate(const model::Model& m, const std::string& mod
     }
   }
   const int64_t half = x_ref.size(0) / 2;
-  const auto ref_a = score_all(set, m, x_ref.narrow(0, 0, half));
-  set.holdout_ = score_all(set, m, x_ref.narrow(0, half, x_ref.size(0) - half));
+  const auto ref_a = score_all(set, m, x_ref.narrow(0, 0, half), 500, o.cancel);
+  set.holdout_ = score_all(set, m, x_ref.narrow(0, half, x_ref.size(0) - half), 500, o.cancel);
   for (int64_t d = 0; d < ref_a.size(1); ++d) {
     set.reference_.push_back(std::get<0>(ref_a.select(1, d).contiguous().sort()));
     set.thresholds_.push_back(upper_quantile(ref_a.select(1, d), o.fpr));

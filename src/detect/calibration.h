@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include "core/cancel.h"
 #include "detect/detector.h"
 
 namespace bulwark::detect {
@@ -34,6 +35,7 @@ struct CalibrationOptions {
   std::vector<std::string> detectors{"max-softmax", "pca"};
   std::vector<std::string> squeezers{"bits:4", "median:2"};
   double fpr = 0.01;  // target false-positive rate on clean inputs, per detector and combined
+  CancelFlag cancel;  // set: calibration throws Cancelled at the next chunk (the closed loop's stop)
 
   void validate() const;  // throws invalid_argument naming the flag
 };
@@ -105,7 +107,9 @@ class DetectorSet {
 // and in detect evaluate's ROC readings.
 double upper_quantile(const torch::Tensor& v, double fpr);
 
-// Raw detector scores [N, D] for a large x, computed in chunks under NoGrad.
-torch::Tensor score_all(const DetectorSet& set, const model::Model& m, const torch::Tensor& x, int64_t chunk = 500);
+// Raw detector scores [N, D] for a large x, computed in chunks under NoGrad; `cancel` is read
+// before each chunk.
+torch::Tensor score_all(const DetectorSet& set, const model::Model& m, const torch::Tensor& x, int64_t chunk = 500,
+                        const CancelFlag& cancel = nullptr);
 
 }  // namespace bulwark::detect

@@ -8,12 +8,13 @@
 namespace bulwark::detect {
 
 nlohmann::json fit_monitor_reference(const DetectorSet& set, const model::Model& m, const torch::Tensor& x,
-                                     const torch::Tensor& y) {
+                                     const torch::Tensor& y, const CancelFlag& cancel) {
   torch::NoGradGuard ng;
   std::vector<float> conf;
   std::vector<bool> hits, correct;
   std::vector<int64_t> pred;
   for (int64_t s = 0; s < x.size(0); s += 500) {
+    throw_if_cancelled(cancel, "the monitor's reference");
     const auto xc = x.narrow(0, s, std::min<int64_t>(500, x.size(0) - s));
     Batch b;
     b.x = xc;

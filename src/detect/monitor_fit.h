@@ -11,7 +11,8 @@
 namespace bulwark::detect {
 
 // x: clean inputs, y: their labels (for the reference accuracy). Returns MonitorReference JSON.
+// `cancel` is read before each chunk of 500 (throws Cancelled).
 nlohmann::json fit_monitor_reference(const DetectorSet& set, const model::Model& m, const torch::Tensor& x,
-                                     const torch::Tensor& y);
+                                     const torch::Tensor& y, const CancelFlag& cancel = nullptr);
 
 }  // namespace bulwark::detect

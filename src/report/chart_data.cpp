@@ -1,6 +1,7 @@
 #include "report/chart_data.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,11 +53,14 @@ std::string version_text(const json& details) {
   return v->is_string() ? v->get<std::string>() : v->dump();
 }
 
-std::string marker_label(const EventRecord& e) {
-  if (e.kind == "alarm") return e.detector.empty() ? "alarm" : "alarm (" + e.detector + ")";
-  const std::string v = version_text(e.details);
-  const std::string name = e.kind == "guard.promoted" ? "promoted" : "rolled back";
-  return v.empty() ? name : name + " v" + v;
+// The first second of traffic, at or after `t`, answered by `version`: when clients saw the
+// promotion or rollback land. The server names a registry model by its registry version, the
+// loop's events name the same number; nullopt when the traffic never met it.
+std::optional<double> served_from(const ReportInputs& in, const std::string& version, double t) {
+  for (const auto& s : in.traffic) {
+    if (s.t + 1 > t && s.model_version == version) return s.t;
+  }
+  return std::nullopt;
 }
 
 json event_markers(const ReportInputs& in, double x_max) {
@@ -66,7 +70,21 @@ json event_markers(const ReportInputs& in, double x_max) {
     if (std::find(std::begin(kMarkerKinds), std::end(kMarkerKinds), e.kind) == std::end(kMarkerKinds)) continue;
     const double t = e.time_s - origin;
     if (t < 0 || t > x_max) continue;  // outside the traffic log: listed in the event table only
-    markers.push_back({{"t", t}, {"kind", e.kind}, {"label", marker_label(e)}});
+    json m{{"t", t}, {"kind", e.kind}};
+    if (e.kind == "alarm") {
+      m["label"] = e.detector.empty() ? "alarm" : "alarm (" + e.detector + ")";
+    } else {
+      const std::string v = version_text(e.details);
+      std::string label = e.kind == "guard.promoted" ? "promoted" : "rolled back";
+      if (!v.empty()) {
+        const auto from = served_from(in, v, t);
+        label += " v" + v + (from ? "" : " (never answered in this traffic)");
+        m["version"] = v;
+        m["served_from"] = from ? json(*from) : json(nullptr);
+      }
+      m["label"] = label;
+    }
+    markers.push_back(m);
   }
   return markers;
 }

@@ -10,6 +10,7 @@
 #include "model/model.h"
 #include "serve/outputs.h"
 #include "serve/detail/core_slot.h"
+#include "serve/detail/request_stages.h"
 #include "serve/status.h"
 
 namespace bulwark::serve {
@@ -83,10 +84,10 @@ InferenceCore::~InferenceCore() {
 std::vector<RepositoryEntry> InferenceCore::index() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<RepositoryEntry> out;
-  for (const auto& [name, last] : versions_) {
+  for (const auto& [name, seen] : versions_) {
     const auto it = slots_.find(name);
     if (it != slots_.end()) out.push_back({name, it->second->version, "READY", ""});
-    else out.push_back({name, std::to_string(last), "UNAVAILABLE", "unloaded"});
+    else out.push_back({name, seen.last, "UNAVAILABLE", "unloaded"});
   }
   return out;
 }
@@ -280,6 +281,7 @@ InferResponse InferenceCore::infer(const RequestHead& head, const std::string& a
     ~InflightGuard() { m.inflight_add(-1); }
   } inflight{metrics_};
   try {
+    // admit: who asks, whether they may now, and the slot that answers.
     who = authorize(authorization, Role::kInfer);
     rec.token_id = who.token_id;
     if (known_model(head.model)) metric_model = head.model;
@@ -290,6 +292,7 @@ InferResponse InferenceCore::infer(const RequestHead& head, const std::string& a
     if (draining_) throw unavailable("the server is shutting down");
     const auto slot = find(head.model, head.version);  // held until the response is built: hot swap safe
     metric_version = rec.version = slot->version;
+    // decode: the body, read only now, into the model's input.
     const auto& spec = slot->model.spec();
     const BodyLimits limits{options_.max_elements, options_.batching.max_batch,
                             spec.input_shape[0] * spec.input_shape[1] * spec.input_shape[2]};
@@ -300,55 +303,33 @@ InferResponse InferenceCore::infer(const RequestHead& head, const std::string& a
     rec.request_id = r.id.empty() ? next_request_id() : r.id;
     const auto x = to_model_input(r, spec, options_.max_elements, options_.batching.max_batch);
     check_requested_outputs(r);
-    guard_.check_queries(r.model, slot->version, client, x, unix_now_s());  // every row, before the model runs
+    // batch: the client's query history first (every row, before the model runs), then the batcher.
+    guard_.check_queries(r.model, slot->version, client, x, unix_now_s());
     auto pending = slot->batcher->submit(x, deadline);
     if (pending.wait_until(deadline) != std::future_status::ready) {
       throw DeadlineExceededError("model '" + head.model + "' did not answer within " +
                                   std::to_string(options_.request_timeout_ms) + " ms (--request-timeout-ms)");
     }
-    auto result = pending.get();
-    // Scores and flags read in plain loops: no ATen kernels on request threads (see guard.h).
-    std::vector<uint8_t> flagged;
-    const double* score = nullptr;
-    at::Tensor scores;
-    if (result.scores.defined()) {
-      scores = result.scores.contiguous().to(torch::kDouble);  // already so: no copy
-      score = scores.data_ptr<double>();
-      const double threshold = slot->detectors->combined_threshold();
-      for (int64_t i = 0; i < scores.size(0); ++i) flagged.push_back(score[i] > threshold);
-    }
-    // Feedback names the answer by a random id the server issued (never one the client chose,
-    // which another client could guess or re-use to overwrite the record).
+    const auto result = pending.get();
+    // score: the rows' flags against the calibrated threshold.
+    const auto scored = detail::score_rows(
+        result.scores, result.scores.defined() ? slot->detectors->combined_threshold() : 0.0);
+    // respond. Feedback names the answer by a random id the server issued (never one the client
+    // chose, which another client could guess or re-use to overwrite the record).
     InferResponse resp;
     if (guard_.feedback_possible()) resp.feedback_id = random_hex(16);
-    guard_.after_inference(r.model, slot->version, client, resp.feedback_id, result.logits, flagged, unix_now_s());
-
+    guard_.after_inference(r.model, slot->version, client, resp.feedback_id, result.logits, scored.flagged, unix_now_s());
     resp.model = r.model;
     resp.version = slot->version;
     resp.id = r.id.empty() && !resp.feedback_id.empty() ? resp.feedback_id : rec.request_id;
     resp.outputs = build_outputs(r, result.logits, spec);
-    if (score) {
-      const bool expose = guard_.expose_to(who.admin);
-      for (size_t i = 0; i < flagged.size(); ++i) {
-        const auto v = static_cast<float>(score[i]);
-        const bool flag = flagged[i];
-        metrics_.attack_score(r.model, slot->version, v, flag);
-        rec.max_score = std::max(rec.max_score, v);
-        rec.flagged = rec.flagged || flag;
-        if (!expose) continue;
-        resp.attack_scores.push_back(v);
-        resp.attack_flags.push_back(flag);
-      }
-      if (expose) resp.scorer = slot->detectors->calibrated() ? "calibrated:" + join(slot->detectors->names())
-                                                              : slot->detectors->names().front();
+    if (scored.on()) {
+      const std::string scorer = slot->detectors->calibrated() ? "calibrated:" + join(slot->detectors->names())
+                                                               : slot->detectors->names().front();
+      detail::attach_scores(scored, guard_.expose_to(who.admin), scorer, r.model, slot->version, metrics_, resp, rec);
     }
-    rec.latency_s = seconds_since(start);
-    metrics_.request_success(r.model, slot->version);
-    metrics_.request_duration(r.model, slot->version, rec.latency_s);
-    metrics_.queue_duration(r.model, slot->version, result.queue_s);
-    metrics_.compute_duration(r.model, slot->version, result.compute_s);
-    metrics_.batch_size(r.model, slot->version, result.batch_rows);
-    access_log_.write(rec);
+    // record.
+    detail::record_success(r.model, slot->version, result, seconds_since(start), metrics_, access_log_, rec);
     return resp;
   } catch (const std::exception& e) {
     if (rec.request_id.empty()) rec.request_id = next_request_id();

@@ -78,7 +78,7 @@ class InferenceCore {
   ~InferenceCore();
 
   // Model control (Triton's model-repository extension). load_model swaps atomically and returns
-  // the new version ("1", "2", ... per name); a refused reference (unsigned, failed verification),
+  // the new version (a registry version's own number; for a plain file "1", "2", ... per name); a refused reference (unsigned, failed verification),
   // a bad file, a model whose output does not match its spec or a calibration made for another
   // model throws and leaves the old model serving.
   // `reference` is registry:NAME@STAGE|N or a file (model_source.h); empty reloads the last one.
@@ -184,7 +184,11 @@ class InferenceCore {
   std::mutex load_mu_;                                  // serializes load, reload and unload
   mutable std::mutex mu_;                               // guards slots_, versions_, references_, tokens_
   std::map<std::string, std::shared_ptr<Slot>> slots_;  // name -> model being served
-  std::map<std::string, int64_t> versions_;             // name -> last version number handed out
+  struct Versions {
+    int64_t highest = 0;  // the highest number served under the name: a plain file gets the next
+    std::string last;     // the version served last (the repository index of an unloaded model)
+  };
+  std::map<std::string, Versions> versions_;  // name -> its versions so far
   std::map<std::string, std::string> references_;       // name -> reference last loaded
   std::shared_ptr<TokenStore> tokens_;
   std::atomic<bool> draining_{false};

@@ -3,6 +3,7 @@
 // SIGHUP, follow registry stages, unload. The request path is in core.cpp.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 
@@ -147,10 +148,13 @@ InferenceCore::Prepared InferenceCore::prepare(const std::string& name, const st
     throw;
   }
   {
-    // The version it will have; load_mu_ keeps anyone else from taking the number meanwhile.
+    // The version it will have: a registry version keeps its registry number, so metrics, V2
+    // metadata, events and the report name it as the registry does; a plain file gets the next
+    // number after any served under the name. load_mu_ keeps anyone else from taking it meanwhile.
     std::lock_guard<std::mutex> lock(mu_);
     const auto it = versions_.find(name);
-    p.slot->version = std::to_string((it == versions_.end() ? 0 : it->second) + 1);
+    const int64_t next = (it == versions_.end() ? 0 : it->second.highest) + 1;
+    p.slot->version = std::to_string(resolved.registry_version > 0 ? resolved.registry_version : next);
   }
   // Slow (thresholds by simulation): before the swap, not after it.
   p.monitor = guard_.make_monitor(name, p.slot->version, p.slot->detectors.get(), p.slot->model.spec().num_classes());
@@ -174,7 +178,9 @@ std::vector<ReloadResult> InferenceCore::commit(std::vector<Prepared> prepared, 
         results.push_back({p.name, s->version, false});
         continue;
       }
-      versions_[p.name] = std::stoll(p.slot->version);
+      auto& seen = versions_[p.name];
+      seen.highest = std::max<int64_t>(seen.highest, std::stoll(p.slot->version));
+      seen.last = p.slot->version;
       references_[p.name] = is_registry_reference(p.reference) ? p.reference : p.slot->source.path;
       replacing.push_back(s != nullptr);
       old.push_back(std::move(s));

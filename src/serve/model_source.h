@@ -59,7 +59,8 @@ struct ResolvedModel {
   int64_t registry_version = 0;  // 0: not from the registry
   bool by_stage = false;         // follows a stage: re-resolved every follow_interval_ms
   bool is_signed = false;
-  std::string serve_version;  // set by InferenceCore::source_of: the server's version ("1", "2", ...) now serving
+  std::string serve_version;  // set by InferenceCore::source_of: the version now serving (the registry version
+                              // for a registry model, the server's own counter for a plain file)
 };
 
 class ModelSource {

@@ -3,11 +3,16 @@
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <stdexcept>
+#include <thread>
 
 #include "attack/attack.h"
+#include "core/cancel.h"
 #include "core/error.h"
 #include "data/dataset.h"
 #include "model/model.h"
@@ -280,6 +285,32 @@ TEST(Attacks, StrongerAttacksNeverReportHigherAccuracy) {
   }
   EXPECT_LT(r.rows[0].eps, r.rows[3].eps) << "eps are reported in ascending order";
   EXPECT_LT(r.worst[1].robust_accuracy, r.worst[0].robust_accuracy - 0.2) << "accuracy must fall as eps grows";
+}
+
+// The closed loop's stop reaches the suite inside an attack: a flag set while a PGD that would run
+// for minutes (100,000 steps at an eps too small to fool most points) is at work ends it with
+// Cancelled at the next iteration; a flag set before the call ends it before any attack.
+TEST(Attacks, ACancelFlagStopsTheSuiteAtTheNextIteration) {
+  const auto& t = trained();
+  SuiteOptions o;
+  o.attacks = {"pgd"};
+  o.eps = {0.002};
+  o.settings.pgd_steps = 100000;
+  o.progress = false;
+  o.masking_checks = false;
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  o.cancel = flag;
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    flag->store(true);
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(evaluate_robustness(logits_of(t.m), t.x.narrow(0, 0, 100), t.y.narrow(0, 0, 100), o), Cancelled);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  canceller.join();
+  EXPECT_GE(took, 0.3) << "it ran until the flag was set";
+  EXPECT_LT(took, 30.0) << "stopped at an iteration, not at the end of 100,000";
+  EXPECT_THROW(evaluate_robustness(logits_of(t.m), t.x.narrow(0, 0, 10), t.y.narrow(0, 0, 10), o), Cancelled);
 }
 
 // Golden check against PGD written in plain PyTorch on the same model and points. Without random

@@ -6,10 +6,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <map>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "control/control.h"
@@ -139,7 +140,11 @@ struct Loop {
   serve::InferenceCore core;
   std::unique_ptr<serve::HttpFrontend> http;
   std::unique_ptr<control::Controller> controller;
-  Loop(const LoopRegistry& r, const control::Policy& policy) : core(options(r)) {
+  control::ControllerOptions controller_options;
+  // `reference`: what the server serves; a pinned version (registry:m@1) is not followed, so a
+  // promotion waits for the swap until the test loads the stage.
+  Loop(const LoopRegistry& r, const control::Policy& policy, const std::string& reference = "registry:m@production")
+      : core(options(r)) {
     using serve::Role;
     core.set_tokens(serve::TokenStore::from_entries(
         {{"labeler", serve::sha256_hex(kLabelerToken), {Role::kInfer, Role::kFeedback}},
@@ -147,7 +152,7 @@ struct Loop {
          {"client-a", serve::sha256_hex(kClientAToken), {Role::kInfer}},
          {"client-b", serve::sha256_hex(kClientBToken), {Role::kInfer}},
          {"ops", serve::sha256_hex(kOpsToken), {Role::kInfer, Role::kAdmin}}}));
-    core.load_model("fashion", "registry:m@production");
+    core.load_model("fashion", reference);
     serve::HttpOptions h;
     h.port = 0;
     http = std::make_unique<serve::HttpFrontend>(core, h);
@@ -163,6 +168,7 @@ struct Loop {
     // near-constant models these tests train takes over 30 s under the sanitizers (make test SAN=1),
     // and over 240 s there on a loaded machine.
     o.promote_deadline_s = 240 * kSanitizerSlowdown;
+    controller_options = o;
     controller = std::make_unique<control::Controller>(o, policy, core);
     // The /v2/guard routes, as `bulwark guard` wires them.
     core.set_control({[this] { return controller->status(); },
@@ -175,6 +181,12 @@ struct Loop {
   ~Loop() {
     controller->stop();
     http->stop();
+  }
+  // A new controller on the same state file (a restarted guard), with `policy`.
+  void restart(const control::Policy& policy) {
+    controller->stop();
+    controller = std::make_unique<control::Controller>(controller_options, policy, core);
+    controller->start();
   }
   static serve::CoreOptions options(const LoopRegistry& r) {
     serve::CoreOptions o;
@@ -199,7 +211,9 @@ struct Loop {
   }
   // Sends `n` test images and labels each answer by the feedback id the server issued: the model's
   // own prediction (agree) or another class. The labellers take turns unless `one_labeller`.
-  void labelled_traffic(int n, bool agree, int offset, bool one_labeller = false) {
+  // Returns the model versions the answers and the feedback receipts named.
+  std::set<std::string> labelled_traffic(int n, bool agree, int offset, bool one_labeller = false) {
+    std::set<std::string> versions;
     httplib::Client a("127.0.0.1", http->port()), b("127.0.0.1", http->port());
     a.set_bearer_token_auth(kLabelerToken);
     b.set_bearer_token_auth(kLabeler2Token);
@@ -210,16 +224,21 @@ struct Loop {
       const std::vector<float> pixels(x.data_ptr<float>(), x.data_ptr<float>() + x.numel());
       const json body{{"inputs", {{{"name", "input"}, {"shape", {1, 1, 28, 28}}, {"datatype", "FP32"}, {"data", pixels}}}}};
       const auto r = c.Post("/v2/models/fashion/infer", body.dump(), "application/json");
-      ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+      EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+      if (!r || r->status != 200) break;
       const auto answer = json::parse(r->body);
+      versions.insert(answer["model_version"].get<std::string>());
       const auto logits = answer["outputs"][0]["data"].get<std::vector<float>>();
       const int pred = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
       const json fb{{"id", answer["parameters"]["feedback_id"]}, {"labels", {std::to_string(agree ? pred : (pred + 1) % 10)}}};
       const auto f = c.Post("/v2/models/fashion/feedback", fb.dump(), "application/json");
-      ASSERT_TRUE(f && f->status == 200) << (f ? f->body : "no answer");
+      EXPECT_TRUE(f && f->status == 200) << (f ? f->body : "no answer");
+      if (!f || f->status != 200) break;
+      versions.insert(json::parse(f->body)["model_version"].get<std::string>());
     }
     a.stop();
     b.stop();
+    return versions;
   }
   // Uniform-noise images from `token`, as fast as answered, until `stop` (or `n` requests): far
   // from a trained model's data (LoopRegistry(true)), so detector hits and an alarm within seconds.

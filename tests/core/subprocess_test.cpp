@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
+#include <memory>
 #include <thread>
 
+#include "core/cancel.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "test_util.h"
@@ -75,6 +78,29 @@ TEST(RunProcess, KillsTheWholeGroupAtTheTimeout) {
   const pid_t grandchild = read_pid(pid_file);
   ASSERT_GT(grandchild, 0);
   EXPECT_TRUE(process_gone(grandchild)) << "the child's own child outlived the timeout";
+}
+
+// The guard's stop: a flag set from another thread kills the group within the poll (100 ms) and
+// throws Cancelled; a flag never set changes nothing.
+TEST(RunProcess, ACancelFlagKillsTheGroupAndThrowsCancelled) {
+  TempDir dir;
+  const auto pid_file = dir.file("grandchild.pid");
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  std::thread canceller([&] {
+    read_pid(pid_file);  // the child is running
+    flag->store(true);
+  });
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_THROW(run_process({"/bin/sh", "-c", "sleep 60 & echo $! > " + pid_file + "; wait"}, "", 60, 1 << 20, flag),
+               Cancelled);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  canceller.join();
+  EXPECT_LT(took, 10.0) << "not the 60 s timeout";
+  const pid_t grandchild = read_pid(pid_file);
+  ASSERT_GT(grandchild, 0);
+  EXPECT_TRUE(process_gone(grandchild)) << "the child's own child outlived the cancel";
+  auto unset = std::make_shared<std::atomic<bool>>(false);
+  EXPECT_EQ(run_process({"/bin/sh", "-c", "exit 5"}, "", 30, 1 << 20, unset).exit_code, 5);
 }
 
 TEST(RunProcess, AChildThatCannotStartIs127WithTheReason) {

@@ -188,9 +188,39 @@ TEST(ReportInputs, TimelineHasGapsBandsAndMarkersFromGuardEvents) {
   ASSERT_EQ(tl["markers"].size(), 3u);
   EXPECT_EQ(tl["markers"][0]["t"], 1.5);
   EXPECT_EQ(tl["markers"][2]["label"], "promoted v2");
+  EXPECT_EQ(tl["markers"][2]["served_from"], 4.0);  // promoted at 4.5, in the second [4, 5) that version 2 answered
   EXPECT_EQ(tl["phases"], json::array({{{"from", 0.0}, {"to", 2.0}, {"phase", "benign"}},
                                        {{"from", 2.0}, {"to", 5.0}, {"phase", "pgd"}},
                                        {{"from", 5.0}, {"to", 6.0}, {"phase", "benign"}}}));
+}
+
+// One numbering: the loop's "promoted v5" is the registry's version 5, and the traffic's
+// model-version axis names the same number once the server answers with it. Events and traffic
+// that disagree (a server counting its own loads would have said "2") are said so on the marker.
+TEST(ReportInputs, PromotionMarkersMeetTheRegistryVersionOnTheVersionAxis) {
+  Fixture fx;
+  auto rows = traffic_rows();
+  for (auto& r : rows) r["model_version"] = r["model_version"] == "1" ? "4" : "5";  // registry numbers
+  auto events = event_rows();
+  for (auto& e : events) {
+    if (e["kind"] == "guard.promoted") e["details"]["version"] = "5";
+  }
+  write_text(fx.traffic, lines_of(rows));
+  write_text(fx.events, lines_of(events));
+  const json tl = timeline_data(load_report_inputs(fx.sources()));
+  EXPECT_EQ(tl["versions"], json({"4", "5"}));
+  const auto promoted = tl["markers"][2];
+  EXPECT_EQ(promoted["label"], "promoted v5");
+  EXPECT_EQ(promoted["version"], "5");
+  EXPECT_EQ(promoted["served_from"], 4.0);
+
+  for (auto& e : events) {
+    if (e["kind"] == "guard.promoted") e["details"]["version"] = "2";
+  }
+  write_text(fx.events, lines_of(events));
+  const auto mismatched = timeline_data(load_report_inputs(fx.sources()))["markers"][2];
+  EXPECT_EQ(mismatched["label"], "promoted v2 (never answered in this traffic)");
+  EXPECT_EQ(mismatched["served_from"], nullptr);
 }
 
 TEST(ReportInputs, RobustnessCurvesStartAtCleanAccuracyAndGroupByNorm) {

@@ -391,7 +391,7 @@ TEST(Http, RepositoryLoadTakesNoPathOutsideTheModelRoot) {
     return admin.Post("/v2/repository/models/fashion/load", json{{"parameters", {{"path", path}}}}.dump(),
                       "application/json");
   };
-  for (const std::string bad : {elsewhere, std::string("../") + "x.pt", std::string("sub/../../x.pt"), std::string("escape.pt")}) {
+  for (const std::string& bad : {elsewhere, std::string("../") + "x.pt", std::string("sub/../../x.pt"), std::string("escape.pt")}) {
     const auto r = load(bad);
     EXPECT_EQ(r->status, 403) << bad << ": " << r->body;
     // The refusal does not say whether the file exists.

@@ -78,6 +78,55 @@ TEST(ServeRegistry, FollowsTheProductionStageHotSwapsWithoutFailuresAndAuditsIt)
   EXPECT_EQ(r.cli("audit verify").exit_code, 0);
 }
 
+// One number per model version: a registry model is "2" on the wire when the registry calls it
+// version 2 (the loop's "promoted v2"), in answers, V2 metadata, version routes, metric labels and
+// the access log; a rollback to version 1 serves "1" again. A plain file beside it keeps the
+// server's own count.
+TEST(ServeRegistry, TheRegistryVersionIsTheServedVersionEverywhere) {
+  SignedRegistry r;
+  ASSERT_EQ(r.stage("registry promote m@1").exit_code, 0);
+  ASSERT_EQ(r.stage("registry promote m@2").exit_code, 0);  // before the server starts: it never served 1
+  const auto log = r.dir.file("access.jsonl");
+  ServerProcess p(with(r.trust_flags(), {"--json", "serve", "--registry", r.reg, "--model", "fashion=registry:m@production",
+                                         "--model", "plain=" + r.dir.file("a.pt"), "--allow-unsigned", "--http-port",
+                                         "0", "--grpc-port", "-1", "--access-log", log}));
+  const auto line = p.first_line();
+  ASSERT_FALSE(line.empty()) << "server printed nothing";
+  httplib::Client c("127.0.0.1", json::parse(line)["http_port"].get<int>());
+  c.set_read_timeout(30, 0);
+  const auto served = [&](const std::string& model) {
+    const auto res = c.Post("/v2/models/" + model + "/infer", infer_body().dump(), "application/json");
+    return res && res->status == 200 ? json::parse(res->body)["model_version"].get<std::string>() : "failed";
+  };
+  EXPECT_EQ(json::parse(c.Get("/v2/models/fashion")->body)["versions"], json::array({"2"}));
+  EXPECT_EQ(served("fashion"), "2");
+  EXPECT_EQ(c.Post("/v2/models/fashion/versions/2/infer", infer_body().dump(), "application/json")->status, 200);
+  EXPECT_EQ(c.Post("/v2/models/fashion/versions/1/infer", infer_body().dump(), "application/json")->status, 404);
+  EXPECT_EQ(json::parse(c.Get("/v2/models/plain")->body)["versions"], json::array({"1"}));
+  EXPECT_EQ(served("plain"), "1");
+  auto metrics = c.Get("/metrics")->body;
+  EXPECT_NE(metrics.find("bulwark_inference_request_success_total{model=\"fashion\",version=\"2\"} 2\n"),
+            std::string::npos) << metrics;
+  EXPECT_EQ(metrics.find("model=\"fashion\",version=\"1\""), std::string::npos) << metrics;
+
+  ASSERT_EQ(r.stage("registry rollback m").exit_code, 0);
+  ASSERT_TRUE(eventually([&] { return registry_version_served(c) == 1; })) << "never rolled back to version 1";
+  EXPECT_EQ(served("fashion"), "1") << "a counter would say 2";
+  EXPECT_EQ(json::parse(c.Get("/v2/models/fashion")->body)["versions"], json::array({"1"}));
+  metrics = c.Get("/metrics")->body;
+  EXPECT_NE(metrics.find("bulwark_inference_request_success_total{model=\"fashion\",version=\"1\"} 1\n"),
+            std::string::npos) << metrics;
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait_exit(), 0);
+  std::vector<std::string> logged;
+  std::ifstream in(log);
+  for (std::string l; std::getline(in, l);) {
+    const auto rec = json::parse(l);
+    if (rec.value("model", "") == "fashion" && rec.value("status", 0) == 200) logged.push_back(rec["version"]);
+  }
+  EXPECT_EQ(logged, (std::vector<std::string>{"2", "2", "1"}));
+}
+
 // A registry the server cannot write (a read-only volume, as KServe mounts a pvc:// storage URI; here
 // a directory owned by another user, which is the same to SQLite: no -shm can be made beside it):
 // served, verified, and left byte for byte as it was, with no audit entry and no WAL file added.

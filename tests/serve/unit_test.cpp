@@ -1,4 +1,5 @@
-// The serve module's parts on their own: status mapping, metrics text, tokens, batching, config.
+// The serve module's parts on their own: status mapping, metrics text, tokens, batching, config,
+// the request's score / respond / record stages.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -11,6 +12,7 @@
 #include "serve/auth.h"
 #include "serve/batcher.h"
 #include "serve/config.h"
+#include "serve/detail/request_stages.h"
 #include "serve/metrics.h"
 #include "serve/rest_codec.h"
 #include "serve/status.h"
@@ -36,6 +38,64 @@ TEST(Status, OneTableForBothTransports) {
     EXPECT_EQ(http_status(r.kind), r.http) << to_string(r.kind);
     EXPECT_EQ(grpc_code(r.kind), r.grpc) << to_string(r.kind);
   }
+}
+
+// score: flagged means strictly above the calibrated threshold; no scores, no flags.
+TEST(RequestStages, ScoreFlagsRowsStrictlyAboveTheThreshold) {
+  const auto s = detail::score_rows(torch::tensor({0.2f, 0.5f, 0.9f}), 0.5);
+  ASSERT_TRUE(s.on());
+  EXPECT_EQ(s.flagged, (std::vector<uint8_t>{0, 0, 1}));
+  EXPECT_NEAR(s.at(2), 0.9, 1e-6);
+  const auto off = detail::score_rows(at::Tensor(), 0.5);
+  EXPECT_FALSE(off.on());
+  EXPECT_TRUE(off.flagged.empty());
+}
+
+// respond: a caller the guard hides scores from gets none (no oracle of the detector), while the
+// access record and the metrics count every row either way.
+TEST(RequestStages, RespondShowsScoresOnlyToThoseTheGuardExposesThemTo) {
+  const auto s = detail::score_rows(torch::tensor({0.1, 0.95}, torch::kDouble), 0.5);
+  for (const bool expose : {false, true}) {
+    Metrics m;
+    InferResponse resp;
+    AccessRecord rec;
+    detail::attach_scores(s, expose, "calibrated:pca", "fashion", "3", m, resp, rec);
+    EXPECT_EQ(resp.attack_scores.size(), expose ? 2u : 0u);
+    EXPECT_EQ(resp.attack_flags, expose ? (std::vector<bool>{false, true}) : (std::vector<bool>{}));
+    EXPECT_EQ(resp.scorer, expose ? "calibrated:pca" : "");
+    EXPECT_NEAR(rec.max_score, 0.95, 1e-6);
+    EXPECT_TRUE(rec.flagged);
+    const auto text = m.render();
+    EXPECT_NE(text.find("bulwark_attack_flagged_total{model=\"fashion\",version=\"3\"} 1\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("bulwark_attack_score_count{model=\"fashion\",version=\"3\"} 2\n"), std::string::npos) << text;
+  }
+}
+
+// record: one access-log line with the request's latency, and the success metrics of its version.
+TEST(RequestStages, RecordWritesTheLineAndTheVersionsMetrics) {
+  testing::TempDir dir;
+  Metrics m;
+  AccessRecord rec;
+  rec.request_id = "r1";
+  rec.model = "fashion";
+  rec.version = "3";
+  {
+    AccessLog log(dir.file("access.jsonl"));
+    BatchResult result;
+    result.queue_s = 0.001;
+    result.compute_s = 0.002;
+    result.batch_rows = 4;
+    detail::record_success("fashion", "3", result, 0.005, m, log, rec);
+  }
+  const auto line = nlohmann::json::parse(read_file(dir.file("access.jsonl")));
+  EXPECT_EQ(line["request_id"], "r1");
+  EXPECT_EQ(line["version"], "3");
+  EXPECT_EQ(line["status"], 200);
+  EXPECT_DOUBLE_EQ(rec.latency_s, 0.005);
+  const auto text = m.render();
+  EXPECT_NE(text.find("bulwark_inference_request_success_total{model=\"fashion\",version=\"3\"} 1\n"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("bulwark_batch_size_sum{model=\"fashion\",version=\"3\"} 4\n"), std::string::npos) << text;
 }
 
 TEST(Metrics, HistogramBucketsAreCumulativeAndLabelsEscaped) {
