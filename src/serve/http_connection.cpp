@@ -31,6 +31,9 @@ thread_local bool t_close_after_response = false;
 constexpr size_t kChunkFramingBytes = 64 * 1024;  // chunk-size lines and trailers over the body limit
 constexpr size_t kReadBufferBytes = 16 * 1024;
 constexpr auto kLingerTime = std::chrono::milliseconds(500);
+// Once the server stops, how long a request whose head was read may still take to send the rest:
+// a client in the middle of sending is answered, a slow one is given up.
+constexpr auto kStopGrace = std::chrono::seconds(1);
 constexpr size_t kLingerBytes = 1u << 20;
 
 // Waits for `events` on fd until `deadline`; true when ready.
@@ -138,18 +141,22 @@ class BoundedStream : public httplib::Stream {
   }
 
   // Reads what the socket has, waiting at most the read timeout and never past the request's
-  // deadlines. Once the server stops, a request still arriving is given up (the drain waits for
-  // requests being answered, not for slow senders).
+  // deadlines. Once the server stops, a request still arriving gets kStopGrace more, then is given
+  // up (the drain waits for requests being answered, not for slow senders).
   bool fill() {
     auto deadline = std::min(Clock::now() + read_timeout_, request_deadline_);
     if (in_head_) deadline = std::min(deadline, head_deadline_);
-    bool ready = false;
-    while (!ready && listening_ != INVALID_SOCKET && Clock::now() < deadline) {
+    bool ready = false, stopping = false;
+    while (!ready && Clock::now() < deadline) {
+      if (!stopping && listening_ == INVALID_SOCKET) {
+        stopping = true;
+        deadline = std::min(deadline, Clock::now() + kStopGrace);
+      }
       ready = wait_for(fd_, POLLIN, std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
     }
     if (!ready) {
       // Past a request deadline: the client is too slow; past the read timeout: as httplib's own.
-      if (Clock::now() >= request_deadline_ || (in_head_ && Clock::now() >= head_deadline_) ||
+      if (Clock::now() >= request_deadline_ || (in_head_ && Clock::now() >= head_deadline_) || stopping ||
           listening_ == INVALID_SOCKET) {
         over_bound_ = true;
       }

@@ -9,8 +9,8 @@
 //   - the head (request line and headers) is at most kMaxHeadBytes and arrives within kHeadTimeout;
 //   - the body is at most the frontend's --max-body-bytes plus chunk framing, and the whole request
 //     arrives within kRequestReadTimeout;
-// once the server stops, a request still arriving is given up (drain waits for answers, not for
-// slow senders); a request over a bound ends its connection (the answer, where one was written, says
+// once the server stops, a request still arriving gets one more second (kStopGrace), then is given
+// up (drain waits for answers, not for slow senders); a request over a bound ends its connection (the answer, where one was written, says
 // `Connection: close`). A handler may also ask for the connection to end after its answer
 // (close_connection_after_response): a request refused before its body was read must not leave
 // that body to be parsed as the next request. Closing drains what the client still sends, briefly,

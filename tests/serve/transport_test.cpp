@@ -211,6 +211,28 @@ TEST(Transport, StopDoesNotWaitForASlowSender) {
   ::close(fd);
 }
 
+// A client in the middle of sending its body when the server stops is answered, not given up: the
+// body arriving 100 ms into the stop is read (within the stop's grace) and the request served.
+// Before, the stream gave up at once and cpp-httplib answered 400 (the soak's drain probe saw it).
+TEST(Transport, ABodyArrivingDuringTheStopIsReadAndAnswered) {
+  TestServer s;
+  const int fd = connect_raw(s.http->port());
+  ASSERT_GE(fd, 0);
+  const std::string body = infer_body().dump();
+  const std::string head = "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                           std::string(kInferToken) + "\r\nContent-Type: application/json\r\nContent-Length: " +
+                           std::to_string(body.size()) + "\r\n\r\n";
+  ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a request thread waits for the body
+  std::thread stopper([&] { s.http->stop(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_EQ(::send(fd, body.data(), body.size(), MSG_NOSIGNAL), static_cast<ssize_t>(body.size()));
+  const auto response = read_response(fd);
+  stopper.join();
+  ::close(fd);
+  EXPECT_EQ(status_of(response), 200) << response;
+}
+
 // Requests sent back to back on one connection (pipelining) are each answered, in order: the
 // connection's read buffer hands the second request on.
 TEST(Transport, PipelinedRequestsOnOneConnectionAreEachAnswered) {
