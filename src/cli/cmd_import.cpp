@@ -20,6 +20,7 @@ struct ImportFlags {
   std::string std;
   std::string value_range = "0,1";
   std::string classes;  // a file, one name per line
+  std::string feature_layer;
   DataFlags data;
   bool data_given = false;
   std::string out;
@@ -71,6 +72,10 @@ void run_import(const ImportFlags& f, const GlobalOptions& g) {
     spec.class_names = d.class_names;
     spec.dataset = d.name;
   }
+  if (!f.feature_layer.empty()) {
+    model::check_feature_layer(f.feature_layer, "--feature-layer");
+    spec.feature_layer = f.feature_layer;
+  }
   spec.arch = "torchscript";
   spec.seed = g.seed;
   const model::Model m = model::Model::import_torchscript(f.model, spec);
@@ -85,6 +90,9 @@ void run_import(const ImportFlags& f, const GlobalOptions& g) {
                {{"source", f.model},
                 {"input", shape + " in [" + std::to_string(s.lo) + ", " + std::to_string(s.hi) + "]"},
                 {"normalise", s.normalises() ? "by Bulwark, (x - mean) / std" : "none (the module takes pixels)"},
+                {"features", !s.feature_layer.empty() ? "the output of " + s.feature_layer
+                             : m.has_features()      ? "the input of the final linear layer"
+                                                     : "none (mahalanobis needs --feature-layer)"},
                 {"classes", std::to_string(s.num_classes()) + (f.classes.empty() && !f.data_given
                                                                    ? " (from the probe's logits, named 0..K-1)"
                                                                    : "")},
@@ -104,6 +112,9 @@ void register_import(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--value-range", f->value_range, "lo,hi of valid pixels (attacks' eps is in this space)")
       ->capture_default_str();
   cmd->add_option("--classes", f->classes, "File with one class name per line, in the model's output order");
+  cmd->add_option("--feature-layer", f->feature_layer,
+                  "Submodule whose output feature detectors (mahalanobis) read, e.g. layer4 or layer4.1 (default: "
+                  "the input of the final linear layer)");
   auto* data = cmd->add_option("--data", f->data.data, "Take the class names from this dataset (docs/data.md)");
   cmd->add_option("--out", f->out, "Where to write the model with its spec")->required();
   cmd->callback([f, data, &g] {

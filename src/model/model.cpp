@@ -2,10 +2,12 @@
 
 #include <torch/torch.h>
 
+#include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 
 #include <mutex>
+#include <optional>
 #include <sstream>
 
 #include "core/error.h"
@@ -74,6 +76,66 @@ void add_derived_features(torch::jit::Module& module) {
   }
 }
 
+// The dotted path of the submodule `v` names: a chain of prim::GetAttr from the graph's self
+// ("" for self itself); nullopt for any other value.
+std::optional<std::string> submodule_path(torch::jit::Value* v, torch::jit::Value* self) {
+  std::vector<std::string> parts;
+  while (v != self) {
+    torch::jit::Node* n = v->node();
+    if (n->kind() != c10::prim::GetAttr) return std::nullopt;
+    parts.push_back(n->s(c10::attr::name));
+    v = n->input(0);
+  }
+  std::string path;
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) path += (path.empty() ? "" : ".") + *it;
+  return path;
+}
+
+// `features` for --feature-layer NAME: forward's graph copied, the calls on the way to submodule
+// NAME inlined (methods of self, and the forward of each module NAME lies inside), and cut at the
+// output of NAME's forward. Throws invalid_argument naming the layers there are when forward()
+// never calls NAME (or calls it only inside a branch or loop) or it returns no tensor.
+void add_layer_features(torch::jit::Module& module, const std::string& layer) {
+  auto graph = module.get_method("forward").graph()->copy();
+  torch::jit::Value* self = graph->inputs()[0];
+  torch::jit::Value* found = nullptr;
+  for (int round = 0; round < 256 && !found; ++round) {
+    torch::jit::Node* inline_me = nullptr;
+    for (torch::jit::Node* n : graph->nodes()) {
+      if (n->kind() != c10::prim::CallMethod) continue;
+      const auto path = submodule_path(n->input(0), self);
+      if (!path) continue;
+      const bool is_forward = n->s(c10::attr::name) == "forward";
+      if (is_forward && *path == layer) {
+        found = n->output();
+        break;
+      }
+      if (path->empty() || (is_forward && layer.rfind(*path + ".", 0) == 0)) {
+        inline_me = n;
+        break;
+      }
+    }
+    if (found || !inline_me) break;
+    auto cls = inline_me->input(0)->type()->expect<c10::ClassType>();
+    auto* fn = torch::jit::tryToGraphFunction(cls->getMethod(inline_me->s(c10::attr::name)));
+    if (!fn) break;
+    torch::jit::inlineCallTo(inline_me, fn);
+  }
+  if (!found || !found->type()->cast<c10::TensorType>()) {
+    std::string names;
+    for (const auto& child : module.named_children()) names += (names.empty() ? "" : ", ") + child.name;
+    throw invalid_argument("--feature-layer " + layer + ": forward() " +
+                           (found ? "gets no tensor from it" : "never calls a submodule of that name") +
+                           " (the model's top-level submodules: " + names + "; name a nested one as layer4.1)");
+  }
+  graph->eraseOutput(0);
+  graph->registerOutput(found);
+  torch::jit::EliminateDeadCode(graph);
+  const auto type = module.type();
+  auto* fn = module._ivalue()->compilation_unit()->create_function(c10::QualifiedName(*type->name(), "features"), graph);
+  type->addMethod(fn);
+}
+
 void check_fits(const std::vector<torch::Tensor>& model, const std::vector<torch::Tensor>& saved, const char* what) {
   bool fits = model.size() == saved.size();
   for (size_t i = 0; fits && i < model.size(); ++i) fits = model[i].sizes().equals(saved[i].sizes());
@@ -93,7 +155,11 @@ void use_plain_interpreter() {
 
 Model::Model(torch::jit::Module module, ModelSpec spec) : module_(std::move(module)), spec_(std::move(spec)) {
   use_plain_interpreter();
-  if (spec_.arch == "torchscript" && !module_.find_method("features")) add_derived_features(module_);
+  // A saved model keeps the features() derived when it was imported.
+  if (spec_.arch == "torchscript" && !module_.find_method("features")) {
+    if (spec_.feature_layer.empty()) add_derived_features(module_);
+    else add_layer_features(module_, spec_.feature_layer);
+  }
   has_features_ = module_.find_method("features").has_value();
   // Only zoo models are known to compute forward() as that linear head; an imported module with
   // the same attribute names may not.
@@ -177,6 +243,10 @@ Model Model::import_torchscript(const std::string& path, ModelSpec spec) {
                       "); export it with torch.jit.script or torch.jit.trace and save it");
   }
   if (!module.find_method("forward")) throw data_format(path + ": TorchScript module has no forward()");
+  if (!spec.feature_layer.empty() && module.find_method("features")) {
+    throw invalid_argument("--feature-layer: " + path + " defines its own features(), which feature detectors read; "
+                           "drop the flag, or the method");
+  }
   module.eval();  // the probe must not update BatchNorm statistics
   // Checks the spec's own fields (shape, normalisation per channel) before the probe uses them; with
   // no class names given, one placeholder stands in until the probe counts the classes.

@@ -1,6 +1,7 @@
 #include "model/spec.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <limits>
 
@@ -15,6 +16,7 @@ nlohmann::json ModelSpec::to_json() const {
   if (normalises()) {
     j["normalize"] = {{"mean", mean}, {"std", std}};
   }
+  if (!feature_layer.empty()) j["feature_layer"] = feature_layer;
   return j;
 }
 
@@ -49,6 +51,15 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
     s.seed = j.value("seed", uint64_t{0});
     s.training = j.value("training", nlohmann::json::object());
     s.hardening = j.value("hardening", nlohmann::json::object());
+    if (j.contains("feature_layer")) {
+      if (!j["feature_layer"].is_string()) throw fail("field 'feature_layer' must be a string");
+      s.feature_layer = j["feature_layer"].get<std::string>();
+      try {
+        check_feature_layer(s.feature_layer, where + ": spec field 'feature_layer'");
+      } catch (const Error& e) {
+        throw data_format(e.what());
+      }
+    }
     if (j.contains("normalize")) {
       const auto& n = j["normalize"];
       if (!n.is_object() || !n.contains("mean") || !n.contains("std")) {
@@ -89,6 +100,16 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
   }
   if (s.class_names.empty() || s.class_names.size() > 100000) throw fail("field 'class_names' must have 1..100000 names");
   return s;
+}
+
+void check_feature_layer(const std::string& name, const std::string& what) {
+  bool ok = !name.empty() && name.size() <= 256 && name.front() != '.' && name.back() != '.' &&
+            name.find("..") == std::string::npos;
+  for (const char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.');
+  if (!ok) {
+    throw invalid_argument(what + " must be a submodule's dotted name (letters, digits, '_', '.'; at most 256), e.g. "
+                                  "layer4 or layer4.1, got '" + name.substr(0, 64) + "'");
+  }
 }
 
 ModelSpec default_spec(int64_t num_classes) {

@@ -24,6 +24,10 @@ struct ModelSpec {
   std::vector<float> mean;
   std::vector<float> std;
   std::vector<std::string> class_names;
+  // The submodule (dotted name, e.g. "layer4" or "layer4.1") whose output feature detectors read,
+  // set by `bulwark import --feature-layer`. Empty: the input of the final linear layer, found in
+  // the graph (model.h).
+  std::string feature_layer;
   std::string dataset;
   uint64_t seed = 0;
   nlohmann::json training = nlohmann::json::object();   // summary written by `bulwark train`
@@ -39,6 +43,9 @@ struct ModelSpec {
 // Fashion-MNIST-shaped defaults (1x28x28 in [0,1], 10 classes named "0".."9"), for the zoo's
 // builders and tests; a file without a spec never gets these (Model::load refuses it).
 ModelSpec default_spec(int64_t num_classes = 10);
+
+// Throws invalid_argument naming `what` unless `name` is a dotted submodule name.
+void check_feature_layer(const std::string& name, const std::string& what);
 
 // "3x32x32" or "3,32,32" -> {3, 32, 32}; errors name `flag`.
 std::vector<int64_t> parse_shape(const std::string& text, const std::string& flag);

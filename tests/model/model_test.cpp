@@ -109,7 +109,9 @@ TEST(Model, ChannelsLastRelayoutsConvWeightsAndKeepsLogits) {
   EXPECT_TRUE(torch::allclose(during, before, 1e-5, 1e-5)) << (during - before).abs().max();
   m.set_channels_last(false);
   for (const auto& p : m.parameters()) {
-    if (p.dim() == 4) EXPECT_EQ(p.suggest_memory_format(), at::MemoryFormat::Contiguous) << p.sizes();
+    if (p.dim() == 4) {
+      EXPECT_EQ(p.suggest_memory_format(), at::MemoryFormat::Contiguous) << p.sizes();
+    }
   }
   EXPECT_TRUE(torch::equal(m.logits(x), before)) << "back in NCHW, the NCHW sums";
 
@@ -191,6 +193,58 @@ TEST(Spec, FieldsOfTheWrongTypeAreDataFormatErrors) {
       EXPECT_NE(std::string(e.what()).find(c.first), std::string::npos) << e.what();
     }
   }
+}
+
+// --feature-layer NAME: feature detectors read that submodule's output, found in forward's graph
+// through the calls on the way (torchvision's _forward_impl; layer4's forward for layer4.1). On a
+// torchvision resnet18: avgpool's output is the flattened input of fc (what the automatic choice
+// takes), layer4.1 is the last block of layer4 (the same tensor), the choice survives a save, and
+// a name forward() never calls is refused naming the submodules there are.
+TEST(PyTorchInterop, AFeatureLayerByNameReadsThatSubmodulesOutput) {
+  TempDir dir;
+  const auto r = testing::run_command(std::string(testing::kPython) + " " + BULWARK_FIXTURES_DIR +
+                                      "/make_plain_resnet18.py " + dir.file("r18.pt"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ModelSpec spec;
+  spec.input_shape = {3, 32, 32};
+  const auto with_layer = [&](const std::string& layer) {
+    ModelSpec s = spec;
+    s.feature_layer = layer;
+    return Model::import_torchscript(dir.file("r18.pt"), s);
+  };
+  const Model automatic = Model::import_torchscript(dir.file("r18.pt"), spec);
+  const Model avgpool = with_layer("avgpool"), layer4 = with_layer("layer4"), block = with_layer("layer4.1");
+  torch::NoGradGuard no_grad;
+  const auto x = torch::rand({2, 3, 32, 32});
+  const auto fc_input = automatic.features(x);
+  EXPECT_EQ(fc_input.sizes(), (std::vector<int64_t>{2, 512}));
+  EXPECT_EQ(avgpool.features(x).sizes(), (std::vector<int64_t>{2, 512, 1, 1}));
+  EXPECT_TRUE(torch::allclose(avgpool.features(x).flatten(1), fc_input, 1e-5, 1e-5));
+  const auto l4 = layer4.features(x);
+  EXPECT_EQ(l4.sizes(), (std::vector<int64_t>{2, 512, 1, 1}));  // 32 / 32 = 1 at layer4
+  EXPECT_TRUE(torch::allclose(block.features(x), l4, 1e-6, 1e-6));
+  const auto l3 = with_layer("layer3").features(x);
+  EXPECT_EQ(l3.sizes(), (std::vector<int64_t>{2, 256, 2, 2}));
+  EXPECT_TRUE(torch::allclose(block.logits(x), automatic.logits(x), 1e-6, 1e-6)) << "forward() is untouched";
+
+  block.save(dir.file("saved.pt"));
+  const Model reloaded = Model::load(dir.file("saved.pt"));
+  EXPECT_EQ(reloaded.spec().feature_layer, "layer4.1");
+  EXPECT_TRUE(torch::allclose(reloaded.features(x), l4, 1e-6, 1e-6));
+
+  for (const std::string bad : {"layer9", "fc.weight", "layer4.7"}) {
+    try {
+      with_layer(bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("layer1, layer2, layer3, layer4"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(check_feature_layer("../etc", "--feature-layer"), Error);
+  auto j = spec.to_json();
+  j["class_names"] = {"a", "b", "c"};
+  j["feature_layer"] = "layer4..1";
+  EXPECT_THROW(ModelSpec::from_json(j, "m.pt"), Error);
 }
 
 // A model exported by Debian's python3-torch loads, gives PyTorch's logits, and evaluates.
