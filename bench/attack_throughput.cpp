@@ -73,6 +73,7 @@ double bare_seconds(bulwark::bench::BareCnn& net, const torch::Tensor& x, const 
 
 // One way of running the gradient passes, and what it measured.
 struct PrecisionVariant {
+  PrecisionVariant(bulwark::attack::Precision p, int64_t b, bool u = false) : precision(p), batch(b), untouched(u) {}
   bulwark::attack::Precision precision;
   int64_t batch;
   bool untouched = false;  // the module's own forward graph, NCHW gradient passes: Bulwark before issue 14

@@ -90,7 +90,9 @@ TEST(Train, ChannelsLastRunEqualsTheNchwRunToRoundingAndEndsInNchw) {
   bool differ = false;  // the sums ran in another order somewhere: the run did use channels-last
   for (size_t i = 0; i < pc.size(); ++i) {
     differ = differ || !torch::equal(pc[i], pn[i]);
-    if (pc[i].dim() == 4) EXPECT_EQ(pc[i].suggest_memory_format(), at::MemoryFormat::Contiguous);
+    if (pc[i].dim() == 4) {
+      EXPECT_EQ(pc[i].suggest_memory_format(), at::MemoryFormat::Contiguous);
+    }
     EXPECT_TRUE(torch::allclose(pc[i], pn[i], 1e-4, 1e-4)) << "parameter " << i << ": " << (pc[i] - pn[i]).abs().max();
   }
   EXPECT_TRUE(differ);
