@@ -237,7 +237,7 @@ void Controller::tick(const std::vector<detect::Event>& events) {
       }
       if (js.phase == JobStatus::Phase::kSucceeded) {
         transition(State::kGating, "hardening job done", {{"job", job_id_}, {"result", js.result}});
-        return start_gate();
+        return poll_gate();
       }
       if (js.done()) {
         abandon_job();

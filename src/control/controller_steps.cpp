@@ -118,15 +118,17 @@ void Controller::start_gate() {
 }
 
 void Controller::poll_gate() {
-  if (!gate_work_.valid()) return start_gate();  // entering gating
+  if (!gate_work_.valid()) return start_gate();  // the first call in gating
   if (gate_work_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
   const auto work = gate_work_.get();  // rethrows the worker's error: the loop fails the job
   const auto& gate = work.gate;
   int64_t production_version;
+  std::string job_dir;
   {
     std::lock_guard<std::mutex> lock(mu_);
     last_gate_ = gate.to_json();
     production_version = production_version_;
+    job_dir = job_dir_;
   }
   core_.metrics().counter("bulwark_guard_gate_total",
                           {{"model", options_.served_name}, {"result", gate.passed ? "passed" : "refused"}});
@@ -136,11 +138,6 @@ void Controller::poll_gate() {
   }
 
   const auto& h = policy_.hardening;
-  std::string job_dir;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job_dir = job_dir_;
-  }
   registry::RegisterRequest r;
   r.model = options_.model;
   r.files = {{"model.pt", work.candidate_path}, {"model.detect", work.calibration_path}};

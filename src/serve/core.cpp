@@ -324,9 +324,12 @@ InferResponse InferenceCore::infer(const RequestHead& head, const std::string& a
     resp.id = r.id.empty() && !resp.feedback_id.empty() ? resp.feedback_id : rec.request_id;
     resp.outputs = build_outputs(r, result.logits, spec);
     if (scored.on()) {
-      const std::string scorer = slot->detectors->calibrated() ? "calibrated:" + join(slot->detectors->names())
-                                                               : slot->detectors->names().front();
-      detail::attach_scores(scored, guard_.expose_to(who.admin), scorer, r.model, slot->version, metrics_, resp, rec);
+      // The scorer's name is built only for a caller who sees the scores (not on every request).
+      const bool expose = guard_.expose_to(who.admin);
+      const std::string scorer = !expose ? std::string()
+                                 : slot->detectors->calibrated() ? "calibrated:" + join(slot->detectors->names())
+                                                                 : slot->detectors->names().front();
+      detail::attach_scores(scored, expose, scorer, r.model, slot->version, metrics_, resp, rec);
     }
     // record.
     detail::record_success(r.model, slot->version, result, seconds_since(start), metrics_, access_log_, rec);

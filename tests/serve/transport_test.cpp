@@ -87,6 +87,12 @@ int connect_raw(int port, int timeout_s = 5) {
   return fd;
 }
 
+// The head of an authorised JSON inference request whose body is `content_length` bytes.
+std::string infer_head(size_t content_length) {
+  return "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + std::string(kInferToken) +
+         "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(content_length) + "\r\n\r\n";
+}
+
 // Reads one response head (to the empty line) and then Content-Length bytes of body, or what came
 // before the deadline or the close.
 std::string read_response(int fd) {
@@ -219,9 +225,7 @@ TEST(Transport, ABodyArrivingDuringTheStopIsReadAndAnswered) {
   const int fd = connect_raw(s.http->port());
   ASSERT_GE(fd, 0);
   const std::string body = infer_body().dump();
-  const std::string head = "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
-                           std::string(kInferToken) + "\r\nContent-Type: application/json\r\nContent-Length: " +
-                           std::to_string(body.size()) + "\r\n\r\n";
+  const std::string head = infer_head(body.size());
   ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a request thread waits for the body
   std::thread stopper([&] { s.http->stop(); });
@@ -240,9 +244,7 @@ TEST(Transport, PipelinedRequestsOnOneConnectionAreEachAnswered) {
   const int fd = connect_raw(s.http->port());
   ASSERT_GE(fd, 0);
   const std::string body = infer_body().dump();
-  const std::string infer = "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
-                            std::string(kInferToken) + "\r\nContent-Type: application/json\r\nContent-Length: " +
-                            std::to_string(body.size()) + "\r\n\r\n" + body;
+  const std::string infer = infer_head(body.size()) + body;
   const std::string bytes = "GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n" + infer +
                             "GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n";
   ASSERT_EQ(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
