@@ -141,23 +141,24 @@ class BoundedStream : public httplib::Stream {
   }
 
   // Reads what the socket has, waiting at most the read timeout and never past the request's
-  // deadlines. Once the server stops, a request still arriving gets kStopGrace more, then is given
-  // up (the drain waits for requests being answered, not for slow senders).
+  // deadlines. Once the server stops, the stream has kStopGrace in all to finish, counted from when
+  // it first saw the stop (a client trickling a byte at a time gets no more), then is given up (the
+  // drain waits for requests being answered, not for slow senders).
   bool fill() {
     auto deadline = std::min(Clock::now() + read_timeout_, request_deadline_);
     if (in_head_) deadline = std::min(deadline, head_deadline_);
-    bool ready = false, stopping = false;
-    while (!ready && Clock::now() < deadline) {
-      if (!stopping && listening_ == INVALID_SOCKET) {
-        stopping = true;
-        deadline = std::min(deadline, Clock::now() + kStopGrace);
+    bool ready = false;
+    while (!ready && Clock::now() < std::min(deadline, stop_deadline_)) {
+      if (stop_deadline_ == Clock::time_point::max() && listening_ == INVALID_SOCKET) {
+        stop_deadline_ = Clock::now() + kStopGrace;
       }
-      ready = wait_for(fd_, POLLIN, std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
+      const auto until = std::min({deadline, stop_deadline_, Clock::now() + std::chrono::milliseconds(100)});
+      ready = wait_for(fd_, POLLIN, until);
     }
     if (!ready) {
       // Past a request deadline: the client is too slow; past the read timeout: as httplib's own.
-      if (Clock::now() >= request_deadline_ || (in_head_ && Clock::now() >= head_deadline_) || stopping ||
-          listening_ == INVALID_SOCKET) {
+      if (Clock::now() >= request_deadline_ || (in_head_ && Clock::now() >= head_deadline_) ||
+          Clock::now() >= stop_deadline_) {
         over_bound_ = true;
       }
       last_read_ = -1;
@@ -184,6 +185,7 @@ class BoundedStream : public httplib::Stream {
   size_t pos_ = 0, end_ = 0;
   ssize_t last_read_ = 0;
   Clock::time_point head_deadline_, request_deadline_;
+  Clock::time_point stop_deadline_ = Clock::time_point::max();  // set when the stream first sees the stop
   size_t head_bytes_ = 0, body_bytes_ = 0;
   bool in_head_ = true;
   uint32_t tail_ = 0;

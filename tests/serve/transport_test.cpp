@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -235,6 +236,32 @@ TEST(Transport, ABodyArrivingDuringTheStopIsReadAndAnswered) {
   stopper.join();
   ::close(fd);
   EXPECT_EQ(status_of(response), 200) << response;
+}
+
+// The stop's grace is one second in all, not per byte: a client that, knowing it, trickles its body
+// a byte every 300 ms after the stop is given up within about a second, and the stop returns.
+TEST(Transport, TricklingTheBodyAfterTheStopDoesNotExtendTheGrace) {
+  TestServer s;
+  const int fd = connect_raw(s.http->port());
+  ASSERT_GE(fd, 0);
+  const std::string body = infer_body().dump();
+  const std::string head = infer_head(body.size());
+  ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a request thread waits for the body
+  const auto start = std::chrono::steady_clock::now();
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    s.http->stop();
+    stopped = true;
+  });
+  for (size_t i = 0; i < body.size() && !stopped; ++i) {
+    if (::send(fd, body.data() + i, 1, MSG_NOSIGNAL) != 1) break;  // the server closed it
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  stopper.join();
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ::close(fd);
+  EXPECT_LT(took, 5.0) << "a trickling client held the stop";
 }
 
 // Requests sent back to back on one connection (pipelining) are each answered, in order: the
