@@ -49,6 +49,18 @@ void build_guard_options(ServeFlags& f) {
       .max_queries_per_client(f.stateful_max_queries)
       .distance(f.stateful_distance)
       .grid(f.stateful_grid);
+  g.extraction = f.extraction;
+  g.extraction_options.delta(f.extraction_delta)
+      .min_distances(f.extraction_min_distances)
+      .window(f.extraction_window)
+      .max_set(f.extraction_max_set)
+      .grid(f.extraction_grid)
+      .confidence(f.extraction_confidence)
+      .max_unsure_share(f.extraction_max_unsure_share)
+      .min_answers(f.extraction_min_answers)
+      .answer_window(f.extraction_answer_window)
+      .block_s(f.extraction_block_s)
+      .max_clients(f.extraction_max_clients);
   if (f.monitor != "on" && f.monitor != "off") throw invalid_argument("--monitor must be on or off");
   g.monitor = f.monitor == "on";
   g.monitor_options.arl0_hours(f.monitor_arl0_hours).expected_rate_hz(f.monitor_rate_hz);
@@ -336,6 +348,35 @@ void add_serve_options(CLI::App* cmd, ServeFlags& f) {
                   "that counts as a near-duplicate; 0 turns this noise-robust test off")
       ->capture_default_str();
   cmd->add_option("--stateful-grid", f.stateful_grid, "Cells per side of the distance test's low-resolution view")
+      ->capture_default_str();
+  cmd->add_option("--extraction", f.extraction,
+                  "Model-extraction detection per client (PRADA distances, the model's unsure answers): off, flag, "
+                  "throttle, block")
+      ->capture_default_str();
+  cmd->add_option("--extraction-delta", f.extraction_delta,
+                  "PRADA: flag when the Shapiro-Wilk W of a client's query distances is below this; 0 turns PRADA off")
+      ->capture_default_str();
+  cmd->add_option("--extraction-min-distances", f.extraction_min_distances, "PRADA: distances before W is tested")
+      ->capture_default_str();
+  cmd->add_option("--extraction-window", f.extraction_window, "PRADA: the most recent distances tested")
+      ->capture_default_str();
+  cmd->add_option("--extraction-max-set", f.extraction_max_set, "PRADA: growing-set images kept per client")
+      ->capture_default_str();
+  cmd->add_option("--extraction-grid", f.extraction_grid, "PRADA: cells per side of the view distances are taken in")
+      ->capture_default_str();
+  cmd->add_option("--extraction-confidence", f.extraction_confidence,
+                  "An answer whose top-class probability is below this is unsure")
+      ->capture_default_str();
+  cmd->add_option("--extraction-max-unsure-share", f.extraction_max_unsure_share,
+                  "Flag a client when more of its recent answers were unsure; 1 turns this statistic off")
+      ->capture_default_str();
+  cmd->add_option("--extraction-min-answers", f.extraction_min_answers, "Answers before the unsure share is tested")
+      ->capture_default_str();
+  cmd->add_option("--extraction-answer-window", f.extraction_answer_window, "The most recent answers the share counts")
+      ->capture_default_str();
+  cmd->add_option("--extraction-block-s", f.extraction_block_s, "How long an extraction flag, throttle or block lasts")
+      ->capture_default_str();
+  cmd->add_option("--extraction-max-clients", f.extraction_max_clients, "Clients whose extraction history is kept")
       ->capture_default_str();
   cmd->add_option("--client-prefix-v4", f.core.guard.prefix_v4,
                   "Requests without a token count as one client per IPv4 network of this prefix length")

@@ -41,6 +41,19 @@ struct ServeFlags {
   int64_t stateful_max_queries = 1000;
   double stateful_distance = 0.025;
   int stateful_grid = 14;
+  // --extraction-*: defaults are ExtractionOptions' own (detect/extraction.h).
+  std::string extraction = "off";
+  double extraction_delta = detect::ExtractionOptions().delta();
+  int extraction_min_distances = detect::ExtractionOptions().min_distances();
+  int extraction_window = detect::ExtractionOptions().window();
+  int extraction_max_set = detect::ExtractionOptions().max_set();
+  int extraction_grid = detect::ExtractionOptions().grid();
+  double extraction_confidence = detect::ExtractionOptions().confidence();
+  double extraction_max_unsure_share = detect::ExtractionOptions().max_unsure_share();
+  int extraction_min_answers = detect::ExtractionOptions().min_answers();
+  int extraction_answer_window = detect::ExtractionOptions().answer_window();
+  double extraction_block_s = detect::ExtractionOptions().block_s();
+  int64_t extraction_max_clients = detect::ExtractionOptions().max_clients();
   std::string monitor = "on";
   double monitor_arl0_hours = 24;
   double monitor_rate_hz = 50;

@@ -6,6 +6,7 @@
 //   tokens: deploy/tokens.yaml
 //   calibration: {fashion: build/demo/baseline.detect}   # NAME=FILE, like model
 //   stateful: block
+//   extraction: block                                   # and extraction-delta, extraction-confidence, ...
 // Flags given on the command line win over the file.
 #pragma once
 

@@ -316,6 +316,8 @@ InferResponse InferenceCore::infer(const RequestHead& head, const std::string& a
         result.scores, result.scores.defined() ? slot->detectors->combined_threshold() : 0.0);
     // respond. Feedback names the answer by a random id the server issued (never one the client
     // chose, which another client could guess or re-use to overwrite the record).
+    // The answers, before they are sent: a client they make blocked or throttled gets none of them.
+    guard_.check_answers(r.model, slot->version, client, x, result.logits, unix_now_s());
     InferResponse resp;
     if (guard_.feedback_possible()) resp.feedback_id = random_hex(16);
     guard_.after_inference(r.model, slot->version, client, resp.feedback_id, result.logits, scored.flagged, unix_now_s());

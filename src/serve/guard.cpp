@@ -31,12 +31,13 @@ std::string seconds_text(double s) {
 // the wait. `last` holds only throttled clients; stale entries go once it outgrows `bound`. The
 // caller holds the lock guarding `last`.
 void charge_throttle(std::map<std::string, double>& last, const std::string& client, double interval_s, size_t bound,
-                     const std::string& reason, Metrics& metrics, double now_s) {
+                     const std::string& reason, Metrics& metrics, double now_s,
+                     const char* refused_metric = "bulwark_stateful_refused_total") {
   auto [it, fresh] = last.emplace(client, now_s);
   if (!fresh) {
     const double wait = interval_s - (now_s - it->second);
     if (wait > 0) {
-      metrics.counter("bulwark_stateful_refused_total", {{"policy", "throttle"}});
+      metrics.counter(refused_metric, {{"policy", "throttle"}});
       throw RateLimitedError("client throttled to 1 request per " + seconds_text(interval_s) + " s: " + reason, wait);
     }
     it->second = now_s;
@@ -92,6 +93,7 @@ void GuardOptions::validate() const {
   }
   if (!(threshold >= 0 && threshold <= 1)) throw invalid_argument("--guard-threshold must be in [0, 1]");
   if (stateful != "off") detect::parse_policy(stateful);
+  if (extraction != "off") detect::parse_extraction_policy(extraction);
   if (!(throttle_interval_s > 0 && throttle_interval_s <= 3600)) {
     throw invalid_argument("--throttle-interval-s must be in (0, 3600]");
   }
@@ -114,6 +116,11 @@ Guard::Guard(GuardOptions options, Metrics& metrics) : options_(std::move(option
     auto so = options_.stateful_options;
     so.policy(detect::parse_policy(options_.stateful));
     stateful_ = std::make_unique<detect::StatefulDetector>(so);
+  }
+  if (options_.extraction != "off") {
+    auto eo = options_.extraction_options;
+    eo.policy(detect::parse_extraction_policy(options_.extraction));
+    extraction_ = std::make_unique<detect::ExtractionDetector>(eo);
   }
   events_->subscribe([this](const detect::Event& e) {
     if (e.kind == "alarm") metrics_.counter("bulwark_alarms_total", {{"model", e.model}, {"detector", e.detector}});
@@ -163,6 +170,19 @@ void Guard::model_unloaded(const std::string& name) {
 }
 
 void Guard::admit(const std::string& client, double now_s) {
+  if (extraction_) {
+    const auto st = extraction_->state(client, now_s);
+    if (st.blocked) {
+      metrics_.counter("bulwark_extraction_refused_total", {{"policy", "block"}});
+      throw Error(ErrorKind::kPermissionDenied, "client blocked for another " + seconds_text(st.until_s - now_s) +
+                                                    " s: " + st.reason);
+    }
+    if (st.throttled) {
+      std::lock_guard<std::mutex> lock(mu_);
+      charge_throttle(throttle_last_, client, options_.throttle_interval_s, throttle_bound(), st.reason, metrics_, now_s,
+                      "bulwark_extraction_refused_total");
+    }
+  }
   if (!stateful_) return;
   const auto st = stateful_->state(client, now_s);
   if (st.blocked) {
@@ -172,8 +192,7 @@ void Guard::admit(const std::string& client, double now_s) {
   }
   if (!st.throttled) return;
   std::lock_guard<std::mutex> lock(mu_);
-  charge_throttle(throttle_last_, client, options_.throttle_interval_s,
-                  static_cast<size_t>(options_.stateful_options.max_clients()), st.reason, metrics_, now_s);
+  charge_throttle(throttle_last_, client, options_.throttle_interval_s, throttle_bound(), st.reason, metrics_, now_s);
 }
 
 std::string Guard::identity(const std::string& token_id, const std::string& peer) const {
@@ -222,8 +241,58 @@ void Guard::check_queries(const std::string& model, const std::string& version, 
                 "client blocked for another " + seconds_text(st.until_s - now_s) + " s: " + st.reason);
   }
   std::lock_guard<std::mutex> lock(mu_);
-  charge_throttle(throttle_last_, client, options_.throttle_interval_s,
-                  static_cast<size_t>(options_.stateful_options.max_clients()), st.reason, metrics_, now_s);
+  charge_throttle(throttle_last_, client, options_.throttle_interval_s, throttle_bound(), st.reason, metrics_, now_s);
+}
+
+void Guard::check_answers(const std::string& model, const std::string& version, const std::string& client,
+                          const at::Tensor& x, const at::Tensor& logits, double now_s) {
+  if (!extraction_) return;
+  const auto flat = x.contiguous().to(torch::kFloat);  // already so: no copy
+  const auto z = logits.contiguous().to(torch::kFloat);
+  const int64_t n = flat.size(0);
+  detect::Shape shape{1, 1, flat.numel() / std::max<int64_t>(1, n)};
+  if (flat.dim() == 4) shape = {flat.size(1), flat.size(2), flat.size(3)};
+  if (flat.dim() == 3) shape = {1, flat.size(1), flat.size(2)};
+  const auto verdicts =
+      extraction_->observe_rows(client, flat.data_ptr<float>(), n, shape, z.data_ptr<float>(), z.size(1), now_s);
+  const auto& eo = extraction_->options();
+  const auto policy = detect::to_string(eo.policy());
+  bool blocked = false, throttled = false;
+  for (const auto& v : verdicts) {
+    blocked = blocked || v.blocked;
+    throttled = throttled || v.throttled;
+    if (!v.newly_flagged) continue;
+    const char* statistic = v.prada ? "prada" : "unsure_share";
+    metrics_.counter("bulwark_extraction_flagged_total", {{"policy", policy}, {"statistic", statistic}});
+    detect::Event e;
+    e.time_s = now_s;
+    e.kind = v.blocked ? "client.blocked" : v.throttled ? "client.throttled" : "client.flagged";
+    e.detector = "extraction";
+    e.model = model;
+    e.version = version;
+    e.subject = client;
+    e.statistic = v.prada ? v.w : v.unsure_share;
+    e.threshold = v.prada ? eo.delta() : eo.max_unsure_share();
+    e.window_s = eo.block_s();
+    e.details = {{"policy", policy},          {"statistic", statistic},      {"w", v.w},
+                 {"distances", v.distances},  {"unsure_share", v.unsure_share}, {"queries", v.client_queries}};
+    events_->publish(e);
+  }
+  if (!blocked && !throttled) return;
+  const auto st = extraction_->state(client, now_s);
+  if (blocked) {
+    metrics_.counter("bulwark_extraction_refused_total", {{"policy", "block"}});
+    throw Error(ErrorKind::kPermissionDenied,
+                "client blocked for another " + seconds_text(st.until_s - now_s) + " s: " + st.reason);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  charge_throttle(throttle_last_, client, options_.throttle_interval_s, throttle_bound(), st.reason, metrics_, now_s,
+                  "bulwark_extraction_refused_total");
+}
+
+size_t Guard::throttle_bound() const {
+  return static_cast<size_t>(
+      std::max(options_.stateful_options.max_clients(), options_.extraction_options.max_clients()));
 }
 
 void Guard::after_inference(const std::string& model, const std::string& version, const std::string& client,
@@ -461,6 +530,12 @@ void Guard::publish_gauges(double now_s) {
     metrics_.gauge("bulwark_stateful_memory_bytes", {{"kind", "used"}}, static_cast<double>(st.memory_bytes));
     metrics_.gauge("bulwark_stateful_memory_bytes", {{"kind", "cap"}}, static_cast<double>(st.memory_cap_bytes));
   }
+  if (extraction_) {
+    const auto st = extraction_->stats(now_s);
+    metrics_.gauge("bulwark_extraction_clients", {}, static_cast<double>(st.clients));
+    metrics_.gauge("bulwark_extraction_memory_bytes", {{"kind", "used"}}, static_cast<double>(st.memory_bytes));
+    metrics_.gauge("bulwark_extraction_memory_bytes", {{"kind", "cap"}}, static_cast<double>(st.memory_cap_bytes));
+  }
 }
 
 std::optional<detect::StreamMonitor::Snapshot> Guard::monitor_snapshot(const std::string& model, double now_s) const {
@@ -475,7 +550,8 @@ std::optional<detect::StreamMonitor::Snapshot> Guard::monitor_snapshot(const std
 }
 
 nlohmann::json Guard::status(double now_s) const {
-  nlohmann::json j{{"stateful", stateful_ ? stateful_->stats(now_s).to_json() : nlohmann::json(nullptr)}};
+  nlohmann::json j{{"stateful", stateful_ ? stateful_->stats(now_s).to_json() : nlohmann::json(nullptr)},
+                   {"extraction", extraction_ ? extraction_->stats(now_s).to_json() : nlohmann::json(nullptr)}};
   std::map<std::string, std::shared_ptr<detect::StreamMonitor>> monitors;
   {
     std::lock_guard<std::mutex> lock(mu_);

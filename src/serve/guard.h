@@ -3,6 +3,8 @@
 //     from the model's calibration file, or the uncalibrated confidence fallback);
 //   - the per-client query-similarity detector (Blacklight fingerprints, cell distances) and its policy:
 //     flag, throttle (one request per throttle_interval_s) or block (403 naming the reason);
+//   - the per-client extraction detector (PRADA distances, the model's unsure answers), with the
+//     same policies, checked on each request's answers before they are sent;
 //   - one stream monitor per model (confidence, detector hit rate, class mix, feedback accuracy),
 //     whose alarms and the per-client actions go out as events (detect::EventBus);
 //   - the feedback join: a server-issued random id -> what was answered and by which version,
@@ -30,6 +32,7 @@
 
 #include "detect/calibration.h"
 #include "detect/events.h"
+#include "detect/extraction.h"
 #include "detect/monitor.h"
 #include "detect/stateful.h"
 #include "serve/metrics.h"
@@ -51,6 +54,8 @@ struct GuardOptions {
   ExposeScores expose = ExposeScores::kAdmin;      // who sees attack_score/attack_flag in responses
   std::string stateful = "off";                    // off | flag | throttle | block
   detect::StatefulOptions stateful_options;
+  std::string extraction = "off";  // off | flag | throttle | block (detect/extraction.h)
+  detect::ExtractionOptions extraction_options;
   double throttle_interval_s = 1.0;  // a throttled client gets one request per interval
   bool monitor = true;               // stream monitor for models with a calibration
   detect::MonitorOptions monitor_options;
@@ -115,6 +120,12 @@ class Guard {
   // admit() when the request makes the client blocked or throttled: none of its rows is answered.
   void check_queries(const std::string& model, const std::string& version, const std::string& client,
                      const at::Tensor& x, double now_s);
+  // After the model ran, before the answer is sent: the rows x [n, ...] and what the model answered
+  // (logits [n, K]) go to the extraction detector, one step under the client's lock. Throws like
+  // admit() when they make the client blocked or throttled: the answer that crossed the threshold
+  // is not sent either.
+  void check_answers(const std::string& model, const std::string& version, const std::string& client,
+                     const at::Tensor& x, const at::Tensor& logits, double now_s);
   // After it ran: monitor observations, the identity's evidence, the feedback record under
   // `feedback_id` (server-issued; never replaces a record). logits [n, K], flagged: n entries, or
   // empty when detection is off. Runs on the request thread, so it reads the tensors' data in plain
@@ -142,7 +153,7 @@ class Guard {
   bool expose_to(bool admin) const;
 
   detect::EventBus& events() { return *events_; }
-  // Monitor snapshots and stateful stats into /metrics gauges (called on scrape).
+  // Monitor snapshots, stateful and extraction stats into /metrics gauges (called on scrape).
   void publish_gauges(double now_s);
   nlohmann::json status(double now_s) const;
   // The stream monitor of the version of `model` now served, as of now_s; nullopt without one.
@@ -175,6 +186,7 @@ class Guard {
     std::array<double, 16> classes{};  // predicted class mod 16
   };
   void remember(const std::string& id, Answered a);
+  size_t throttle_bound() const;  // throttled clients remembered before stale ones are swept
   void note_evidence(const std::string& model, const std::string& client, const std::vector<int64_t>& pred,
                      const std::vector<float>& conf, const std::vector<uint8_t>& flagged,
                      const detect::StreamMonitor* monitor, double now_s);
@@ -183,6 +195,7 @@ class Guard {
   Metrics& metrics_;
   std::unique_ptr<detect::EventBus> events_;
   std::unique_ptr<detect::StatefulDetector> stateful_;
+  std::unique_ptr<detect::ExtractionDetector> extraction_;
   mutable std::mutex mu_;  // guards monitors_, answered_, order_, throttle_last_, feedback_possible_
   std::map<std::string, std::shared_ptr<detect::StreamMonitor>> monitors_;  // by model name
   std::unordered_map<std::string, Answered> answered_;

@@ -75,7 +75,7 @@ Metrics::Metrics() {
     f.help = help;
     f.hist.bounds = bounds;
     // Detector, monitor, feedback and loop series: diffs around one request recover its flag.
-    for (const char* p : {"bulwark_attack_", "bulwark_stateful_", "bulwark_monitor_", "bulwark_alarms_",
+    for (const char* p : {"bulwark_attack_", "bulwark_stateful_", "bulwark_extraction_", "bulwark_monitor_", "bulwark_alarms_",
                           "bulwark_feedback_", "bulwark_guard_"}) {
       f.internal = f.internal || name.rfind(p, 0) == 0;
     }
@@ -102,6 +102,11 @@ Metrics::Metrics() {
   family("bulwark_stateful_refused_total", "counter", "Requests refused because the client is blocked or throttled");
   family("bulwark_stateful_clients", "gauge", "Clients with stored query history");
   family("bulwark_stateful_memory_bytes", "gauge", "Query-history memory in use (estimate), and its cap");
+  family("bulwark_extraction_flagged_total", "counter",
+         "Clients flagged by the extraction detector, by policy and statistic (prada, unsure_share)");
+  family("bulwark_extraction_refused_total", "counter", "Requests refused because the extraction detector blocked or throttled the client");
+  family("bulwark_extraction_clients", "gauge", "Clients with extraction-detector history");
+  family("bulwark_extraction_memory_bytes", "gauge", "Extraction-detector memory in use (estimate), and its cap");
   family("bulwark_monitor_value", "gauge", "Stream monitor windowed statistics, by statistic");
   family("bulwark_monitor_cusum", "gauge", "Stream monitor change-detection statistic, by detector");
   family("bulwark_monitor_threshold", "gauge", "Stream monitor alarm threshold, by detector");
