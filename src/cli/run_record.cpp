@@ -1,5 +1,8 @@
 #include "cli/run_record.h"
 
+#include <filesystem>
+
+#include "core/digest.h"
 #include "registry/registry.h"
 
 namespace bulwark::cli {
@@ -60,6 +63,12 @@ CommandRun::CommandRun(const std::string& registry_dir, const std::string& kind,
   auto params = params_of(cmd);
   params["seed"] = std::to_string(g.seed);
   run_ = std::make_unique<registry::RunRecorder>(*registry_, kind, params, g.command_line);
+  // The model a run measured, by content: `bulwark report threat` finds a registry version's runs by
+  // this hash, whatever path the file was given by (a path can be re-used for another model).
+  const auto* model = cmd.get_option_no_throw("--model");
+  if (model && model->count() == 1 && std::filesystem::is_regular_file(model->results().front())) {
+    run_->set_tag("model_sha256", sha256_file_hex(model->results().front()));
+  }
 }
 
 CommandRun::~CommandRun() = default;  // an unfinished RunRecorder records FAILED
