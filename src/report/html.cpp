@@ -7,19 +7,13 @@
 #include "core/version.h"
 #include "report/chart_data.h"
 #include "report/detail/assets.h"
+#include "report/detail/page_parts.h"
 #include "report/summary.h"
 
 namespace bulwark::report {
 namespace {
 
 using nlohmann::json;
-
-// Runs first in <body>, so errors in Chart.js or the page script are counted too.
-constexpr const char kErrorHook[] =
-    "(function(){var n=0;function bump(){n+=1;document.body.dataset.errors=String(n);}"
-    "window.onerror=function(){bump();return false;};"
-    "window.addEventListener('unhandledrejection',bump);"
-    "var original=console.error;console.error=function(){bump();return original.apply(console,arguments);};})();";
 
 std::string fmt(const char* format, double v) {
   char buf[64];
@@ -248,7 +242,7 @@ std::string render_report(const ReportInputs& in, const RenderOptions& options) 
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>" +
       html_escape(options.title) + "</title>\n<style>\n" + detail::kPageCss + "</style>\n</head>\n";
   page += "<body data-errors=\"0\" data-charts-drawn=\"0\" data-charts-expected=\"" + std::to_string(charts) + "\">\n";
-  page += "<script>" + std::string(kErrorHook) + "</script>\n";
+  page += "<script>" + std::string(detail::kErrorHook) + "</script>\n";
   page += "<header><h1>" + html_escape(options.title) + "</h1></header>\n<main>\n";
   page += summary_section(summary) + timeline_section() + robustness_section(in, data["robustness"]) +
           events_section(in, options.max_event_rows);

@@ -20,6 +20,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "report/browser.h"
 #include "test_util.h"
 
 namespace bulwark::report {
@@ -513,19 +514,8 @@ Image decode_png(const std::string& bytes) {
   return img;
 }
 
-// Chromium with a throwaway HOME and profile, at most 60 s; stdout only (its logs go to a file).
-testing::CommandResult chromium(const TempDir& tmp, const std::string& flags, const std::string& page) {
-  const std::string cmd = "(HOME=" + tmp.path() + " timeout 60 chromium --headless=new --no-sandbox --disable-gpu " +
-                          "--no-first-run --user-data-dir=" + tmp.file("profile") + " --virtual-time-budget=5000 " +
-                          flags + " file://" + page + " 2>>" + tmp.file("chromium.log") + ")";
-  return testing::run_command(cmd);
-}
-
-std::string body_attr(const std::string& dom, const std::string& name) {
-  std::smatch m;
-  const std::regex body("<body[^>]*\\b" + name + "=\"([^\"]*)\"");
-  return std::regex_search(dom, m, body) ? m[1].str() : "(absent)";
-}
+using test::body_attr;
+using test::chromium;
 
 TEST(ReportBrowser, ChromiumDrawsEveryChartWithoutErrors) {
   ASSERT_EQ(std::system("command -v chromium >/dev/null 2>&1"), 0)

@@ -8,5 +8,8 @@ extern const char kChartJs[];         // Chart.js UMD build, minified (Debian li
 extern const char kChartJsVersion[];  // "3.9.1", from its banner
 extern const char kPageJs[];          // src/report/page.js: draws the charts, then checks them
 extern const char kPageCss[];         // src/report/page.css
+extern const char kThreatPageJs[];    // src/report/threat_page.js: the threat page's charts and self-check
+// third_party/atlas/ATLAS.yaml: parsed by report/atlas.cpp, never placed in a page as it is.
+extern const char kAtlasYaml[];
 
 }  // namespace bulwark::report::detail
