@@ -83,11 +83,15 @@ void run_scan(const PoisonFlags& f, const CLI::App& cmd, const GlobalOptions& g)
   const data::Dataset all = load_for_model(f.data, data::Split::kTrain, m, !f.quiet);
   const data::Dataset train = all.head(rows_to_scan(f, m, all.size()));
   const poison::ScanResult r = poison::scan(m, train, options);
+  // The rows scanned, by content: the loop's gate (gate.require_poison_scan) finds this run by it.
+  const std::string digest = poison::dataset_digest(train);
+  run.set_tag("dataset_sha256", digest);
   const auto& names = m.spec().class_names;
 
   nlohmann::json j = r.to_json(names);
   j["model"] = f.model;
   j["dataset"] = train.name;
+  j["dataset_sha256"] = digest;
   std::vector<std::pair<std::string, std::string>> rows = {
       {"model", f.model + " (" + m.spec().arch + ")"},
       {"data", train.name + ", " + with_commas(train.size()) + " training rows"},

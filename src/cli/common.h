@@ -65,6 +65,8 @@ void register_guard(CLI::App& app, GlobalOptions& g);
 void register_report(CLI::App& app, GlobalOptions& g);
 void register_traffic(CLI::App& app, GlobalOptions& g);
 void register_deploy(CLI::App& app, GlobalOptions& g);
+void register_privacy(CLI::App& app, GlobalOptions& g);
+void register_poison(CLI::App& app, GlobalOptions& g);
 
 std::string version_text();
 

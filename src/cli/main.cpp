@@ -40,6 +40,8 @@ int run(int argc, char** argv) {
   bulwark::cli::register_report(app, g);
   bulwark::cli::register_traffic(app, g);
   bulwark::cli::register_deploy(app, g);
+  bulwark::cli::register_privacy(app, g);
+  bulwark::cli::register_poison(app, g);
 
   try {
     app.parse(argc, argv);

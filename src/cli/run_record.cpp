@@ -73,6 +73,10 @@ CommandRun::CommandRun(const std::string& registry_dir, const std::string& kind,
 
 CommandRun::~CommandRun() = default;  // an unfinished RunRecorder records FAILED
 
+void CommandRun::set_tag(const std::string& key, const std::string& value) {
+  if (run_) run_->set_tag(key, value);
+}
+
 void CommandRun::finish(const json& result, const std::string& artifact) {
   if (!run_) return;
   for_each_metric(result, [this](const std::string& k, double v, int64_t step) { run_->log_metric(k, v, step); });

@@ -27,6 +27,8 @@ class CommandRun {
   CommandRun(const std::string& registry_dir, const std::string& kind, const CLI::App& cmd, const GlobalOptions& g);
   ~CommandRun();
   void finish(const nlohmann::json& result, const std::string& artifact = "");
+  // A tag on the run (MLflow's tags): what others look the run up by. A no-op without a registry.
+  void set_tag(const std::string& key, const std::string& value);
 
  private:
   std::unique_ptr<registry::Registry> registry_;

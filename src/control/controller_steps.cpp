@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <future>
 #include <iostream>
+#include <map>
 #include <optional>
 
 #include "control/controller.h"
@@ -24,7 +25,9 @@
 #include "detect/monitor_fit.h"
 #include "model/model.h"
 #include "registry/location.h"
+#include "poison/digest.h"
 #include "registry/registry.h"
+#include "registry/runs.h"
 #include "serve/core.h"
 
 namespace bulwark::control {
@@ -38,6 +41,48 @@ namespace {
 
 // What the gate worker needs, read on the loop thread before it starts (the registry handle is the
 // loop thread's), and what it hands back.
+struct PoisonScan {
+  std::string run_id;
+  bool failed = true;
+};
+
+// Finished `bulwark poison scan --registry` runs by the digest of the rows they scanned, the
+// newest of each digest (runs come newest first).
+std::map<std::string, PoisonScan> poison_scans(registry::Registry& registry) {
+  std::map<std::string, PoisonScan> out;
+  for (const auto& listed : registry::list_runs(registry, "poison-scan", 10000)) {
+    if (listed.status != "FINISHED") continue;
+    const auto run = registry::show_run(registry, listed.run_id);  // the list leaves out tags and metrics
+    if (!run.tags.contains("dataset_sha256")) continue;
+    const auto digest = run.tags.at("dataset_sha256").get<std::string>();
+    if (out.count(digest)) continue;
+    PoisonScan scan{run.run_id, true};  // a scan without its verdict counts as failed
+    for (const auto& m : run.metrics) {
+      if (m.key == "failed") scan.failed = m.value != 0;
+    }
+    out.emplace(digest, scan);
+  }
+  return out;
+}
+
+// Empty when the rows' newest scan flagged nothing; else why the candidate is refused.
+std::string poison_scan_refusal(const std::map<std::string, PoisonScan>& scans, const data::Dataset& rows,
+                                const HardeningPolicy& h) {
+  const auto digest = poison::dataset_digest(rows);
+  const auto it = scans.find(digest);
+  if (it == scans.end()) {
+    const std::string limit = h.limit > 0 ? " --limit " + std::to_string(rows.size()) : "";
+    return "gate.require_poison_scan: no finished poison scan of the training rows (" + std::to_string(rows.size()) +
+           " rows of " + h.data + ", sha256 " + digest + ") in the registry: run `bulwark poison scan --model PRODUCTION.pt --data " +
+           h.data + limit + " --registry ...` on them";
+  }
+  if (it->second.failed) {
+    return "gate.require_poison_scan: the training rows (sha256 " + digest + ") failed poison scan run " +
+           it->second.run_id + ": remove the suspects and retrain";
+  }
+  return "";
+}
+
 struct GateInputs {
   std::string job_dir;
   std::string production_ref, production_bytes;
@@ -46,6 +91,8 @@ struct GateInputs {
   HardeningPolicy hardening;
   GatePolicy gate;
   CancelFlag cancel;
+  // gate.require_poison_scan: the newest finished poison-scan run per training-set digest.
+  std::map<std::string, PoisonScan> poison_scans;
 };
 
 // The gating step's long part, on the worker: the candidate's own detectors and monitor
@@ -65,6 +112,14 @@ Controller::GateOutcome run_gate_work(const GateInputs& in) {
   auto train = data::load_dataset(h.data, data::Split::kTrain, load);
   throw_if_cancelled(in.cancel, "gating");
   if (h.limit > 0 && h.limit < train.size()) train = train.head(h.limit, "policy.hardening.limit");
+  if (in.gate.require_poison_scan) {
+    const auto refusal = poison_scan_refusal(in.poison_scans, train, h);
+    if (!refusal.empty()) {
+      out.gate.passed = false;
+      out.gate.reason = refusal;
+      return out;
+    }
+  }
   const auto split = data::split_train_validation(train, h.validation_fraction(train.size()), h.seed);
   detect::CalibrationOptions co;
   co.detectors = h.detectors;
@@ -114,6 +169,7 @@ void Controller::start_gate() {
   in.hardening = policy_.hardening;
   in.gate = policy_.gate;
   in.cancel = cancel_;
+  if (policy_.gate.require_poison_scan) in.poison_scans = poison_scans(*registry_);
   gate_work_ = std::async(std::launch::async, [in = std::move(in)] { return run_gate_work(in); });
 }
 

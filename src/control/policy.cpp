@@ -109,6 +109,7 @@ Policy Policy::from_yaml(const YAML::Node& node, const std::string& where) {
   g.read("max_clean_drop", p.gate.max_clean_drop);
   g.read("max_clean_drop_from_first", p.gate.max_clean_drop_from_first);
   g.read("min_robust_accuracy", p.gate.min_robust_accuracy);
+  g.read("require_poison_scan", p.gate.require_poison_scan);
   g.read("pgd_steps", p.gate.pgd_steps);
   g.done();
   Section w(node, "watch", where);
@@ -239,6 +240,7 @@ nlohmann::json Policy::to_json() const {
            {{"n", gate.n}, {"offset", gate.offset}, {"attacks", gate.attacks}, {"eps", gate.eps},
             {"max_clean_drop", gate.max_clean_drop}, {"max_clean_drop_from_first", gate.max_clean_drop_from_first},
             {"min_robust_accuracy", gate.min_robust_accuracy},
+            {"require_poison_scan", gate.require_poison_scan},
             {"pgd_steps", gate.pgd_steps}}},
           {"watch",
            {{"window_s", watch.window_s}, {"max_window_s", watch.max_window_s}, {"min_labellers", watch.min_labellers},

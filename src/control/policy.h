@@ -65,6 +65,10 @@ struct GatePolicy {
   double max_clean_drop_from_first = 0.10;
   double min_robust_accuracy = 0.4;           // worst case over the attack set
   int64_t pgd_steps = 20;
+  // Promote only a model whose training rows (the hardening job's split, by content:
+  // poison/digest.h) have a finished `bulwark poison scan --registry` run that flagged nothing; a
+  // missing or failed scan refuses the candidate, naming the digest and the command to run.
+  bool require_poison_scan = false;
 };
 
 // After the swap, the new version is judged on labelled feedback (POST .../feedback) for ITS

@@ -6,6 +6,7 @@
 
 #include "poison/badnets.h"
 #include "poison/cluster.h"
+#include "poison/digest.h"
 #include "poison/neighbours.h"
 #include "poison/retrain.h"
 #include "poison/scan.h"

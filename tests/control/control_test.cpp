@@ -9,6 +9,8 @@
 #include <iostream>
 
 #include "control/loop_fixture.h"
+#include "poison/digest.h"
+#include "registry/runs.h"
 
 namespace bulwark::testing {
 namespace {
@@ -468,6 +470,61 @@ TEST(Control, TheGateHoldsCleanAccuracyToTheFirstVersion) {
   EXPECT_EQ(r.to_json()["first"]["version"], 1);
   gate.max_clean_drop_from_first = 1;
   EXPECT_TRUE(control::run_gate(worse, worse, test, gate, 0, &better, 1).passed);
+}
+
+// A `bulwark poison scan --registry` run as the command records it: tagged with the digest of the
+// rows it scanned, `failed` among its metrics.
+void record_poison_scan(const LoopRegistry& r, const data::Dataset& rows, bool failed) {
+  registry::Registry reg(r.reg, "test");
+  registry::RunRecorder run(reg, "poison-scan", {{"data", "fashion-mnist"}}, "bulwark poison scan");
+  run.set_tag("dataset_sha256", poison::dataset_digest(rows));
+  run.log_metric("failed", failed ? 1 : 0);
+  run.finish();
+}
+
+// gate.require_poison_scan: the rows the job trained on (policy.hardening.limit of the training
+// split, by content) need a scan that flagged nothing, the newest scan of those rows deciding; a
+// scan of other rows does not count.
+TEST(Control, TheGatePromotesOnlyRowsWhoseNewestPoisonScanPassed) {
+  auto policy = watch_policy("");
+  policy.gate.require_poison_scan = true;
+  data::LoadOptions load;
+  load.progress = false;
+  const auto train = data::load_dataset("fashion-mnist", data::Split::kTrain, load);
+  const auto rows = train.head(policy.hardening.limit);
+  {
+    LoopRegistry r;
+    policy.hardening.key = r.key;
+    record_poison_scan(r, train.head(policy.hardening.limit - 1), false);  // other rows
+    Loop loop(r, policy);
+    loop.controller->request_hardening("test");
+    ASSERT_TRUE(loop.wait_for(control::State::kFailed, 240 * kSanitizerSlowdown)) << loop.controller->status().dump(2);
+    const auto reason = loop.controller->status()["reason"].get<std::string>();
+    EXPECT_NE(reason.find("gate.require_poison_scan: no finished poison scan"), std::string::npos) << reason;
+    EXPECT_NE(reason.find(poison::dataset_digest(rows)), std::string::npos) << reason;
+    EXPECT_EQ(r.production(), 1);
+    registry::Registry reg(r.reg, "test");
+    EXPECT_EQ(reg.versions("m").size(), 1u);
+  }
+  {
+    LoopRegistry r;
+    policy.hardening.key = r.key;
+    record_poison_scan(r, rows, true);
+    Loop loop(r, policy);
+    loop.controller->request_hardening("test");
+    ASSERT_TRUE(loop.wait_for(control::State::kFailed, 240 * kSanitizerSlowdown)) << loop.controller->status().dump(2);
+    const auto reason = loop.controller->status()["reason"].get<std::string>();
+    EXPECT_NE(reason.find("failed poison scan run"), std::string::npos) << reason;
+    EXPECT_EQ(r.production(), 1);
+    // A newer scan of the same rows that passes (the suspects were looked at) lets the next job through.
+    record_poison_scan(r, rows, false);
+    loop.restart(policy);
+    loop.controller->request_hardening("test");
+    // Taken at the loop's next tick: wait for it to leave `failed`.
+    ASSERT_TRUE(eventually([&] { return loop.controller->state() != control::State::kFailed; }));
+    ASSERT_TRUE(loop.wait_for(control::State::kWatching, 240 * kSanitizerSlowdown)) << loop.controller->status().dump(2);
+    EXPECT_EQ(r.production(), 2);
+  }
 }
 
 TEST(Control, PolicyErrorsNameTheKeyAndTheLimit) {
