@@ -47,10 +47,12 @@ struct PoisonScan {
 };
 
 // Finished `bulwark poison scan --registry` runs by the digest of the rows they scanned, the
-// newest of each digest (runs come newest first).
+// newest of each digest (runs come newest first). This runs on the loop thread, which must not
+// block: only the newest kPoisonScansRead scans are read (a few small queries each).
+constexpr int64_t kPoisonScansRead = 100;
 std::map<std::string, PoisonScan> poison_scans(registry::Registry& registry) {
   std::map<std::string, PoisonScan> out;
-  for (const auto& listed : registry::list_runs(registry, "poison-scan", 10000)) {
+  for (const auto& listed : registry::list_runs(registry, "poison-scan", kPoisonScansRead)) {
     if (listed.status != "FINISHED") continue;
     const auto run = registry::show_run(registry, listed.run_id);  // the list leaves out tags and metrics
     if (!run.tags.contains("dataset_sha256")) continue;
