@@ -73,6 +73,7 @@ void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
   data::require_held_out(train_set, test);
   f.o.augment = augment_for(f.data, m.spec().input_shape[0]);
   const auto split = data::split_train_validation(train_set, f.val_fraction, g.seed);
+  split.validation.require_in_memory(parse_memory(f.data.max_memory), "bulwark harden (--val-fraction)");
 
   const double std_s = lead ? standard_seconds_per_image(m, split.train, f.o.batch_size) : 0;
   const auto result = defense::harden(m, split.train, split.validation, f.o);

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "core/system.h"
@@ -11,9 +12,21 @@
 
 namespace bulwark::cli {
 
-void apply_threads(const GlobalOptions& g) {
-  torch::set_num_threads(g.threads > 0 ? g.threads : hardware_threads());
+namespace {
+
+int default_threads() {
+  // As PyTorch does: OMP_NUM_THREADS, when set to a positive whole number, is the default.
+  if (const char* v = std::getenv("OMP_NUM_THREADS")) {
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (end != v && *end == '\0' && n >= 1 && n <= 1024) return static_cast<int>(n);
+  }
+  return hardware_threads();
 }
+
+}  // namespace
+
+void apply_threads(const GlobalOptions& g) { torch::set_num_threads(g.threads > 0 ? g.threads : default_threads()); }
 
 void print_result(const GlobalOptions& g, const nlohmann::json& j,
                   const std::vector<std::pair<std::string, std::string>>& rows) {

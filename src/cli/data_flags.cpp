@@ -16,7 +16,9 @@ void add_data_options(CLI::App* cmd, DataFlags& flags) {
       ->capture_default_str();
   cmd->add_flag("--skip-bad", flags.skip_bad,
                 "Image folders: count files that do not decode (and say how many) instead of failing on the first");
-  cmd->add_option("--max-memory", flags.max_memory, "Bound on the decoded dataset in memory (e.g. 512M, 4G)")
+  cmd->add_option("--max-memory", flags.max_memory,
+                  "Bound on the decoded dataset in memory (e.g. 512M, 4G); an image folder over it is held in a "
+                  "scratch file ($BULWARK_SCRATCH_DIR, $TMPDIR or /tmp)")
       ->capture_default_str();
 }
 

@@ -22,7 +22,7 @@ int run(int argc, char** argv) {
   app.add_flag("--version", version, "Print version, LibTorch and BLAS in use, then exit");
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout instead of tables");
   app.add_option("--seed", g.seed, "Seed for every random choice (default 0)");
-  app.add_option("--threads", g.threads, "LibTorch intra-op threads (default: all cores)")->check(CLI::Range(1, 1024));
+  app.add_option("--threads", g.threads, "LibTorch intra-op threads (default: $OMP_NUM_THREADS if set, else all cores)")->check(CLI::Range(1, 1024));
   app.require_subcommand(0, 1);
   app.fallthrough();  // global flags may follow the subcommand
 

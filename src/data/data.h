@@ -6,6 +6,7 @@
 #include "data/dataset.h"
 #include "data/augment.h"
 #include "data/cifar.h"
+#include "data/disk_tensor.h"
 #include "data/classes.h"
 #include "data/idx.h"
 #include "data/image_codec.h"

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/files.h"
 #include "data/cifar.h"
+#include "data/disk_tensor.h"
 #include "data/idx.h"
 #include "data/image_folder.h"
 #include "data/npz.h"
@@ -46,9 +47,24 @@ Dataset Dataset::head(int64_t n, const std::string& what) const {
   return out;
 }
 
+bool Dataset::on_disk() const { return is_disk_tensor(images); }
+
+void Dataset::require_in_memory(int64_t max_bytes, const std::string& what) const {
+  if (!on_disk()) return;
+  const int64_t row_bytes = size() > 0 ? images.numel() / size() * 4 : 0;  // as float32
+  if (row_bytes * size() <= max_bytes) return;
+  throw invalid_argument(what + " converts its images at once: " + std::to_string(size()) + " images of " + name +
+                         " need " + std::to_string((row_bytes * size()) >> 20) + " MiB as float, over the memory " +
+                         "bound of " + std::to_string(max_bytes >> 20) + " MiB (--max-memory); give --limit " +
+                         std::to_string(std::max<int64_t>(1, max_bytes / std::max<int64_t>(row_bytes, 1))) +
+                         " or fewer, or raise --max-memory");
+}
+
 Dataset Dataset::select(const torch::Tensor& indices) const {
   Dataset out = *this;
-  out.images = images.index_select(0, indices);
+  out.images = on_disk() ? disk_index_select(images, indices, name + ": a selection of " +
+                                                                  std::to_string(indices.numel()) + " images")
+                         : images.index_select(0, indices);
   out.labels = labels.index_select(0, indices);
   return out;
 }

@@ -1,5 +1,6 @@
-// data/dataset.h — labelled image datasets held in memory as uint8, scaled to [0,1] per batch, and
-// the one entry point that reads every format `--data` accepts (docs/data.md).
+// data/dataset.h — labelled image datasets held as uint8 (in memory, or in a memory-mapped scratch
+// file when over --max-memory), scaled to [0,1] per batch, and the one entry point that reads every
+// format `--data` accepts (docs/data.md).
 #pragma once
 
 #include <cstdint>
@@ -15,13 +16,19 @@ enum class Split { kTrain, kTest };
 struct Dataset {
   std::string name;                      // "fashion-mnist" or the directory it came from
   std::string split;                     // "train", "test", "val", or "given" (one split named directly)
-  torch::Tensor images;                  // uint8 [N, C, H, W]
+  torch::Tensor images;                  // uint8 [N, C, H, W]; on_disk(): a mapped scratch file
   torch::Tensor labels;                  // int64 [N]
   std::vector<std::string> class_names;  // index = label
   int64_t ignored_files = 0;             // image folders: files without an image extension (as torchvision)
   int64_t refused_files = 0;             // image folders with skip_bad: files that did not decode
 
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+  // Whether the images live in a scratch file (data/disk_tensor.h), read a batch at a time: an image
+  // folder over --max-memory. head() and select() of such a set stay on disk.
+  bool on_disk() const;
+  // Refuses (naming `what` and --limit) a set on disk whose float copy would exceed `max_bytes`:
+  // for the commands that convert their whole selection at once (attack, detect, harden's validation).
+  void require_in_memory(int64_t max_bytes, const std::string& what) const;
   // Images as float in [0,1]; `indices` selects rows (int64), undefined = all.
   torch::Tensor inputs(const torch::Tensor& indices = {}) const;
   torch::Tensor targets(const torch::Tensor& indices = {}) const;
@@ -40,7 +47,9 @@ constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 struct LoadOptions {
   std::vector<int64_t> shape;
   bool skip_bad = false;  // image folders: count files that do not decode instead of failing
-  int64_t max_memory_bytes = int64_t{4} << 30;  // --max-memory: the decoded set must fit
+  // --max-memory: an image folder whose decoded set is larger is held in a scratch file on disk
+  // (data/disk_tensor.h) and read a batch at a time; other formats larger than this are refused.
+  int64_t max_memory_bytes = int64_t{4} << 30;
   int threads = 0;        // decode threads; 0 = all cores
   bool progress = true;   // a progress bar on stderr for folders of more than a few thousand files
 };

@@ -17,6 +17,7 @@
 #include "core/files.h"
 #include "core/progress.h"
 #include "core/system.h"
+#include "data/disk_tensor.h"
 #include "data/image_codec.h"
 
 namespace bulwark::data {
@@ -141,15 +142,15 @@ Dataset read_image_folder(const std::string& root, const LoadOptions& options) {
                            std::to_string(channels));
   }
   const auto n = static_cast<int64_t>(scan.files.size());
-  if (sized) {
-    const int64_t bytes = n * options.shape[0] * options.shape[1] * options.shape[2];
-    if (bytes > options.max_memory_bytes) {
-      throw invalid_argument(root + ": " + std::to_string(n) + " images of " + std::to_string(options.shape[0]) + "x" +
-                             std::to_string(options.shape[1]) + "x" + std::to_string(options.shape[2]) + " need " +
-                             std::to_string(bytes >> 20) + " MiB, over the memory bound of " +
-                             std::to_string(options.max_memory_bytes >> 20) + " MiB (--max-memory)");
-    }
+  // Over the memory bound, the decoded images go to a scratch file (data/disk_tensor.h) as they are
+  // decoded: each worker holds one image at a time. That needs the size, so only with a model's.
+  torch::Tensor disk;
+  if (sized && n * options.shape[0] * options.shape[1] * options.shape[2] > options.max_memory_bytes) {
+    disk = disk_tensor({n, options.shape[0], options.shape[1], options.shape[2]},
+                       root + ": " + std::to_string(n) + " images of " + std::to_string(options.shape[0]) + "x" +
+                           std::to_string(options.shape[1]) + "x" + std::to_string(options.shape[2]));
   }
+  const bool streamed = disk.defined();
   std::vector<torch::Tensor> images(static_cast<size_t>(n));
   std::vector<char> refused(static_cast<size_t>(n), 0);
   std::atomic<int64_t> next{0}, done{0}, held_bytes{0};
@@ -173,10 +174,16 @@ Dataset read_image_folder(const std::string& root, const LoadOptions& options) {
         const DecodedImage img = convert_channels(decode_image(read_file(path), path), channels);
         torch::Tensor chw = to_chw(img);
         if (sized) chw = resize_center_crop(chw, options.shape[1], options.shape[2]);
+        if (streamed) {
+          disk[i].copy_(chw);
+          ++done;
+          continue;
+        }
         if ((held_bytes += chw.numel()) > options.max_memory_bytes) {
           fail(i, std::make_exception_ptr(invalid_argument(root + ": the decoded images exceed the memory bound of " +
                                                            std::to_string(options.max_memory_bytes >> 20) +
-                                                           " MiB (--max-memory)")));
+                                                           " MiB (--max-memory); give the model (--model) so "
+                                                           "they are resized and held on disk")));
         }
         images[static_cast<size_t>(i)] = std::move(chw);
       } catch (const Error& e) {
@@ -224,6 +231,23 @@ Dataset read_image_folder(const std::string& root, const LoadOptions& options) {
   d.ignored_files = scan.ignored_files;
   std::vector<torch::Tensor> kept;
   std::vector<int64_t> labels;
+  if (streamed) {
+    // Refused files leave holes: the kept rows move down over them, in order.
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (refused[static_cast<size_t>(i)]) {
+        ++d.refused_files;
+        continue;
+      }
+      if (k != i) disk[k].copy_(disk[i]);
+      labels.push_back(scan.files[static_cast<size_t>(i)].second);
+      ++k;
+    }
+    if (k == 0) throw data_format(root + ": no image decoded (" + std::to_string(d.refused_files) + " refused)");
+    d.images = disk.narrow(0, 0, k);
+    d.labels = torch::tensor(labels, torch::kInt64);
+    return d;
+  }
   int64_t first_kept = -1;
   for (int64_t i = 0; i < n; ++i) {
     if (refused[static_cast<size_t>(i)]) {

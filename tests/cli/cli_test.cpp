@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/system.h"
 #include "test_util.h"
 
 namespace bulwark {
@@ -24,6 +25,22 @@ TEST(Cli, VersionReportsLibTorchAndBlas) {
   EXPECT_NE(r.output.find("libtorch 1.13"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("blas "), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("none loaded"), std::string::npos) << r.output;
+}
+
+// As in PyTorch, OMP_NUM_THREADS sets the default intra-op thread count; --threads overrides it, and
+// a value that is not a positive whole number is ignored (all cores).
+TEST(Cli, ThreadsDefaultToOmpNumThreads) {
+  const auto threads = [](const std::string& env, const std::string& flags = "") {
+    const std::string out = run_command(env + " " + BULWARK_BIN + " " + flags + " --version").output;
+    const auto at = out.find("(CPU, ");
+    return at == std::string::npos ? std::string("no thread count in: " + out) : out.substr(at, out.find(')', at) - at + 1);
+  };
+  EXPECT_EQ(threads("OMP_NUM_THREADS=3"), "(CPU, 3 threads)");
+  EXPECT_EQ(threads("OMP_NUM_THREADS=3", "--threads 5"), "(CPU, 5 threads)");
+  const std::string all = threads("env -u OMP_NUM_THREADS");
+  EXPECT_EQ(all, "(CPU, " + std::to_string(hardware_threads()) + " threads)");
+  EXPECT_EQ(threads("OMP_NUM_THREADS=two"), all);
+  EXPECT_EQ(threads("OMP_NUM_THREADS=0"), all);
 }
 
 TEST(Cli, HelpOnEverySubcommand) {

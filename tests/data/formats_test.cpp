@@ -156,16 +156,85 @@ TEST(ImageFolder, BadInputIsNamed) {
   atomic_write_file(dir.file("b/3.bmp"), "BM");
   EXPECT_NE(error_of([&] { load_dataset(dir.path(), Split::kTest); }).find("b/3.bmp"), std::string::npos);
   fs::remove(dir.file("b/3.bmp"));
-  // The memory bound is checked before decoding.
+  // Without the model's size the images cannot go to disk: over the bound is refused, naming the fix.
   LoadOptions small;
-  small.shape = {3, 224, 224};
-  small.max_memory_bytes = 100000;
-  EXPECT_NE(error_of([&] { load_dataset(dir.path(), Split::kTest, small); }).find("--max-memory"), std::string::npos);
+  small.max_memory_bytes = 50;  // two 4x4 RGB images are 96 bytes
+  const std::string bound = error_of([&] { load_dataset(dir.path(), Split::kTest, small); });
+  EXPECT_NE(bound.find("--max-memory"), std::string::npos) << bound;
+  EXPECT_NE(bound.find("--model"), std::string::npos) << bound;
   // A 4-channel model cannot take an image folder.
   LoadOptions four;
   four.shape = {4, 4, 4};
   EXPECT_NE(error_of([&] { load_dataset(dir.path(), Split::kTest, four); }).find("1 (gray) or 3 (RGB)"),
             std::string::npos);
+}
+
+// Process memory that is anonymous (heap, not file pages), from /proc/self/status, in bytes.
+int64_t rss_anon_bytes() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("RssAnon:", 0) == 0) return std::stoll(line.substr(8)) * 1024;
+  }
+  ADD_FAILURE() << "no RssAnon in /proc/self/status";
+  return 0;
+}
+
+// A folder over --max-memory is decoded into a scratch file and read from there: the same tensors as
+// a load in memory, selections stay on disk, refused files leave no hole, and the process's own
+// memory does not grow by the set's size (it does for a load in memory: the measure can see it).
+TEST(ImageFolder, OverTheMemoryBoundIsHeldOnDisk) {
+  TempDir dir, scratch;
+  ::setenv("BULWARK_SCRATCH_DIR", scratch.path().c_str(), 1);
+  constexpr int kPerClass = 160, kSide = 160;  // 320 images, 24.6 MB decoded
+  for (int c = 0; c < 2; ++c) {
+    fs::create_directories(dir.file("c" + std::to_string(c)));
+    for (int i = 0; i < kPerClass; ++i) {
+      DecodedImage img{kSide, kSide, 3, std::vector<uint8_t>(kSide * kSide * 3)};
+      for (size_t p = 0; p < img.pixels.size(); ++p) img.pixels[p] = static_cast<uint8_t>((p / 7 + i * 13 + c * 101) % 251);
+      atomic_write_file(dir.file("c" + std::to_string(c) + "/" + std::to_string(1000 + i) + ".png"), encode_png(img));
+    }
+  }
+  atomic_write_file(dir.file("c0/1005.png"), "not a png");  // a refused file in the middle (skip_bad)
+  LoadOptions o;
+  o.shape = {3, kSide, kSide};
+  o.skip_bad = true;
+  o.progress = false;
+  const int64_t set_bytes = 319LL * 3 * kSide * kSide;
+
+  o.max_memory_bytes = 1 << 20;
+  const int64_t before_disk = rss_anon_bytes();
+  const Dataset on_disk = load_dataset(dir.path(), Split::kTest, o);
+  const int64_t grew_disk = rss_anon_bytes() - before_disk;
+  o.max_memory_bytes = int64_t{1} << 30;
+  const int64_t before_memory = rss_anon_bytes();
+  const Dataset in_memory = load_dataset(dir.path(), Split::kTest, o);
+  const int64_t grew_memory = rss_anon_bytes() - before_memory;
+
+  std::printf("set %.1f MB: RssAnon grew %.1f MB on disk, %.1f MB in memory\n", set_bytes / 1e6, grew_disk / 1e6,
+              grew_memory / 1e6);
+  ASSERT_TRUE(on_disk.on_disk());
+  ASSERT_FALSE(in_memory.on_disk());
+  EXPECT_EQ(on_disk.refused_files, 1);
+  ASSERT_EQ(on_disk.size(), 319);
+  EXPECT_TRUE(torch::equal(on_disk.images, in_memory.images));
+  EXPECT_TRUE(torch::equal(on_disk.labels, in_memory.labels));
+  EXPECT_GE(grew_memory, set_bytes * 9 / 10) << "a load in memory should show in RssAnon";
+  EXPECT_LT(grew_disk, set_bytes / 4) << "the scratch file's pages are not the process's memory";
+
+  const auto rows = torch::tensor(std::vector<int64_t>{318, 3, 160, 0, 7});
+  const Dataset picked = on_disk.select(rows);
+  EXPECT_TRUE(picked.on_disk());
+  EXPECT_TRUE(torch::equal(picked.images, in_memory.select(rows).images));
+  EXPECT_TRUE(torch::equal(on_disk.inputs(rows), in_memory.inputs(rows)));
+  EXPECT_TRUE(on_disk.head(10).on_disk());
+
+  // Commands that convert their whole selection at once refuse a set on disk over the bound.
+  const std::string whole = error_of([&] { on_disk.require_in_memory(1 << 20, "bulwark attack"); });
+  EXPECT_NE(whole.find("bulwark attack"), std::string::npos) << whole;
+  EXPECT_NE(whole.find("--limit 3 "), std::string::npos) << whole;  // 1 MiB holds three float 160x160 RGB images
+  EXPECT_NO_THROW(on_disk.head(1).require_in_memory(1 << 20, "bulwark attack"));
+  EXPECT_NO_THROW(in_memory.require_in_memory(1, "bulwark attack"));  // already in memory: nothing to refuse
+  ::unsetenv("BULWARK_SCRATCH_DIR");
 }
 
 // JPEG through libjpeg-turbo as PIL decodes it; a JPEG cut short is refused (PIL: "image file is

@@ -87,6 +87,12 @@ TEST(ByoModel, ImportedResnetEvaluatesImageForImageAsPyTorch) {
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_EQ(predictions_csv(dir.file("p.csv")), expected) << name;
   }
+  // Over --max-memory (36 images of 3 KB against 20 KB) the folder is read from a scratch file: the
+  // same predictions, image for image.
+  r = bulwark("--json eval --model " + dir.file("out.pt") + " --data " + rn + "/data --max-memory 20K --predictions " +
+              dir.file("p.csv"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(predictions_csv(dir.file("p.csv")), expected) << "streamed";
   // Feature detectors need the penultimate features: found as the input of torchvision's fc (through
   // forward -> _forward_impl -> fc), so fc of them gives the logits.
   {
