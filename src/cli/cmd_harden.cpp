@@ -146,6 +146,10 @@ void register_harden(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--beta", f->o.trades_beta, "TRADES beta")->capture_default_str();
   cmd->add_option("--alpha", f->o.fast_alpha, "Fast-AT step size in units of eps")->capture_default_str();
   cmd->add_flag("--no-random-init", f->no_random_init, "Fast-AT without random start (overfits; for testing the guard)");
+  cmd->add_option("--ema", f->o.ema_decay,
+                  "Weight averaging: validate, keep and save an exponential moving average of the weights with this "
+                  "decay (e.g. 0.999); 0 = off")
+      ->capture_default_str();
   cmd->add_option("--clean-weight", f->o.clean_weight, "PGD-AT and Fast-AT: weight of the clean loss (the rest on the adversarial loss)")->capture_default_str();
   cmd->add_option("--warmup-epochs", f->o.warmup_epochs, "Ramp eps from 0 over this many epochs")->capture_default_str();
   cmd->add_option("--budget-minutes", f->budget_minutes, "Stop at the best checkpoint when time runs out");

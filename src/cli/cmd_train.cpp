@@ -24,6 +24,7 @@ struct TrainFlags {
   double lr = 1e-3;
   std::string optimizer = "adam";
   double weight_decay = 0;
+  double ema = 0;
   std::string schedule = "constant";
   double val_fraction = 0.05;
   int64_t limit = 0;       // 0 = whole training set
@@ -49,6 +50,7 @@ void run_train(const TrainFlags& f, const CLI::App& cmd, const GlobalOptions& g)
                            .lr(f.lr)
                            .optimizer(f.optimizer)
                            .weight_decay(f.weight_decay)
+                           .ema_decay(f.ema)
                            .cyclic_lr(f.schedule == "one-cycle")
                            .validation_fraction(f.val_fraction)
                            .seed(g.seed)
@@ -130,6 +132,10 @@ void register_train(CLI::App& app, GlobalOptions& g) {
       ->check(CLI::IsMember({"adam", "sgd"}))
       ->capture_default_str();
   cmd->add_option("--weight-decay", flags->weight_decay, "Weight decay (e.g. 5e-4 with sgd)")->capture_default_str();
+  cmd->add_option("--ema", flags->ema,
+                  "Weight averaging: validate, keep and save an exponential moving average of the weights with this "
+                  "decay (e.g. 0.999); 0 = off")
+      ->capture_default_str();
   cmd->add_option("--lr-schedule", flags->schedule, "constant or one-cycle")
       ->check(CLI::IsMember({"constant", "one-cycle"}))
       ->capture_default_str();

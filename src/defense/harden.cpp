@@ -60,6 +60,7 @@ void HardenOptions::validate() const {
   if (!(trades_beta >= 0 && trades_beta <= 1000)) throw invalid_argument("--beta must be in [0, 1000]");
   if (!(fast_alpha > 0 && fast_alpha <= 10)) throw invalid_argument("--alpha must be in (0, 10]");
   if (!(clean_weight >= 0 && clean_weight <= 1)) throw invalid_argument("--clean-weight must be in [0, 1]");
+  train::TrainOptions().ema_decay(ema_decay);  // throws naming --ema
   if (clean_weight > 0 && method == "trades") {
     throw invalid_argument("--clean-weight applies to pgd-at and fast-at (TRADES weighs its clean loss against --beta)");
   }
@@ -82,7 +83,8 @@ nlohmann::json HardenOptions::to_json() const {
           {"budget_seconds", budget_seconds},     {"validation_n", validation_n}, {"guard", guard},
           {"seed", seed},                         {"attack_precision", attack::to_string(attack_precision)},
           {"memory_format", channels_last ? "channels_last" : "contiguous"},
-          {"augment", augment ? "crop4+flip" : "none"}};
+          {"augment", augment ? "crop4+flip" : "none"},
+          {"ema_decay", ema_decay}};
 }
 
 nlohmann::json HardenResult::to_json() const { return {{"train", train.to_json()}, {"events", events}}; }
@@ -156,6 +158,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
                         .process_group(o.group)
                         .channels_last(o.channels_last)
                         .augment(o.augment)
+                        .ema_decay(o.ema_decay)
                         .progress(o.progress);
   result.train = train::fit(m, train, validation, opts, *objective, hook);
   return result;

@@ -34,6 +34,7 @@ struct HardenOptions {
   double fast_alpha = 1.25;      // Fast-AT step, in units of eps
   bool fast_random_init = true;
   double clean_weight = 0.0;     // PGD-AT and Fast-AT: weight of the clean loss
+  double ema_decay = 0.0;        // weight averaging (train::TrainOptions::ema_decay); 0 = off
   double warmup_epochs = 1.0;    // eps ramps from 0 over this many epochs
   double budget_seconds = 0.0;   // 0 = none; stops at the best checkpoint
   int64_t validation_n = 500;    // held-out points for PGD-10 robust validation

@@ -6,18 +6,6 @@
 #include "model/zoo.h"
 
 namespace bulwark::poison {
-namespace {
-
-template <typename T>
-T recipe_value(const nlohmann::json& recipe, const char* key) {
-  if (!recipe.contains(key)) {
-    throw invalid_argument(std::string("--retrain: the model's training record has no options.") + key +
-                           ": retrain it with this version's `bulwark train`");
-  }
-  return recipe.at(key).get<T>();
-}
-
-}  // namespace
 
 train::TrainOptions recipe_options(const model::ModelSpec& spec, uint64_t seed, bool progress) {
   if (!spec.training.is_object() || !spec.training.contains("options")) {
@@ -25,20 +13,7 @@ train::TrainOptions recipe_options(const model::ModelSpec& spec, uint64_t seed, 
         "--retrain needs the model's training recipe, which its spec does not hold (an imported model): "
         "train it with `bulwark train`, or scan without --retrain");
   }
-  const nlohmann::json& r = spec.training.at("options");
-  return train::TrainOptions()
-      .epochs(recipe_value<int64_t>(r, "epochs"))
-      .batch_size(recipe_value<int64_t>(r, "batch_size"))
-      .lr(recipe_value<double>(r, "lr"))
-      .optimizer(recipe_value<std::string>(r, "optimizer"))
-      .weight_decay(recipe_value<double>(r, "weight_decay"))
-      .validation_fraction(recipe_value<double>(r, "validation_fraction"))
-      .budget_seconds(recipe_value<double>(r, "budget_seconds"))
-      .cyclic_lr(recipe_value<std::string>(r, "lr_schedule") == "one-cycle")
-      .channels_last(recipe_value<std::string>(r, "memory_format") == "channels_last")
-      .augment(recipe_value<std::string>(r, "augment") != "none")
-      .seed(seed)
-      .progress(progress);
+  return train::TrainOptions::from_recipe(spec.training.at("options")).seed(seed).progress(progress);
 }
 
 Retrained retrain_without(const model::Model& m, const data::Dataset& d, const std::vector<int64_t>& removed,

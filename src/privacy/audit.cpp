@@ -29,19 +29,7 @@ T recipe_value(const json& recipe, const char* key) {
 }
 
 train::TrainOptions shadow_options(const json& recipe, uint64_t seed, bool progress) {
-  return train::TrainOptions()
-      .epochs(recipe_value<int64_t>(recipe, "epochs"))
-      .batch_size(recipe_value<int64_t>(recipe, "batch_size"))
-      .lr(recipe_value<double>(recipe, "lr"))
-      .optimizer(recipe_value<std::string>(recipe, "optimizer"))
-      .weight_decay(recipe_value<double>(recipe, "weight_decay"))
-      .validation_fraction(recipe_value<double>(recipe, "validation_fraction"))
-      .budget_seconds(recipe_value<double>(recipe, "budget_seconds"))
-      .cyclic_lr(recipe_value<std::string>(recipe, "lr_schedule") == "one-cycle")
-      .channels_last(recipe_value<std::string>(recipe, "memory_format") == "channels_last")
-      .augment(recipe_value<std::string>(recipe, "augment") != "none")
-      .seed(seed)
-      .progress(progress);
+  return train::TrainOptions::from_recipe(recipe).seed(seed).progress(progress);
 }
 
 // `n` rows of `rows` (1-D int64), drawn by a seeded permutation; all of them when there are fewer.

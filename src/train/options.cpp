@@ -73,6 +73,46 @@ TrainOptions& TrainOptions::augment(bool v) {
   return *this;
 }
 
+TrainOptions& TrainOptions::ema_decay(double v) {
+  if (!(v == 0.0 || (v >= 0.5 && v < 1.0))) {
+    throw invalid_argument("--ema must be 0 (off) or in [0.5, 1), e.g. 0.999, got " + std::to_string(v));
+  }
+  ema_decay_ = v;
+  return *this;
+}
+
+namespace {
+
+template <typename T>
+T recipe_value(const nlohmann::json& recipe, const char* key) {
+  if (!recipe.is_object() || !recipe.contains(key)) {
+    throw invalid_argument(std::string("the model's training record has no options.") + key +
+                           ": retrain it with this version's `bulwark train`");
+  }
+  try {
+    return recipe.at(key).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw invalid_argument(std::string("the model's training record has a malformed options.") + key);
+  }
+}
+
+}  // namespace
+
+TrainOptions TrainOptions::from_recipe(const nlohmann::json& r) {
+  return TrainOptions()
+      .epochs(recipe_value<int64_t>(r, "epochs"))
+      .batch_size(recipe_value<int64_t>(r, "batch_size"))
+      .lr(recipe_value<double>(r, "lr"))
+      .optimizer(recipe_value<std::string>(r, "optimizer"))
+      .weight_decay(recipe_value<double>(r, "weight_decay"))
+      .validation_fraction(recipe_value<double>(r, "validation_fraction"))
+      .budget_seconds(recipe_value<double>(r, "budget_seconds"))
+      .cyclic_lr(recipe_value<std::string>(r, "lr_schedule") == "one-cycle")
+      .channels_last(recipe_value<std::string>(r, "memory_format") == "channels_last")
+      .augment(recipe_value<std::string>(r, "augment") != "none")
+      .ema_decay(r.is_object() && r.contains("ema_decay") ? recipe_value<double>(r, "ema_decay") : 0.0);
+}
+
 TrainOptions& TrainOptions::cyclic_lr(bool v) {
   cyclic_lr_ = v;
   return *this;
@@ -90,7 +130,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"weight_decay", weight_decay_}, {"validation_fraction", validation_fraction_}, {"seed", seed_},
           {"budget_seconds", budget_seconds_}, {"lr_schedule", cyclic_lr_ ? "one-cycle" : "constant"},
           {"memory_format", channels_last_ ? "channels_last" : "contiguous"},
-          {"augment", augment_ ? "crop4+flip" : "none"},
+          {"augment", augment_ ? "crop4+flip" : "none"}, {"ema_decay", ema_decay_},
           {"world_size", group_ ? group_->world_size() : 1}};
 }
 

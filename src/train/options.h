@@ -45,6 +45,17 @@ class TrainOptions {
   // Random crop (padding 4) + horizontal flip of every training batch (data/augment.h): the standard
   // augmentation for small RGB images. Off by default; the CLI turns it on for RGB data.
   TrainOptions& augment(bool v);
+  // Weight averaging (EMA; Polyak averaging as timm's ModelEmaV2 and the adversarial-training
+  // literature use it): after every step, avg <- d * avg + (1 - d) * weights, with d warming up as
+  // min(decay, (1 + t) / (10 + t)). Validation, the epoch hook, the best checkpoint and the model
+  // returned are the average; training continues from the raw weights. 0 = off; else in [0.5, 1).
+  TrainOptions& ema_decay(double v);
+
+  // The options a model's spec records (to_json(): `bulwark train` writes them as training.options)
+  // as they were set; seed and progress are not part of a recipe. A key missing is an error that
+  // names it and says to retrain with this version; ema_decay, recorded since it existed, reads
+  // as 0 when absent (models from before trained without it).
+  static TrainOptions from_recipe(const nlohmann::json& recipe);
 
   int64_t epochs() const { return epochs_; }
   int64_t batch_size() const { return batch_size_; }
@@ -57,6 +68,7 @@ class TrainOptions {
   bool cyclic_lr() const { return cyclic_lr_; }
   bool channels_last() const { return channels_last_; }
   bool augment() const { return augment_; }
+  double ema_decay() const { return ema_decay_; }
   const std::string& optimizer() const { return optimizer_; }
   bool cancelled() const { return cancel_ && cancel_->load(); }
   const std::shared_ptr<dist::Group>& process_group() const { return group_; }
@@ -77,6 +89,7 @@ class TrainOptions {
   bool cyclic_lr_ = false;
   bool channels_last_ = true;
   bool augment_ = false;
+  double ema_decay_ = 0.0;
   std::string optimizer_ = "adam";
   std::shared_ptr<const std::atomic<bool>> cancel_;
   std::shared_ptr<dist::Group> group_;

@@ -101,6 +101,26 @@ void share_epoch_end(DataParallel& dp, model::Model& m, Objective& objective, Ep
   if (!state.empty()) objective.set_shared_state(std::vector<double>(values.begin() + 2, values.end()));
 }
 
+// One step of weight averaging (TrainOptions::ema_decay): avg <- d * avg + (1 - d) * weights after
+// update t (1-based), d = min(decay, (1 + t) / (10 + t)) as TensorFlow's ExponentialMovingAverage
+// warms up, so the first averages are not held to the initial weights. Floating buffers (BatchNorm
+// statistics) are averaged too and integer ones (batch counts) copied, as timm's ModelEmaV2 does.
+void update_average(model::Model& m, model::ModelState& avg, int64_t t, double decay) {
+  torch::NoGradGuard no_grad;
+  const double d = std::min(decay, (1.0 + static_cast<double>(t)) / (10.0 + static_cast<double>(t)));
+  size_t i = 0;
+  for (const auto& p : m.module().parameters()) avg.parameters[i++].mul_(d).add_(p.detach(), 1.0 - d);
+  i = 0;
+  for (const auto& b : m.module().buffers()) {
+    torch::Tensor& a = avg.buffers[i++];
+    if (a.is_floating_point()) {
+      a.mul_(d).add_(b, 1.0 - d);
+    } else {
+      a.copy_(b);
+    }
+  }
+}
+
 }  // namespace
 
 TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset& validation, const TrainOptions& o,
@@ -137,6 +157,9 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
   TrainResult result;
   result.world_size = par.world();
   std::optional<model::ModelState> best;  // weights and buffers (BatchNorm statistics)
+  std::optional<model::ModelState> average;  // o.ema_decay() > 0: the weight average
+  int64_t updates = 0;
+  if (o.ema_decay() > 0) average = m.snapshot();
   double best_score = -std::numeric_limits<double>::infinity();
   int64_t images_seen = 0;
   const auto run_start = Clock::now();
@@ -206,6 +229,7 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
         job_clock_s = step.elapsed_s / par.world();
       }
       optimizer.step();
+      if (average) update_average(m, *average, ++updates, o.ema_decay());
       loss_sum += step.loss_sum;
       correct += static_cast<int64_t>(step.correct);
       seen += static_cast<int64_t>(step.seen);
@@ -218,6 +242,13 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
     stats.train_loss = loss_sum / seen;
     stats.train_accuracy = static_cast<double>(correct) / seen;
     stats.images_per_s = seen / seconds_since(epoch_start);
+    // With weight averaging, the epoch is judged (and checkpointed) on the average; the next epoch
+    // trains on from the raw weights.
+    std::optional<model::ModelState> raw;
+    if (average) {
+      raw = m.snapshot();
+      m.restore(*average);
+    }
     if (lead) {
       if (validation.size() > 0) stats.validation_accuracy = evaluate(m, validation).accuracy();
       stats.selection_score = stats.validation_accuracy;
@@ -233,8 +264,13 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
       if (validation.size() > 0) best = m.snapshot();
     }
     result.epochs.push_back(stats);
+    if (raw) m.restore(*raw);
   }
-  if (best) m.restore(*best);
+  if (best) {
+    m.restore(*best);
+  } else if (average) {
+    m.restore(*average);  // no validation: the average of the whole run
+  }
   result.seconds = seconds_since(run_start);
   result.images_per_s = result.seconds > 0 ? images_seen / result.seconds : 0;
   if (par.dp) result.communication_seconds = par.dp->communication_seconds();

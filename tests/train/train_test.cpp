@@ -142,6 +142,73 @@ TEST(Train, BestCheckpointRestoresBatchNormStatistics) {
   for (const auto& [name, value] : kept) EXPECT_TRUE(torch::equal(value, epoch1[name])) << name;
 }
 
+// Weight averaging (TrainOptions::ema_decay) on a BatchNorm model, one step per epoch: the model
+// judged after each epoch is the average of the iterates of a run without averaging (so training
+// itself went on from the raw weights) by the warm-up rule d_t = min(decay, (1 + t) / (10 + t)),
+// float buffers averaged and integer ones copied; the model returned is the last average.
+TEST(Train, WeightAverageIsTheWarmedUpEmaOfTheIterates) {
+  torch::set_num_threads(1);
+  const auto data = fashion_train().head(256);
+  const auto opts = TrainOptions().epochs(10).batch_size(256).lr(1e-2).progress(false);
+  CrossEntropyObjective ce;
+  auto raw = batchnorm_model();
+  const model::ModelState start = raw.snapshot();
+  std::vector<model::ModelState> iterates, averages;
+  fit(raw, data, {}, opts, ce, [&](model::Model& mm, EpochStats&) { iterates.push_back(mm.snapshot()); });
+  auto averaged = batchnorm_model();
+  fit(averaged, data, {}, TrainOptions(opts).ema_decay(0.5), ce,
+      [&](model::Model& mm, EpochStats&) { averages.push_back(mm.snapshot()); });
+  ASSERT_EQ(iterates.size(), 10u);
+  ASSERT_EQ(averages.size(), 10u);
+  ASSERT_FALSE(start.buffers.empty());
+  model::ModelState expect = start;
+  for (size_t t = 1; t <= 10; ++t) {
+    // t = 8, 9, 10 reach the decay itself (9/18 = 0.5); before, the warm-up is smaller.
+    const double d = std::min(0.5, (1.0 + static_cast<double>(t)) / (10.0 + static_cast<double>(t)));
+    const model::ModelState& w = iterates[t - 1];
+    for (size_t i = 0; i < expect.parameters.size(); ++i) {
+      expect.parameters[i] = expect.parameters[i] * d + w.parameters[i] * (1.0 - d);
+      EXPECT_TRUE(torch::allclose(averages[t - 1].parameters[i], expect.parameters[i], 1e-5, 1e-6))
+          << "step " << t << " parameter " << i;
+    }
+    for (size_t i = 0; i < expect.buffers.size(); ++i) {
+      expect.buffers[i] = expect.buffers[i].is_floating_point()
+                              ? expect.buffers[i] * d + w.buffers[i] * (1.0 - d)
+                              : w.buffers[i].clone();
+      EXPECT_TRUE(torch::allclose(averages[t - 1].buffers[i].to(torch::kFloat64),
+                                  expect.buffers[i].to(torch::kFloat64), 1e-5, 1e-6))
+          << "step " << t << " buffer " << i;
+    }
+  }
+  // Not vacuous: the average is neither the last iterate nor the start.
+  EXPECT_GT((averages.back().parameters[0] - iterates.back().parameters[0]).abs().max().item<double>(), 1e-4);
+  EXPECT_GT((averages.back().parameters[0] - start.parameters[0]).abs().max().item<double>(), 1e-4);
+  const model::ModelState returned = averaged.snapshot();
+  for (size_t i = 0; i < returned.parameters.size(); ++i) {
+    EXPECT_TRUE(torch::equal(returned.parameters[i], averages.back().parameters[i])) << i;
+  }
+  EXPECT_THROW(TrainOptions().ema_decay(0.2), Error);  // names --ema
+  EXPECT_THROW(TrainOptions().ema_decay(1.0), Error);
+}
+
+// A model's recorded recipe reads back as the options it was trained with.
+TEST(Options, RecipeRoundTripsAndAMissingKeyIsNamed) {
+  const auto o = TrainOptions().epochs(7).batch_size(32).lr(0.05).optimizer("sgd").weight_decay(5e-4)
+                     .validation_fraction(0.1).cyclic_lr(true).augment(true).channels_last(false).ema_decay(0.999);
+  const auto back = TrainOptions::from_recipe(o.to_json());
+  EXPECT_EQ(back.to_json(), o.to_json());
+  auto old = o.to_json();
+  old.erase("ema_decay");  // recorded before weight averaging existed: trained without it
+  EXPECT_EQ(TrainOptions::from_recipe(old).ema_decay(), 0.0);
+  old.erase("lr");
+  try {
+    TrainOptions::from_recipe(old);
+    ADD_FAILURE() << "a recipe without lr was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("options.lr"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Train, BudgetStopsEarly) {
   auto m = fresh("mlp", 1);
   CrossEntropyObjective ce;
