@@ -26,6 +26,7 @@ struct HardenFlags {
   DataFlags data;
   std::string norm = "linf";
   std::string attack_precision = "fp32";
+  std::string preset;
   defense::HardenOptions o;
   double budget_minutes = 0;
   double val_fraction = 0.05;
@@ -52,6 +53,22 @@ void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
   const bool lead = !group || group->rank() == 0;
   std::unique_ptr<CommandRun> run;
   if (lead) run = std::make_unique<CommandRun>(f.registry, "harden", cmd, g);
+  if (!f.preset.empty()) {
+    // The preset's recipe, except where a flag was given.
+    const defense::HardenPreset& p = defense::find_harden_preset(f.preset);
+    const auto unless_given = [&cmd](const char* flag, auto& field, const auto& value) {
+      if (cmd.count(flag) == 0) field = value;
+    };
+    unless_given("--method", f.o.method, p.method);
+    unless_given("--steps", f.o.pgd_steps, p.pgd_steps);
+    unless_given("--epochs", f.o.epochs, p.epochs);
+    unless_given("--lr-schedule", f.o.lr_schedule, p.lr_schedule);
+    unless_given("--lr", f.o.lr, p.lr);
+    unless_given("--clean-weight", f.o.clean_weight, p.clean_weight);
+    unless_given("--ema", f.o.ema_decay, p.ema_decay);
+    unless_given("--budget-minutes", f.budget_minutes, p.budget_minutes);
+    f.o.preset = p.name;
+  }
   f.o.threat.norm = attack::parse_norm(f.norm);
   f.o.attack_precision = attack::parse_precision(f.attack_precision, "--attack-precision");
   f.o.budget_seconds = f.budget_minutes * 60;
@@ -130,6 +147,9 @@ void register_harden(CLI::App& app, GlobalOptions& g) {
   auto* cmd = app.add_subcommand("harden", "Adversarially train a model (PGD-AT, TRADES, Fast-AT) and save it");
   cmd->add_option("--model", f->model, "Model to start from (.pt)")->required();
   cmd->add_option("--out", f->out, "Where to write the hardened model")->required();
+  cmd->add_option("--preset", f->preset,
+                  "A measured recipe (docs/defenses.md): loop (10 minutes, the closed loop's); flags given "
+                  "explicitly override its values");
   cmd->add_option("--method", f->o.method, "pgd-at, trades or fast-at")->capture_default_str();
   cmd->add_option("--eps", f->o.threat.eps, "Perturbation budget")->capture_default_str();
   cmd->add_option("--norm", f->norm, "linf or l2")->capture_default_str();

@@ -24,6 +24,7 @@ namespace bulwark::defense {
 
 struct HardenOptions {
   std::string method = "pgd-at";  // pgd-at | trades | fast-at
+  std::string preset;             // the --preset it started from (recorded; the fields below rule)
   attack::Threat threat{attack::Norm::kLinf, 0.1, 0.0, 1.0};
   int64_t epochs = 5;
   int64_t batch_size = 128;
@@ -57,6 +58,27 @@ struct HardenOptions {
   std::string effective_lr_schedule() const;
   nlohmann::json to_json() const;
 };
+
+// Named recipes, each the winner of a measured comparison at its wall-clock budget on Fashion-MNIST's
+// `cnn` (docs/defenses.md has the table and the commands): the method, its steps, epochs, schedule,
+// rate, clean weight, weight averaging and the budget. The CLI's --preset applies one before the
+// flags given explicitly, which override it.
+struct HardenPreset {
+  std::string name;
+  std::string method;
+  int64_t pgd_steps = 7;
+  int64_t epochs = 5;
+  std::string lr_schedule;
+  double lr = 1e-3;
+  double clean_weight = 0.0;
+  double ema_decay = 0.0;
+  double budget_minutes = 0.0;
+  std::string measured;  // what it reached, as docs/defenses.md records it
+};
+
+const std::vector<HardenPreset>& harden_presets();
+// Throws invalid_argument naming --preset and the known names.
+const HardenPreset& find_harden_preset(const std::string& name);
 
 struct HardenResult {
   train::TrainResult train;

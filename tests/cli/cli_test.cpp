@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/system.h"
+#include "defense/harden.h"
 #include "test_util.h"
 
 namespace bulwark {
@@ -180,6 +181,28 @@ TEST(CliHarden, ProgressShowsCleanAndRobustValidationPerEpoch) {
   expect_usage_error("harden --model " + small_model() + " --out " + out + " --lr-schedule cosine", "--lr-schedule");
 }
 
+
+// --preset fills the recipe (method, epochs, schedule, averaging, budget) and a flag given beside it
+// wins; the saved model's spec records both the preset and what actually ran.
+TEST(CliHarden, APresetFillsTheRecipeAndExplicitFlagsOverrideIt) {
+  testing::TempDir dir;
+  const auto out = dir.file("robust.pt");
+  const auto& loop = defense::find_harden_preset("loop");
+  const auto r = bulwark("--json harden --model " + small_model() + " --preset loop --epochs 1 --limit 300 --val-n 30"
+                         " --eval-n 30 --quiet --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(bulwark("--json info " + out).output)["hardening"]["options"];
+  EXPECT_EQ(j["preset"], "loop");
+  EXPECT_EQ(j["epochs"], 1);  // given
+  EXPECT_EQ(j["method"], loop.method);
+  EXPECT_EQ(j["lr_schedule"], loop.lr_schedule);
+  EXPECT_EQ(j["ema_decay"], loop.ema_decay);
+  EXPECT_EQ(j["clean_weight"], loop.clean_weight);
+  EXPECT_DOUBLE_EQ(j["budget_seconds"].get<double>(), loop.budget_minutes * 60);
+  expect_usage_error("harden --model " + small_model() + " --out " + out + " --preset fastest", "--preset");
+  EXPECT_NE(bulwark("harden --model " + small_model() + " --out " + out + " --preset fastest").output.find("loop"),
+            std::string::npos);
+}
 
 TEST(CliDetect, BadArgumentsExitTwoNamingTheFlag) {
   const std::string out = testing::TempDir().file("m.detect");

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "control/loop_fixture.h"
+#include "defense/harden.h"
 #include "poison/digest.h"
 #include "registry/runs.h"
 
@@ -550,6 +551,22 @@ TEST(Control, PolicyErrorsNameTheKeyAndTheLimit) {
   EXPECT_NE(error_of("hardening: {key: k}\ncooldown_s: 600\nmax_cooldown_s: 60").find("policy.max_cooldown_s"),
             std::string::npos);
   EXPECT_EQ(error_of("hardening: {key: k}"), "accepted");
+}
+
+// The loop's default hardening is the measured 10-minute winner, `bulwark harden --preset loop`.
+TEST(Control, TheDefaultHardeningIsTheLoopPreset) {
+  const control::HardeningPolicy h;
+  const defense::HardenPreset& loop = defense::find_harden_preset("loop");
+  EXPECT_EQ(h.method, loop.method);
+  EXPECT_EQ(h.epochs, loop.epochs);
+  EXPECT_DOUBLE_EQ(h.budget_minutes, loop.budget_minutes);
+  EXPECT_DOUBLE_EQ(h.clean_weight, loop.clean_weight);
+  // The policy has no schedule or averaging key: the job must get the preset's from harden's defaults.
+  defense::HardenOptions o;
+  o.method = h.method;
+  EXPECT_EQ(o.effective_lr_schedule(), loop.lr_schedule);
+  EXPECT_DOUBLE_EQ(o.ema_decay, loop.ema_decay);
+  EXPECT_DOUBLE_EQ(o.lr, loop.lr);
 }
 
 }  // namespace
