@@ -100,7 +100,7 @@ void run_attack(const AttackFlags& f, const CLI::App& cmd, const GlobalOptions& 
   o.settings.lo = m.spec().lo;
   o.settings.hi = m.spec().hi;
   const auto d = load_for_model(f.data, data::Split::kTest, m, !f.quiet).head(f.n, "--n");
-  d.require_in_memory(parse_memory(f.data.max_memory), "bulwark attack");
+  d.require_in_memory(parse_memory(f.data.max_memory), "bulwark attack", "--n");
   m.check_input(d.images.narrow(0, 0, 1));
   const auto x = d.inputs(), y = d.targets();
 

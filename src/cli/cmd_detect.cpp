@@ -73,8 +73,8 @@ void run_calibrate(const CalibrateFlags& f, const GlobalOptions& g) {
   m.check_input(train.images.narrow(0, 0, 1));
   const auto split = data::split_train_validation(train, f.val_fraction, m.spec().seed);
   const auto fit = split.train.head(std::min(f.fit_n, split.train.size()), "--fit-n");
-  fit.require_in_memory(parse_memory(f.data.max_memory), "bulwark detect calibrate (--fit-n)");
-  split.validation.require_in_memory(parse_memory(f.data.max_memory), "bulwark detect calibrate (--val-fraction)");
+  fit.require_in_memory(parse_memory(f.data.max_memory), "bulwark detect calibrate", "--fit-n");
+  split.validation.require_in_memory(parse_memory(f.data.max_memory), "bulwark detect calibrate", "--val-fraction");
   const auto sha = sha256_file_hex(f.model);
   auto set = detect::DetectorSet::calibrate(m, sha, o, fit.inputs(), fit.targets(), split.validation.inputs());
   set.monitor_reference() =
@@ -143,7 +143,7 @@ void run_evaluate(const EvaluateFlags& f, const CLI::App& cmd, const GlobalOptio
     throw invalid_argument("--offset + --n must be <= " + std::to_string(test.size()) + " test images");
   }
   const auto d = test.select(torch::arange(f.offset, f.offset + f.n));
-  d.require_in_memory(parse_memory(f.data.max_memory), "bulwark detect evaluate");
+  d.require_in_memory(parse_memory(f.data.max_memory), "bulwark detect evaluate", "--n");
   m.check_input(d.images.narrow(0, 0, 1));
   const auto report = detect::evaluate_detection(m, set, d.inputs(), d.targets(), o);
   run.finish(report.to_json());

@@ -60,7 +60,8 @@ void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
       if (cmd.count(flag) == 0) field = value;
     };
     unless_given("--method", f.o.method, p.method);
-    unless_given("--steps", f.o.pgd_steps, p.pgd_steps);
+    // The inner steps belong to the preset's method: with another --method, that method's default.
+    if (f.o.method == p.method) unless_given("--steps", f.o.pgd_steps, p.pgd_steps);
     unless_given("--epochs", f.o.epochs, p.epochs);
     unless_given("--lr-schedule", f.o.lr_schedule, p.lr_schedule);
     unless_given("--lr", f.o.lr, p.lr);
@@ -90,7 +91,9 @@ void run_harden(HardenFlags f, const CLI::App& cmd, const GlobalOptions& g) {
   data::require_held_out(train_set, test);
   f.o.augment = augment_for(f.data, m.spec().input_shape[0]);
   const auto split = data::split_train_validation(train_set, f.val_fraction, g.seed);
-  split.validation.require_in_memory(parse_memory(f.data.max_memory), "bulwark harden (--val-fraction)");
+  // Of the validation split, harden converts the --val-n points of its PGD-10 check at once.
+  split.validation.head(std::min(f.o.validation_n, split.validation.size()), "--val-n")
+      .require_in_memory(parse_memory(f.data.max_memory), "bulwark harden", "--val-n");
 
   const double std_s = lead ? standard_seconds_per_image(m, split.train, f.o.batch_size) : 0;
   const auto result = defense::harden(m, split.train, split.validation, f.o);

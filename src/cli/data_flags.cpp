@@ -1,5 +1,7 @@
 #include "cli/data_flags.h"
 
+#include "data/disk_tensor.h"
+
 #include <torch/torch.h>
 
 #include <iostream>
@@ -70,6 +72,10 @@ data::Dataset load_for_model(const DataFlags& flags, data::Split split, const mo
   if (d.ignored_files > 0) {
     std::cerr << "note: " << d.name << ": " << d.ignored_files
               << " files without an image extension are not part of the set (as torchvision's ImageFolder)\n";
+  }
+  if (d.on_disk()) {
+    std::cerr << "note: " << d.name << ": " << d.size() << " images are over --max-memory and are held in a scratch "
+              << "file in " << data::scratch_dir() << " (docs/data.md)\n";
   }
   if (d.refused_files > 0) {
     std::cerr << "note: " << d.name << ": " << d.refused_files << " files did not decode and were left out (--skip-bad)\n";

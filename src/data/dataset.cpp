@@ -49,15 +49,15 @@ Dataset Dataset::head(int64_t n, const std::string& what) const {
 
 bool Dataset::on_disk() const { return is_disk_tensor(images); }
 
-void Dataset::require_in_memory(int64_t max_bytes, const std::string& what) const {
+void Dataset::require_in_memory(int64_t max_bytes, const std::string& what, const std::string& flag) const {
   if (!on_disk()) return;
   const int64_t row_bytes = size() > 0 ? images.numel() / size() * 4 : 0;  // as float32
   if (row_bytes * size() <= max_bytes) return;
   throw invalid_argument(what + " converts its images at once: " + std::to_string(size()) + " images of " + name +
                          " need " + std::to_string((row_bytes * size()) >> 20) + " MiB as float, over the memory " +
-                         "bound of " + std::to_string(max_bytes >> 20) + " MiB (--max-memory); give --limit " +
-                         std::to_string(std::max<int64_t>(1, max_bytes / std::max<int64_t>(row_bytes, 1))) +
-                         " or fewer, or raise --max-memory");
+                         "bound of " + std::to_string(max_bytes >> 20) + " MiB (--max-memory); at most " +
+                         std::to_string(max_bytes / std::max<int64_t>(row_bytes, 1)) + " fit: lower " + flag +
+                         ", or raise --max-memory");
 }
 
 Dataset Dataset::select(const torch::Tensor& indices) const {

@@ -26,9 +26,10 @@ struct Dataset {
   // Whether the images live in a scratch file (data/disk_tensor.h), read a batch at a time: an image
   // folder over --max-memory. head() and select() of such a set stay on disk.
   bool on_disk() const;
-  // Refuses (naming `what` and --limit) a set on disk whose float copy would exceed `max_bytes`:
-  // for the commands that convert their whole selection at once (attack, detect, harden's validation).
-  void require_in_memory(int64_t max_bytes, const std::string& what) const;
+  // Refuses a set on disk whose float copy would exceed `max_bytes`, naming `what`, how many images
+  // would fit and `flag` (the one that sets how many are taken): for the commands that convert their
+  // whole selection at once (attack, detect, harden's validation).
+  void require_in_memory(int64_t max_bytes, const std::string& what, const std::string& flag) const;
   // Images as float in [0,1]; `indices` selects rows (int64), undefined = all.
   torch::Tensor inputs(const torch::Tensor& indices = {}) const;
   torch::Tensor targets(const torch::Tensor& indices = {}) const;

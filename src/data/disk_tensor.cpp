@@ -29,7 +29,7 @@ void release(void* ctx) {
   delete m;
 }
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text(int err) { return std::strerror(err); }
 
 }  // namespace
 
@@ -44,20 +44,23 @@ std::string scratch_dir() {
 torch::Tensor disk_tensor(const std::vector<int64_t>& sizes, const std::string& what) {
   int64_t bytes = 1;
   for (const int64_t s : sizes) {
-    if (s < 0) throw invalid_argument(what + ": negative size");
-    bytes *= s;
+    if (s < 0 || __builtin_mul_overflow(bytes, s, &bytes)) throw invalid_argument(what + ": size out of range");
   }
   const std::string dir = scratch_dir();
   const std::string where = " (the scratch directory: $BULWARK_SCRATCH_DIR, else $TMPDIR, else /tmp)";
   struct statvfs fs {};
-  if (statvfs(dir.c_str(), &fs) != 0) throw io_error(dir + ": " + errno_text() + where);
-  // A tmpfs is memory: a scratch file there would break the bound it exists to keep.
-  constexpr long kTmpfsMagic = 0x01021994;
+  if (statvfs(dir.c_str(), &fs) != 0) {
+    const int err = errno;
+    throw io_error(dir + ": " + errno_text(err) + where);
+  }
+  // A tmpfs or ramfs is memory: a scratch file there would break the bound it exists to keep.
+  constexpr long kTmpfsMagic = 0x01021994, kRamfsMagic = 0x858458f6;
   struct statfs kind {};
-  if (statfs(dir.c_str(), &kind) == 0 && static_cast<long>(kind.f_type) == kTmpfsMagic) {
+  if (statfs(dir.c_str(), &kind) == 0 &&
+      (static_cast<long>(kind.f_type) == kTmpfsMagic || static_cast<long>(kind.f_type) == kRamfsMagic)) {
     throw invalid_argument(what + " is over the memory bound (--max-memory), and the scratch directory " + dir +
-                           " is a tmpfs, which is memory" + where + "; point BULWARK_SCRATCH_DIR at a directory on "
-                           "disk, or raise --max-memory");
+                           " is a tmpfs or ramfs, which is memory" + where + "; point BULWARK_SCRATCH_DIR at a "
+                           "directory on disk, or raise --max-memory");
   }
   const auto free_bytes = static_cast<unsigned long long>(fs.f_bavail) * fs.f_frsize;
   if (static_cast<unsigned long long>(bytes) > free_bytes) {
@@ -70,18 +73,24 @@ torch::Tensor disk_tensor(const std::vector<int64_t>& sizes, const std::string& 
   if (fd < 0) {
     std::string name = dir + "/bulwark-scratch-XXXXXX";
     fd = ::mkostemp(name.data(), O_CLOEXEC);
-    if (fd < 0) throw io_error(dir + ": cannot make a scratch file: " + errno_text() + where);
+    if (fd < 0) {
+      const int err = errno;
+      throw io_error(dir + ": cannot make a scratch file: " + errno_text(err) + where);
+    }
     ::unlink(name.c_str());
   }
   auto* m = new Mapping{nullptr, static_cast<size_t>(std::max<int64_t>(bytes, 1))};
-  if (::ftruncate(fd, static_cast<off_t>(m->length)) != 0) {
-    const std::string e = errno_text();
+  // Blocks allocated now, not on first write: a disk that fills up later would otherwise end the
+  // process with SIGBUS at a write through the mapping, with no message.
+  const int allocated = ::posix_fallocate(fd, 0, static_cast<off_t>(m->length));
+  if (allocated != 0) {
     ::close(fd);
     delete m;
-    throw io_error(dir + ": cannot size a scratch file to " + std::to_string(bytes) + " bytes: " + e + where);
+    throw io_error(dir + ": cannot allocate a scratch file of " + std::to_string(bytes >> 20) + " MiB: " +
+                   errno_text(allocated) + where + "; free space there or raise --max-memory");
   }
   m->base = ::mmap(nullptr, m->length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const std::string e = errno_text();
+  const std::string e = errno_text(errno);
   ::close(fd);  // the mapping keeps the file
   if (m->base == MAP_FAILED) {
     delete m;
@@ -94,7 +103,7 @@ torch::Tensor disk_tensor(const std::vector<int64_t>& sizes, const std::string& 
 }
 
 bool is_disk_tensor(const torch::Tensor& t) {
-  return t.defined() && t.storage().data_ptr().get_deleter() == &release;
+  return t.defined() && t.has_storage() && t.storage().data_ptr().get_deleter() == &release;
 }
 
 torch::Tensor disk_index_select(const torch::Tensor& source, const torch::Tensor& indices, const std::string& what) {

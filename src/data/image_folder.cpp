@@ -7,6 +7,7 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <initializer_list>
 #include <exception>
@@ -145,7 +146,11 @@ Dataset read_image_folder(const std::string& root, const LoadOptions& options) {
   // Over the memory bound, the decoded images go to a scratch file (data/disk_tensor.h) as they are
   // decoded: each worker holds one image at a time. That needs the size, so only with a model's.
   torch::Tensor disk;
-  if (sized && n * options.shape[0] * options.shape[1] * options.shape[2] > options.max_memory_bytes) {
+  int64_t decoded_bytes = n;
+  for (const int64_t s : options.shape) {
+    if (__builtin_mul_overflow(decoded_bytes, s, &decoded_bytes)) decoded_bytes = INT64_MAX;
+  }
+  if (sized && decoded_bytes > options.max_memory_bytes) {
     disk = disk_tensor({n, options.shape[0], options.shape[1], options.shape[2]},
                        root + ": " + std::to_string(n) + " images of " + std::to_string(options.shape[0]) + "x" +
                            std::to_string(options.shape[1]) + "x" + std::to_string(options.shape[2]));
@@ -182,8 +187,8 @@ Dataset read_image_folder(const std::string& root, const LoadOptions& options) {
         if ((held_bytes += chw.numel()) > options.max_memory_bytes) {
           fail(i, std::make_exception_ptr(invalid_argument(root + ": the decoded images exceed the memory bound of " +
                                                            std::to_string(options.max_memory_bytes >> 20) +
-                                                           " MiB (--max-memory); give the model (--model) so "
-                                                           "they are resized and held on disk")));
+                                                           " MiB (--max-memory); with a fixed size (a model, "
+                                                           "or `train --input-shape`) they are held on disk")));
         }
         images[static_cast<size_t>(i)] = std::move(chw);
       } catch (const Error& e) {

@@ -156,6 +156,7 @@ HardenResult harden(model::Model& m, const data::Dataset& train, const data::Dat
         if (o.progress) std::cerr << "guard: " << msg << '\n';
         stats.extra["guard"] = msg;
         mm.restore(best);
+        stats.model_replaced = true;
         fast->fall_back();
         stats.selection_score = -std::numeric_limits<double>::infinity();
         return;

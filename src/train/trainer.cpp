@@ -93,12 +93,13 @@ struct Parallel {
 void share_epoch_end(DataParallel& dp, model::Model& m, Objective& objective, EpochStats& stats) {
   dp.broadcast_model(m, "rank 0's model after validation");
   const auto state = objective.shared_state();
-  std::vector<double> values = {stats.validation_accuracy, stats.selection_score};
+  std::vector<double> values = {stats.validation_accuracy, stats.selection_score, stats.model_replaced ? 1.0 : 0.0};
   values.insert(values.end(), state.begin(), state.end());
   values = dp.broadcast_values(values, "rank 0's validation results");
   stats.validation_accuracy = values[0];
   stats.selection_score = values[1];
-  if (!state.empty()) objective.set_shared_state(std::vector<double>(values.begin() + 2, values.end()));
+  stats.model_replaced = values[2] != 0.0;
+  if (!state.empty()) objective.set_shared_state(std::vector<double>(values.begin() + 3, values.end()));
 }
 
 // One step of weight averaging (TrainOptions::ema_decay): avg <- d * avg + (1 - d) * weights after
@@ -264,6 +265,11 @@ TrainResult fit(model::Model& m, const data::Dataset& train, const data::Dataset
       if (validation.size() > 0) best = m.snapshot();
     }
     result.epochs.push_back(stats);
+    if (raw && stats.model_replaced) {
+      // The hook rolled the model back: the average must not keep the weights it rolled back from.
+      raw = m.snapshot();
+      average = m.snapshot();
+    }
     if (raw) m.restore(*raw);
   }
   if (best) {

@@ -62,6 +62,9 @@ struct EpochStats {
   double seconds = 0;
   double images_per_s = 0;
   bool partial = false;  // cut short by the time budget
+  // Set by a hook that loaded other weights into the model (a roll-back): with weight averaging they
+  // become both the weights training goes on from and the average.
+  bool model_replaced = false;
   nlohmann::json extra = nlohmann::json::object();  // hook-provided (e.g. robust accuracy)
   nlohmann::json to_json() const;
 };

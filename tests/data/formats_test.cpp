@@ -8,6 +8,8 @@
 #include <functional>
 #include <fstream>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -161,7 +163,7 @@ TEST(ImageFolder, BadInputIsNamed) {
   small.max_memory_bytes = 50;  // two 4x4 RGB images are 96 bytes
   const std::string bound = error_of([&] { load_dataset(dir.path(), Split::kTest, small); });
   EXPECT_NE(bound.find("--max-memory"), std::string::npos) << bound;
-  EXPECT_NE(bound.find("--model"), std::string::npos) << bound;
+  EXPECT_NE(bound.find("--input-shape"), std::string::npos) << bound;
   // A 4-channel model cannot take an image folder.
   LoadOptions four;
   four.shape = {4, 4, 4};
@@ -183,8 +185,20 @@ int64_t rss_anon_bytes() {
 // a load in memory, selections stay on disk, refused files leave no hole, and the process's own
 // memory does not grow by the set's size (it does for a load in memory: the measure can see it).
 TEST(ImageFolder, OverTheMemoryBoundIsHeldOnDisk) {
-  TempDir dir, scratch;
-  ::setenv("BULWARK_SCRATCH_DIR", scratch.path().c_str(), 1);
+  TempDir dir;
+  // The scratch files go under the build tree (a real disk; /tmp may be a tmpfs, which is refused).
+  struct Scratch {
+    std::string path = (fs::current_path() / ("scratch-" + std::to_string(::getpid()))).string();
+    Scratch() {
+      fs::create_directories(path);
+      ::setenv("BULWARK_SCRATCH_DIR", path.c_str(), 1);
+    }
+    ~Scratch() {
+      ::unsetenv("BULWARK_SCRATCH_DIR");
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  } scratch;
   constexpr int kPerClass = 160, kSide = 160;  // 320 images, 24.6 MB decoded
   for (int c = 0; c < 2; ++c) {
     fs::create_directories(dir.file("c" + std::to_string(c)));
@@ -218,7 +232,7 @@ TEST(ImageFolder, OverTheMemoryBoundIsHeldOnDisk) {
   ASSERT_EQ(on_disk.size(), 319);
   EXPECT_TRUE(torch::equal(on_disk.images, in_memory.images));
   EXPECT_TRUE(torch::equal(on_disk.labels, in_memory.labels));
-  EXPECT_GE(grew_memory, set_bytes * 9 / 10) << "a load in memory should show in RssAnon";
+  EXPECT_GE(grew_memory, set_bytes * 3 / 4) << "a load in memory should show in RssAnon";
   EXPECT_LT(grew_disk, set_bytes / 4) << "the scratch file's pages are not the process's memory";
 
   const auto rows = torch::tensor(std::vector<int64_t>{318, 3, 160, 0, 7});
@@ -229,12 +243,13 @@ TEST(ImageFolder, OverTheMemoryBoundIsHeldOnDisk) {
   EXPECT_TRUE(on_disk.head(10).on_disk());
 
   // Commands that convert their whole selection at once refuse a set on disk over the bound.
-  const std::string whole = error_of([&] { on_disk.require_in_memory(1 << 20, "bulwark attack"); });
+  const std::string whole = error_of([&] { on_disk.require_in_memory(1 << 20, "bulwark attack", "--n"); });
   EXPECT_NE(whole.find("bulwark attack"), std::string::npos) << whole;
-  EXPECT_NE(whole.find("--limit 3 "), std::string::npos) << whole;  // 1 MiB holds three float 160x160 RGB images
-  EXPECT_NO_THROW(on_disk.head(1).require_in_memory(1 << 20, "bulwark attack"));
-  EXPECT_NO_THROW(in_memory.require_in_memory(1, "bulwark attack"));  // already in memory: nothing to refuse
-  ::unsetenv("BULWARK_SCRATCH_DIR");
+  EXPECT_NE(whole.find("at most 3 fit: lower --n"), std::string::npos) << whole;  // 1 MiB: three float 160x160 RGB
+  EXPECT_NO_THROW(on_disk.head(3).require_in_memory(1 << 20, "bulwark attack", "--n"));
+  EXPECT_NO_THROW(in_memory.require_in_memory(1, "bulwark attack", "--n"));  // in memory already: nothing to refuse
+  // Nothing is left in the scratch directory: the files were unlinked as they were made.
+  EXPECT_TRUE(fs::is_empty(scratch.path));
 }
 
 // JPEG through libjpeg-turbo as PIL decodes it; a JPEG cut short is refused (PIL: "image file is

@@ -89,9 +89,11 @@ TEST(ByoModel, ImportedResnetEvaluatesImageForImageAsPyTorch) {
   }
   // Over --max-memory (36 images of 3 KB against 20 KB) the folder is read from a scratch file: the
   // same predictions, image for image.
-  r = bulwark("--json eval --model " + dir.file("out.pt") + " --data " + rn + "/data --max-memory 20K --predictions " +
-              dir.file("p.csv"));
+  r = testing::run_command("BULWARK_SCRATCH_DIR=" + std::filesystem::current_path().string() + " " +
+                           std::string(BULWARK_BIN) + " --json eval --model " + dir.file("out.pt") + " --data " + rn +
+                           "/data --max-memory 20K --predictions " + dir.file("p.csv"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("held in a scratch file"), std::string::npos) << r.output;
   EXPECT_EQ(predictions_csv(dir.file("p.csv")), expected) << "streamed";
   // Feature detectors need the penultimate features: found as the input of torchvision's fc (through
   // forward -> _forward_impl -> fc), so fc of them gives the logits.

@@ -191,6 +191,31 @@ TEST(Train, WeightAverageIsTheWarmedUpEmaOfTheIterates) {
   EXPECT_THROW(TrainOptions().ema_decay(1.0), Error);
 }
 
+// A hook that rolls the model back (harden's catastrophic-overfitting guard) replaces the average
+// too: training then goes on from the rolled-back weights, and the average does not keep mixing in
+// the weights it rolled back from.
+TEST(Train, ARollBackByTheHookResetsTheWeightAverage) {
+  torch::set_num_threads(1);
+  auto m = batchnorm_model();
+  const model::ModelState start = m.snapshot();
+  CrossEntropyObjective ce;
+  model::ModelState before_rollback;
+  fit(m, fashion_train().head(256), {}, TrainOptions().epochs(3).batch_size(256).lr(1e-2).ema_decay(0.5).progress(false),
+      ce, [&](model::Model& mm, EpochStats& s) {
+        if (s.epoch < 3) return;
+        before_rollback = mm.snapshot();  // the average of three steps
+        mm.restore(start);
+        s.model_replaced = true;
+      });
+  // Not vacuous: the average had moved away from the start.
+  ASSERT_FALSE(before_rollback.parameters.empty());
+  EXPECT_GT((before_rollback.parameters[0] - start.parameters[0]).abs().max().item<double>(), 1e-4);
+  // No validation set: the model returned is the run's average, which the roll-back reset.
+  const model::ModelState end = m.snapshot();
+  for (size_t i = 0; i < end.parameters.size(); ++i) EXPECT_TRUE(torch::equal(end.parameters[i], start.parameters[i])) << i;
+  for (size_t i = 0; i < end.buffers.size(); ++i) EXPECT_TRUE(torch::equal(end.buffers[i], start.buffers[i])) << i;
+}
+
 // A model's recorded recipe reads back as the options it was trained with.
 TEST(Options, RecipeRoundTripsAndAMissingKeyIsNamed) {
   const auto o = TrainOptions().epochs(7).batch_size(32).lr(0.05).optimizer("sgd").weight_decay(5e-4)
