@@ -82,6 +82,8 @@ void run_scan(const PoisonFlags& f, const CLI::App& cmd, const GlobalOptions& g)
   if (f.retrain) poison::recipe_options(m.spec(), g.seed, false);    // refuses a model without a recipe up front
   const data::Dataset all = load_for_model(f.data, data::Split::kTrain, m, !f.quiet);
   const data::Dataset train = all.head(rows_to_scan(f, m, all.size()));
+  // The scan and the rows' digest read the whole selection at once.
+  train.require_in_memory(parse_memory(f.data.max_memory), "bulwark poison scan", "--limit");
   const poison::ScanResult r = poison::scan(m, train, options);
   // The rows scanned, by content: the loop's gate (gate.require_poison_scan) finds this run by it.
   const std::string digest = poison::dataset_digest(train);
