@@ -39,8 +39,6 @@ using detail::secs;
 
 namespace {
 
-// What the gate worker needs, read on the loop thread before it starts (the registry handle is the
-// loop thread's), and what it hands back.
 struct PoisonScan {
   std::string run_id;
   bool failed = true;
@@ -85,6 +83,8 @@ std::string poison_scan_refusal(const std::map<std::string, PoisonScan>& scans, 
   return "";
 }
 
+// What the gate worker needs, read on the loop thread before it starts (the registry handle is the
+// loop thread's), and what it hands back.
 struct GateInputs {
   std::string job_dir;
   std::string production_ref, production_bytes;

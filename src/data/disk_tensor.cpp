@@ -29,8 +29,6 @@ void release(void* ctx) {
   delete m;
 }
 
-std::string errno_text(int err) { return std::strerror(err); }
-
 }  // namespace
 
 std::string scratch_dir() {
@@ -51,7 +49,7 @@ torch::Tensor disk_tensor(const std::vector<int64_t>& sizes, const std::string& 
   struct statvfs fs {};
   if (statvfs(dir.c_str(), &fs) != 0) {
     const int err = errno;
-    throw io_error(dir + ": " + errno_text(err) + where);
+    throw io_error(dir + ": " + std::strerror(err) + where);
   }
   // A tmpfs or ramfs is memory: a scratch file there would break the bound it exists to keep.
   constexpr long kTmpfsMagic = 0x01021994, kRamfsMagic = 0x858458f6;
@@ -75,7 +73,7 @@ torch::Tensor disk_tensor(const std::vector<int64_t>& sizes, const std::string& 
     fd = ::mkostemp(name.data(), O_CLOEXEC);
     if (fd < 0) {
       const int err = errno;
-      throw io_error(dir + ": cannot make a scratch file: " + errno_text(err) + where);
+      throw io_error(dir + ": cannot make a scratch file: " + std::strerror(err) + where);
     }
     ::unlink(name.c_str());
   }
@@ -87,10 +85,10 @@ torch::Tensor disk_tensor(const std::vector<int64_t>& sizes, const std::string& 
     ::close(fd);
     delete m;
     throw io_error(dir + ": cannot allocate a scratch file of " + std::to_string(bytes >> 20) + " MiB: " +
-                   errno_text(allocated) + where + "; free space there or raise --max-memory");
+                   std::strerror(allocated) + where + "; free space there or raise --max-memory");
   }
   m->base = ::mmap(nullptr, m->length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const std::string e = errno_text(errno);
+  const std::string e = std::strerror(errno);
   ::close(fd);  // the mapping keeps the file
   if (m->base == MAP_FAILED) {
     delete m;
